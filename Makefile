@@ -1,0 +1,28 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+PIP    := $(PYTHON) -m pip
+
+.PHONY: install install-test demo test lint clean
+
+# torch first, pinned: a plain `torch` requirement would pull a multi-GB CUDA build,
+# while this release installs from the machine's local CPU wheel.
+install:
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install --quiet "torch==2.13.0"
+	$(PIP) install --quiet -e .
+
+install-test:
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install --quiet "torch==2.13.0"
+	$(PIP) install --quiet -e ".[test]"
+
+demo: install
+	$(PYTHON) -m secateurs demo
+
+lint:
+	$(PYTHON) -m ruff check src tests
+	$(PYTHON) -m ruff format --check src tests
+
+test: install-test lint
+	$(PYTHON) -m pytest -q
+
+clean:
+	rm -rf build dist src/*.egg-info .pytest_cache .ruff_cache runs

@@ -1,0 +1,21 @@
+"""secateurs: compress PyTorch models until they fit a microcontroller, and prove it."""
+
+from __future__ import annotations
+
+from . import data, measure, models
+from .train import Callback, FitState, History, LossTerm, Step, evaluate, fit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "data",
+    "models",
+    "measure",
+    "fit",
+    "evaluate",
+    "History",
+    "LossTerm",
+    "Callback",
+    "Step",
+    "FitState",
+]

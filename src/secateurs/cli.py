@@ -1,0 +1,236 @@
+"""The ``secateurs`` command: list, train, profile, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from . import data, measure, models
+from ._progress import RichProgress
+from .models.checkpoint import load_checkpoint, save_checkpoint
+from .train import evaluate, fit
+
+# The demo's model: a small MobileNet V2 that trains on digits in seconds.
+DEMO_MODEL = "mobilenet_v2"
+DEMO_KWARGS = {
+    "width": 0.5,
+    "cfg": ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 2, 1)),
+    "last_channels": 256,
+}
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:,.1f} KiB"
+
+
+def _profile_table(title: str, rows: list[tuple[str, float | None, measure.Profile]]) -> Table:
+    table = Table(title=title)
+    for col in ("model", "accuracy", "params", "MACs", "flash", "peak SRAM", "latency"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for label, acc, p in rows:
+        table.add_row(
+            label,
+            "-" if acc is None else f"{acc:.2%}",
+            f"{p.params:,}",
+            f"{p.macs:,}",
+            _kib(p.flash_bytes),
+            _kib(p.peak_sram_bytes),
+            "-" if p.latency_ms is None else f"{p.latency_ms:.3f} ms",
+        )
+    return table
+
+
+def _layer_table(p: measure.Profile) -> Table:
+    table = Table(title="per layer")
+    for col in ("module", "op", "output", "weights", "MACs", "out bytes", "live bytes"):
+        table.add_column(col, justify="left" if col in ("module", "op") else "right")
+    for r in p.layers:
+        if r.output_bytes == 0 and r.macs == 0:
+            continue  # views and in-place ops hold no new memory and compute nothing
+        table.add_row(
+            r.module or "(top)",
+            r.op,
+            "x".join(map(str, r.output_shape)),
+            f"{r.weights:,}",
+            f"{r.macs:,}",
+            f"{r.output_bytes:,}",
+            f"{r.live_bytes:,}",
+        )
+    return table
+
+
+def _model_kwargs(args) -> dict:
+    try:
+        kwargs = json.loads(args.model_args) if args.model_args else {}
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"--model-args must be a JSON object: {err}") from None
+    if not isinstance(kwargs, dict):
+        raise SystemExit("--model-args must be a JSON object, such as '{\"hidden\": [64]}'")
+    return kwargs
+
+
+def cmd_list(args, console: Console) -> int:
+    what = args.what
+    if what in ("all", "tasks"):
+        table = Table(title="tasks")
+        table.add_column("name")
+        table.add_column("description")
+        for name in data.list_tasks():
+            doc = (data.TASKS.get(name).__doc__ or "").strip().splitlines()
+            table.add_row(name, doc[0] if doc else "")
+        console.print(table)
+    if what in ("all", "models"):
+        table = Table(title="models")
+        table.add_column("name")
+        table.add_column("description")
+        for name in models.list_models():
+            doc = (models.MODELS.get(name).__doc__ or "").strip().splitlines()
+            table.add_row(name, doc[0] if doc else "")
+        console.print(table)
+    return 0
+
+
+def cmd_train(args, console: Console) -> int:
+    task = data.load(args.task, seed=args.seed)
+    kwargs = _model_kwargs(args)
+    model = models.create(args.model, task, width=args.width, **kwargs)
+    fit(
+        model,
+        task,
+        epochs=args.epochs,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=RichProgress(f"{args.model} on {task.name}", console=console),
+    )
+    acc = evaluate(model, task)
+    prof = measure.profile(model, task.example_inputs())
+    console.print(_profile_table(f"{args.model} on {task.name}", [(args.model, acc, prof)]))
+    if args.out:
+        save_checkpoint(model, args.out, args.model, task, width=args.width, **kwargs)
+        console.print(f"saved {args.out}")
+    return 0
+
+
+def cmd_profile(args, console: Console) -> int:
+    task = data.load(args.task, seed=args.seed)
+    if args.checkpoint:
+        model, meta = load_checkpoint(args.checkpoint, task)
+        label = meta["model"]
+        acc = evaluate(model, task)
+    else:
+        model = models.create(args.model, task, width=args.width, **_model_kwargs(args))
+        label, acc = args.model, None
+    prof = measure.profile(
+        model,
+        task.example_inputs(),
+        weight_bits=args.weight_bits,
+        activation_bits=args.activation_bits,
+    )
+    if args.json:
+        console.print_json(json.dumps(prof.to_dict(layers=args.layers)))
+        return 0
+    console.print(_profile_table(f"{label} on {task.name}", [(label, acc, prof)]))
+    if args.layers:
+        console.print(_layer_table(prof))
+    return 0
+
+
+def cmd_demo(args, console: Console) -> int:
+    start = time.perf_counter()
+    task = data.load("digits", seed=args.seed)
+    console.print(f"[bold]secateurs demo[/bold]: {task}")
+    model = models.create(DEMO_MODEL, task, **DEMO_KWARGS)
+    fit(
+        model,
+        task,
+        epochs=args.epochs,
+        lr=3e-3,
+        seed=args.seed,
+        progress=RichProgress(f"{DEMO_MODEL} on digits", console=console),
+    )
+    acc = evaluate(model, task)
+    x = task.example_inputs()
+    rows = [
+        ("float32", acc, measure.profile(model, x)),
+        ("int8 storage", None, measure.profile(model, x, 8, 8, latency=False)),
+    ]
+    title = f"demo: {DEMO_MODEL} on digits, test accuracy and cost per inference"
+    console.print(_profile_table(title, rows))
+    console.print(
+        "int8 storage: the same network's flash and SRAM at 8-bit weights and activations "
+        f"(quantization itself comes later). Done in {time.perf_counter() - start:.1f} s."
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="secateurs",
+        description="Compress PyTorch models until they fit a microcontroller, and prove it.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list tasks and models", description="List tasks and models.")
+    p.add_argument("what", nargs="?", default="all", choices=("all", "tasks", "models"))
+    p.set_defaults(func=cmd_list)
+
+    def model_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--task", default="digits", help="task name or .npz/folder path")
+        p.add_argument("--model", default="lenet5", help="zoo model name (see `secateurs list`)")
+        p.add_argument("--width", type=float, default=1.0, help="width multiplier")
+        p.add_argument("--model-args", default="", help="extra builder arguments as JSON")
+        p.add_argument("--seed", type=int, default=0, help="fixes data split, init and order")
+
+    p = sub.add_parser("train", help="train a zoo model", description="Train a zoo model.")
+    model_options(p)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", default="", help="save a checkpoint to this path")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "profile",
+        help="params, MACs, flash, SRAM and latency of a model",
+        description="Profile a zoo model or a checkpoint saved by `secateurs train`.",
+    )
+    model_options(p)
+    p.add_argument("--checkpoint", default="", help="checkpoint from `secateurs train --out`")
+    p.add_argument("--weight-bits", type=int, default=32)
+    p.add_argument("--activation-bits", type=int, default=32)
+    p.add_argument("--layers", action="store_true", help="also print the per-layer table")
+    p.add_argument("--json", action="store_true", help="print the profile as JSON")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser(
+        "demo",
+        help="train a small model on digits and print its costs",
+        description="Train a small MobileNet V2 on digits and print accuracy and costs.",
+    )
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = console or Console()
+    try:
+        return args.func(args, console)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/red] {err}", highlight=False)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Tasks from a user's files: an ``.npz`` archive or a folder of images, one sub-folder per class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .task import Task, stratified_split, tensor_dataset
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".pgm", ".ppm")
+VAL_FRACTION = 0.15
+TEST_FRACTION = 0.15
+
+
+def _check_inputs(x: np.ndarray, key: str, source: Path) -> np.ndarray:
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise ValueError(f"{source}: '{key}' must hold real numbers, got dtype {x.dtype}")
+    if x.ndim not in (2, 3, 4):
+        raise ValueError(
+            f"{source}: '{key}' must be shaped (N, L), (N, C, L) or (N, C, H, W), got {x.shape}"
+        )
+    x = x.astype(np.float32)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        raise ValueError(
+            f"{source}: '{key}' holds {int(bad.sum())} NaN or infinite values "
+            "(first at sample {}); clean or impute them before loading".format(
+                int(np.argwhere(bad)[0][0])
+            )
+        )
+    return x[:, None, :] if x.ndim == 2 else x
+
+
+def _check_labels(y: np.ndarray, key: str, source: Path) -> np.ndarray:
+    if y.ndim != 1:
+        raise ValueError(f"{source}: '{key}' must be a 1-D array of class indices, got {y.shape}")
+    if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
+        raise ValueError(f"{source}: '{key}' must hold integer class indices, got dtype {y.dtype}")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+            raise ValueError(
+                f"{source}: '{key}' holds non-integer labels such as {y[y != np.round(y)][:3]}; "
+                "labels must be class indices 0..K-1"
+            )
+    y = y.astype(np.int64)
+    if y.size and y.min() < 0:
+        raise ValueError(f"{source}: '{key}' holds negative labels; use class indices 0..K-1")
+    return y
+
+
+def load_npz(path: str | Path, seed: int = 0) -> Task:
+    """Load ``x_train, y_train, x_test, y_test`` (and optionally ``x_val, y_val``) from an .npz.
+
+    Inputs are shaped (N, L) or (N, C, L) for signals, (N, C, H, W) for images. Without a
+    validation pair, 15% of train is held out, stratified by ``seed``.
+    """
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    required = ["x_train", "y_train", "x_test", "y_test"]
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise ValueError(
+            f"{path}: missing arrays {missing}; an .npz task needs {required} "
+            f"(and optionally x_val, y_val); found {sorted(arrays)}"
+        )
+    if ("x_val" in arrays) != ("y_val" in arrays):
+        raise ValueError(f"{path}: give both x_val and y_val, or neither")
+    splits = [s for s in ("train", "val", "test") if f"x_{s}" in arrays]
+    data = {}
+    for s in splits:
+        x = _check_inputs(arrays[f"x_{s}"], f"x_{s}", path)
+        y = _check_labels(arrays[f"y_{s}"], f"y_{s}", path)
+        if len(x) != len(y):
+            raise ValueError(
+                f"{path}: x_{s} has {len(x)} samples but y_{s} has {len(y)}; they must match"
+            )
+        if len(x) == 0:
+            raise ValueError(f"{path}: x_{s} is empty")
+        data[s] = (x, y)
+    shapes = {s: data[s][0].shape[1:] for s in splits}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"{path}: sample shapes differ between splits: {shapes}")
+    num_classes = int(max(data[s][1].max() for s in splits)) + 1
+    present = np.bincount(data["train"][1], minlength=num_classes)
+    empty = [int(c) for c in np.flatnonzero(present == 0)]
+    if empty:
+        raise ValueError(
+            f"{path}: classes {empty} have no training samples; labels must be 0..K-1 "
+            "with every class present in y_train"
+        )
+    if "val" not in data:
+        x_tr, x_val, y_tr, y_val = stratified_split(*data["train"], VAL_FRACTION, seed)
+        data["train"], data["val"] = (x_tr, y_tr), (x_val, y_val)
+    input_shape = shapes["train"]
+    return Task(
+        name=path.stem,
+        modality="image" if len(input_shape) == 3 else "signal",
+        train=tensor_dataset(*data["train"]),
+        val=tensor_dataset(*data["val"]),
+        test=tensor_dataset(*data["test"]),
+        input_shape=input_shape,
+        num_classes=num_classes,
+    )
+
+
+def load_image_folder(path: str | Path, seed: int = 0) -> Task:
+    """Load ``path/<class>/<image>``: one sub-folder of images per class, sorted by name.
+
+    Images are scaled to [0, 1]; grayscale when every image is, RGB otherwise; all must share
+    one size. Split 70/15/15, stratified by ``seed``.
+    """
+    from PIL import Image
+
+    root = Path(path)
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(class_dirs) < 2:
+        raise ValueError(
+            f"{root}: an image-folder task needs one sub-folder per class (at least 2), "
+            f"found {len(class_dirs)}"
+        )
+    files: list[tuple[Path, int]] = []
+    for label, d in enumerate(class_dirs):
+        images = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise ValueError(
+                f"{d}: class folder {d.name!r} holds no images ({', '.join(IMAGE_SUFFIXES)})"
+            )
+        files += [(p, label) for p in images]
+    opened = []
+    for p, _ in files:
+        try:
+            with Image.open(p) as im:
+                im.load()
+                opened.append(im.copy())
+        except OSError as err:
+            raise ValueError(f"{p}: cannot read this image ({err})") from None
+    gray = all(im.mode in ("1", "L", "I;16", "I", "F") for im in opened)
+    size = opened[0].size
+    for (p, _), im in zip(files, opened):
+        if im.size != size:
+            raise ValueError(
+                f"{p}: image is {im.size[0]}x{im.size[1]} but {files[0][0]} is "
+                f"{size[0]}x{size[1]}; resize all images to one size"
+            )
+    arrays = []
+    for im in opened:
+        a = np.asarray(im.convert("L" if gray else "RGB"), dtype=np.float32) / 255.0
+        arrays.append(a[None] if gray else a.transpose(2, 0, 1))
+    x = np.stack(arrays)
+    y = np.array([label for _, label in files], dtype=np.int64)
+    counts = np.bincount(y)
+    if counts.min() < 3:
+        small = [class_dirs[i].name for i in np.flatnonzero(counts < 3)]
+        raise ValueError(
+            f"{root}: classes {small} have fewer than 3 images; each class needs at least 3 "
+            "to appear in train, validation and test"
+        )
+    x_train, x_rest, y_train, y_rest = stratified_split(x, y, VAL_FRACTION + TEST_FRACTION, seed)
+    x_val, x_test, y_val, y_test = stratified_split(x_rest, y_rest, 0.5, seed)
+    return Task(
+        name=root.name,
+        modality="image",
+        train=tensor_dataset(x_train, y_train),
+        val=tensor_dataset(x_val, y_val),
+        test=tensor_dataset(x_test, y_test),
+        input_shape=x.shape[1:],
+        num_classes=len(class_dirs),
+        class_names=tuple(d.name for d in class_dirs),
+    )

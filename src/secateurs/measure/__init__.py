@@ -1,0 +1,25 @@
+"""Measurement: parameters, MACs, flash, peak SRAM and latency, all from real forward passes.
+
+    prof = sc.measure.profile(model, task.example_inputs())
+"""
+
+from __future__ import annotations
+
+from .latency import measure_latency
+from .memory import Lifetime, lifetimes, live_bytes
+from .profile import LayerProfile, Profile, effective_tensors, profile
+from .trace import Trace, TracedOp, trace
+
+__all__ = [
+    "profile",
+    "Profile",
+    "LayerProfile",
+    "effective_tensors",
+    "measure_latency",
+    "trace",
+    "Trace",
+    "TracedOp",
+    "Lifetime",
+    "lifetimes",
+    "live_bytes",
+]

@@ -1,0 +1,33 @@
+"""The model zoo: small builders registered by name, each for 1-D signals and 2-D images.
+
+    model = sc.models.create("mobilenet_v2", task, width=0.5)
+"""
+
+from __future__ import annotations
+
+from . import (  # noqa: F401  (each module registers its builders)
+    ds_cnn,
+    elm,
+    ghostnet,
+    lenet,
+    mlp,
+    mobilenet_v1,
+    mobilenet_v2,
+    resnet8,
+    shufflenet,
+)
+from .elm import ExtremeLearningMachine
+from .layers import ChannelShuffle, Grid, make_divisible
+from .registry import MODELS, check_model_fits, create, list_models, register_model
+
+__all__ = [
+    "create",
+    "list_models",
+    "register_model",
+    "check_model_fits",
+    "ExtremeLearningMachine",
+    "ChannelShuffle",
+    "Grid",
+    "make_divisible",
+    "MODELS",
+]

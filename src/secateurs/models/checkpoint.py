@@ -1,0 +1,69 @@
+"""Checkpoints of zoo models: the builder's name and arguments plus the state dict.
+
+Saved atomically (temporary file, then rename) and loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data.task import Task
+from .registry import create
+
+FORMAT = "secateurs.checkpoint/1"
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(
+    model: nn.Module, path: str | Path, name: str, task: Task, width: float = 1.0, **kwargs
+) -> None:
+    """Save a zoo model so that :func:`load_checkpoint` can rebuild it for ``task``."""
+    atomic_save(
+        {
+            "format": FORMAT,
+            "model": name,
+            "task": task.name,
+            "width": float(width),
+            "kwargs": kwargs,
+            "state_dict": model.state_dict(),
+        },
+        path,
+    )
+
+
+def load_checkpoint(path: str | Path, task: Task) -> tuple[nn.Module, dict]:
+    """Rebuild a model saved by :func:`save_checkpoint`; returns it and the checkpoint's fields."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a secateurs checkpoint (expected format {FORMAT!r})")
+    if ckpt["task"] != task.name:
+        raise ValueError(
+            f"{path} was trained on task {ckpt['task']!r}, not {task.name!r}; pass that task"
+        )
+    model = create(ckpt["model"], task, width=ckpt["width"], **ckpt["kwargs"])
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    return model, meta

@@ -1,0 +1,169 @@
+"""Building blocks shared by the zoo, generic over 1-D signals and 2-D images.
+
+A ``Grid`` follows the feature-map size while a network is built, so that each builder can
+ask for the strides of the original architecture and get only those a tiny input allows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d}
+_BN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}
+_AVGPOOL = {1: nn.AvgPool1d, 2: nn.AvgPool2d}
+_MAXPOOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d}
+_PAD = {1: nn.ConstantPad1d, 2: nn.ConstantPad2d}
+
+IMAGENET_SIZE = 64  # inputs at least this large keep the stride-2 stems of ImageNet models
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round a channel count to a multiple of ``divisor``, never more than 10% below ``value``.
+
+    The rounding of the MobileNet reference implementations (Sandler et al. 2018).
+    """
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+class Grid:
+    """The spatial size of the feature map while a network is built, and the layers that fit it.
+
+    ``stride(s)`` returns ``s`` along each dimension that stays at least ``min_size`` long
+    after it, else 1, and records the new size. Layers pad by ``k // 2``, so a stride ``s``
+    maps a length ``n`` to ``ceil(n / s)``.
+    """
+
+    def __init__(self, input_shape: Sequence[int], min_size: int = 2) -> None:
+        self.nd = len(input_shape) - 1
+        if self.nd not in _CONV:
+            raise ValueError(f"input_shape must be (C, L) or (C, H, W), got {tuple(input_shape)}")
+        self.channels = int(input_shape[0])
+        self.Conv, self.MaxPool = _CONV[self.nd], _MAXPOOL[self.nd]
+        self.size = [int(n) for n in input_shape[1:]]
+        self.min_size = min_size
+
+    def stride(self, stride: int) -> int | tuple[int, ...]:
+        planned = []
+        for d, n in enumerate(self.size):
+            s = stride if math.ceil(n / stride) >= self.min_size else 1
+            self.size[d] = math.ceil(n / s)
+            planned.append(s)
+        return planned[0] if len(set(planned)) == 1 else tuple(planned)
+
+    def stem_stride(self, stride: int = 2) -> int | tuple[int, ...]:
+        """The stem's stride: ``stride`` for ImageNet-sized inputs, 1 for tiny ones."""
+        return self.stride(stride) if min(self.size) >= IMAGENET_SIZE else 1
+
+    def conv(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int | tuple[int, ...] = 3,
+        stride: int | tuple[int, ...] = 1,
+        groups: int = 1,
+        bias: bool = False,
+    ) -> nn.Module:
+        """Convolution padded by ``kernel // 2``; ``stride`` must come from :meth:`stride`."""
+        padding = tuple(k // 2 for k in kernel) if isinstance(kernel, tuple) else kernel // 2
+        return _CONV[self.nd](cin, cout, kernel, stride, padding, groups=groups, bias=bias)
+
+    def bn(self, channels: int) -> nn.Module:
+        return _BN[self.nd](channels)
+
+    def conv_bn(self, cin, cout, kernel=3, stride=1, groups=1, act: nn.Module | None = None):
+        """Convolution, BatchNorm and an optional activation, as one Sequential."""
+        layers = [self.conv(cin, cout, kernel, stride, groups), self.bn(cout)]
+        return nn.Sequential(*layers, act) if act is not None else nn.Sequential(*layers)
+
+    def avgpool(self, kernel: int, stride, padding: int = 0) -> nn.Module:
+        return _AVGPOOL[self.nd](kernel, stride, padding)
+
+    def maxpool(self, kernel: int, stride, padding: int = 0) -> nn.Module:
+        return _MAXPOOL[self.nd](kernel, stride, padding)
+
+    def pad(self, padding: Sequence[int]) -> nn.Module:
+        """Zero padding as F.pad orders it: last dimension first, (before, after) pairs."""
+        return _PAD[self.nd](tuple(padding), 0.0)
+
+    def resize(self, resolution: float) -> Resize | None:
+        """The resolution multiplier rho of Howard et al. 2017: resample the input to rho times
+        its size (None for rho = 1)."""
+        if isinstance(resolution, bool) or not isinstance(resolution, (int, float)):
+            raise TypeError(f"resolution must be a number in (0, 1], got {resolution!r}")
+        if not 0 < resolution <= 1:
+            raise ValueError(f"resolution must be in (0, 1], got {resolution}")
+        if resolution == 1:
+            return None
+        self.size = [max(1, round(n * resolution)) for n in self.size]
+        return Resize(tuple(self.size))
+
+
+class Resize(nn.Module):
+    """Resample the input to a fixed spatial size by area averaging."""
+
+    def __init__(self, size: tuple[int, ...]) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, size=self.size, mode="area")
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}"
+
+
+class ChannelShuffle(nn.Module):
+    """Interleave the channels of ``groups`` groups (Zhang et al. 2018, arXiv 1707.01083)."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c = x.shape[:2]
+        spatial = x.shape[2:]
+        x = x.reshape(n, self.groups, c // self.groups, *spatial).transpose(1, 2)
+        return x.reshape(n, c, *spatial)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation gate (Hu et al. 2018, arXiv 1709.01507) with a hard sigmoid."""
+
+    def __init__(self, grid: Grid, channels: int, reduced: int) -> None:
+        super().__init__()
+        pool = nn.AdaptiveAvgPool1d if grid.nd == 1 else nn.AdaptiveAvgPool2d
+        self.pool = pool(1)
+        self.reduce = grid.conv(channels, reduced, 1, bias=True)
+        self.act = nn.ReLU(inplace=True)
+        self.expand = grid.conv(reduced, channels, 1, bias=True)
+        self.gate = nn.Hardsigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(self.expand(self.act(self.reduce(self.pool(x)))))
+
+
+class ClassifierHead(nn.Module):
+    """Global average pooling, flatten, optional dropout, then a Linear classifier."""
+
+    def __init__(self, grid: Grid, channels: int, num_classes: int, dropout: float = 0.0):
+        super().__init__()
+        pool = nn.AdaptiveAvgPool1d if grid.nd == 1 else nn.AdaptiveAvgPool2d
+        self.pool = pool(1)
+        self.flatten = nn.Flatten(1)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.flatten(self.pool(x))))

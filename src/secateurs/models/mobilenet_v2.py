@@ -1,0 +1,76 @@
+"""MobileNet V2: inverted residuals and linear bottlenecks (Sandler et al. 2018, arXiv 1801.04381)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from torch import nn
+
+from ..data.task import Task
+from .layers import ClassifierHead, Grid, make_divisible
+from .registry import register_model
+
+# (expansion t, output channels c, repeats n, first stride s), Table 2 of the paper.
+MOBILENET_V2_CFG = (
+    (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+    (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1),
+)  # fmt: skip
+
+
+class InvertedResidual(nn.Module):
+    """1x1 expansion (skipped when t = 1), 3x3 depthwise, linear 1x1 projection; a residual
+    connection when the stride is 1 and the widths match."""
+
+    def __init__(self, grid: Grid, cin: int, cout: int, stride, expansion: int) -> None:
+        super().__init__()
+        hidden = cin * expansion
+        layers: list[nn.Module] = []
+        if expansion != 1:
+            layers.append(grid.conv_bn(cin, hidden, 1, act=nn.ReLU6(inplace=True)))
+        layers.append(grid.conv_bn(hidden, hidden, 3, stride, groups=hidden, act=nn.ReLU6(True)))
+        layers.append(grid.conv_bn(hidden, cout, 1))
+        self.conv = nn.Sequential(*layers)
+        self.use_residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        return x + self.conv(x) if self.use_residual else self.conv(x)
+
+
+class MobileNetV2(nn.Sequential):
+    """Stem, inverted residual blocks, a 1x1 expansion to ``last_channels``, classifier."""
+
+
+@register_model("mobilenet_v2")
+def mobilenet_v2(
+    task: Task,
+    width: float = 1.0,
+    resolution: float = 1.0,
+    cfg: Sequence[tuple[int, int, int, int]] = MOBILENET_V2_CFG,
+    stem_channels: int = 32,
+    last_channels: int = 1280,
+    dropout: float = 0.2,
+) -> nn.Module:
+    """MobileNet V2 with a width multiplier (channels rounded to multiples of 8, as in the
+    reference) and a resolution multiplier; the last layer is not thinned below
+    ``last_channels`` for width < 1, as in the paper."""
+    grid = Grid(task.input_shape)
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    if resize := grid.resize(resolution):
+        layers["resize"] = resize
+    channels = make_divisible(stem_channels * width)
+    layers["stem"] = grid.conv_bn(
+        task.input_shape[0], channels, 3, grid.stem_stride(), act=nn.ReLU6(inplace=True)
+    )
+    index = 0
+    for t, c, n, s in cfg:
+        cout = make_divisible(c * width)
+        for i in range(n):
+            index += 1
+            stride = grid.stride(s) if i == 0 else 1
+            layers[f"block{index}"] = InvertedResidual(grid, channels, cout, stride, t)
+            channels = cout
+    last = make_divisible(last_channels * max(1.0, width))
+    layers["last"] = grid.conv_bn(channels, last, 1, act=nn.ReLU6(inplace=True))
+    layers["head"] = ClassifierHead(grid, last, task.num_classes, dropout)
+    return MobileNetV2(layers)

@@ -1,0 +1,57 @@
+"""The model registry: ``@register_model`` on a builder ``(task, width=1.0, **kw) -> nn.Module``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .._checks import check_float
+from .._registry import Registry
+from ..data.task import Task
+
+MODELS: Registry = Registry("model")
+register_model = MODELS.register
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names of the registered models, optionally filtered by a pattern such as ``"*net*"``."""
+    return MODELS.names(pattern)
+
+
+def create(name: str, task: Task, width: float = 1.0, **kwargs) -> nn.Module:
+    """Build the model ``name`` for ``task``: its input shape, its classes, a width multiplier.
+
+    The returned model is checked on the task's example inputs, so a shape mismatch fails
+    here, before any training.
+    """
+    builder = MODELS.get(name)
+    if not isinstance(task, Task):
+        raise TypeError(f"task must be a secateurs Task (sc.data.load(...)), got {type(task)}")
+    width = check_float("width", width, minimum=0.0, strict_minimum=True)
+    model = builder(task, width=width, **kwargs)
+    check_model_fits(model, task, name=name)
+    return model
+
+
+def check_model_fits(model: nn.Module, task: Task, name: str | None = None) -> None:
+    """Fail with a clear message unless ``model`` maps task inputs to ``num_classes`` logits."""
+    label = name or type(model).__name__
+    x = task.example_inputs(2)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            y = model(x)
+    except RuntimeError as err:
+        raise ValueError(
+            f"model {label!r} does not accept the inputs of task {task.name!r} "
+            f"(shape (N, {', '.join(map(str, task.input_shape))})): {err}"
+        ) from None
+    finally:
+        model.train(was_training)
+    if not isinstance(y, torch.Tensor) or tuple(y.shape) != (2, task.num_classes):
+        got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(
+            f"model {label!r} returns {got} for a batch of 2 inputs of task {task.name!r}; "
+            f"expected (2, {task.num_classes}) logits, one per class"
+        )

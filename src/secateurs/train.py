@@ -1,0 +1,333 @@
+"""Training and evaluation, with hooks that later stages plug into.
+
+``LossTerm`` adds a term to the task loss (regularizers, distillation, quantization-guided
+training); ``Callback`` is told when fitting, epochs and steps start and end (masks, ADMM
+updates, schedules).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._checks import check_choice, check_float, check_int
+from .data.task import SPLITS, Task
+from .models.registry import check_model_fits
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass
+class Step:
+    """What a LossTerm sees at one training step."""
+
+    model: nn.Module
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    outputs: torch.Tensor
+    teacher_outputs: torch.Tensor | None
+    epoch: int
+    step: int
+
+
+class LossTerm:
+    """A term added to the task's cross-entropy loss at every step.
+
+    Subclasses implement ``__call__(step) -> scalar tensor``; ``setup`` runs once before
+    training (to register hooks, say) and ``teardown`` once after. Any callable taking a
+    :class:`Step` also works as a loss term.
+    """
+
+    name: str = ""
+
+    def setup(self, model: nn.Module, task: Task) -> None:
+        """Called once before the first step."""
+
+    def teardown(self, model: nn.Module) -> None:
+        """Called once after the last step, also when training fails."""
+
+    def __call__(self, step: Step) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@dataclass
+class History:
+    """One record per epoch: train_loss, train_acc, val_acc, lr and each loss term's mean."""
+
+    records: list[dict[str, float]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key: str) -> list[float]:
+        return [r[key] for r in self.records if key in r]
+
+    @property
+    def train_loss(self) -> list[float]:
+        return self["train_loss"]
+
+    @property
+    def val_acc(self) -> list[float]:
+        return self["val_acc"]
+
+    @property
+    def final_val_acc(self) -> float:
+        return self.records[-1]["val_acc"] if self.records else float("nan")
+
+
+@dataclass
+class FitState:
+    """What a Callback sees; set ``stop = True`` to end training after the current step."""
+
+    model: nn.Module
+    task: Task
+    optimizer: torch.optim.Optimizer | None
+    history: History
+    epochs: int = 0
+    epoch: int = 0
+    step: int = 0
+    loss: float = float("nan")
+    stop: bool = False
+
+
+class Callback:
+    """Hooks into :func:`fit`; override the ones you need."""
+
+    def on_fit_start(self, state: FitState) -> None: ...
+
+    def on_epoch_start(self, state: FitState) -> None: ...
+
+    def on_step_end(self, state: FitState) -> None: ...
+
+    def on_epoch_end(self, state: FitState) -> None: ...
+
+    def on_fit_end(self, state: FitState) -> None: ...
+
+
+class _LogProgress(Callback):
+    def on_epoch_end(self, state: FitState) -> None:
+        r = state.history.records[-1]
+        log.info(
+            "epoch %d: loss %.4f  train acc %.4f  val acc %.4f",
+            r["epoch"],
+            r["train_loss"],
+            r["train_acc"],
+            r["val_acc"],
+        )
+
+
+def _term_name(term: Callable, index: int) -> str:
+    name = getattr(term, "name", "") or type(term).__name__
+    return f"loss/{name}" if name not in ("function", "") else f"loss/term{index}"
+
+
+def _make_optimizer(name: str, params, lr: float, weight_decay: float, momentum: float):
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def fit(
+    model: nn.Module,
+    task: Task,
+    epochs: int = 10,
+    lr: float = 1e-3,
+    optimizer: str = "adam",
+    batch_size: int = 64,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+    schedule: str = "cosine",
+    losses: Sequence[Callable[[Step], torch.Tensor]] = (),
+    callbacks: Sequence[Callback] = (),
+    teacher: nn.Module | None = None,
+    seed: int = 0,
+    progress: bool | Callback = True,
+) -> History:
+    """Train ``model`` in place on ``task.train`` with cross-entropy plus ``losses``.
+
+    Validation accuracy is recorded after every epoch. ``teacher`` (run in eval mode without
+    gradients) feeds its logits to the loss terms as ``Step.teacher_outputs``. The same seed
+    gives the same result. ``progress=True`` logs each epoch; a Callback shows it instead.
+    Models with a ``fit_closed_form(task)`` method, such as the ELM, are solved directly.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(task, Task):
+        raise TypeError(f"task must be a secateurs Task (sc.data.load(...)), got {type(task)}")
+    epochs = check_int("epochs", epochs, minimum=0)
+    lr = check_float("lr", lr, minimum=0.0, strict_minimum=True)
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_choice("schedule", schedule, SCHEDULES)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    weight_decay = check_float("weight_decay", weight_decay, minimum=0.0)
+    seed = check_int("seed", seed, minimum=0)
+    for i, term in enumerate(losses):
+        if not callable(term):
+            raise TypeError(f"losses[{i}] must be a LossTerm or a callable, got {term!r}")
+    for i, cb in enumerate(callbacks):
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks[{i}] must be a secateurs Callback, got {cb!r}")
+    if teacher is not None and not isinstance(teacher, nn.Module):
+        raise TypeError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
+    check_model_fits(model, task)
+    if teacher is not None:
+        check_model_fits(teacher, task, name="teacher")
+
+    callbacks = list(callbacks)
+    if isinstance(progress, Callback):
+        callbacks.append(progress)
+    elif progress:
+        callbacks.append(_LogProgress())
+
+    history = History()
+    solve = getattr(model, "fit_closed_form", None)
+    if callable(solve):
+        if losses or teacher is not None:
+            raise ValueError(
+                f"{type(model).__name__} is solved in closed form; losses and teacher do not "
+                "apply to it"
+            )
+        state = FitState(model, task, None, history, epochs=1)
+        for cb in callbacks:
+            cb.on_fit_start(state)
+        solve(task)
+        history.records.append(
+            {
+                "epoch": 1,
+                "train_loss": float("nan"),
+                "train_acc": evaluate(model, task, "train"),
+                "val_acc": evaluate(model, task, "val"),
+                "lr": float("nan"),
+            }
+        )
+        for cb in callbacks:
+            cb.on_epoch_end(state)
+            cb.on_fit_end(state)
+        return history
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _train(
+            model, task, epochs, lr, optimizer, batch_size, weight_decay, momentum,
+            schedule, list(losses), callbacks, teacher, seed, history,
+        )  # fmt: skip
+
+
+def _train(
+    model, task, epochs, lr, optimizer, batch_size, weight_decay, momentum,
+    schedule, losses, callbacks, teacher, seed, history,
+) -> History:  # fmt: skip
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{type(model).__name__} has no trainable parameters to fit")
+    opt = _make_optimizer(optimizer, params, lr, weight_decay, momentum)
+    loader = task.loader("train", batch_size=batch_size, shuffle=True, seed=seed)
+    total_steps = max(1, epochs * len(loader))
+    sched = (
+        torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
+        )
+        if schedule == "cosine"
+        else None
+    )
+    device = next(iter(params)).device
+    names = [_term_name(t, i) for i, t in enumerate(losses)]
+    state = FitState(model, task, opt, history, epochs=epochs)
+    if teacher is not None:
+        teacher_was_training = teacher.training
+        teacher.eval()
+    for term in losses:
+        if isinstance(term, LossTerm):
+            term.setup(model, task)
+    try:
+        for cb in callbacks:
+            cb.on_fit_start(state)
+        for epoch in range(1, epochs + 1):
+            state.epoch = epoch
+            model.train()
+            for cb in callbacks:
+                cb.on_epoch_start(state)
+            sums: dict[str, float] = dict.fromkeys(["train_loss", *names], 0.0)
+            correct = seen = 0
+            for x, y in loader:
+                x, y = x.to(device), y.to(device)
+                out = model(x)
+                loss = F.cross_entropy(out, y)
+                t_out = None
+                if teacher is not None:
+                    with torch.no_grad():
+                        t_out = teacher(x)
+                step = Step(model, x, y, out, t_out, epoch, state.step)
+                for name, term in zip(names, losses):
+                    value = term(step)
+                    sums[name] += float(value.detach()) * len(y)
+                    loss = loss + value
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"training loss became {float(loss)} at epoch {epoch}, step "
+                        f"{state.step}; lower lr (now {lr}) or check the loss terms"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                state.step += 1
+                state.loss = float(loss.detach())
+                sums["train_loss"] += state.loss * len(y)
+                correct += int((out.detach().argmax(1) == y).sum())
+                seen += len(y)
+                for cb in callbacks:
+                    cb.on_step_end(state)
+                if state.stop:
+                    break
+            record = {"epoch": epoch, **{k: v / max(seen, 1) for k, v in sums.items()}}
+            record["train_acc"] = correct / max(seen, 1)
+            record["val_acc"] = evaluate(model, task, "val")
+            record["lr"] = opt.param_groups[0]["lr"]
+            history.records.append(record)
+            for cb in callbacks:
+                cb.on_epoch_end(state)
+            if state.stop:
+                break
+        for cb in callbacks:
+            cb.on_fit_end(state)
+    finally:
+        for term in losses:
+            if isinstance(term, LossTerm):
+                term.teardown(model)
+        if teacher is not None:
+            teacher.train(teacher_was_training)
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, task: Task, split: str = "test", batch_size: int = 256) -> float:
+    """Top-1 accuracy of ``model`` on one split of ``task`` (the model's mode is restored)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_choice("split", split, SPLITS)
+    was_training = model.training
+    model.eval()
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    correct = total = 0
+    try:
+        for x, y in task.loader(split, batch_size=batch_size, shuffle=False):
+            out = model(x.to(device))
+            correct += int((out.argmax(1).cpu() == y).sum())
+            total += len(y)
+    finally:
+        model.train(was_training)
+    return correct / max(total, 1)
