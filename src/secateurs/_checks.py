@@ -1,4 +1,4 @@
-"""Argument checks for public functions: each names the argument, the value and what was expected."""
+"""Argument checks for public functions: each names the argument, its value, what was expected."""
 
 from __future__ import annotations
 

@@ -69,9 +69,9 @@ def _model_kwargs(args) -> dict:
     try:
         kwargs = json.loads(args.model_args) if args.model_args else {}
     except json.JSONDecodeError as err:
-        raise SystemExit(f"--model-args must be a JSON object: {err}") from None
+        raise ValueError(f"--model-args must be a JSON object: {err}") from None
     if not isinstance(kwargs, dict):
-        raise SystemExit("--model-args must be a JSON object, such as '{\"hidden\": [64]}'")
+        raise ValueError("--model-args must be a JSON object, such as '{\"hidden\": [64]}'")
     return kwargs
 
 
@@ -99,7 +99,7 @@ def cmd_list(args, console: Console) -> int:
 def cmd_train(args, console: Console) -> int:
     task = data.load(args.task, seed=args.seed)
     kwargs = _model_kwargs(args)
-    model = models.create(args.model, task, width=args.width, **kwargs)
+    model = models.create(args.model, task, width=args.width, seed=args.seed, **kwargs)
     fit(
         model,
         task,
@@ -126,7 +126,8 @@ def cmd_profile(args, console: Console) -> int:
         label = meta["model"]
         acc = evaluate(model, task)
     else:
-        model = models.create(args.model, task, width=args.width, **_model_kwargs(args))
+        kwargs = _model_kwargs(args)
+        model = models.create(args.model, task, width=args.width, seed=args.seed, **kwargs)
         label, acc = args.model, None
     prof = measure.profile(
         model,
@@ -147,7 +148,7 @@ def cmd_demo(args, console: Console) -> int:
     start = time.perf_counter()
     task = data.load("digits", seed=args.seed)
     console.print(f"[bold]secateurs demo[/bold]: {task}")
-    model = models.create(DEMO_MODEL, task, **DEMO_KWARGS)
+    model = models.create(DEMO_MODEL, task, seed=args.seed, **DEMO_KWARGS)
     fit(
         model,
         task,

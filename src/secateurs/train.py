@@ -275,7 +275,7 @@ def _train(
                     loss = loss + value
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
-                        f"training loss became {float(loss)} at epoch {epoch}, step "
+                        f"training loss became {float(loss.detach())} at epoch {epoch}, step "
                         f"{state.step}; lower lr (now {lr}) or check the loss terms"
                     )
                 opt.zero_grad(set_to_none=True)

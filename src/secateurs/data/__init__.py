@@ -1,6 +1,6 @@
 """Tasks: built-in data sets made offline, and a user's own files.
 
-    task = sc.data.load("digits")           # or "mnist1d", "path/to/data.npz", "path/to/folder"
+task = sc.data.load("digits")           # or "mnist1d", "path/to/data.npz", "path/to/folder"
 """
 
 from __future__ import annotations

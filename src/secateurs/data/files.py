@@ -1,4 +1,4 @@
-"""Tasks from a user's files: an ``.npz`` archive or a folder of images, one sub-folder per class."""
+"""Tasks from a user's files: an ``.npz`` archive, or a folder with a sub-folder per class."""
 
 from __future__ import annotations
 
@@ -37,12 +37,13 @@ def _check_labels(y: np.ndarray, key: str, source: Path) -> np.ndarray:
         raise ValueError(f"{source}: '{key}' must be a 1-D array of class indices, got {y.shape}")
     if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
         raise ValueError(f"{source}: '{key}' must hold integer class indices, got dtype {y.dtype}")
-    if not np.issubdtype(y.dtype, np.integer):
-        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-            raise ValueError(
-                f"{source}: '{key}' holds non-integer labels such as {y[y != np.round(y)][:3]}; "
-                "labels must be class indices 0..K-1"
-            )
+    if not np.issubdtype(y.dtype, np.integer) and (
+        not np.all(np.isfinite(y)) or np.any(y != np.round(y))
+    ):
+        raise ValueError(
+            f"{source}: '{key}' holds non-integer labels such as {y[y != np.round(y)][:3]}; "
+            "labels must be class indices 0..K-1"
+        )
     y = y.astype(np.int64)
     if y.size and y.min() < 0:
         raise ValueError(f"{source}: '{key}' holds negative labels; use class indices 0..K-1")

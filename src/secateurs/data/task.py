@@ -89,7 +89,7 @@ def tensor_dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
 def stratified_split(
     x: np.ndarray, y: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Split off ``fraction`` of the samples, keeping class proportions; returns x_a, x_b, y_a, y_b."""
+    """Split off ``fraction`` of the samples, keeping class shares: x_a, x_b, y_a, y_b."""
     from sklearn.model_selection import train_test_split
 
     x_a, x_b, y_a, y_b = train_test_split(

@@ -1,6 +1,6 @@
 """Measurement: parameters, MACs, flash, peak SRAM and latency, all from real forward passes.
 
-    prof = sc.measure.profile(model, task.example_inputs())
+prof = sc.measure.profile(model, task.example_inputs())
 """
 
 from __future__ import annotations

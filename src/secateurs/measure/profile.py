@@ -140,9 +140,7 @@ def profile(
         nonzero_macs=sum(op.nonzero_macs for op in t.ops),
         flash_bytes=_flash_bytes(model, weight_bits),
         peak_sram_bytes=max(live, default=input_bytes),
-        latency_ms=(
-            measure_latency(model, inputs, repeats, warmup, threads) if latency else None
-        ),
+        latency_ms=(measure_latency(model, inputs, repeats, warmup, threads) if latency else None),
         weight_bits=weight_bits,
         activation_bits=activation_bits,
         layers=layers,

@@ -69,7 +69,9 @@ def _count(func, args, out, is_weight) -> tuple[int, int]:
             macs = out.numel() * w[0].numel()
         return macs, positions * _nnz(w) if is_weight(w) else macs
     if func in (aten.addmm.default, aten.mm.default, aten.bmm.default, aten.baddbmm.default):
-        a, b = (args[1], args[2]) if func in (aten.addmm.default, aten.baddbmm.default) else args[:2]
+        a, b = (
+            (args[1], args[2]) if func in (aten.addmm.default, aten.baddbmm.default) else args[:2]
+        )
         macs = a.numel() * b.shape[-1]
         if is_weight(b):
             return macs, (a.numel() // a.shape[-1]) * _nnz(b) // max(1, math.prod(b.shape[:-2]))
@@ -80,11 +82,30 @@ def _count(func, args, out, is_weight) -> tuple[int, int]:
         x, w = args[0], args[1]
         macs = (x.numel() // x.shape[-1]) * w.numel()
         return macs, (x.numel() // x.shape[-1]) * _nnz(w)
-    if func in (aten._scaled_dot_product_flash_attention_for_cpu.default,):
-        q, k, v = args[:3]
-        macs = q.numel() * k.shape[-2] + q.numel() // q.shape[-1] * k.shape[-2] * v.shape[-1]
-        return macs, macs
+    if func is aten._scaled_dot_product_flash_attention_for_cpu.default:
+        return (_attention_macs(*args[:3]),) * 2
+    if func is aten._native_multi_head_attention.default:
+        return _fused_attention_macs(*args[:9])
     return 0, 0
+
+
+def _attention_macs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> int:
+    """softmax(q·kᵀ)·v: every query meets every key, then every value."""
+    queries = q.numel() // q.shape[-1]
+    return queries * k.shape[-2] * (q.shape[-1] + v.shape[-1])
+
+
+def _fused_attention_macs(q, k, v, embed_dim, heads, w_qkv, b_qkv, w_out, b_out):
+    """PyTorch's fused multi-head attention: input projections, attention, output projection."""
+    e = embed_dim
+    rows = [t.numel() // t.shape[-1] for t in (q, k, v)]
+    macs = sum(rows) * e * e + rows[0] * e * e
+    nonzero = sum(r * _nnz(w_qkv[i * e : (i + 1) * e]) for i, r in enumerate(rows))
+    nonzero += rows[0] * _nnz(w_out)
+    batch = q.numel() // (q.shape[-2] * e)
+    per_head = lambda t: t.reshape(batch, -1, heads, e // heads).transpose(1, 2)  # noqa: E731
+    attention = _attention_macs(per_head(q), per_head(k), per_head(v))
+    return macs + attention, nonzero + attention
 
 
 class _Recorder(TorchDispatchMode):

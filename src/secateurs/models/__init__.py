@@ -1,6 +1,6 @@
 """The model zoo: small builders registered by name, each for 1-D signals and 2-D images.
 
-    model = sc.models.create("mobilenet_v2", task, width=0.5)
+model = sc.models.create("mobilenet_v2", task, width=0.5)
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""GhostNet: cheap linear operations make half the feature maps (Han et al. 2020, arXiv 1911.11907)."""
+"""GhostNet: cheap operations make half the feature maps (Han et al. 2020, arXiv 1911.11907)."""
 
 from __future__ import annotations
 

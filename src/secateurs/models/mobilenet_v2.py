@@ -1,4 +1,4 @@
-"""MobileNet V2: inverted residuals and linear bottlenecks (Sandler et al. 2018, arXiv 1801.04381)."""
+"""MobileNet V2: inverted residuals, linear bottlenecks (Sandler et al. 2018, arXiv 1801.04381)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_float
+from .._checks import check_float, check_int
 from .._registry import Registry
 from ..data.task import Task
 
@@ -18,17 +18,25 @@ def list_models(pattern: str = "*") -> list[str]:
     return MODELS.names(pattern)
 
 
-def create(name: str, task: Task, width: float = 1.0, **kwargs) -> nn.Module:
+def create(
+    name: str, task: Task, width: float = 1.0, seed: int | None = None, **kwargs
+) -> nn.Module:
     """Build the model ``name`` for ``task``: its input shape, its classes, a width multiplier.
 
-    The returned model is checked on the task's example inputs, so a shape mismatch fails
-    here, before any training.
+    ``seed`` fixes the initial weights (default: torch's global generator). The returned
+    model is checked on the task's example inputs, so a shape mismatch fails here, before
+    any training.
     """
     builder = MODELS.get(name)
     if not isinstance(task, Task):
         raise TypeError(f"task must be a secateurs Task (sc.data.load(...)), got {type(task)}")
     width = check_float("width", width, minimum=0.0, strict_minimum=True)
-    model = builder(task, width=width, **kwargs)
+    if seed is None:
+        model = builder(task, width=width, **kwargs)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(check_int("seed", seed, minimum=0))
+            model = builder(task, width=width, **kwargs)
     check_model_fits(model, task, name=name)
     return model
 
