@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import data, measure, models
+from . import data, graph, measure, models, prune
 from .train import Callback, FitState, History, LossTerm, Step, evaluate, fit
 
 __version__ = "0.1.0"
@@ -11,6 +11,8 @@ __all__ = [
     "data",
     "models",
     "measure",
+    "graph",
+    "prune",
     "fit",
     "evaluate",
     "History",

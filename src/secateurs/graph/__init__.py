@@ -1,0 +1,27 @@
+"""Dependency graph and physical channel removal for any traceable PyTorch model.
+
+g = sc.graph.DependencyGraph(model, x)
+for group in g.groups(): ...
+g.groups()[0].prune([0, 3])
+"""
+
+from __future__ import annotations
+
+from .graph import DependencyGraph, Group, Member, pruning_history, replay
+from .persist import load_pruned, save_pruned
+from .surgery import prune_module
+from .tracer import Constraint, GraphError, Slot
+
+__all__ = [
+    "DependencyGraph",
+    "Group",
+    "Member",
+    "Slot",
+    "Constraint",
+    "GraphError",
+    "prune_module",
+    "pruning_history",
+    "replay",
+    "save_pruned",
+    "load_pruned",
+]

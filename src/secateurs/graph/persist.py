@@ -1,0 +1,36 @@
+"""Save and reload pruned models: the state dict plus the surgery that shaped it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..models.checkpoint import atomic_save
+from .graph import pruning_history, replay
+
+FORMAT = "secateurs.pruned/1"
+
+
+def save_pruned(model: nn.Module, path: str | Path) -> None:
+    """Write ``model``'s weights and pruning history atomically to ``path``."""
+    atomic_save(
+        {"format": FORMAT, "history": pruning_history(model), "state_dict": model.state_dict()},
+        path,
+    )
+
+
+def load_pruned(model: nn.Module, path: str | Path) -> nn.Module:
+    """Replay the saved pruning on ``model`` (freshly built, unpruned) and load the weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pruned model file {path} does not exist")
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a secateurs pruned model (format {FORMAT!r})")
+    if pruning_history(model):
+        raise ValueError("load_pruned needs a freshly built model, but this one is pruned already")
+    replay(model, data["history"])
+    model.load_state_dict(data["state_dict"])
+    return model

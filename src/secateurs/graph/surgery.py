@@ -1,0 +1,125 @@
+"""Physical removal: edit a module's tensors and attributes in place to keep given indices.
+
+``prune_module(module, {axis: kept indices})`` is the only place that changes shapes; the
+pruning history records its calls, so replaying them rebuilds a pruned model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .tracer import BATCHNORM, CONV, CONV_T, GraphError
+
+
+def _set(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    old = getattr(module, name)
+    if isinstance(old, nn.Parameter):
+        setattr(module, name, nn.Parameter(value.contiguous(), requires_grad=old.requires_grad))
+    else:
+        module.register_buffer(
+            name, value.contiguous(), persistent=name not in module._non_persistent_buffers_set
+        )
+
+
+def _take(module: nn.Module, name: str, keep: torch.Tensor, dim: int = 0) -> None:
+    t = getattr(module, name, None)
+    if t is not None:
+        _set(module, name, t.detach().index_select(dim, keep))
+
+
+def _prune_conv(m: nn.Module, keep_in, keep_out) -> None:
+    groups = m.groups
+    ipg, opg = m.in_channels // groups, m.out_channels // groups
+    w = m.weight.detach()
+    if groups == 1:
+        w = w.index_select(0, keep_out).index_select(1, keep_in)
+    elif ipg == 1:  # depthwise: each kept input channel is one kept group
+        w = w.index_select(0, keep_out)
+        groups = len(keep_in)
+    else:
+        local = [[c % ipg for c in keep_in.tolist() if c // ipg == g] for g in range(groups)]
+        outs = [[o for o in keep_out.tolist() if o // opg == g] for g in range(groups)]
+        if len({len(x) for x in local}) != 1 or len({len(x) for x in outs}) != 1:
+            raise GraphError(
+                f"grouped convolution with {groups} groups needs equal channel counts per group; "
+                f"got inputs {[len(x) for x in local]} and outputs {[len(x) for x in outs]}"
+            )
+        w = torch.stack([w[o, local[o // opg]] for o in keep_out.tolist()])
+    _set(m, "weight", w)
+    _take(m, "bias", keep_out)
+    m.in_channels, m.out_channels, m.groups = len(keep_in), len(keep_out), groups
+
+
+def _prune_conv_transpose(m: nn.Module, keep_in, keep_out) -> None:
+    _set(m, "weight", m.weight.detach().index_select(0, keep_in).index_select(1, keep_out))
+    _take(m, "bias", keep_out)
+    m.in_channels, m.out_channels = len(keep_in), len(keep_out)
+
+
+def _prune_attention(m: nn.MultiheadAttention, keep) -> None:
+    """Remove embedding indices; queries are rescaled by sqrt(new/old head width), so the
+    attention scores, divided by the square root of the head width, stay the same."""
+    e, k = m.embed_dim, len(keep)
+    rows = torch.cat([keep, keep + e, keep + 2 * e])
+    scale = torch.ones(3 * k, 1)
+    scale[:k] = math.sqrt((k // m.num_heads) / m.head_dim)
+    weight = m.in_proj_weight.detach().index_select(0, rows).index_select(1, keep)
+    _set(m, "in_proj_weight", weight * scale)
+    if m.in_proj_bias is not None:
+        _set(m, "in_proj_bias", m.in_proj_bias.detach().index_select(0, rows) * scale[:, 0])
+    for name in ("bias_k", "bias_v"):
+        _take(m, name, keep, dim=2)
+    out = m.out_proj
+    _set(out, "weight", out.weight.detach().index_select(0, keep).index_select(1, keep))
+    _take(out, "bias", keep)
+    out.in_features = out.out_features = len(keep)
+    m.embed_dim = m.kdim = m.vdim = len(keep)
+    m.head_dim = len(keep) // m.num_heads
+
+
+def prune_module(module: nn.Module, keep: dict[str, Sequence[int]]) -> None:
+    """Keep only the given indices of each axis of ``module`` (axes missing from ``keep``
+    keep everything)."""
+    idx = {a: torch.as_tensor(sorted(k), dtype=torch.long) for a, k in keep.items()}
+
+    def get(axis: str, size: int) -> torch.Tensor:
+        return idx.get(axis, torch.arange(size))
+
+    if isinstance(module, CONV):
+        _prune_conv(module, get("in", module.in_channels), get("out", module.out_channels))
+    elif isinstance(module, CONV_T):
+        _prune_conv_transpose(
+            module, get("in", module.in_channels), get("out", module.out_channels)
+        )
+    elif isinstance(module, nn.Linear):
+        k_in, k_out = get("in", module.in_features), get("out", module.out_features)
+        _set(module, "weight", module.weight.detach().index_select(0, k_out).index_select(1, k_in))
+        _take(module, "bias", k_out)
+        module.in_features, module.out_features = len(k_in), len(k_out)
+    elif isinstance(module, BATCHNORM):
+        k = get("chan", module.num_features)
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            _take(module, name, k)
+        module.num_features = len(k)
+    elif isinstance(module, nn.LayerNorm):
+        k = get("chan", module.normalized_shape[0])
+        _take(module, "weight", k)
+        _take(module, "bias", k)
+        module.normalized_shape = (len(k),)
+    elif isinstance(module, nn.GroupNorm):
+        k = get("chan", module.num_channels)
+        _take(module, "weight", k)
+        _take(module, "bias", k)
+        module.num_channels = len(k)
+    elif isinstance(module, nn.PReLU) and "chan" in idx:
+        _take(module, "weight", idx["chan"])
+        module.num_parameters = len(idx["chan"])
+    elif isinstance(module, nn.MultiheadAttention):
+        _prune_attention(module, get("embed", module.embed_dim))
+    for axis, k in idx.items():
+        if axis.startswith("param:"):
+            _take(module, axis[len("param:") :], k)

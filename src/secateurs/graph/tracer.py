@@ -1,0 +1,549 @@
+"""Trace a forward pass into coupled channel slots.
+
+Known layers (convolutions, linear, norms, PReLU, multi-head attention) are recorded as
+whole modules; everything between them is recorded op by op at the ATen level, where each
+op's effect on channels is derived by running the same op on the shadows of its inputs
+(so reshapes, transposes, pixel shuffle, split and cat are exact, not guessed). A slot is
+one removable index of one module axis, such as output channel 5 of ``stage2.0.conv``;
+slots that must be removed together end up in one union-find class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
+
+from .shadow import BLOCKED, NONE, Shadow, compress
+from .unionfind import UnionFind
+
+aten = torch.ops.aten
+
+CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+KNOWN = (*CONV, *CONV_T, nn.Linear, *BATCHNORM, nn.LayerNorm, nn.GroupNorm, nn.PReLU,
+         nn.MultiheadAttention)  # fmt: skip
+
+
+class GraphError(RuntimeError):
+    """An op or layer the dependency graph cannot prune safely."""
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One removable index of one module axis ("out", "in", "chan", "embed", "param:NAME")."""
+
+    module: str
+    axis: str
+    index: int
+
+
+@dataclass
+class Constraint:
+    """Removal must take equally many ids from each block (the groups of a grouped
+    convolution or GroupNorm, attention heads, the pieces of an even split)."""
+
+    blocks: list[list[int]]
+    reason: str
+
+
+def _overloads(*packets) -> set:
+    out = set()
+    for packet in packets:
+        for name in packet.overloads():
+            out.add(getattr(packet, name))
+    return out
+
+
+IDENTITY = _overloads(aten.detach, aten.alias, aten.clone, aten._to_copy, aten.contiguous,
+                      aten.lift_fresh)  # fmt: skip
+MOVEMENT = _overloads(
+    aten.view, aten._unsafe_view, aten.reshape, aten.transpose, aten.permute, aten.t,
+    aten.expand, aten.squeeze, aten.unsqueeze, aten.slice, aten.select, aten.narrow,
+    aten.split, aten.split_with_sizes, aten.unbind, aten.cat, aten.stack, aten.flatten,
+    aten.pixel_shuffle, aten.pixel_unshuffle, aten.constant_pad_nd, aten.index_select,
+    aten.flip, aten.roll, aten.repeat, aten.unfold, aten.movedim, aten.chunk,
+    aten.unsafe_split, aten.index,
+)  # fmt: skip
+VIEWS = _overloads(aten.view, aten._unsafe_view, aten.reshape)
+SHUFFLE = _overloads(aten.channel_shuffle, aten.native_channel_shuffle)
+SPATIAL = _overloads(
+    aten.avg_pool1d, aten.avg_pool2d, aten.avg_pool3d, aten.max_pool1d, aten.max_pool2d,
+    aten.max_pool3d, aten.max_pool2d_with_indices, aten.max_pool3d_with_indices,
+    aten.adaptive_avg_pool1d, aten.adaptive_avg_pool2d, aten.adaptive_avg_pool3d,
+    aten._adaptive_avg_pool2d, aten._adaptive_avg_pool3d, aten.adaptive_max_pool1d,
+    aten.adaptive_max_pool2d, aten.adaptive_max_pool3d, aten.upsample_nearest1d,
+    aten.upsample_nearest2d, aten.upsample_nearest3d, aten.upsample_linear1d,
+    aten.upsample_bilinear2d, aten.upsample_bicubic2d, aten._upsample_nearest_exact2d,
+    aten.reflection_pad1d, aten.reflection_pad2d, aten.replication_pad1d,
+    aten.replication_pad2d,
+)  # fmt: skip
+SOFTMAX = _overloads(aten._softmax, aten.softmax, aten._log_softmax, aten.log_softmax,
+                     aten.cumsum)  # fmt: skip
+REDUCE = _overloads(aten.mean, aten.sum, aten.amax, aten.amin, aten.max, aten.min, aten.var,
+                    aten.std, aten.prod, aten.logsumexp)  # fmt: skip
+PRODUCT = _overloads(aten.mm, aten.bmm, aten.matmul, aten.addmm, aten.baddbmm, aten.einsum,
+                     aten._scaled_dot_product_flash_attention_for_cpu,
+                     aten.scaled_dot_product_attention)  # fmt: skip
+
+
+def _tensors(obj) -> list[torch.Tensor]:
+    return [t for t in tree_flatten(obj)[0] if isinstance(t, torch.Tensor)]
+
+
+@dataclass
+class TraceResult:
+    uf: UnionFind
+    slots: dict[int, Slot]
+    constraints: list[Constraint]
+    module_order: dict[str, int]
+    modules: dict[str, nn.Module]
+    slot_ids: dict[Slot, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.slot_ids = {slot: sid for sid, slot in self.slots.items()}
+
+
+class _Builder(TorchDispatchMode):
+    def __init__(self, model: nn.Module, ignored: set[str]) -> None:
+        super().__init__()
+        self.uf = UnionFind()
+        self.uf.new(1)  # id 0: BLOCKED
+        self.slots: dict[int, Slot] = {}
+        self.constraints: list[Constraint] = []
+        self.shadows: dict[int, Shadow] = {}
+        self.keep: list[torch.Tensor] = []
+        self.forbidden: dict[int, str] = {}  # tensor id -> module path of a weight it came from
+        self.stack: list[str] = []
+        self.chunking = 0  # inside torch.chunk, whose pieces follow the tensor's width
+        self.opaque_flags: list[bool] = []
+        self.opaque = 0
+        self.ignored = ignored
+        self.modules = dict(model.named_modules())
+        self._slot_cache: dict[tuple[str, str], list[int]] = {}
+
+    # --- bookkeeping -------------------------------------------------------------------
+    def set_shadow(self, t: torch.Tensor, shadow: Shadow | None) -> None:
+        if shadow is None:
+            self.shadows.pop(id(t), None)
+            return
+        self.shadows[id(t)] = shadow
+        self.keep.append(t)
+
+    def shadow(self, t: torch.Tensor) -> Shadow | None:
+        return self.shadows.get(id(t))
+
+    def new_slots(self, module: str, axis: str, count: int) -> list[int]:
+        """Slot ids for ``count`` indices of one module axis; the same ids on every call."""
+        key = (module, axis)
+        if key not in self._slot_cache:
+            ids = list(self.uf.new(count))
+            for i, sid in enumerate(ids):
+                self.slots[sid] = Slot(module, axis, i)
+            self._slot_cache[key] = ids
+        return self._slot_cache[key]
+
+    def block(self, ids) -> None:
+        for i in ids:
+            if i >= 0:
+                self.uf.union(BLOCKED, int(i))
+
+    def link(self, slot_ids: list[int], tensor: torch.Tensor, dim: int) -> None:
+        """Couple slot i with whatever channel units fill index i of ``tensor``'s ``dim``."""
+        shadow = self.shadow(tensor)
+        if shadow is None:
+            self.block(slot_ids)  # a constant feeds these indices: they cannot be removed
+            return
+        for sid, ids in zip(slot_ids, shadow.along(dim, tuple(tensor.shape))):
+            if len(ids) == 0:
+                self.uf.union(BLOCKED, sid)
+            for i in ids:
+                self.uf.union(sid, int(i))
+
+    def balance(self, ids, block: int, reason: str) -> None:
+        ids = [int(i) for i in ids]
+        blocks = [ids[i : i + block] for i in range(0, len(ids), block)]
+        if len(blocks) > 1:
+            self.constraints.append(Constraint(blocks, f"{reason} in '{self.where()}'"))
+
+    def where(self) -> str:
+        return self.stack[-1] if self.stack else "(model)"
+
+    # --- module hooks ------------------------------------------------------------------
+    def pre_hook(self, name: str):
+        def hook(module, args, kwargs=None):
+            opaque = bool(self.opaque) or isinstance(module, KNOWN) or name in self.ignored
+            self.stack.append(name)
+            self.opaque_flags.append(opaque)
+            self.opaque += opaque
+
+        return hook
+
+    def post_hook(self, name: str):
+        def hook(module, args, kwargs, output):
+            self.stack.pop()
+            opaque = self.opaque_flags.pop()
+            self.opaque -= opaque
+            if not opaque or self.opaque:
+                return  # a transparent module, or one nested inside an opaque one
+            if name in self.ignored:
+                self.record_ignored(args, kwargs, output)
+            else:
+                self.record_module(name, module, args, kwargs, output)
+
+        return hook
+
+    def record_ignored(self, args, kwargs, output) -> None:
+        for t in _tensors((args, kwargs)):
+            s = self.shadow(t)
+            if s is not None:
+                self.block(s.all_ids())
+        for t in _tensors(output):
+            self.set_shadow(t, Shadow(blocked=True))
+
+    def record_module(self, name: str, m: nn.Module, args, kwargs, output) -> None:
+        x = args[0] if args else next(iter(kwargs.values()))
+        if isinstance(m, CONV):
+            self._conv(name, m, x, output)
+        elif isinstance(m, CONV_T):
+            self._conv_transpose(name, m, x, output)
+        elif isinstance(m, nn.Linear):
+            self.link(self.new_slots(name, "in", m.in_features), x, x.dim() - 1)
+            out = self.new_slots(name, "out", m.out_features)
+            self.set_shadow(output, Shadow.vector(output.dim() - 1, out))
+        elif isinstance(m, BATCHNORM):
+            self._per_channel(name, m.num_features, x, output, 1)
+        elif isinstance(m, nn.GroupNorm):
+            self._per_channel(name, m.num_channels, x, output, 1)
+            self.balance(
+                self.new_slots(name, "chan", m.num_channels),
+                m.num_channels // m.num_groups,
+                f"GroupNorm with {m.num_groups} groups",
+            )
+        elif isinstance(m, nn.LayerNorm):
+            if len(m.normalized_shape) != 1:
+                self.record_ignored(args, kwargs, output)
+                return
+            self._per_channel(name, m.normalized_shape[0], x, output, x.dim() - 1)
+        elif isinstance(m, nn.PReLU):
+            if m.num_parameters == 1:
+                self.set_shadow(output, self.shadow(x))
+            else:
+                self._per_channel(name, m.num_parameters, x, output, 1)
+        elif isinstance(m, nn.MultiheadAttention):
+            self._attention(name, m, args, kwargs, output)
+
+    def _per_channel(self, name, count, x, output, dim) -> None:
+        self.link(self.new_slots(name, "chan", count), x, dim)
+        self.set_shadow(output, self.shadow(x))
+
+    def _conv(self, name: str, m: nn.Module, x, output) -> None:
+        groups = m.groups
+        ipg, opg = m.in_channels // groups, m.out_channels // groups
+        ins = self.new_slots(name, "in", m.in_channels)
+        outs = self.new_slots(name, "out", m.out_channels)
+        self.link(ins, x, 1)
+        if ipg == 1 and groups > 1:  # depthwise: an input channel and its outputs go together
+            for g in range(groups):
+                for j in range(g * opg, (g + 1) * opg):
+                    self.uf.union(ins[g], outs[j])
+        elif groups > 1:
+            self.balance(ins, ipg, f"a convolution with {groups} groups")
+            self.balance(outs, opg, f"a convolution with {groups} groups")
+        self.set_shadow(output, Shadow.vector(1, outs))
+
+    def _conv_transpose(self, name: str, m: nn.Module, x, output) -> None:
+        ins = self.new_slots(name, "in", m.in_channels)
+        outs = self.new_slots(name, "out", m.out_channels)
+        self.link(ins, x, 1)
+        if m.groups != 1:
+            self.block(ins + outs)  # grouped transposed convolutions stay as they are
+        self.set_shadow(output, Shadow.vector(1, outs))
+
+    def _attention(self, name, m, args, kwargs, output) -> None:
+        names = ("query", "key", "value")
+        qkv = [args[i] if i < len(args) else kwargs[n] for i, n in enumerate(names)]
+        embed = self.new_slots(name, "embed", m.embed_dim)
+        if not m._qkv_same_embed_dim:
+            self.block(embed)
+        for t in qkv:
+            self.link(embed, t, t.dim() - 1)
+        self.balance(embed, m.head_dim, f"attention with {m.num_heads} heads")
+        attn = output[0] if isinstance(output, tuple) else output
+        self.set_shadow(attn, Shadow.vector(attn.dim() - 1, embed))
+
+    # --- ATen ops ------------------------------------------------------------------------
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if not self.opaque:
+            self.record_op(func, args, kwargs, out)
+        return out
+
+    def record_op(self, func, args, kwargs, out) -> None:
+        inputs = _tensors((args, kwargs))
+        shadowed = [t for t in inputs if id(t) in self.shadows]
+        weights = [t for t in inputs if id(t) in self.forbidden]
+        if not shadowed:
+            if weights:  # an op on a weight alone (a transpose, a mask): its result is a weight
+                for t in _tensors(out):
+                    self.forbidden[id(t)] = self.forbidden[id(weights[0])]
+                    self.keep.append(t)
+            return
+        if weights:
+            raise GraphError(
+                f"op {func} in module '{self.where()}' computes with the weight of "
+                f"'{self.forbidden[id(weights[0])]}' outside that layer, which the graph cannot "
+                f"prune safely; pass ignored=['{self.where()}'] to leave it as it is"
+            )
+        outs = _tensors(out)
+        if func in IDENTITY:
+            for t in outs:
+                self.set_shadow(t, self.shadow(shadowed[0]))
+        elif func in MOVEMENT:
+            self._movement(func, args, kwargs, out)
+        elif func in SHUFFLE:
+            self._shuffle(func, args, kwargs, out)
+        elif torch.Tag.pointwise in func.tags:
+            self._pointwise(inputs, outs)
+        elif func in SPATIAL:
+            self._spatial(self.shadow(shadowed[0]), args[0], outs)
+        elif func in SOFTMAX:
+            self._along(self.shadow(shadowed[0]), args[0], outs, [args[1]], keepdim=True)
+        elif func in REDUCE:
+            dims = args[1] if len(args) > 1 else kwargs.get("dim")
+            keepdim = bool(args[2]) if len(args) > 2 else bool(kwargs.get("keepdim", False))
+            self._along(self.shadow(shadowed[0]), args[0], outs, dims, keepdim)
+        elif func in PRODUCT:
+            for t in shadowed:  # a product of activations mixes their channels
+                self.block(self.shadow(t).all_ids())
+        elif func.__name__.split(".")[0].endswith("_like") or func.__name__.startswith("new_"):
+            return  # a constant shaped like the input
+        else:
+            raise GraphError(
+                f"op {func} in module '{self.where()}' is not understood by the dependency "
+                f"graph; pass ignored=['{self.where()}'] to leave that module as it is"
+            )
+
+    def _as_ids(self, obj):
+        """Replace each tensor in an op's arguments with its shadow (or -1 where none)."""
+
+        def swap(t):
+            if not isinstance(t, torch.Tensor):
+                return t
+            shadow = self.shadow(t)
+            if shadow is None and not t.is_floating_point():
+                return t  # indices and masks stay as they are
+            if shadow is None:
+                return torch.full((), NONE, dtype=torch.int64).expand(t.shape)
+            return shadow.materialize(tuple(t.shape))
+
+        return tree_map(swap, obj)
+
+    def _movement(self, func, args, kwargs, out) -> None:
+        x = args[0]
+        shadow = self.shadow(x) if isinstance(x, torch.Tensor) else None
+        if shadow is not None and shadow.full is None and not shadow.blocked:
+            if func in VIEWS:
+                self._couple_split(shadow, tuple(x.shape), tuple(_tensors(out)[0].shape))
+            else:
+                self._fixed_positions(func, args, shadow, out)
+        id_args, id_kwargs = self._as_ids(args), self._as_ids(kwargs)
+        if func in VIEWS:
+            id_args = (id_args[0].contiguous(), *id_args[1:])
+        if func is aten.constant_pad_nd.default:
+            id_args = (id_args[0], id_args[1], NONE)
+        result = func(*id_args, **id_kwargs)
+        for t, ids in zip(_tensors(out), _tensors(result)):
+            self.set_shadow(t, compress(ids, prefer=(1, -1)))
+
+    def _fixed_positions(self, func, args, shadow: Shadow, out) -> None:
+        """Slices, selections and splits along the channel dimension have sizes fixed in the
+        model's code: an even split stays even (equal removal per piece); the channels at or
+        before the end of a slice or a selected index keep their positions (never removed)."""
+        name = func.__name__.split(".")[0]
+        x = args[0]
+        if name in ("split", "split_with_sizes", "unsafe_split", "chunk"):
+            dim = (int(args[2]) if len(args) > 2 else 0) % x.dim()
+            if dim != shadow.dim:
+                return
+            sizes = [t.shape[dim] for t in _tensors(out)]
+            if self.chunking and len(set(sizes)) == 1:  # chunk(n) splits whatever is left evenly
+                self.balance(shadow.ids, sizes[0], "chunk")
+            else:  # split sizes written in the model's code cannot follow a pruned width
+                self.block(shadow.ids)
+        elif name == "slice":
+            dim = (int(args[1]) if len(args) > 1 else 0) % x.dim()
+            start = args[2] if len(args) > 2 and args[2] is not None else 0
+            end = args[3] if len(args) > 3 and args[3] is not None else x.shape[dim]
+            step = args[4] if len(args) > 4 else 1
+            size = x.shape[dim]
+            start, end = max(0, min(start, size)), max(0, min(end, size))
+            if dim == shadow.dim and (start > 0 or end < size or step != 1):
+                self.block(shadow.ids[: max(end, start + 1)])
+        elif name in ("select", "narrow") and int(args[1]) % x.dim() == shadow.dim:
+            dim = shadow.dim
+            index = int(args[2]) % x.shape[dim]
+            last = index + (int(args[3]) if name == "narrow" else 1)
+            self.block(shadow.ids[:last])
+
+    def _couple_split(self, shadow: Shadow, before, after) -> None:
+        """A view that splits the channel dimension into (groups, per-group) keeps the group
+        count fixed when pruned (as channel shuffle does): so the channels at one position
+        of every group must be removed together."""
+        d = shadow.dim
+        if len(after) <= d + 1 or tuple(after[:d]) != tuple(before[:d]):
+            return
+        a, b = after[d], after[d + 1]
+        if a > 1 and b > 1 and a * b == before[d]:
+            ids = shadow.ids.reshape(a, b)
+            if (ids == ids[:, :1]).all():
+                return  # unflattening (channel, position): nothing to couple
+            for j in range(b):
+                for i in range(1, a):
+                    if ids[0, j] >= 0 and ids[i, j] >= 0:
+                        self.uf.union(int(ids[0, j]), int(ids[i, j]))
+
+    def _shuffle(self, func, args, kwargs, out) -> None:
+        x, groups = args[0], int(args[1])
+        shadow = self.shadow(x)
+        if shadow.full is None and shadow.dim == 1 and not shadow.blocked:
+            c = x.shape[1]
+            shape = (x.shape[0], groups, c // groups, *x.shape[2:])
+            self._couple_split(shadow, tuple(x.shape), shape)
+        result = func(self._as_ids(x).contiguous(), groups)
+        self.set_shadow(out, compress(result))
+
+    def _pointwise(self, inputs: list[torch.Tensor], outs: list[torch.Tensor]) -> None:
+        if not outs:
+            return
+        shape = tuple(outs[0].shape)
+        shadows = [(t, self.shadow(t)) for t in inputs if self.shadow(t) is not None]
+        # a single broadcast value (a scalar parameter, a one-channel map) couples nothing
+        shadows = [
+            (t, s) for t, s in shadows if s.blocked or s.full is not None or len(s.ids) > 1
+        ] or shadows[:1]
+        aligned = [
+            (len(shape) - t.dim() + s.dim, s.ids)
+            for t, s in shadows
+            if s.full is None and not s.blocked
+        ]
+        if len(aligned) == len(shadows) and len({d for d, _ in aligned}) == 1:
+            dim, first = aligned[0]
+            for _, ids in aligned[1:]:
+                for a, b in zip(first, ids):
+                    if a >= 0 and b >= 0:
+                        self.uf.union(int(a), int(b))
+            result = Shadow.vector(dim, first)
+        else:
+            stacked = torch.stack(
+                [s.materialize(tuple(t.shape)).expand(shape) for t, s in shadows]
+            ).reshape(len(shadows), -1)
+            for row in stacked[1:]:
+                pairs = torch.stack([stacked[0], row], 1)
+                pairs = torch.unique(pairs[(pairs >= 0).all(1)], dim=0)
+                for a, b in pairs.tolist():
+                    self.uf.union(a, b)
+            merged = stacked.max(0).values.reshape(shape)
+            result = compress(merged)
+        for t in outs:
+            if tuple(t.shape) == shape:
+                self.set_shadow(t, result)
+
+    def _spatial(self, shadow: Shadow, x: torch.Tensor, outs) -> None:
+        """Pooling, resampling and padding act on dimensions 2 and up, channel by channel."""
+        if shadow.blocked or (shadow.full is None and shadow.dim < 2):
+            for t in outs:
+                if t.dim() == x.dim():
+                    self.set_shadow(t, shadow)
+            return
+        self.block(shadow.all_ids())
+
+    def _along(self, shadow: Shadow, x: torch.Tensor, outs, dims, keepdim: bool) -> None:
+        """Softmax and reductions: channel by channel unless they run across channels."""
+        nd = x.dim()
+        dims = list(range(nd)) if dims is None or dims == [] else dims
+        dims = [int(d) % nd for d in (dims if isinstance(dims, (list, tuple)) else [dims])]
+        if shadow.blocked:
+            for t in outs:
+                self.set_shadow(t, shadow)
+            return
+        if shadow.full is not None or shadow.dim in dims:
+            self.block(shadow.all_ids())
+            return
+        new_dim = shadow.dim if keepdim else shadow.dim - sum(d < shadow.dim for d in dims)
+        for t in outs:
+            if t.dim() > new_dim and t.shape[new_dim] == len(shadow.ids):
+                self.set_shadow(t, Shadow.vector(new_dim, shadow.ids))
+
+
+class _ChunkWatch(TorchFunctionMode):
+    """Tells the builder when a split comes from ``chunk`` (relative) rather than ``split``
+    (sizes fixed in the code): both reach ATen as the same op."""
+
+    def __init__(self, builder: _Builder) -> None:
+        super().__init__()
+        self.builder = builder
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.chunk, torch.Tensor.chunk):
+            self.builder.chunking += 1
+            try:
+                return func(*args, **kwargs)
+            finally:
+                self.builder.chunking -= 1
+        return func(*args, **kwargs)
+
+
+def trace_channels(model: nn.Module, example_inputs, ignored=()) -> TraceResult:
+    """Run ``model`` once and return its channel slots, their couplings and constraints."""
+    inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    ignored = set(ignored)
+    builder = _Builder(model, ignored)
+    for name, module in model.named_modules():
+        for pname, p in [
+            *module.named_parameters(recurse=False),
+            *module.named_buffers(recurse=False),
+        ]:
+            if (
+                isinstance(module, KNOWN)
+                or name in ignored
+                or p.dim() != 1
+                or not p.is_floating_point()
+            ):
+                builder.forbidden[id(p)] = name or "(model)"
+            else:  # a custom layer's per-channel tensor: its entries are slots of their own
+                slots = builder.new_slots(name, f"param:{pname}", p.shape[0])
+                builder.set_shadow(p, Shadow.vector(0, slots))
+    handles = []
+    for name, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(builder.pre_hook(name), with_kwargs=True))
+        handles.append(module.register_forward_hook(builder.post_hook(name), with_kwargs=True))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            inputs = tuple(t.clone() if isinstance(t, torch.Tensor) else t for t in inputs)
+            for t in _tensors(inputs):
+                builder.set_shadow(t, Shadow(blocked=True))
+            with _ChunkWatch(builder), builder:
+                out = model(*inputs)
+            for t in _tensors(out):
+                s = builder.shadow(t)
+                if s is not None:
+                    builder.block(s.all_ids())
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    order = {name: i for i, name in enumerate(builder.modules)}
+    return TraceResult(builder.uf, builder.slots, builder.constraints, order, builder.modules)
+
+
+__all__ = ["trace_channels", "TraceResult", "Slot", "Constraint", "GraphError"]

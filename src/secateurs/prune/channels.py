@@ -1,0 +1,210 @@
+"""``channels``: structured pruning that physically removes channels, by ratio or MAC target."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._checks import check_choice, check_float, check_int
+from ..graph import DependencyGraph, Group, replay
+from ..measure import profile
+from .importance import IMPORTANCE
+from .select import lowest
+
+SCOPES = ("local", "global")
+MAC_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class GroupReport:
+    """What happened to one group: its layers, and the channels removed and kept."""
+
+    members: tuple[str, ...]
+    channels: int
+    removed: tuple[int, ...]
+
+    @property
+    def kept(self) -> int:
+        return self.channels - len(self.removed)
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """Per-group removals and the model's params and MACs before and after, measured."""
+
+    groups: tuple[GroupReport, ...]
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    ratio: float  # the removal ratio finally applied (searched when target_macs was given)
+    history: list = field(default_factory=list, repr=False)
+
+    @property
+    def macs_kept(self) -> float:
+        return self.macs_after / self.macs_before if self.macs_before else 1.0
+
+    @property
+    def params_kept(self) -> float:
+        return self.params_after / self.params_before if self.params_before else 1.0
+
+    def __str__(self) -> str:
+        removed = sum(len(g.removed) for g in self.groups)
+        total = sum(g.channels for g in self.groups)
+        return (
+            f"removed {removed}/{total} channels in {len(self.groups)} groups: "
+            f"params {self.params_before:,} -> {self.params_after:,} ({self.params_kept:.1%}), "
+            f"MACs {self.macs_before:,} -> {self.macs_after:,} ({self.macs_kept:.1%})"
+        )
+
+
+def _cap(channels: int, count: int, max_layer_ratio: float, round_to: int) -> int:
+    """Removal count after the per-layer cap and rounding the kept channels up to round_to."""
+    count = min(count, math.floor(max_layer_ratio * channels), channels - 1)
+    kept = channels - max(count, 0)
+    kept = min(channels, math.ceil(kept / round_to) * round_to)
+    return channels - kept
+
+
+def _plan(
+    groups: list[Group],
+    scores: list[np.ndarray],
+    ratio: float,
+    scope: str,
+    max_layer_ratio: float,
+    round_to: int,
+) -> dict[Group, list[int]]:
+    if scope == "local":
+        counts = [math.floor(ratio * g.channels) for g in groups]
+    else:  # global: rank channels of all groups together, each group's scores over its mean
+        pool = []
+        for gi, s in enumerate(scores):
+            norm = s / (s.mean() + 1e-12)
+            pool += [(float(v), gi) for v in norm]
+        pool.sort()
+        budget = math.floor(ratio * len(pool))
+        counts = [0] * len(groups)
+        caps = [_cap(g.channels, g.channels, max_layer_ratio, 1) for g in groups]
+        for _, gi in pool:
+            if budget == 0:
+                break
+            if counts[gi] < caps[gi]:
+                counts[gi] += 1
+                budget -= 1
+    plan = {}
+    for g, s, n in zip(groups, scores, counts):
+        n = _cap(g.channels, n, max_layer_ratio, round_to)
+        idxs = lowest(s, n, g.block_counts(), *g.axis_counts())
+        if idxs:
+            plan[g] = idxs
+    return plan
+
+
+def _macs(model: nn.Module, x) -> int:
+    return profile(model, x, latency=False).macs
+
+
+def channels(
+    model: nn.Module,
+    example_inputs,
+    ratio: float | None = None,
+    target_macs: float | None = None,
+    importance: str = "l1",
+    scope: str = "local",
+    ignored: Iterable[str | nn.Module] = (),
+    round_to: int = 1,
+    max_layer_ratio: float = 0.9,
+    data=None,
+    seed: int = 0,
+) -> PruneReport:
+    """Remove channels from ``model`` in place, making its tensors physically smaller.
+
+    ``ratio``: the fraction of channels removed from each group (``scope="local"``) or from
+    all groups together, ranked by importance normalized per group (``"global"``).
+    ``target_macs``: the fraction of MACs to keep, reached within 2% by searching the ratio.
+    ``max_layer_ratio`` caps what any group loses; ``round_to`` rounds kept channel counts up
+    to a multiple. The model's inputs, outputs and ``ignored`` modules keep their channels.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if (ratio is None) == (target_macs is None):
+        raise ValueError("give exactly one of ratio= (channels to remove) or target_macs=")
+    if ratio is not None:
+        ratio = check_float("ratio", ratio, minimum=0.0)
+        if ratio >= 1:
+            raise ValueError(f"ratio is the fraction of channels removed, in [0, 1); got {ratio}")
+    if target_macs is not None:
+        target_macs = check_float("target_macs", target_macs, minimum=0.0, strict_minimum=True)
+        if target_macs > 1:
+            raise ValueError(
+                f"target_macs is the fraction of MACs kept, in (0, 1]; got {target_macs}"
+            )
+    criterion = IMPORTANCE.get(importance)
+    check_choice("scope", scope, SCOPES)
+    round_to = check_int("round_to", round_to, minimum=1)
+    max_layer_ratio = check_float("max_layer_ratio", max_layer_ratio, minimum=0.0, maximum=1.0)
+    if max_layer_ratio >= 1:
+        raise ValueError(f"max_layer_ratio must be below 1, got {max_layer_ratio}")
+
+    x = example_inputs
+    before = profile(model, x, latency=False)
+    graph = DependencyGraph(model, x, ignored=ignored, round_to=round_to)
+    groups = graph.groups()
+    with torch.no_grad():
+        scores = [np.asarray(criterion(graph, g, data=data, seed=seed), float) for g in groups]
+
+    def plan_for(r: float):
+        return _plan(groups, scores, r, scope, max_layer_ratio, round_to)
+
+    if target_macs is not None:
+        ratio = _search_ratio(model, x, graph, plan_for, target_macs, before.macs, max_layer_ratio)
+    plan = plan_for(ratio)
+    history = graph.keep_indices(plan)
+    graph.prune(plan)
+    after = profile(model, x, latency=False)
+    reports = tuple(
+        GroupReport(
+            members=tuple(f"{m.module}:{m.axis}" for m in g.members),
+            channels=g.channels,
+            removed=tuple(plan.get(g, ())),
+        )
+        for g in groups
+    )
+    return PruneReport(
+        reports, before.params, after.params, before.macs, after.macs, ratio, history
+    )
+
+
+def _search_ratio(model, x, graph, plan_for, target: float, macs_before: int, upper: float):
+    """Bisection on the removal ratio until the kept MACs are within 2% of ``target``."""
+
+    def kept(r: float) -> float:
+        trial = copy.deepcopy(model)
+        replay(trial, graph.keep_indices(plan_for(r)))
+        return _macs(trial, x) / macs_before
+
+    lo, hi = 0.0, upper
+    best_r, best_gap = 0.0, abs(1.0 - target)
+    if kept(hi) > target + MAC_TOLERANCE:
+        raise ValueError(
+            f"target_macs={target} cannot be met: removing up to max_layer_ratio={upper} of "
+            f"every group keeps {kept(hi):.3f} of the MACs; raise max_layer_ratio or the target"
+        )
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        k = kept(mid)
+        if abs(k - target) < best_gap:
+            best_r, best_gap = mid, abs(k - target)
+        if best_gap <= MAC_TOLERANCE / 4:
+            break
+        if k > target:
+            lo = mid
+        else:
+            hi = mid
+    return best_r

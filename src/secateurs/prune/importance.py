@@ -1,0 +1,51 @@
+"""Channel importance criteria: ``@register_importance("name")`` on a function
+``(graph, group, data=None, seed=0) -> scores`` (one score per channel; low is pruned first)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._registry import Registry
+from ..graph import DependencyGraph, Group
+from ..graph.slices import PRODUCER_AXES
+
+IMPORTANCE: Registry = Registry("importance")
+register_importance = IMPORTANCE.register
+
+
+def list_importance() -> list[str]:
+    return IMPORTANCE.names()
+
+
+def _norm_scores(graph: DependencyGraph, group: Group, p: int) -> np.ndarray:
+    """Sum of the p-norms of the weights that produce each channel (the filters), or of all
+    its weights when no layer produces it (attention embeddings, custom parameters)."""
+    scores = np.zeros(len(group.units))
+    for u, slots in enumerate(group.units):
+        producers = [s for s in slots if s.axis in PRODUCER_AXES] or list(slots)
+        total = 0.0
+        for s in producers:
+            for v in graph.slot_views(s):
+                total += float(v.detach().abs().pow(p).sum()) ** (1.0 / p)
+        scores[u] = total
+    return scores
+
+
+@register_importance("l1")
+def l1(graph: DependencyGraph, group: Group, data=None, seed: int = 0) -> np.ndarray:
+    """L1 norm of each channel's filters (Li et al. 2016, arXiv 1608.08710)."""
+    return _norm_scores(graph, group, 1)
+
+
+@register_importance("l2")
+def l2(graph: DependencyGraph, group: Group, data=None, seed: int = 0) -> np.ndarray:
+    """L2 norm of each channel's filters (Li et al. 2016, arXiv 1608.08710)."""
+    return _norm_scores(graph, group, 2)
+
+
+@register_importance("random")
+def random(graph: DependencyGraph, group: Group, data=None, seed: int = 0) -> np.ndarray:
+    """Uniform random scores: the baseline every criterion must beat (Blalock et al. 2020)."""
+    first = group.units[0][0]
+    salt = sum(map(ord, f"{first.module}:{first.axis}:{first.index}"))
+    return np.random.default_rng([seed, salt]).random(len(group.units))

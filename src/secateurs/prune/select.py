@@ -1,0 +1,79 @@
+"""Choosing which channels of a group to remove, under grouped-layer constraints."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def lowest(
+    scores: np.ndarray,
+    count: int,
+    block_counts: list[np.ndarray],
+    axis_counts: np.ndarray,
+    axis_sizes: np.ndarray,
+) -> list[int]:
+    """The ``count`` lowest-scoring channels that leave every layer axis at least one slot
+    (``axis_counts``: channels x axes, ``axis_sizes``: slots per axis). Where layers are
+    grouped (``block_counts``: one channels x blocks matrix per constraint), the cheapest set
+    that removes equally many from every block, as close to ``count`` as possible."""
+    if count <= 0:
+        return []
+    if block_counts:
+        return _balanced(scores, count, block_counts, axis_counts, axis_sizes)
+    room = axis_sizes - 1
+    chosen = []
+    for u in np.argsort(scores, kind="stable"):
+        if len(chosen) == count:
+            break
+        if (axis_counts[u] <= room).all():
+            room = room - axis_counts[u]
+            chosen.append(int(u))
+    return sorted(chosen)
+
+
+def _balanced(scores, count, block_counts, axis_counts, axis_sizes) -> list[int]:
+    """A small integer program: binary x per channel, one integer r_k per constraint,
+    sum_u A_k[u, b] x_u = r_k for every block b, sum x <= count, no axis emptied; remove as
+    many as possible, then the least important."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    n = len(scores)
+    k = len(block_counts)
+    s = np.asarray(scores, dtype=float)
+    s = s / (np.abs(s).max() + 1e-12)
+    cost = np.concatenate([s - (n + 1.0), np.zeros(k)])
+    rows, lower, upper = [], [], []
+    for j, counts in enumerate(block_counts):
+        for b in range(counts.shape[1]):
+            row = np.zeros(n + k)
+            row[:n] = counts[:, b]
+            row[n + j] = -1.0
+            rows.append(row)
+            lower.append(0.0)
+            upper.append(0.0)
+    total = np.zeros(n + k)
+    total[:n] = 1.0
+    rows.append(total)
+    lower.append(0.0)
+    upper.append(float(count))
+    for a in range(axis_counts.shape[1]):
+        row = np.zeros(n + k)
+        row[:n] = axis_counts[:, a]
+        rows.append(row)
+        lower.append(0.0)
+        upper.append(float(axis_sizes[a] - 1))
+    result = milp(
+        cost,
+        constraints=LinearConstraint(np.array(rows), lower, upper),
+        integrality=np.ones(n + k),
+        bounds=Bounds(np.zeros(n + k), np.concatenate([np.ones(n), np.full(k, float(n))])),
+        options={"time_limit": 20.0},
+    )
+    if result.x is None:
+        log.warning("no balanced choice of channels found; this group is left unpruned")
+        return []
+    return sorted(np.flatnonzero(result.x[:n] > 0.5).tolist())
