@@ -18,8 +18,8 @@ demo: install
 	$(PYTHON) -m secateurs demo
 
 lint:
-	$(PYTHON) -m ruff check src tests
-	$(PYTHON) -m ruff format --check src tests
+	$(PYTHON) -m ruff check src tests benchmarks
+	$(PYTHON) -m ruff format --check src tests benchmarks
 
 test: install-test lint
 	$(PYTHON) -m pytest -q

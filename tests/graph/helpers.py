@@ -6,8 +6,6 @@ import torch
 
 import secateurs as sc
 from secateurs.graph import DependencyGraph
-from secateurs.prune.channels import _plan
-from secateurs.prune.importance import IMPORTANCE
 
 
 def randomize_norms(model: torch.nn.Module, seed: int = 0) -> None:
@@ -30,9 +28,7 @@ def prune_and_compare(model, inputs, ratio=0.4, seed=0, importance="random", sco
     model = model.eval()
     inputs = as_tuple(inputs)
     graph = DependencyGraph(model, inputs)
-    groups = graph.groups()
-    scores = [IMPORTANCE.get(importance)(graph, g, seed=seed) for g in groups]
-    plan = _plan(groups, scores, ratio, scope, 0.9, 1)
+    plan = sc.prune.plan(graph, ratio, importance=importance, scope=scope, seed=seed)
     macs_before = sc.measure.profile(model, inputs, latency=False).macs
     graph.zero(plan)
     with torch.no_grad():

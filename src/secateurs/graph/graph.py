@@ -3,20 +3,23 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from torch import nn
 
 from .shadow import BLOCKED
-from .slices import slot_views
+from .slices import zero_axis
 from .surgery import prune_module
-from .tracer import Constraint, GraphError, Slot, trace_channels
+from .tracer import Constraint, GraphError, Slot, TraceResult, trace_channels
 
 HISTORY_ATTR = "_secateurs_pruning_history"
+STRUCTURAL_AXES = ("in", "out", "chan", "embed")
 
 
 @dataclass(frozen=True)
@@ -30,63 +33,89 @@ class Member:
 class Group:
     """Channels coupled across layers: channel ``i`` of the group is a set of slots (an output
     channel of one layer, the matching input channel of the next, its BatchNorm entries...)
-    that can only be removed together."""
+    that can only be removed together.
 
-    def __init__(self, graph: DependencyGraph, units: list[tuple[Slot, ...]]) -> None:
+    Slot data are arrays, one entry per slot: ``unit`` (the channel within the group),
+    ``member`` (index into ``members``) and ``index`` (position along that member's axis).
+    """
+
+    def __init__(self, graph, channels: int, unit, member_range, index) -> None:
         self.graph = graph
-        self.units = units
-        seen = dict.fromkeys(Member(s.module, s.axis) for u in units for s in u)
-        order = graph._order
-        self.members = sorted(seen, key=lambda m: (order.get(m.module, -1), m.axis))
+        self._channels = channels
+        order = np.unique(member_range)
+        self._ranges = order  # global range ids of this group's members
+        self.members = [
+            Member(graph._range_info[r][0], graph._range_info[r][1]) for r in self._ranges
+        ]
+        self.unit = unit
+        self.member = np.searchsorted(order, member_range)
+        self.index = index
         self.constraints: list[Constraint] = []
         self._counts: list[np.ndarray] = []
 
     @property
     def channels(self) -> int:
-        return len(self.units)
+        return self._channels
 
     def __len__(self) -> int:
-        return len(self.units)
+        return self._channels
 
     def __repr__(self) -> str:
         names = ", ".join(f"{m.module}:{m.axis}" for m in self.members[:4])
         more = f", +{len(self.members) - 4}" if len(self.members) > 4 else ""
         return f"Group(channels={self.channels}, members=[{names}{more}])"
 
+    @cached_property
+    def units(self) -> list[tuple[Slot, ...]]:
+        """Each channel's slots, as (module, axis, index) records."""
+        out: list[list[Slot]] = [[] for _ in range(self._channels)]
+        for u, m, i in zip(self.unit.tolist(), self.member.tolist(), self.index.tolist()):
+            member = self.members[m]
+            out[u].append(Slot(member.module, member.axis, i))
+        return [tuple(slots) for slots in out]
+
+    def per_channel(self, values: list[np.ndarray], members: np.ndarray | None = None):
+        """Sum per channel of ``values[member][index]`` over the slots (of ``members`` only,
+        when given as a boolean mask over this group's members)."""
+        slot_values = np.zeros(len(self.unit))
+        for m, vals in enumerate(values):
+            if members is not None and not members[m]:
+                continue
+            sel = self.member == m
+            slot_values[sel] = vals[self.index[sel]]
+        return np.bincount(self.unit, weights=slot_values, minlength=self._channels)
+
     def axis_counts(self) -> tuple[np.ndarray, np.ndarray]:
-        """(channels x member axes) slot counts and each axis's size: no choice may remove a
-        whole axis."""
-        counts = np.zeros((len(self.units), len(self.members)), dtype=np.int64)
-        column = {m: j for j, m in enumerate(self.members)}
-        for u, slots in enumerate(self.units):
-            for s in slots:
-                counts[u, column[Member(s.module, s.axis)]] += 1
-        sizes = np.array([self.graph._axis_size[(m.module, m.axis)] for m in self.members])
-        return counts, sizes
+        """(channels x members) slot counts and each member axis's size: no choice may
+        remove a whole axis."""
+        counts = np.zeros((self._channels, len(self.members)), dtype=np.int64)
+        np.add.at(counts, (self.unit, self.member), 1)
+        return counts, self.graph._range_size[self._ranges]
 
     def block_counts(self) -> list[np.ndarray]:
         """For each constraint, a (channels x blocks) matrix: slots of each channel per block."""
         return list(self._counts)
 
-    def check(self, idxs: Sequence[int]) -> None:
-        """Fail unless removing ``idxs`` leaves every layer valid."""
-        idxs = sorted(set(int(i) for i in idxs))
-        if idxs and (idxs[0] < 0 or idxs[-1] >= len(self.units)):
-            raise ValueError(f"channel indices must be in [0, {len(self.units)}), got {idxs}")
-        removed = defaultdict(int)
-        for i in idxs:
-            for s in self.units[i]:
-                removed[(s.module, s.axis)] += 1
-        for (module, axis), n in removed.items():
-            if n >= self.graph._axis_size[(module, axis)]:
-                raise ValueError(f"removing {n} channels would leave '{module}' ({axis}) empty")
-        for c, counts in zip(self.constraints, self.block_counts()):
-            per_block = counts[idxs].sum(0)
+    def check(self, idxs: Sequence[int]) -> np.ndarray:
+        """Fail unless removing ``idxs`` leaves every layer valid; returns them as an array."""
+        idxs = np.unique(np.asarray(list(idxs), dtype=np.int64))
+        if idxs.size and (idxs[0] < 0 or idxs[-1] >= self._channels):
+            raise ValueError(f"channel indices must be in [0, {self._channels}), got {idxs}")
+        counts, sizes = self.axis_counts()
+        removed = counts[idxs].sum(0)
+        full = np.flatnonzero(removed >= sizes)
+        if full.size:
+            m = self.members[full[0]]
+            raise ValueError(f"removing {removed[full[0]]} channels would leave '{m.module}' "
+                             f"({m.axis}) empty")  # fmt: skip
+        for c, block in zip(self.constraints, self._counts):
+            per_block = block[idxs].sum(0)
             if len(set(per_block.tolist())) > 1:
                 raise ValueError(
                     f"{c.reason}: remove equally many channels from each of its "
                     f"{len(per_block)} parts (this choice removes {per_block.tolist()})"
                 )
+        return idxs
 
     def prune(self, idxs: Sequence[int]) -> None:
         """Remove the channels ``idxs`` of this group from every member layer, in place."""
@@ -115,18 +144,16 @@ class DependencyGraph:
         self.round_to = round_to
         self.ignored = self._ignored_names(model, ignored)
         result = trace_channels(model, example_inputs, self.ignored)
-        self._order = result.module_order
-        self._constraints: list[Constraint] = result.constraints
-        self._axis_size: dict[tuple[str, str], int] = defaultdict(int)
-        for slot in result.slots.values():
-            self._axis_size[(slot.module, slot.axis)] += 1
         self._modules = result.modules
+        self._range_info = [(m, a) for m, a, _, _ in result.ranges]
+        self._range_size = np.array([c for *_, c in result.ranges], dtype=np.int64)
         self._groups = self._build_groups(result)
         self._stale = False
 
     @staticmethod
     def _ignored_names(model: nn.Module, ignored) -> set[str]:
-        names = {id(m): n for n, m in model.named_modules()}
+        modules = dict(model.named_modules())
+        names = {id(m): n for n, m in modules.items()}
         out = set()
         for item in ignored:
             if isinstance(item, nn.Module):
@@ -134,97 +161,119 @@ class DependencyGraph:
                     raise ValueError(f"ignored module {type(item).__name__} is not in the model")
                 out.add(names[id(item)])
             elif isinstance(item, str):
-                if item not in dict(model.named_modules()):
+                if item not in modules:
                     raise ValueError(f"ignored module path {item!r} is not in the model")
                 out.add(item)
             else:
                 raise TypeError(f"ignored entries must be module paths or modules, got {item!r}")
         return out
 
-    def _build_groups(self, result) -> list[Group]:
-        uf = result.uf
-        blocked = uf.find(BLOCKED)
-        units: dict[int, list[Slot]] = defaultdict(list)
-        for sid, slot in result.slots.items():
-            root = uf.find(sid)
-            if root != blocked:
-                units[root].append(slot)
-        structural = {"in", "out", "chan", "embed"}
-        key = lambda s: (self._order.get(s.module, -1), s.axis, s.index)  # noqa: E731
-        unit_list = [
-            tuple(sorted(slots, key=key))
-            for slots in units.values()
-            if any(s.axis in structural for s in slots)
-        ]
-        # channels that share a layer axis belong to one group
-        parent = list(range(len(unit_list)))
-
-        def find(i):
-            while parent[i] != i:
-                parent[i] = parent[parent[i]]
-                i = parent[i]
-            return i
-
-        first: dict[tuple[str, str], int] = {}
-        for u, slots in enumerate(unit_list):
-            for s in slots:
-                k = (s.module, s.axis)
-                if k in first:
-                    a, b = find(first[k]), find(u)
-                    parent[max(a, b)] = min(a, b)
-                else:
-                    first[k] = u
-        grouped: dict[int, list[tuple[Slot, ...]]] = defaultdict(list)
-        for u, slots in enumerate(unit_list):
-            grouped[find(u)].append(slots)
-        groups = [Group(self, sorted(us, key=lambda u: key(u[0]))) for us in grouped.values()]
-        groups.sort(key=lambda g: key(g.units[0][0]))
-        # each balance constraint, as counts per channel and block, on the group it touches
-        where = {}
-        for g in groups:
-            for u, slots in enumerate(g.units):
-                where[uf.find(result.slot_ids[slots[0]])] = (g, u)
+    def _build_groups(self, result: TraceResult) -> list[Group]:
+        roots = result.uf.labels()  # the coupling class of every id
+        n, ranges = len(roots), result.ranges
+        slot_range = np.full(n, -1, dtype=np.int64)
+        slot_index = np.zeros(n, dtype=np.int64)
+        for r, (_, _, start, count) in enumerate(ranges):
+            slot_range[start : start + count] = r
+            slot_index[start : start + count] = np.arange(count)
+        # rank ranges by (module order, axis): slots sort by rank, then index
+        rank = np.empty(len(ranges), dtype=np.int64)
+        order = sorted(
+            range(len(ranges)),
+            key=lambda r: (result.module_order.get(ranges[r][0], -1), ranges[r][1]),
+        )
+        rank[order] = np.arange(len(ranges))
+        structural = np.array([a in STRUCTURAL_AXES for _, a, _, _ in ranges] + [False])
+        slots = np.flatnonzero(slot_range >= 0)
+        slots = slots[roots[slots] != roots[BLOCKED]]
+        has_structural = np.zeros(n, dtype=bool)
+        has_structural[roots[slots[structural[slot_range[slots]]]]] = True
+        slots = slots[has_structural[roots[slots]]]
+        if not slots.size:
+            return []
+        unit_roots, unit = np.unique(roots[slots], return_inverse=True)
+        n_units, n_ranges = len(unit_roots), len(ranges)
+        edges = coo_matrix(
+            (np.ones(len(slots)), (unit, n_units + slot_range[slots])),
+            shape=(n_units + n_ranges, n_units + n_ranges),
+        )
+        _, label = connected_components(edges, directed=False)
+        key = rank[slot_range[slots]] * (1 << 32) + slot_index[slots]
+        unit_key = np.full(n_units, np.iinfo(np.int64).max)
+        np.minimum.at(unit_key, unit, key)
+        unit_group = label[:n_units]
+        # units ordered by (group, first slot); slots by (group, unit, layer, index)
+        unit_order = np.lexsort((unit_key, unit_group))
+        local = np.empty(n_units, dtype=np.int64)
+        starts = np.flatnonzero(np.r_[True, np.diff(unit_group[unit_order]) != 0])
+        sizes = np.diff(np.r_[starts, n_units])
+        local[unit_order] = np.arange(n_units) - np.repeat(starts, sizes)
+        slot_order = np.lexsort(
+            (slot_index[slots], rank[slot_range[slots]], local[unit], unit_group[unit])
+        )
+        s, u = slots[slot_order], unit[slot_order]
+        bounds = np.flatnonzero(np.r_[True, np.diff(unit_group[u]) != 0, True])
+        groups: list[Group] = []
+        members_of: dict[int, Group] = {}
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            g = int(unit_group[u[lo]])
+            channels = int(local[u[lo:hi]].max()) + 1
+            group = Group(
+                self, channels, local[u[lo:hi]], slot_range[s[lo:hi]], slot_index[s[lo:hi]]
+            )
+            group._first_key = int(unit_key[u[lo]])
+            groups.append(group)
+            members_of[g] = group
+        groups.sort(key=lambda grp: grp._first_key)
+        # each balance constraint becomes a (channels x blocks) count matrix on its group
+        unit_of_root = dict(zip(unit_roots.tolist(), range(n_units)))
         for c in result.constraints:
-            touched: dict[Group, np.ndarray] = {}
+            touched: dict[int, np.ndarray] = {}
             for b, ids in enumerate(c.blocks):
                 for i in ids:
-                    hit = where.get(uf.find(i))
-                    if hit is None:
+                    u = unit_of_root.get(int(roots[i]))
+                    if u is None:
                         continue
-                    g, u = hit
+                    g = int(unit_group[u])
                     if g not in touched:
-                        touched[g] = np.zeros((g.channels, len(c.blocks)), dtype=np.int64)
-                    touched[g][u, b] += 1
+                        touched[g] = np.zeros((members_of[g].channels, len(c.blocks)), np.int64)
+                    touched[g][local[u], b] += 1
             for g, counts in touched.items():
-                g.constraints.append(c)
-                g._counts.append(counts)
+                members_of[g].constraints.append(c)
+                members_of[g]._counts.append(counts)
         return groups
 
     def groups(self) -> list[Group]:
         """The prunable groups, in the order of their first layer."""
         return list(self._groups)
 
-    def _removed_slots(self, plan: dict[Group, Sequence[int]]) -> list[Slot]:
-        slots = []
+    def module(self, path: str) -> nn.Module:
+        return self._modules[path]
+
+    def _removed(self, plan: dict[Group, Sequence[int]]) -> dict[int, np.ndarray]:
+        """Global range id -> removed indices along it."""
+        removed: dict[int, list[np.ndarray]] = {}
         for group, idxs in plan.items():
             if group.graph is not self:
                 raise ValueError("a group from another DependencyGraph was passed")
-            group.check(idxs)
-            for i in sorted(set(int(i) for i in idxs)):
-                slots.extend(group.units[i])
-        return slots
+            idxs = group.check(idxs)
+            sel = np.isin(group.unit, idxs)
+            for m in np.unique(group.member[sel]):
+                r = int(group._ranges[m])
+                removed.setdefault(r, []).append(group.index[sel & (group.member == m)])
+        return {r: np.unique(np.concatenate(v)) for r, v in removed.items()}
 
     def keep_indices(self, plan: dict[Group, Sequence[int]]) -> list[dict]:
         """The surgery a plan amounts to: ``[{"module": path, "keep": {axis: indices}}]``."""
-        keep_sets: dict[str, dict[str, set[int]]] = defaultdict(dict)
-        for s in self._removed_slots(plan):
-            axis = keep_sets[s.module].setdefault(
-                s.axis, set(range(self._axis_size[(s.module, s.axis)]))
-            )
-            axis.discard(s.index)
+        per_module: dict[str, dict[str, list[int]]] = {}
+        for r, gone in self._removed(plan).items():
+            module, axis = self._range_info[r]
+            keep = np.setdiff1d(np.arange(self._range_size[r]), gone)
+            per_module.setdefault(module, {})[axis] = keep.tolist()
+        order = {name: i for i, name in enumerate(self._modules)}
         return [
-            {"module": name, "keep": {axis: sorted(k) for axis, k in keep_sets[name].items()}}
-            for name in sorted(keep_sets, key=lambda n: self._order.get(n, -1))
+            {"module": name, "keep": per_module[name]}
+            for name in sorted(per_module, key=lambda n: order.get(n, -1))
         ]
 
     def prune(self, plan: dict[Group, Sequence[int]]) -> None:
@@ -234,17 +283,12 @@ class DependencyGraph:
         replay(self.model, self.keep_indices(plan))
         self._stale = True
 
-    @torch.no_grad()
     def zero(self, plan: dict[Group, Sequence[int]]) -> None:
         """Set every weight of the planned channels to zero, keeping all shapes (soft pruning):
         the model then computes what the pruned model will."""
-        for s in self._removed_slots(plan):
-            for view in slot_views(self._modules[s.module], s):
-                view.zero_()
-
-    def slot_views(self, slot: Slot) -> list[torch.Tensor]:
-        """Views into the weights of one slot."""
-        return slot_views(self._modules[slot.module], slot)
+        for r, gone in self._removed(plan).items():
+            module, axis = self._range_info[r]
+            zero_axis(self._modules[module], axis, torch.as_tensor(gone, dtype=torch.long))
 
 
 def pruning_history(model: nn.Module) -> list[dict]:
@@ -262,6 +306,3 @@ def replay(model: nn.Module, history: list[dict]) -> nn.Module:
         prune_module(modules[name], step["keep"])
     model.__dict__.setdefault(HISTORY_ATTR, []).extend(history)
     return model
-
-
-__all__ = ["DependencyGraph", "Group", "Member", "pruning_history", "replay"]

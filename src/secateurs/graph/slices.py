@@ -1,64 +1,111 @@
-"""The weights each slot covers, as views: what importance criteria score and what
-zeroing (soft pruning, verification) clears."""
+"""The weights behind each index of a module axis: their norms (what importance criteria
+score) and zeroing them (soft pruning, verification), vectorized per axis."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
-from .tracer import BATCHNORM, CONV, CONV_T, Slot
+from .tracer import BATCHNORM, CONV, CONV_T
 
 PRODUCER_AXES = ("out", "embed")
+NORMS = (*BATCHNORM, nn.LayerNorm, nn.GroupNorm, nn.PReLU)
 
 
-def slot_views(module: nn.Module, slot: Slot) -> list[torch.Tensor]:
-    """Views into ``module``'s tensors for one slot; writing to them edits the model."""
-    i, axis = slot.index, slot.axis
+def _power(t: torch.Tensor, p: float) -> torch.Tensor:
+    t = t.detach().abs()
+    return t if p == 1 else t.pow(p)
+
+
+def _rows(t: torch.Tensor, dim: int, p: float) -> torch.Tensor:
+    """p-th power sums of ``t`` over every dimension but ``dim``."""
+    t = _power(t, p)
+    return t.sum([d for d in range(t.dim()) if d != dim]) if t.dim() > 1 else t
+
+
+def _conv_in(m: nn.Module, p: float) -> torch.Tensor:
+    """Per input channel of a convolution with any groups."""
+    w, groups = m.weight.detach(), m.groups
+    ipg, opg = m.in_channels // groups, m.out_channels // groups
+    per = _power(w, p).reshape(groups, opg, ipg, -1).sum((1, 3))  # groups x ipg
+    return per.reshape(-1)
+
+
+def axis_power_sums(module: nn.Module, axis: str, p: float) -> torch.Tensor:
+    """For each index of ``axis``, the sum of |w|^p over the weights it covers."""
     if axis.startswith("param:"):
-        return [getattr(module, axis[len("param:") :])[i : i + 1]]
-    views: list[torch.Tensor] = []
-
-    def add(t, index):
-        if t is not None:
-            views.append(t[index])
-
+        return _power(getattr(module, axis[len("param:") :]), p)
+    sums = []
     if isinstance(module, CONV):
-        w, groups = module.weight, module.groups
+        if axis == "out":
+            sums.append(_rows(module.weight, 0, p))
+        else:
+            sums.append(_conv_in(module, p))
+    elif isinstance(module, CONV_T):
+        sums.append(_rows(module.weight, 1 if axis == "out" else 0, p))
+    elif isinstance(module, nn.Linear):
+        sums.append(_rows(module.weight, 0 if axis == "out" else 1, p))
+    elif isinstance(module, NORMS):
+        sums.append(_power(module.weight, p))
+    elif isinstance(module, nn.MultiheadAttention):
+        sums.append(_rows(module.out_proj.weight, 0, p))
+    if axis == "out" and getattr(module, "bias", None) is not None:
+        sums.append(_power(module.bias, p))
+    return sum(sums)
+
+
+def axis_norms(module: nn.Module, axis: str, p: float) -> np.ndarray:
+    """The p-norm of the weights behind each index of ``axis``."""
+    sums = axis_power_sums(module, axis, p)
+    return (sums if p == 1 else sums.pow(1.0 / p)).double().numpy()
+
+
+@torch.no_grad()
+def zero_axis(module: nn.Module, axis: str, idx: torch.Tensor) -> None:
+    """Zero every weight behind the indices ``idx`` of ``axis``, keeping all shapes."""
+    if axis.startswith("param:"):
+        getattr(module, axis[len("param:") :])[idx] = 0
+    elif isinstance(module, CONV):
+        groups = module.groups
         ipg, opg = module.in_channels // groups, module.out_channels // groups
         if axis == "out":
-            add(w, slice(i, i + 1))
-            add(module.bias, slice(i, i + 1))
-        elif groups == 1:
-            add(w, (slice(None), slice(i, i + 1)))
-        elif ipg == 1:
-            add(w, slice(i * opg, (i + 1) * opg))
+            module.weight[idx] = 0
+            if module.bias is not None:
+                module.bias[idx] = 0
         else:
-            g = i // ipg
-            add(w, (slice(g * opg, (g + 1) * opg), slice(i % ipg, i % ipg + 1)))
+            w = module.weight.view(groups, opg, ipg, *module.weight.shape[2:])
+            w[idx // ipg, :, idx % ipg] = 0
     elif isinstance(module, CONV_T):
         if axis == "out":
-            add(module.weight, (slice(None), slice(i, i + 1)))
-            add(module.bias, slice(i, i + 1))
+            module.weight[:, idx] = 0
+            if module.bias is not None:
+                module.bias[idx] = 0
         else:
-            add(module.weight, slice(i, i + 1))
+            module.weight[idx] = 0
     elif isinstance(module, nn.Linear):
         if axis == "out":
-            add(module.weight, slice(i, i + 1))
-            add(module.bias, slice(i, i + 1))
+            module.weight[idx] = 0
+            if module.bias is not None:
+                module.bias[idx] = 0
         else:
-            add(module.weight, (slice(None), slice(i, i + 1)))
-    elif isinstance(module, (*BATCHNORM, nn.LayerNorm, nn.GroupNorm, nn.PReLU)):
-        add(module.weight, slice(i, i + 1))
-        add(getattr(module, "bias", None), slice(i, i + 1))
-        if isinstance(module, BATCHNORM):
-            add(module.running_mean, slice(i, i + 1))
+            module.weight[:, idx] = 0
+    elif isinstance(module, NORMS):
+        for t in (
+            module.weight,
+            getattr(module, "bias", None),
+            getattr(module, "running_mean", None),
+        ):
+            if t is not None:
+                t[idx] = 0
     elif isinstance(module, nn.MultiheadAttention):
         e = module.embed_dim
-        for row in (i, e + i, 2 * e + i):
-            add(module.in_proj_weight, slice(row, row + 1))
-            add(module.in_proj_bias, slice(row, row + 1))
-        add(module.in_proj_weight, (slice(None), slice(i, i + 1)))
-        add(module.out_proj.weight, slice(i, i + 1))
-        add(module.out_proj.weight, (slice(None), slice(i, i + 1)))
-        add(module.out_proj.bias, slice(i, i + 1))
-    return views
+        rows = torch.cat([idx, idx + e, idx + 2 * e])
+        module.in_proj_weight[rows] = 0
+        module.in_proj_weight[:, idx] = 0
+        if module.in_proj_bias is not None:
+            module.in_proj_bias[rows] = 0
+        module.out_proj.weight[idx] = 0
+        module.out_proj.weight[:, idx] = 0
+        if module.out_proj.bias is not None:
+            module.out_proj.bias[idx] = 0

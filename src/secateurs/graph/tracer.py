@@ -10,8 +10,9 @@ slots that must be removed together end up in one union-find class.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
@@ -19,7 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 from .shadow import BLOCKED, NONE, Shadow, compress
-from .unionfind import UnionFind
+from .unionfind import Couplings
 
 aten = torch.ops.aten
 
@@ -98,23 +99,19 @@ def _tensors(obj) -> list[torch.Tensor]:
 
 @dataclass
 class TraceResult:
-    uf: UnionFind
-    slots: dict[int, Slot]
+    uf: Couplings
+    ranges: list[tuple[str, str, int, int]]  # (module, axis, first slot id, count)
     constraints: list[Constraint]
     module_order: dict[str, int]
     modules: dict[str, nn.Module]
-    slot_ids: dict[Slot, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.slot_ids = {slot: sid for sid, slot in self.slots.items()}
 
 
 class _Builder(TorchDispatchMode):
     def __init__(self, model: nn.Module, ignored: set[str]) -> None:
         super().__init__()
-        self.uf = UnionFind()
+        self.uf = Couplings()
         self.uf.new(1)  # id 0: BLOCKED
-        self.slots: dict[int, Slot] = {}
+        self.ranges: list[tuple[str, str, int, int]] = []
         self.constraints: list[Constraint] = []
         self.shadows: dict[int, Shadow] = {}
         self.keep: list[torch.Tensor] = []
@@ -125,7 +122,7 @@ class _Builder(TorchDispatchMode):
         self.opaque = 0
         self.ignored = ignored
         self.modules = dict(model.named_modules())
-        self._slot_cache: dict[tuple[str, str], list[int]] = {}
+        self._slot_cache: dict[tuple[str, str], range] = {}
 
     # --- bookkeeping -------------------------------------------------------------------
     def set_shadow(self, t: torch.Tensor, shadow: Shadow | None) -> None:
@@ -138,20 +135,18 @@ class _Builder(TorchDispatchMode):
     def shadow(self, t: torch.Tensor) -> Shadow | None:
         return self.shadows.get(id(t))
 
-    def new_slots(self, module: str, axis: str, count: int) -> list[int]:
+    def new_slots(self, module: str, axis: str, count: int) -> range:
         """Slot ids for ``count`` indices of one module axis; the same ids on every call."""
         key = (module, axis)
         if key not in self._slot_cache:
-            ids = list(self.uf.new(count))
-            for i, sid in enumerate(ids):
-                self.slots[sid] = Slot(module, axis, i)
+            ids = self.uf.new(count)
+            self.ranges.append((module, axis, ids.start, count))
             self._slot_cache[key] = ids
         return self._slot_cache[key]
 
     def block(self, ids) -> None:
-        for i in ids:
-            if i >= 0:
-                self.uf.union(BLOCKED, int(i))
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        self.uf.union_many(np.full(len(ids), BLOCKED), ids)
 
     def link(self, slot_ids: list[int], tensor: torch.Tensor, dim: int) -> None:
         """Couple slot i with whatever channel units fill index i of ``tensor``'s ``dim``."""
@@ -159,11 +154,15 @@ class _Builder(TorchDispatchMode):
         if shadow is None:
             self.block(slot_ids)  # a constant feeds these indices: they cannot be removed
             return
-        for sid, ids in zip(slot_ids, shadow.along(dim, tuple(tensor.shape))):
+        slot_ids = np.asarray(slot_ids, dtype=np.int64)
+        if shadow.full is None and not shadow.blocked and shadow.dim == dim % tensor.dim():
+            ids = shadow.ids  # one id per index: couple them all at once
+            self.uf.union_many(slot_ids, np.where(ids >= 0, ids, BLOCKED))
+            return
+        for sid, ids in zip(slot_ids.tolist(), shadow.along(dim, tuple(tensor.shape))):
             if len(ids) == 0:
                 self.uf.union(BLOCKED, sid)
-            for i in ids:
-                self.uf.union(sid, int(i))
+            self.uf.union_many(np.full(len(ids), sid), ids)
 
     def balance(self, ids, block: int, reason: str) -> None:
         ids = [int(i) for i in ids]
@@ -249,9 +248,7 @@ class _Builder(TorchDispatchMode):
         outs = self.new_slots(name, "out", m.out_channels)
         self.link(ins, x, 1)
         if ipg == 1 and groups > 1:  # depthwise: an input channel and its outputs go together
-            for g in range(groups):
-                for j in range(g * opg, (g + 1) * opg):
-                    self.uf.union(ins[g], outs[j])
+            self.uf.union_many(np.repeat(np.asarray(ins), opg), np.asarray(outs))
         elif groups > 1:
             self.balance(ins, ipg, f"a convolution with {groups} groups")
             self.balance(outs, opg, f"a convolution with {groups} groups")
@@ -262,7 +259,7 @@ class _Builder(TorchDispatchMode):
         outs = self.new_slots(name, "out", m.out_channels)
         self.link(ins, x, 1)
         if m.groups != 1:
-            self.block(ins + outs)  # grouped transposed convolutions stay as they are
+            self.block([*ins, *outs])  # grouped transposed convolutions stay as they are
         self.set_shadow(output, Shadow.vector(1, outs))
 
     def _attention(self, name, m, args, kwargs, output) -> None:
@@ -404,10 +401,7 @@ class _Builder(TorchDispatchMode):
             ids = shadow.ids.reshape(a, b)
             if (ids == ids[:, :1]).all():
                 return  # unflattening (channel, position): nothing to couple
-            for j in range(b):
-                for i in range(1, a):
-                    if ids[0, j] >= 0 and ids[i, j] >= 0:
-                        self.uf.union(int(ids[0, j]), int(ids[i, j]))
+            self.uf.union_many(np.broadcast_to(ids[:1], ids.shape).ravel(), ids.ravel())
 
     def _shuffle(self, func, args, kwargs, out) -> None:
         x, groups = args[0], int(args[1])
@@ -436,9 +430,7 @@ class _Builder(TorchDispatchMode):
         if len(aligned) == len(shadows) and len({d for d, _ in aligned}) == 1:
             dim, first = aligned[0]
             for _, ids in aligned[1:]:
-                for a, b in zip(first, ids):
-                    if a >= 0 and b >= 0:
-                        self.uf.union(int(a), int(b))
+                self.uf.union_many(first, ids)
             result = Shadow.vector(dim, first)
         else:
             stacked = torch.stack(
@@ -446,9 +438,8 @@ class _Builder(TorchDispatchMode):
             ).reshape(len(shadows), -1)
             for row in stacked[1:]:
                 pairs = torch.stack([stacked[0], row], 1)
-                pairs = torch.unique(pairs[(pairs >= 0).all(1)], dim=0)
-                for a, b in pairs.tolist():
-                    self.uf.union(a, b)
+                pairs = torch.unique(pairs[(pairs >= 0).all(1)], dim=0).numpy()
+                self.uf.union_many(pairs[:, 0], pairs[:, 1])
             merged = stacked.max(0).values.reshape(shape)
             result = compress(merged)
         for t in outs:
@@ -506,7 +497,7 @@ def trace_channels(model: nn.Module, example_inputs, ignored=()) -> TraceResult:
     inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     ignored = set(ignored)
     builder = _Builder(model, ignored)
-    for name, module in model.named_modules():
+    for name, module in builder.modules.items():
         for pname, p in [
             *module.named_parameters(recurse=False),
             *module.named_buffers(recurse=False),
@@ -522,7 +513,7 @@ def trace_channels(model: nn.Module, example_inputs, ignored=()) -> TraceResult:
                 slots = builder.new_slots(name, f"param:{pname}", p.shape[0])
                 builder.set_shadow(p, Shadow.vector(0, slots))
     handles = []
-    for name, module in model.named_modules():
+    for name, module in builder.modules.items():
         handles.append(module.register_forward_pre_hook(builder.pre_hook(name), with_kwargs=True))
         handles.append(module.register_forward_hook(builder.post_hook(name), with_kwargs=True))
     was_training = model.training
@@ -542,8 +533,8 @@ def trace_channels(model: nn.Module, example_inputs, ignored=()) -> TraceResult:
         for h in handles:
             h.remove()
         model.train(was_training)
-    order = {name: i for i, name in enumerate(builder.modules)}
-    return TraceResult(builder.uf, builder.slots, builder.constraints, order, builder.modules)
+    order = {name: i for i, name in enumerate(builder.modules)}  # noqa: C416
+    return TraceResult(builder.uf, builder.ranges, builder.constraints, order, builder.modules)
 
 
 __all__ = ["trace_channels", "TraceResult", "Slot", "Constraint", "GraphError"]

@@ -1,32 +1,40 @@
-"""Union-find over integer ids: which channel slots must be removed together."""
+"""Couplings between integer ids: which channel slots must be removed together.
+
+Unions are only recorded (as pairs, or whole arrays of pairs); the classes are computed once
+at the end as connected components, in compiled code.
+"""
 
 from __future__ import annotations
 
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
-class UnionFind:
+
+class Couplings:
     def __init__(self) -> None:
-        self.parent: list[int] = []
+        self.size = 0
+        self._pairs: list[tuple[int, int]] = []
+        self._arrays: list[tuple[np.ndarray, np.ndarray]] = []
 
     def new(self, count: int = 1) -> range:
-        start = len(self.parent)
-        self.parent.extend(range(start, start + count))
+        start = self.size
+        self.size += count
         return range(start, start + count)
 
-    def find(self, x: int) -> int:
-        parent = self.parent
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:  # path compression
-            parent[x], x = root, parent[x]
-        return root
+    def union(self, a: int, b: int) -> None:
+        self._pairs.append((a, b))
 
-    def union(self, a: int, b: int) -> int:
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return ra
-        if ra < rb:  # the smaller id stays root, so the blocked sentinel 0 always wins
-            self.parent[rb] = ra
-            return ra
-        self.parent[ra] = rb
-        return rb
+    def union_many(self, a, b) -> None:
+        """Couple ``a[i]`` with ``b[i]`` for every i (negative ids are skipped)."""
+        a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+        keep = (a >= 0) & (b >= 0)
+        self._arrays.append((a[keep], b[keep]))
+
+    def labels(self) -> np.ndarray:
+        """A class label for every id; ids coupled directly or through others share one."""
+        pairs = np.array(self._pairs, dtype=np.int64).reshape(-1, 2)
+        a = np.concatenate([pairs[:, 0], *(x for x, _ in self._arrays)])
+        b = np.concatenate([pairs[:, 1], *(y for _, y in self._arrays)])
+        edges = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(self.size,) * 2)
+        return connected_components(edges, directed=False)[1]

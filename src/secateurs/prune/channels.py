@@ -106,6 +106,26 @@ def _plan(
     return plan
 
 
+def plan(
+    graph: DependencyGraph,
+    ratio: float,
+    importance: str = "l1",
+    scope: str = "local",
+    max_layer_ratio: float = 0.9,
+    round_to: int = 1,
+    data=None,
+    seed: int = 0,
+) -> dict[Group, list[int]]:
+    """Which channels of each group ``channels`` would remove at ``ratio``, without removing
+    them: ``{group: channel indices}``, ready for ``graph.zero`` or ``graph.prune``."""
+    criterion = IMPORTANCE.get(importance)
+    check_choice("scope", scope, SCOPES)
+    groups = graph.groups()
+    with torch.no_grad():
+        scores = [np.asarray(criterion(graph, g, data=data, seed=seed), float) for g in groups]
+    return _plan(groups, scores, ratio, scope, max_layer_ratio, round_to)
+
+
 def _macs(model: nn.Module, x) -> int:
     return profile(model, x, latency=False).macs
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from .._registry import Registry
 from ..graph import DependencyGraph, Group
-from ..graph.slices import PRODUCER_AXES
+from ..graph.slices import PRODUCER_AXES, axis_norms
 
 IMPORTANCE: Registry = Registry("importance")
 register_importance = IMPORTANCE.register
@@ -18,17 +18,23 @@ def list_importance() -> list[str]:
 
 
 def _norm_scores(graph: DependencyGraph, group: Group, p: int) -> np.ndarray:
-    """Sum of the p-norms of the weights that produce each channel (the filters), or of all
+    """Sum of the p-norms of the weights that produce each channel (its filters), or of all
     its weights when no layer produces it (attention embeddings, custom parameters)."""
-    scores = np.zeros(len(group.units))
-    for u, slots in enumerate(group.units):
-        producers = [s for s in slots if s.axis in PRODUCER_AXES] or list(slots)
-        total = 0.0
-        for s in producers:
-            for v in graph.slot_views(s):
-                total += float(v.detach().abs().pow(p).sum()) ** (1.0 / p)
-        scores[u] = total
-    return scores
+    producer = np.array([m.axis in PRODUCER_AXES for m in group.members])
+    norms = [
+        axis_norms(graph.module(m.module), m.axis, p) if is_producer else None
+        for m, is_producer in zip(group.members, producer)
+    ]
+    counts = group.axis_counts()[0]
+    has_producer = counts[:, producer].sum(1) > 0
+    if has_producer.all():
+        filled = [v if v is not None else np.zeros(0) for v in norms]
+        return group.per_channel(filled, producer)
+    norms = [
+        v if v is not None else axis_norms(graph.module(m.module), m.axis, p)
+        for m, v in zip(group.members, norms)
+    ]
+    return np.where(has_producer, group.per_channel(norms, producer), group.per_channel(norms))
 
 
 @register_importance("l1")

@@ -25,8 +25,11 @@ def lowest(
     if block_counts:
         return _balanced(scores, count, block_counts, axis_counts, axis_sizes)
     room = axis_sizes - 1
+    order = np.argsort(scores, kind="stable")
+    if (axis_counts[order[:count]].sum(0) <= room).all():
+        return sorted(order[:count].tolist())  # the usual case: no layer would be emptied
     chosen = []
-    for u in np.argsort(scores, kind="stable"):
+    for u in order:
         if len(chosen) == count:
             break
         if (axis_counts[u] <= room).all():
