@@ -71,5 +71,9 @@ def test_demo_prints_its_table():
     code, out = _run(["demo", "--epochs", "3"])
     assert code == 0
     assert "float32" in out and "int8 storage" in out and "peak SRAM" in out
-    row = next(line for line in out.splitlines() if "float32" in line)
-    assert float(row.split("│")[2].strip().rstrip("%")) > 80
+    rows = {line.split("│")[1].strip(): line.split("│") for line in out.splitlines() if "│" in line}
+    assert float(rows["float32"][2].strip().rstrip("%")) > 80
+    pruned = rows["pruned to 1/2 MACs"]
+    assert float(pruned[2].strip().rstrip("%")) > 70
+    macs = [int(rows[k][4].strip().replace(",", "")) for k in ("float32", "pruned to 1/2 MACs")]
+    assert abs(macs[1] / macs[0] - 0.5) <= 0.02

@@ -213,6 +213,7 @@ def fit(
         )
         for cb in callbacks:
             cb.on_epoch_end(state)
+        for cb in callbacks:
             cb.on_fit_end(state)
         return history
 

@@ -121,3 +121,8 @@ def test_image_folder_with_an_empty_class_fails(tmp_path):
     (root / "triangle").mkdir()
     with pytest.raises(ValueError, match="class folder 'triangle' holds no images"):
         sc.data.load(root)
+
+
+def test_task_options_do_not_apply_to_files(tmp_path):
+    with pytest.raises(TypeError, match=r"options \['val_size'\] apply to registered tasks"):
+        sc.data.load(_save(tmp_path, _arrays()), val_size=10)

@@ -132,6 +132,12 @@ def test_save_and_load_round_trip_gives_identical_outputs(tmp_path, digits):
         assert torch.equal(model(x), fresh(x))
     with pytest.raises(ValueError, match="freshly built model"):
         load_pruned(fresh, path)
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(ValueError, match="is not a secateurs pruned model"):
+        load_pruned(sc.models.create("mlp", digits), other)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_pruned(sc.models.create("mlp", digits), tmp_path / "missing.pt")
 
 
 # --- property test: random networks built from the blocks above -----------------------------

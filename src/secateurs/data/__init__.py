@@ -27,6 +27,8 @@ def load(name: str | Path, seed: int = 0, **kwargs) -> Task:
     if not isinstance(name, (str, Path)):
         raise TypeError(f"task must be a name or a path, got {type(name).__name__}")
     path = Path(name)
+    if kwargs and (path.is_dir() or path.is_file()):
+        raise TypeError(f"options {sorted(kwargs)} apply to registered tasks, not to files")
     if path.is_dir():
         return load_image_folder(path, seed=seed)
     if path.is_file():

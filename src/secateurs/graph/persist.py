@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from ..models.checkpoint import atomic_save
+from ..models.checkpoint import atomic_save, load_versioned
 from .graph import pruning_history, replay
 
 FORMAT = "secateurs.pruned/1"
@@ -23,12 +22,7 @@ def save_pruned(model: nn.Module, path: str | Path) -> None:
 
 def load_pruned(model: nn.Module, path: str | Path) -> nn.Module:
     """Replay the saved pruning on ``model`` (freshly built, unpruned) and load the weights."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pruned model file {path} does not exist")
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a secateurs pruned model (format {FORMAT!r})")
+    data = load_versioned(path, FORMAT, "secateurs pruned model")
     if pruning_history(model):
         raise ValueError("load_pruned needs a freshly built model, but this one is pruned already")
     replay(model, data["history"])

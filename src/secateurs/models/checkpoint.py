@@ -33,6 +33,18 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         raise
 
 
+def load_versioned(path: str | Path, fmt: str, what: str) -> dict:
+    """``torch.load(weights_only=True)`` a dict written with ``"format": fmt``, or fail
+    saying the file is not ``what``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise ValueError(f"{path} is not a {what} (expected format {fmt!r})")
+    return data
+
+
 def save_checkpoint(
     model: nn.Module, path: str | Path, name: str, task: Task, width: float = 1.0, **kwargs
 ) -> None:
@@ -52,12 +64,7 @@ def save_checkpoint(
 
 def load_checkpoint(path: str | Path, task: Task) -> tuple[nn.Module, dict]:
     """Rebuild a model saved by :func:`save_checkpoint`; returns it and the checkpoint's fields."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a secateurs checkpoint (expected format {FORMAT!r})")
+    ckpt = load_versioned(path, FORMAT, "secateurs checkpoint")
     if ckpt["task"] != task.name:
         raise ValueError(
             f"{path} was trained on task {ckpt['task']!r}, not {task.name!r}; pass that task"

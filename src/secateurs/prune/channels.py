@@ -112,14 +112,16 @@ def plan(
     importance: str = "l1",
     scope: str = "local",
     max_layer_ratio: float = 0.9,
-    round_to: int = 1,
+    round_to: int | None = None,
     data=None,
     seed: int = 0,
 ) -> dict[Group, list[int]]:
     """Which channels of each group ``channels`` would remove at ``ratio``, without removing
-    them: ``{group: channel indices}``, ready for ``graph.zero`` or ``graph.prune``."""
+    them: ``{group: channel indices}``, ready for ``graph.zero`` or ``graph.prune``.
+    ``round_to`` defaults to the graph's."""
     criterion = IMPORTANCE.get(importance)
     check_choice("scope", scope, SCOPES)
+    round_to = graph.round_to if round_to is None else check_int("round_to", round_to, minimum=1)
     groups = graph.groups()
     with torch.no_grad():
         scores = [np.asarray(criterion(graph, g, data=data, seed=seed), float) for g in groups]
