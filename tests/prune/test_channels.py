@@ -104,15 +104,23 @@ def test_pruned_model_still_trains(digits):
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        (dict(), ValueError, "exactly one of ratio"),
+        (dict(), ValueError, "exactly one of ratio=, target_macs= or threshold="),
         (dict(ratio=0.5, target_macs=0.5), ValueError, "exactly one of ratio"),
+        (dict(ratio={"nope": 0.5}), ValueError, r"ratio names modules \['nope'\]"),
+        (dict(ratio={"stem.0": 1.5}), ValueError, r"ratio\['stem.0'\] must be in \[0, 1\)"),
+        (
+            dict(ratio=0.5, importance="taylor"),
+            ValueError,
+            "needs calibration data: pass data=task",
+        ),
         (dict(ratio=1.0), ValueError, r"in \[0, 1\); got 1.0"),
         (dict(ratio=-0.1), ValueError, "ratio must be >= 0.0"),
         (dict(target_macs=1.5), ValueError, r"in \(0, 1\]; got 1.5"),
         (
             dict(ratio=0.5, importance="hessian"),
             ValueError,
-            "unknown importance 'hessian'; known importances: l1, l2, random",
+            "unknown importance 'hessian'; known importances: bn_scale, fpgm, grad_magnitude, "
+            "hsic, l1, l2, linear_redundancy, random, taylor",
         ),
         (dict(ratio=0.5, scope="layer"), ValueError, "scope must be one of 'local', 'global'"),
         (dict(ratio=0.5, round_to=0), ValueError, "round_to must be >= 1"),

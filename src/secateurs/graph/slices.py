@@ -13,51 +13,58 @@ PRODUCER_AXES = ("out", "embed")
 NORMS = (*BATCHNORM, nn.LayerNorm, nn.GroupNorm, nn.PReLU)
 
 
-def _power(t: torch.Tensor, p: float) -> torch.Tensor:
-    t = t.detach().abs()
+def _detached(t: torch.Tensor) -> torch.Tensor:
+    return t.detach()
+
+
+def _power(t: torch.Tensor, p: float, values) -> torch.Tensor:
+    t = values(t).abs()
     return t if p == 1 else t.pow(p)
 
 
-def _rows(t: torch.Tensor, dim: int, p: float) -> torch.Tensor:
+def _rows(t: torch.Tensor, dim: int, p: float, values) -> torch.Tensor:
     """p-th power sums of ``t`` over every dimension but ``dim``."""
-    t = _power(t, p)
+    t = _power(t, p, values)
     return t.sum([d for d in range(t.dim()) if d != dim]) if t.dim() > 1 else t
 
 
-def _conv_in(m: nn.Module, p: float) -> torch.Tensor:
+def _conv_in(m: nn.Module, p: float, values) -> torch.Tensor:
     """Per input channel of a convolution with any groups."""
-    w, groups = m.weight.detach(), m.groups
+    groups = m.groups
     ipg, opg = m.in_channels // groups, m.out_channels // groups
-    per = _power(w, p).reshape(groups, opg, ipg, -1).sum((1, 3))  # groups x ipg
-    return per.reshape(-1)
+    per = _power(m.weight, p, values).reshape(groups, opg, ipg, -1).sum((1, 3))
+    return per.reshape(-1)  # groups x ipg, flattened: global input channel order
 
 
-def axis_power_sums(module: nn.Module, axis: str, p: float) -> torch.Tensor:
-    """For each index of ``axis``, the sum of |w|^p over the weights it covers."""
+def axis_power_sums(module: nn.Module, axis: str, p: float, values=None) -> torch.Tensor:
+    """For each index of ``axis``, the sum of |v(w)|^p over the weights w it covers, where
+    ``values`` maps a weight tensor to what is measured (default: the detached weight;
+    ``lambda w: w`` keeps gradients, ``lambda w: w * grads[w]`` gives Taylor terms)."""
+    values = values or _detached
     if axis.startswith("param:"):
-        return _power(getattr(module, axis[len("param:") :]), p)
+        return _power(getattr(module, axis[len("param:") :]), p, values)
     sums = []
     if isinstance(module, CONV):
         if axis == "out":
-            sums.append(_rows(module.weight, 0, p))
+            sums.append(_rows(module.weight, 0, p, values))
         else:
-            sums.append(_conv_in(module, p))
+            sums.append(_conv_in(module, p, values))
     elif isinstance(module, CONV_T):
-        sums.append(_rows(module.weight, 1 if axis == "out" else 0, p))
+        sums.append(_rows(module.weight, 1 if axis == "out" else 0, p, values))
     elif isinstance(module, nn.Linear):
-        sums.append(_rows(module.weight, 0 if axis == "out" else 1, p))
+        sums.append(_rows(module.weight, 0 if axis == "out" else 1, p, values))
     elif isinstance(module, NORMS):
-        sums.append(_power(module.weight, p))
+        sums.append(_power(module.weight, p, values))
     elif isinstance(module, nn.MultiheadAttention):
-        sums.append(_rows(module.out_proj.weight, 0, p))
+        sums.append(_rows(module.out_proj.weight, 0, p, values))
     if axis == "out" and getattr(module, "bias", None) is not None:
-        sums.append(_power(module.bias, p))
+        sums.append(_power(module.bias, p, values))
     return sum(sums)
 
 
-def axis_norms(module: nn.Module, axis: str, p: float) -> np.ndarray:
+def axis_norms(module: nn.Module, axis: str, p: float, values=None) -> np.ndarray:
     """The p-norm of the weights behind each index of ``axis``."""
-    sums = axis_power_sums(module, axis, p)
+    sums = axis_power_sums(module, axis, p, values).detach()
     return (sums if p == 1 else sums.pow(1.0 / p)).double().numpy()
 
 

@@ -5,12 +5,33 @@ report = sc.prune.channels(model, x, ratio=0.5, importance="l1", scope="global")
 
 from __future__ import annotations
 
+from . import criteria  # noqa: F401  (registers the data-driven criteria)
 from .channels import GroupReport, PruneReport, channels, plan
+from .criteria import compensate
 from .importance import IMPORTANCE, list_importance, register_importance
+from .iterative import LoopReport, LoopStep, iterative
+from .regularizers import (
+    L1,
+    L2,
+    ElasticNet,
+    GroupLasso,
+    LinearRepresentability,
+    SmoothL12,
+)
 
 __all__ = [
     "channels",
     "plan",
+    "iterative",
+    "LoopReport",
+    "LoopStep",
+    "compensate",
+    "L1",
+    "L2",
+    "ElasticNet",
+    "SmoothL12",
+    "GroupLasso",
+    "LinearRepresentability",
     "PruneReport",
     "GroupReport",
     "register_importance",

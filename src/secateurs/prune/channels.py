@@ -72,15 +72,29 @@ def _cap(channels: int, count: int, max_layer_ratio: float, round_to: int) -> in
     return channels - kept
 
 
+def _group_ratio(group: Group, ratios: dict[str, float]) -> float:
+    """A per-layer ratio names the layer whose output channels (filters) it removes: the
+    group whose channels a listed layer produces takes its ratio (else 0)."""
+    for m in group.members:
+        if m.module in ratios and m.axis != "in":
+            return ratios[m.module]
+    return 0.0
+
+
 def _plan(
     groups: list[Group],
     scores: list[np.ndarray],
-    ratio: float,
+    ratio: float | dict[str, float] | None,
     scope: str,
     max_layer_ratio: float,
     round_to: int,
+    threshold: float | None = None,
 ) -> dict[Group, list[int]]:
-    if scope == "local":
+    if threshold is not None:
+        counts = [int((s < threshold).sum()) for s in scores]
+    elif isinstance(ratio, dict):
+        counts = [math.floor(_group_ratio(g, ratio) * g.channels) for g in groups]
+    elif scope == "local":
         counts = [math.floor(ratio * g.channels) for g in groups]
     else:  # global: rank channels of all groups together, each group's scores over its mean
         pool = []
@@ -135,7 +149,7 @@ def _macs(model: nn.Module, x) -> int:
 def channels(
     model: nn.Module,
     example_inputs,
-    ratio: float | None = None,
+    ratio: float | dict[str, float] | None = None,
     target_macs: float | None = None,
     importance: str = "l1",
     scope: str = "local",
@@ -144,23 +158,40 @@ def channels(
     max_layer_ratio: float = 0.9,
     data=None,
     seed: int = 0,
+    threshold: float | None = None,
 ) -> PruneReport:
     """Remove channels from ``model`` in place, making its tensors physically smaller.
 
-    ``ratio``: the fraction of channels removed from each group (``scope="local"``) or from
-    all groups together, ranked by importance normalized per group (``"global"``).
-    ``target_macs``: the fraction of MACs to keep, reached within 2% by searching the ratio.
-    ``max_layer_ratio`` caps what any group loses; ``round_to`` rounds kept channel counts up
-    to a multiple. The model's inputs, outputs and ``ignored`` modules keep their channels.
+    Say how much with exactly one of:
+    ``ratio``: the fraction of channels removed from each group (``scope="local"``), from all
+    groups together ranked by importance normalized per group (``"global"``), or per layer
+    as ``{module path: ratio}`` (a group takes the ratio of its first listed layer);
+    ``target_macs``: the fraction of MACs to keep, reached within 2% by searching the ratio;
+    ``threshold``: remove every channel whose importance is below it (after regularized
+    training, say).
+    ``data`` (a Task or (inputs, labels) batches) feeds data-driven criteria. ``max_layer_ratio``
+    caps what any group loses; ``round_to`` rounds kept channel counts up to a multiple. The
+    model's inputs, outputs and ``ignored`` modules keep their channels.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if (ratio is None) == (target_macs is None):
-        raise ValueError("give exactly one of ratio= (channels to remove) or target_macs=")
-    if ratio is not None:
+    if sum(v is not None for v in (ratio, target_macs, threshold)) != 1:
+        raise ValueError("give exactly one of ratio=, target_macs= or threshold=")
+    if isinstance(ratio, dict):
+        for path, r in ratio.items():
+            r = check_float(f"ratio[{path!r}]", r, minimum=0.0)
+            if r >= 1:
+                raise ValueError(f"ratio[{path!r}] must be in [0, 1); got {r}")
+        known = dict(model.named_modules())
+        unknown = [p for p in ratio if p not in known]
+        if unknown:
+            raise ValueError(f"ratio names modules {unknown} that the model does not have")
+    elif ratio is not None:
         ratio = check_float("ratio", ratio, minimum=0.0)
         if ratio >= 1:
             raise ValueError(f"ratio is the fraction of channels removed, in [0, 1); got {ratio}")
+    if threshold is not None:
+        threshold = check_float("threshold", threshold)
     if target_macs is not None:
         target_macs = check_float("target_macs", target_macs, minimum=0.0, strict_minimum=True)
         if target_macs > 1:
@@ -181,13 +212,16 @@ def channels(
     with torch.no_grad():
         scores = [np.asarray(criterion(graph, g, data=data, seed=seed), float) for g in groups]
 
-    def plan_for(r: float):
-        return _plan(groups, scores, r, scope, max_layer_ratio, round_to)
+    def plan_for(r):
+        return _plan(groups, scores, r, scope, max_layer_ratio, round_to, threshold)
 
     if target_macs is not None:
         ratio = _search_ratio(model, x, graph, plan_for, target_macs, before.macs, max_layer_ratio)
     plan = plan_for(ratio)
     history = graph.keep_indices(plan)
+    compensate = getattr(criterion, "compensate", None)
+    if compensate is not None:
+        compensate(graph, plan, data)
     graph.prune(plan)
     after = profile(model, x, latency=False)
     reports = tuple(
@@ -198,8 +232,9 @@ def channels(
         )
         for g in groups
     )
+    applied = ratio if isinstance(ratio, float) else float("nan")
     return PruneReport(
-        reports, before.params, after.params, before.macs, after.macs, ratio, history
+        reports, before.params, after.params, before.macs, after.macs, applied, history
     )
 
 
