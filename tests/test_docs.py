@@ -6,7 +6,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["README.md", "docs/getting-started.md", "docs/pruning-graph.md"]
+PAGES = [
+    "README.md",
+    "docs/getting-started.md",
+    "docs/pruning-graph.md",
+    "docs/methods/structured.md",
+]
 
 
 @pytest.mark.slow

@@ -133,3 +133,16 @@ def test_data_driven_criteria_prune_a_zoo_model(digits):
         )
         assert report.macs_after < report.macs_before, name
         assert model(digits.example_inputs(2)).shape == (2, 10)
+
+
+def test_gradient_tracking_masks_filters_that_can_come_back(digits):
+    model = sc.models.create("lenet5", digits, seed=0)
+    tracking = sc.prune.GradientTracking(digits.example_inputs(), ratio=0.3)
+    sc.fit(model, digits, epochs=8, lr=3e-3, callbacks=[tracking], progress=False)
+    assert tracking.changes > 0  # the kept set S = G ∪ A moved during training
+    zero_filters = int((model[0].weight.detach().flatten(1).abs().sum(1) == 0).sum())
+    assert 0 < zero_filters <= 1  # conv1 has 6 filters: at most int(0.3 * 6) outside S
+    accuracy = sc.evaluate(model, digits)
+    report = sc.prune.channels(model, digits.example_inputs(), ratio=0.3)
+    assert accuracy > 0.85 and model[0].out_channels == 5
+    assert sc.evaluate(model, digits) > accuracy - 0.1 and report.macs_kept < 0.75

@@ -283,12 +283,14 @@ class DependencyGraph:
         replay(self.model, self.keep_indices(plan))
         self._stale = True
 
-    def zero(self, plan: dict[Group, Sequence[int]]) -> None:
+    def zero(self, plan: dict[Group, Sequence[int]], axes: Sequence[str] | None = None) -> None:
         """Set every weight of the planned channels to zero, keeping all shapes (soft pruning):
-        the model then computes what the pruned model will."""
+        the model then computes what the pruned model will. ``axes`` limits it to some
+        member axes (``("out",)``: only the filters, so gradients still reach them)."""
         for r, gone in self._removed(plan).items():
             module, axis = self._range_info[r]
-            zero_axis(self._modules[module], axis, torch.as_tensor(gone, dtype=torch.long))
+            if axes is None or axis in axes:
+                zero_axis(self._modules[module], axis, torch.as_tensor(gone, dtype=torch.long))
 
 
 def pruning_history(model: nn.Module) -> list[dict]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from . import criteria  # noqa: F401  (registers the data-driven criteria)
 from .channels import GroupReport, PruneReport, channels, plan
-from .criteria import compensate
+from .criteria import GradientTracking, compensate
 from .importance import IMPORTANCE, list_importance, register_importance
 from .iterative import LoopReport, LoopStep, iterative
 from .regularizers import (
@@ -26,6 +26,7 @@ __all__ = [
     "LoopReport",
     "LoopStep",
     "compensate",
+    "GradientTracking",
     "L1",
     "L2",
     "ElasticNet",

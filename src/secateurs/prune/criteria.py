@@ -11,8 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._checks import check_float
 from ..graph import DependencyGraph, Group
 from ..graph.slices import PRODUCER_AXES, axis_norms
+from ..train import Callback, FitState
 from .calibration import features, gradients
 from .importance import _norm_scores, register_importance
 
@@ -225,3 +227,42 @@ def compensate(graph: DependencyGraph, plan: dict, data) -> None:
 
 
 linear_redundancy.compensate = compensate
+
+
+class GradientTracking(Callback):
+    """Gradient tracking during training (Wang, Ji & Yuan 2022): after every step, each group
+    keeps S = G ∪ A, its top ``1 - ratio`` channels by gradient magnitude (G) and by filter
+    magnitude (A); the other filters are set to zero but keep receiving gradients, so a
+    filter whose gradient grows rejoins S at the next step. ``changes`` counts the steps at
+    which S changed. Prune afterwards with ``channels(..., importance="l1")``."""
+
+    def __init__(self, example_inputs, ratio: float = 0.5, ignored=()) -> None:
+        self.example_inputs = example_inputs
+        self.ratio = check_float("ratio", ratio, minimum=0.0, maximum=1.0)
+        self.ignored = ignored
+        self.changes = 0
+        self._last: dict | None = None
+
+    def on_fit_start(self, state: FitState) -> None:
+        self.graph = DependencyGraph(state.model, self.example_inputs, ignored=self.ignored)
+
+    def on_step_end(self, state: FitState) -> None:
+        graph, plan = self.graph, {}
+        for group in graph.groups():
+            keep = group.channels - int(self.ratio * group.channels)
+            grads = _scores_from(graph, group, _grad_or_zero)
+            weights = _norm_scores(graph, group, 1)
+            top_g = np.argsort(-grads, kind="stable")[:keep]
+            top_a = np.argsort(-weights, kind="stable")[:keep]
+            zeroed = np.setdiff1d(np.arange(group.channels), np.union1d(top_g, top_a))
+            if zeroed.size:
+                plan[group] = zeroed
+        current = {id(g): tuple(v) for g, v in plan.items()}
+        if self._last is not None and current != self._last:
+            self.changes += 1
+        self._last = current
+        graph.zero(plan, axes=PRODUCER_AXES)
+
+
+def _grad_or_zero(w: torch.Tensor) -> torch.Tensor:
+    return w.grad if w.grad is not None else torch.zeros_like(w)

@@ -1,0 +1,227 @@
+"""Structured pruning criteria compared on one budget, beside Torch-Pruning's magnitude
+pruner, and what the removed MACs buy in CPU time.
+
+For each task (digits with a small MobileNet V2, MNIST-1D with DS-CNN), each seed, and each
+MAC keep-ratio: train the parent once; prune a copy with every method to the ratio; fine-tune
+every pruned model with the same budget; report test accuracy (mean ± std over seeds). Then,
+at 0.5 MACs, time every pruned model against its parent (torch eager and onnxruntime, batch
+1 and 32, one thread) and report measured speedup / MAC reduction.
+
+    pip install torch-pruning   # for the Torch-Pruning column only
+    python benchmarks/structured_methods.py [--seeds 3] [--quick]
+
+Results are kept cell by cell in benchmarks/results/structured_methods.json (rewritten
+atomically after each cell), so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+import secateurs as sc
+
+RESULTS = Path(__file__).parent / "results" / "structured_methods.json"
+RATIOS = (0.7, 0.5, 0.3)
+CRITERIA = ("l1", "l2", "bn_scale", "fpgm", "taylor", "grad_magnitude", "hsic",
+            "linear_redundancy", "random")  # fmt: skip
+METHODS = (*CRITERIA, "group_lasso+l2", "torch_pruning")
+# latency only (0.5 MACs, first seed): kept channel counts rounded to SIMD-friendly multiples
+ROUNDED = ("l1@round_to=8", "l1@round_to=16")
+SMALL_MOBILENET_V2 = dict(
+    width=0.5, cfg=((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 2, 1)), last_channels=256
+)
+SETUPS = {
+    "digits": ("mobilenet_v2", SMALL_MOBILENET_V2, 15),
+    "mnist1d": ("ds_cnn", {}, 15),
+}
+FINETUNE = dict(epochs=8, lr=3e-3)
+
+
+def _save(results: dict) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=RESULTS.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(results, f, indent=2)
+    os.replace(tmp, RESULTS)
+
+
+def _parent(task, seed):
+    name, kwargs, epochs = SETUPS[task.name]
+    model = sc.models.create(name, task, seed=seed, **kwargs)
+    sc.fit(model, task, epochs=epochs, lr=3e-3, seed=seed, progress=False)
+    return model.eval()
+
+
+def _tp_prune(model, x, keep: float):
+    """Torch-Pruning's MagnitudePruner (L1, global ranking), its ratio searched until the
+    model keeps ``keep`` of its MACs, as secateurs' target_macs does."""
+    import torch_pruning as tp
+
+    base = sc.measure.profile(model, x, latency=False).macs
+    classifier = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1:]
+
+    def pruned(ratio):
+        trial = copy.deepcopy(model)
+        tp.pruner.MagnitudePruner(
+            trial, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio,
+            global_pruning=True, ignored_layers=[dict(trial.named_modules())[n] for n, m in
+                                                 model.named_modules() if m in classifier],
+        ).step()  # fmt: skip
+        return trial, sc.measure.profile(trial, x, latency=False).macs / base
+
+    lo, hi, best = 0.0, 0.95, (copy.deepcopy(model), 1.0)
+    for _ in range(14):
+        mid = (lo + hi) / 2
+        trial, kept = pruned(mid)
+        if abs(kept - keep) < abs(best[1] - keep):
+            best = (trial, kept)
+        if abs(kept - keep) <= 0.01:
+            break
+        lo, hi = (mid, hi) if kept > keep else (lo, mid)
+    return best[0]
+
+
+def _prune(method, parent, task, keep, seed):
+    model = copy.deepcopy(parent)
+    x = task.example_inputs()
+    if method == "torch_pruning":
+        return _tp_prune(model, x, keep)
+    if "@round_to=" in method:
+        name, round_to = method.split("@round_to=")
+        sc.prune.channels(model, x, target_macs=keep, importance=name, scope="global",
+                          round_to=int(round_to))  # fmt: skip
+        return model
+    if method == "group_lasso+l2":  # regularize, then remove the channels it shrank most
+        sc.fit(model, task, epochs=3, lr=1e-3, seed=seed, progress=False,
+               losses=[sc.prune.GroupLasso(x, weight=1e-3)])  # fmt: skip
+        sc.prune.channels(model, x, target_macs=keep, importance="l2", scope="global")
+        return model
+    sc.prune.channels(model, x, target_macs=keep, importance=method, scope="global",
+                      data=task, seed=seed)  # fmt: skip
+    return model
+
+
+def _latency_eager(model, x, repeats=30):
+    return sc.measure.measure_latency(model, x, repeats=repeats, warmup=5, threads=1)
+
+
+def _latency_onnx(model, x, repeats=30):
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = os.path.join(d, "m.onnx")
+        torch.onnx.export(model.eval(), (x,), path, input_names=["x"],
+                          dynamic_axes={"x": {0: "batch"}}, dynamo=False)  # fmt: skip
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    feed = {"x": x.numpy()}
+    for _ in range(5):
+        session.run(None, feed)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="one seed, ratio 0.5, digits only")
+    args = parser.parse_args(argv)
+    try:
+        import torch_pruning  # noqa: F401
+    except ImportError:
+        print("the Torch-Pruning column needs: pip install torch-pruning")
+        return 2
+    torch.set_num_threads(1)
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    results.update({
+        "benchmark": "structured_methods",
+        "command": "python benchmarks/structured_methods.py " + " ".join(argv or sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"1 torch thread, Python {platform.python_version()}",
+        "finetune": FINETUNE,
+    })  # fmt: skip
+    cells = results.setdefault("cells", {})
+    seeds = range(1 if args.quick else args.seeds)
+    ratios = (0.5,) if args.quick else RATIOS
+    tasks = ("digits",) if args.quick else tuple(SETUPS)
+    for task_name in tasks:
+        for seed in seeds:
+            task = sc.data.load(task_name, seed=seed)
+            parent = None
+            key = f"{task_name}/parent/{seed}"
+            if key not in cells:
+                parent = _parent(task, seed)
+                cells[key] = {"accuracy": sc.evaluate(parent, task)}
+                _save(results)
+            for keep in ratios:
+                extra = ROUNDED if keep == 0.5 and seed == 0 else ()
+                for method in (*METHODS, *extra):
+                    key = f"{task_name}/{method}/{keep}/{seed}"
+                    if key in cells:
+                        continue
+                    parent = parent or _parent(task, seed)
+                    start = time.perf_counter()
+                    model = _prune(method, parent, task, keep, seed)
+                    sc.fit(model, task, seed=seed, progress=False, **FINETUNE)
+                    prof = sc.measure.profile(model, task.example_inputs(), latency=False)
+                    base = sc.measure.profile(parent, task.example_inputs(), latency=False)
+                    cell = {"accuracy": sc.evaluate(model, task),
+                            "macs_kept": prof.macs / base.macs, "params": prof.params,
+                            "seconds": time.perf_counter() - start}  # fmt: skip
+                    if keep == 0.5 and seed == 0:
+                        for batch in (1, 32):
+                            x = task.example_inputs(batch)
+                            for engine, timer in (
+                                ("eager", _latency_eager),
+                                ("onnx", _latency_onnx),
+                            ):
+                                ratio = timer(parent, x) / timer(model, x)
+                                cell[f"speedup_{engine}_b{batch}"] = ratio
+                                cell[f"efficiency_{engine}_b{batch}"] = ratio * cell["macs_kept"]
+                    cells[key] = cell
+                    _save(results)
+                    print(f"{key:40s} acc {cell['accuracy']:.4f}  MACs {cell['macs_kept']:.3f}")
+    _summarize(results, tasks, ratios, seeds)
+    _save(results)
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+def _summarize(results, tasks, ratios, seeds) -> None:
+    cells, table = results["cells"], {}
+    for task_name in tasks:
+        parent = [cells[f"{task_name}/parent/{s}"]["accuracy"] for s in seeds]
+        table[f"{task_name}/parent"] = (statistics.mean(parent), statistics.pstdev(parent))
+        mean, std = table[f"{task_name}/parent"]
+        print(f"\n{task_name}: unpruned {mean:.4f} ± {std:.4f}")
+        for method in METHODS:
+            row = []
+            for keep in ratios:
+                accs = [cells[f"{task_name}/{method}/{keep}/{s}"]["accuracy"] for s in seeds]
+                mean, std = statistics.mean(accs), statistics.pstdev(accs)
+                table[f"{task_name}/{method}/{keep}"] = (mean, std)
+                row.append(f"{keep}: {mean:.4f} ± {std:.4f}")
+            print(f"  {method:18s} " + "   ".join(row))
+    results["summary"] = {k: {"mean": m, "std": s} for k, (m, s) in table.items()}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
