@@ -136,10 +136,16 @@ def plan(
     criterion = IMPORTANCE.get(importance)
     check_choice("scope", scope, SCOPES)
     round_to = graph.round_to if round_to is None else check_int("round_to", round_to, minimum=1)
-    groups = graph.groups()
+    scores = _scores(graph, criterion, data, seed)
+    return _plan(graph.groups(), scores, ratio, scope, max_layer_ratio, round_to)
+
+
+def _scores(graph: DependencyGraph, criterion, data, seed: int) -> list[np.ndarray]:
+    """One score per channel of every group (criteria that need gradients enable them)."""
     with torch.no_grad():
-        scores = [np.asarray(criterion(graph, g, data=data, seed=seed), float) for g in groups]
-    return _plan(groups, scores, ratio, scope, max_layer_ratio, round_to)
+        return [
+            np.asarray(criterion(graph, g, data=data, seed=seed), float) for g in graph.groups()
+        ]
 
 
 def _macs(model: nn.Module, x) -> int:
@@ -165,7 +171,7 @@ def channels(
     Say how much with exactly one of:
     ``ratio``: the fraction of channels removed from each group (``scope="local"``), from all
     groups together ranked by importance normalized per group (``"global"``), or per layer
-    as ``{module path: ratio}`` (a group takes the ratio of its first listed layer);
+    as ``{module path: ratio}`` (the fraction of that layer's filters);
     ``target_macs``: the fraction of MACs to keep, reached within 2% by searching the ratio;
     ``threshold``: remove every channel whose importance is below it (after regularized
     training, say).
@@ -209,8 +215,7 @@ def channels(
     before = profile(model, x, latency=False)
     graph = DependencyGraph(model, x, ignored=ignored, round_to=round_to)
     groups = graph.groups()
-    with torch.no_grad():
-        scores = [np.asarray(criterion(graph, g, data=data, seed=seed), float) for g in groups]
+    scores = _scores(graph, criterion, data, seed)
 
     def plan_for(r):
         return _plan(groups, scores, r, scope, max_layer_ratio, round_to, threshold)
