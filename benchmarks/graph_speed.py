@@ -14,16 +14,13 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.metadata
-import json
-import os
-import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _common import has_torch_pruning, machine, save_json
 from torch import nn
 
 import secateurs as sc
@@ -224,10 +221,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--quick", action="store_true", help="skip the 224x224 ResNet-50")
     args = parser.parse_args(argv)
-    try:
-        import torch_pruning  # noqa: F401
-    except ImportError:
-        print("this benchmark compares with Torch-Pruning: pip install torch-pruning")
+    if not has_torch_pruning():
         return 2
     torch.set_num_threads(1)
     rows = []
@@ -267,18 +261,13 @@ def main(argv=None) -> int:
     result = {
         "benchmark": "graph_speed",
         "command": "python benchmarks/graph_speed.py " + " ".join(argv or sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"1 torch thread, Python {platform.python_version()}",
+        "machine": machine(),
         "torch_pruning": importlib.metadata.version("torch-pruning"),
         "secateurs": sc.__version__,
         "ratio": 0.5,
         "rows": rows,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=RESULTS.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, RESULTS)
+    save_json(RESULTS, result)
     print(f"wrote {RESULTS}")
     return 0
 

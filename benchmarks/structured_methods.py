@@ -20,7 +20,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from _common import has_torch_pruning, machine, save_json
 
 import secateurs as sc
 
@@ -50,11 +50,7 @@ FINETUNE = dict(epochs=8, lr=3e-3)
 
 
 def _save(results: dict) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=RESULTS.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(tmp, RESULTS)
+    save_json(RESULTS, results)
 
 
 def _parent(task, seed):
@@ -144,18 +140,14 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="one seed, ratio 0.5, digits only")
     args = parser.parse_args(argv)
-    try:
-        import torch_pruning  # noqa: F401
-    except ImportError:
-        print("the Torch-Pruning column needs: pip install torch-pruning")
+    if not has_torch_pruning():
         return 2
     torch.set_num_threads(1)
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     results.update({
         "benchmark": "structured_methods",
         "command": "python benchmarks/structured_methods.py " + " ".join(argv or sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"1 torch thread, Python {platform.python_version()}",
+        "machine": machine(),
         "finetune": FINETUNE,
     })  # fmt: skip
     cells = results.setdefault("cells", {})
@@ -220,7 +212,8 @@ def _summarize(results, tasks, ratios, seeds) -> None:
                 table[f"{task_name}/{method}/{keep}"] = (mean, std)
                 row.append(f"{keep}: {mean:.4f} ± {std:.4f}")
             print(f"  {method:18s} " + "   ".join(row))
-    results["summary"] = {k: {"mean": m, "std": s} for k, (m, s) in table.items()}
+    summary = results.setdefault("summary", {})  # a --quick run updates only its own rows
+    summary.update({k: {"mean": m, "std": s} for k, (m, s) in table.items()})
 
 
 if __name__ == "__main__":

@@ -75,22 +75,24 @@ def test_hsic_ranks_one_of_a_duplicated_pair_lowest():
 
 @pytest.mark.parametrize("name", ["hsic", "linear_redundancy"])
 def test_a_linear_combination_of_two_channels_ranks_lowest(name):
-    model = _model(relu=False)
-    with torch.no_grad():
-        w = model.conv1.weight
-        w[3] = 0.5 * w[0] + 2.0 * w[1]
-    scores = _scores(model, name, _task())
+    scores = _scores(_mixed_model(), name, _task())
     assert int(np.argmin(scores)) in (0, 1, 3)  # each of the three is a mix of the others
     if name == "linear_redundancy":
         assert np.sort(scores)[1] > scores.min()
 
 
-def test_linear_redundancy_compensation_keeps_outputs():
-    task = _task()
+def _mixed_model():
+    """No activation between the convolutions; channel 3 = 0.5·channel 0 + 2·channel 1."""
     model = _model(relu=False).eval()
     with torch.no_grad():
         w = model.conv1.weight
         w[3] = 0.5 * w[0] + 2.0 * w[1]
+    return model
+
+
+def test_linear_redundancy_compensation_keeps_outputs():
+    task = _task()
+    model = _mixed_model()
     x = task.example_inputs(8)
     with torch.no_grad():
         before = model(x)
@@ -104,10 +106,7 @@ def test_linear_redundancy_compensation_keeps_outputs():
 
 def test_without_compensation_removing_the_same_channel_changes_outputs():
     task = _task()
-    model = _model(relu=False).eval()
-    with torch.no_grad():
-        w = model.conv1.weight
-        w[3] = 0.5 * w[0] + 2.0 * w[1]
+    model = _mixed_model()
     x = task.example_inputs(8)
     with torch.no_grad():
         before = model(x)
