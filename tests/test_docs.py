@@ -11,6 +11,7 @@ PAGES = [
     "docs/getting-started.md",
     "docs/pruning-graph.md",
     "docs/methods/structured.md",
+    "docs/methods/unstructured.md",
 ]
 
 

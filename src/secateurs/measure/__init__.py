@@ -5,15 +5,20 @@ prof = sc.measure.profile(model, task.example_inputs())
 
 from __future__ import annotations
 
+from .encoding import ENCODINGS, encoding_bytes, smallest_encoding
 from .latency import measure_latency
 from .memory import Lifetime, lifetimes, live_bytes
-from .profile import LayerProfile, Profile, effective_tensors, profile
+from .profile import LayerProfile, Profile, WeightProfile, effective_tensors, profile
 from .trace import Trace, TracedOp, trace
 
 __all__ = [
     "profile",
     "Profile",
     "LayerProfile",
+    "WeightProfile",
+    "encoding_bytes",
+    "smallest_encoding",
+    "ENCODINGS",
     "effective_tensors",
     "measure_latency",
     "trace",

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .._checks import check_int
+from .encoding import smallest_encoding
 from .latency import measure_latency
 from .memory import lifetimes, live_bytes
 from .trace import trace
@@ -29,14 +30,26 @@ class LayerProfile:
 
 
 @dataclass(frozen=True)
+class WeightProfile:
+    """One weight tensor's storage: its elements, nonzeros, and the encoding chosen."""
+
+    name: str
+    numel: int
+    nonzero: int
+    encoding: str  # the smallest of measure.encoding.ENCODINGS that applies
+    bytes: int
+
+
+@dataclass(frozen=True)
 class Profile:
     """Costs of one forward pass of the example inputs.
 
     ``macs`` counts the multiply-accumulates of convolutions, linear layers and matrix
     products; ``nonzero_macs`` those whose weight is nonzero. ``flash_bytes`` stores
-    weights of 2 or more dimensions at ``weight_bits`` and other parameters and float
-    buffers (biases, norms) at 32 bits. ``peak_sram_bytes`` is the largest sum of live
-    activation bytes over the executed ops.
+    weights of 2 or more dimensions at ``weight_bits`` in the smallest of the dense,
+    bitmask, CSR and filterlet-CSR encodings (``weights`` says which), and other parameters
+    and float buffers (biases, norms) at 32 bits. ``peak_sram_bytes`` is the largest sum of
+    live activation bytes over the executed ops.
     """
 
     params: int
@@ -49,13 +62,13 @@ class Profile:
     weight_bits: int = 32
     activation_bits: int = 32
     layers: tuple[LayerProfile, ...] = field(default=(), repr=False, compare=False)
+    weights: tuple[WeightProfile, ...] = field(default=(), repr=False, compare=False)
 
     def to_dict(self, layers: bool = False) -> dict:
         d = asdict(self)
         if not layers:
             d.pop("layers")
-        else:
-            d["layers"] = [asdict(r) for r in self.layers]
+            d.pop("weights")
         return d
 
 
@@ -73,14 +86,26 @@ def effective_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     return [(n, t) for n, t in out if ".parametrizations." not in f".{n}"]
 
 
-def _flash_bytes(model: nn.Module, weight_bits: int) -> int:
-    total_bits = 0
-    for _, t in effective_tensors(model):
-        total_bits += t.numel() * (weight_bits if t.dim() >= 2 else 32)
+def _storage(model: nn.Module, weight_bits: int) -> tuple[int, tuple[WeightProfile, ...]]:
+    """Flash bytes, and how each weight tensor of 2 or more dimensions is stored."""
+    conv_weights = {
+        f"{n}.weight".lstrip(".")
+        for n, m in model.named_modules()
+        if isinstance(m, nn.modules.conv._ConvNd)
+    }
+    total_bits, weights = 0, []
+    for name, t in effective_tensors(model):
+        if t.dim() >= 2:
+            encoding, size = smallest_encoding(t, weight_bits, name in conv_weights)
+            nonzero = int(torch.count_nonzero(t))
+            weights.append(WeightProfile(name, t.numel(), nonzero, encoding, size))
+            total_bits += 8 * size
+        else:
+            total_bits += t.numel() * 32
     for name, b in model.named_buffers():
         if b.is_floating_point() and ".parametrizations." not in f".{name}":
             total_bits += b.numel() * 32
-    return math.ceil(total_bits / 8)
+    return math.ceil(total_bits / 8), tuple(weights)
 
 
 def profile(
@@ -133,15 +158,17 @@ def profile(
     tensors = effective_tensors(model)
     with torch.no_grad():
         nonzero = sum(int(torch.count_nonzero(p)) for _, p in tensors)
+        flash, weights = _storage(model, weight_bits)
     return Profile(
         params=sum(p.numel() for _, p in tensors),
         nonzero_params=nonzero,
         macs=sum(op.macs for op in t.ops),
         nonzero_macs=sum(op.nonzero_macs for op in t.ops),
-        flash_bytes=_flash_bytes(model, weight_bits),
+        flash_bytes=flash,
         peak_sram_bytes=max(live, default=input_bytes),
         latency_ms=(measure_latency(model, inputs, repeats, warmup, threads) if latency else None),
         weight_bits=weight_bits,
         activation_bits=activation_bits,
         layers=layers,
+        weights=weights,
     )

@@ -18,6 +18,15 @@ from .regularizers import (
     LinearRepresentability,
     SmoothL12,
 )
+from .sparsify import (
+    LayerSparsity,
+    SparsityReport,
+    SparsitySchedule,
+    WeightMask,
+    sparsify,
+    sparsity_report,
+    strip,
+)
 
 __all__ = [
     "channels",
@@ -33,6 +42,13 @@ __all__ = [
     "SmoothL12",
     "GroupLasso",
     "LinearRepresentability",
+    "sparsify",
+    "strip",
+    "sparsity_report",
+    "SparsityReport",
+    "LayerSparsity",
+    "SparsitySchedule",
+    "WeightMask",
     "PruneReport",
     "GroupReport",
     "register_importance",

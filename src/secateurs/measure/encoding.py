@@ -1,0 +1,50 @@
+"""Bytes of a weight tensor under the encodings a microcontroller kernel can read.
+
+- dense: every weight at ``bits``;
+- bitmask: one bit per weight, then the nonzero weights;
+- CSR: rows are output channels; nonzero values, a column index each (1 byte up to 256
+  columns, else 2, else 4) and row pointers (2 bytes while the count fits, else 4);
+- filterlet CSR (convolutions; DTMM, Han, Xiao & Li 2024, arXiv 2401.09068): the kept
+  filterlets (all input-channel weights at one kernel position of one filter) stored whole,
+  a one-byte column index each where kh·kw ≤ 255 (DTMM spends an int16), row pointers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+ENCODINGS = ("dense", "bitmask", "csr", "filterlet_csr")
+
+
+def _index_bytes(count: int) -> int:
+    return 1 if count <= 256 else 2 if count <= 65536 else 4
+
+
+def encoding_bytes(weight: torch.Tensor, bits: int, is_conv: bool) -> dict[str, int]:
+    """Bytes of ``weight`` (out channels first) under each encoding that applies to it."""
+    w = weight.detach()
+    numel, nnz = w.numel(), int(torch.count_nonzero(w))
+    rows = w.shape[0]
+    cols = numel // rows
+    value_bytes = lambda n: math.ceil(n * bits / 8)  # noqa: E731
+    pointer = 2 if nnz < 65536 else 4
+    sizes = {
+        "dense": value_bytes(numel),
+        "bitmask": math.ceil(numel / 8) + value_bytes(nnz),
+        "csr": value_bytes(nnz) + nnz * _index_bytes(cols) + (rows + 1) * pointer,
+    }
+    if is_conv and w.dim() >= 3:
+        cin = w.shape[1]
+        positions = math.prod(w.shape[2:])
+        kept = int((w.flatten(2).abs().sum(1) > 0).sum())  # nonzero filterlets
+        index = 1 if positions <= 255 else 2
+        sizes["filterlet_csr"] = value_bytes(kept * cin) + kept * index + (rows + 1) * pointer
+    return sizes
+
+
+def smallest_encoding(weight: torch.Tensor, bits: int, is_conv: bool) -> tuple[str, int]:
+    sizes = encoding_bytes(weight, bits, is_conv)
+    name = min(sizes, key=lambda k: (sizes[k], ENCODINGS.index(k)))
+    return name, sizes[name]

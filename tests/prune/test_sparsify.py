@@ -1,0 +1,183 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import secateurs as sc
+from secateurs.measure import encoding_bytes
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    model = sc.models.create("lenet5", digits, seed=0)
+    sc.fit(model, digits, epochs=8, lr=3e-3, progress=False)
+    return model
+
+
+def _copy(model):
+    return copy.deepcopy(model)
+
+
+def _layers(model):
+    return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def test_global_magnitude_sparsity_is_exact_and_masks_survive_training(trained, digits):
+    model = _copy(trained)
+    report = sc.prune.sparsify(model, 0.8)
+    assert report.sparsity == pytest.approx(0.8, abs=1e-3)
+    zeros = [(m.weight == 0).clone() for m in _layers(model)]
+    sc.fit(model, digits, epochs=2, lr=3e-3, progress=False)
+    for z, m in zip(zeros, _layers(model)):
+        assert bool((m.weight[z] == 0).all())  # masked weights stay exactly zero
+    assert sc.prune.sparsity_report(model).sparsity >= 0.8
+    assert sc.evaluate(model, digits) > 0.8
+
+
+def test_local_scope_gives_every_layer_the_same_sparsity(trained):
+    model = _copy(trained)
+    report = sc.prune.sparsify(model, 0.5, scope="local")
+    assert all(abs(layer.sparsity - 0.5) < 0.01 for layer in report.layers)
+
+
+def test_sparsifying_again_keeps_earlier_zeros(trained):
+    model = _copy(trained)
+    sc.prune.sparsify(model, 0.5)
+    first = [(m.weight == 0).clone() for m in _layers(model)]
+    report = sc.prune.sparsify(model, 0.7)
+    assert report.sparsity == pytest.approx(0.7, abs=1e-3)
+    assert all(bool(m.weight[z].eq(0).all()) for z, m in zip(first, _layers(model)))
+
+
+def test_n_of_m_pattern_holds_exactly(trained):
+    model = _copy(trained)
+    sc.prune.sparsify(model, granularity="2:4")
+    for m in _layers(model):
+        w = m.weight.detach()
+        w = w.flatten(2).transpose(1, 2) if w.dim() > 2 else w.unsqueeze(1)  # out x pos x in
+        cin = w.shape[-1] - w.shape[-1] % 4
+        groups = w[..., :cin].reshape(*w.shape[:-1], -1, 4)
+        if groups.numel():
+            assert bool(((groups != 0).sum(-1) <= 2).all())
+    with pytest.raises(ValueError, match="fixes the sparsity at 0.5; got 0.7"):
+        sc.prune.sparsify(_copy(trained), 0.7, granularity="2:4")
+
+
+def test_filterlet_masks_zero_whole_input_channel_vectors(trained):
+    model = _copy(trained)
+    sc.prune.sparsify(model, 0.5, granularity="filterlet")
+    conv = model[3]  # 6 input channels
+    nonzero = (conv.weight.detach() != 0).flatten(2)  # out x in x positions
+    per_vector = nonzero.sum(1)
+    assert bool(((per_vector == 0) | (per_vector == nonzero.shape[1])).all())
+    assert int((per_vector == 0).sum()) > 0
+
+
+def test_block_masks_zero_whole_blocks(trained):
+    model = _copy(trained)
+    sc.prune.sparsify(model, 0.5, granularity="block", block_size=4)
+    w = model[9].weight.detach()  # Linear 120 -> 84
+    blocks = w[:84, :120].reshape(21, 4, 30, 4).ne(0).sum((1, 3))
+    assert bool(((blocks == 0) | (blocks == 16)).all()) and int((blocks == 0).sum()) > 0
+
+
+def test_strip_bakes_masks_and_keeps_outputs(trained, digits):
+    model = _copy(trained).eval()
+    sc.prune.sparsify(model, 0.6)
+    x = digits.example_inputs(8)
+    with torch.no_grad():
+        before = model(x)
+    sc.prune.strip(model)
+    assert not any(hasattr(m, "parametrizations") for m in model.modules())
+    with torch.no_grad():
+        assert torch.equal(model(x), before)
+    assert sc.prune.sparsity_report(model).sparsity == pytest.approx(0.6, abs=1e-3)
+
+
+def test_masks_travel_through_save_and_load(tmp_path, trained, digits):
+    model = _copy(trained).eval()
+    sc.prune.sparsify(model, 0.7)
+    torch.save(model.state_dict(), tmp_path / "sparse.pt")
+    fresh = sc.models.create("lenet5", digits, seed=3)
+    sc.prune.sparsify(fresh, 0.1)  # same parametrizations, any mask
+    fresh.load_state_dict(torch.load(tmp_path / "sparse.pt", weights_only=True))
+    x = digits.example_inputs(4)
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(x), model(x))
+    assert sc.prune.sparsity_report(fresh).sparsity == pytest.approx(0.7, abs=1e-3)
+
+
+@pytest.mark.parametrize("importance", ["taylor", "random"])
+def test_other_importances(trained, digits, importance):
+    model = _copy(trained)
+    report = sc.prune.sparsify(model, 0.5, importance=importance, data=digits)
+    assert report.sparsity == pytest.approx(0.5, abs=1e-3)
+
+
+def test_magnitude_beats_random_without_retraining(trained, digits):
+    accuracy = {}
+    for importance in ("magnitude", "random"):
+        model = _copy(trained)
+        sc.prune.sparsify(model, 0.7, importance=importance)
+        accuracy[importance] = sc.evaluate(model, digits)
+    assert accuracy["magnitude"] > 0.75 and accuracy["random"] < 0.4
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(sparsity=1.0), r"in \[0, 1\); got 1.0"),
+        (dict(sparsity=-0.1), "sparsity must be >= 0.0"),
+        (
+            dict(sparsity=0.5, granularity="row"),
+            "granularity must be one of 'weight', 'filterlet', 'block'",
+        ),
+        (dict(sparsity=0.5, granularity="4:2"), "must be N:M with 0 < N < M"),
+        (
+            dict(sparsity=0.5, importance="lrp"),
+            "importance must be one of 'magnitude', 'taylor', 'random'",
+        ),
+        (dict(sparsity=0.5, ignored=["nope"]), r"ignored names modules \['nope'\]"),
+    ],
+)
+def test_bad_arguments_fail_clearly(trained, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        sc.prune.sparsify(_copy(trained), **kwargs)
+
+
+def test_schedules(digits, trained):
+    assert sc.prune.SparsitySchedule.iterative(0.6, steps=3).targets == pytest.approx(
+        {1: 0.2, 2: 0.4, 3: 0.6}
+    )
+    gradual = sc.prune.SparsitySchedule.gradual(0.0, 0.8, start=1, epochs=4).targets
+    assert gradual[1] == 0.0 and gradual[5] == pytest.approx(0.8)
+    assert gradual[3] == pytest.approx(0.8 + (0.0 - 0.8) * (1 - 2 / 4) ** 3)
+    model = _copy(trained)
+    schedule = sc.prune.SparsitySchedule.gradual(0.2, 0.8, start=1, epochs=3)
+    sc.fit(model, digits, epochs=5, lr=2e-3, callbacks=[schedule], progress=False)
+    assert [e for e, _ in schedule.applied] == [1, 2, 3, 4]
+    assert sc.prune.sparsity_report(model).sparsity == pytest.approx(0.8, abs=1e-3)
+    assert sc.evaluate(model, digits) > 0.8
+
+
+def test_encoding_bytes_match_hand_counts():
+    w = torch.zeros(4, 8)  # 4 rows of 8 columns, 5 nonzeros
+    w[0, 1] = w[0, 5] = w[2, 0] = w[3, 7] = w[3, 2] = 1.0
+    sizes = encoding_bytes(w, bits=8, is_conv=False)
+    assert sizes == {"dense": 32, "bitmask": 4 + 5, "csr": 5 + 5 * 1 + 5 * 2}
+    conv = torch.zeros(2, 3, 3, 3)
+    conv[0, :, 1, 1] = 1.0  # one filterlet of 3 weights
+    sizes = encoding_bytes(conv, bits=8, is_conv=True)
+    assert sizes["filterlet_csr"] == 3 + 1 + 3 * 2 and sizes["dense"] == 54
+
+
+def test_flash_takes_the_smallest_encoding(trained, digits):
+    dense = sc.measure.profile(trained, digits.example_inputs(), weight_bits=8, latency=False)
+    model = _copy(trained)
+    sc.prune.sparsify(model, 0.9)
+    sparse = sc.measure.profile(model, digits.example_inputs(), weight_bits=8, latency=False)
+    assert {w.encoding for w in dense.weights} == {"dense"}
+    assert sparse.flash_bytes < 0.5 * dense.flash_bytes
+    for w in sparse.weights:  # a weight tensor with under 40% nonzeros is never dense
+        assert w.encoding != "dense" or w.nonzero >= 0.4 * w.numel
