@@ -145,3 +145,20 @@ def test_gradient_tracking_masks_filters_that_can_come_back(digits):
     report = sc.prune.channels(model, digits.example_inputs(), ratio=0.3)
     assert accuracy > 0.85 and model[0].out_channels == 5
     assert sc.evaluate(model, digits) > accuracy - 0.1 and report.macs_kept < 0.75
+
+
+def test_soft_filter_pruning_lets_filters_come_back(digits):
+    model = sc.models.create("lenet5", digits, seed=0)
+    sfp = sc.prune.SoftFilterPruning(digits.example_inputs(), ratio=0.3)
+    sc.fit(model, digits, epochs=6, lr=3e-3, callbacks=[sfp], progress=False)
+    assert len(sfp.history) == 6
+    first = [set(epoch.get(0, ())) for epoch in sfp.history]  # conv1's group
+    assert all(len(s) == 1 for s in first)  # int(0.3 * 6) filters zeroed each epoch
+    # zeroed filters keep their gradients: by the next epoch's end they have grown back
+    assert len(sfp.regrowth) == 5 and sfp.regrowth[0] > 0.01 and min(sfp.regrowth) > 0
+    zero = int((model[0].weight.detach().flatten(1).abs().sum(1) == 0).sum())
+    assert zero == 1
+    accuracy = sc.evaluate(model, digits)
+    sc.prune.channels(model, digits.example_inputs(), ratio=0.3)
+    # the zeroed filters were already out of play: removing them changes little
+    assert accuracy > 0.8 and abs(sc.evaluate(model, digits) - accuracy) < 0.02

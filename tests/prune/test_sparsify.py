@@ -135,8 +135,8 @@ def test_magnitude_beats_random_without_retraining(trained, digits):
         ),
         (dict(sparsity=0.5, granularity="4:2"), "must be N:M with 0 < N < M"),
         (
-            dict(sparsity=0.5, importance="lrp"),
-            "importance must be one of 'magnitude', 'taylor', 'random'",
+            dict(sparsity=0.5, importance="hessian"),
+            "importance must be one of 'magnitude', 'taylor', 'lrp', 'random'",
         ),
         (dict(sparsity=0.5, ignored=["nope"]), r"ignored names modules \['nope'\]"),
     ],
@@ -181,3 +181,30 @@ def test_flash_takes_the_smallest_encoding(trained, digits):
     assert sparse.flash_bytes < 0.5 * dense.flash_bytes
     for w in sparse.weights:  # a weight tensor with under 40% nonzeros is never dense
         assert w.encoding != "dense" or w.nonzero >= 0.4 * w.numel
+
+
+def test_lrp_relevance_is_conserved_layer_to_layer(digits):
+    from secateurs.prune.lrp import relevance
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 32, bias=False), nn.ReLU(),
+        nn.Linear(32, 16, bias=False), nn.ReLU(), nn.Linear(16, 10, bias=False),
+    )  # fmt: skip
+    x, y = digits.test.tensors[0][:16], digits.test.tensors[1][:16]
+    per_layer, weights = relevance(net, x, y, eps=1e-9)
+    totals = [float(r.sum()) for r in per_layer]
+    assert max(totals) - min(totals) < 1e-4 * max(1.0, abs(totals[0]))
+    assert set(weights) == {"1", "3", "5"} and weights["1"].shape == (32, 64)
+    # a weight's relevances over its outputs add up to its input neuron's relevance
+    assert torch.allclose(weights["5"].sum(0), per_layer[5].sum(0), atol=1e-5)
+
+
+def test_lrp_sparsifies_a_chain_and_rejects_other_models(trained, digits):
+    model = _copy(trained)
+    report = sc.prune.sparsify(model, 0.5, importance="lrp", data=digits, scope="local")
+    assert report.sparsity == pytest.approx(0.5, abs=1e-3)
+    sc.prune.sparsify(model, 0.6, importance="lrp", data=digits, scope="local")  # masked again
+    resnet = sc.models.create("resnet8", digits)
+    with pytest.raises(ValueError, match="LRP walks chains .* is a BatchNorm2d"):
+        sc.prune.sparsify(resnet, 0.5, importance="lrp", data=digits)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from . import criteria  # noqa: F401  (registers the data-driven criteria)
 from .channels import GroupReport, PruneReport, channels, plan
-from .criteria import GradientTracking, compensate
+from .criteria import GradientTracking, SoftFilterPruning, compensate
 from .importance import IMPORTANCE, list_importance, register_importance
 from .iterative import LoopReport, LoopStep, iterative
 from .regularizers import (
@@ -36,6 +36,7 @@ __all__ = [
     "LoopStep",
     "compensate",
     "GradientTracking",
+    "SoftFilterPruning",
     "L1",
     "L2",
     "ElasticNet",

@@ -266,3 +266,35 @@ class GradientTracking(Callback):
 
 def _grad_or_zero(w: torch.Tensor) -> torch.Tensor:
     return w.grad if w.grad is not None else torch.zeros_like(w)
+
+
+class SoftFilterPruning(Callback):
+    """Soft filter pruning (He et al. 2018, arXiv 1808.06866; surveyed by Zhang et al. 2021):
+    at the end of every epoch the lowest ``ratio`` of each group's filters (by ``importance``)
+    are set to zero, but they stay in the model and keep receiving gradients, so a filter
+    that becomes useful again grows back before the next epoch's choice. ``history`` holds
+    the zeroed channels per epoch; remove them at the end with ``channels(..., ratio)``."""
+
+    def __init__(self, example_inputs, ratio: float = 0.3, importance: str = "l2", ignored=()):
+        self.example_inputs = example_inputs
+        self.ratio = check_float("ratio", ratio, minimum=0.0, maximum=1.0)
+        self.importance = importance
+        self.ignored = ignored
+        self.history: list[dict[int, tuple[int, ...]]] = []
+        self.regrowth: list[float] = []  # mean L2 norm regained by last epoch's zeroed filters
+
+    def on_fit_start(self, state: FitState) -> None:
+        self.graph = DependencyGraph(state.model, self.example_inputs, ignored=self.ignored)
+        self._zeroed: dict = {}
+
+    def on_epoch_end(self, state: FitState) -> None:
+        from .channels import plan
+
+        if self._zeroed:
+            norms = [_norm_scores(self.graph, g, 2)[list(v)] for g, v in self._zeroed.items()]
+            self.regrowth.append(float(np.concatenate(norms).mean()))
+        chosen = plan(self.graph, self.ratio, importance=self.importance)
+        self.graph.zero(chosen, axes=PRODUCER_AXES)
+        self._zeroed = chosen
+        groups = self.graph.groups()
+        self.history.append({groups.index(g): tuple(v) for g, v in chosen.items()})

@@ -20,8 +20,9 @@ from torch.nn.utils import parametrize
 from .._checks import check_choice, check_float, check_int
 from ..train import Callback, FitState
 from .calibration import batches
+from .lrp import weight_relevance
 
-IMPORTANCES = ("magnitude", "taylor", "random")
+IMPORTANCES = ("magnitude", "taylor", "lrp", "random")
 SCOPES = ("global", "local")
 LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -102,6 +103,9 @@ def _scores(model, layers, importance, data, seed) -> dict[str, torch.Tensor]:
     if importance == "random":
         g = torch.Generator().manual_seed(seed)
         return {n: torch.rand(w.shape, generator=g) * (w != 0) for n, w in weights.items()}
+    if importance == "lrp":
+        relevances = weight_relevance(model, batches(data))
+        return {n: relevances[n] * (weights[n] != 0) for n in layers}
     totals = {n: torch.zeros_like(w) for n, w in weights.items()}
     was_training = model.training
     model.eval()

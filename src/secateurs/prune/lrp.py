@@ -1,0 +1,93 @@
+"""Layer-wise relevance propagation with the epsilon rule (Bach et al. 2015; as a pruning
+criterion, Yeom et al. 2021, arXiv 1912.08881, and Wang et al. 2023).
+
+The relevance of the true class's logit is redistributed layer by layer toward the input:
+R_a = a ⊙ ∂/∂a [z · sg(R_z / (z + ε·sign z))] for each linear map z = f(a) (linear,
+convolution, pooling, flatten), unchanged through element-wise activations; a weight's
+relevance is w ⊙ ∂/∂w of the same product. Weights carrying little relevance are pruned.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PASS_THROUGH = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.Sigmoid, nn.Tanh,
+                nn.Hardtanh, nn.GELU, nn.SiLU)  # fmt: skip
+WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+LINEAR_MAPS = (*WEIGHTED, nn.modules.pooling._AvgPoolNd,
+               nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd,
+               nn.Flatten)  # fmt: skip
+
+
+def chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The model's leaf layers in order, when it is a plain chain LRP can walk."""
+    layers = [
+        (n, m)
+        for n, m in model.named_modules()
+        if ".parametrizations" not in f".{n}"  # masks belong to their layer
+        and (isinstance(m, LINEAR_MAPS) or not [c for c in m.children()])
+    ]
+    for name, m in layers:
+        if not isinstance(m, PASS_THROUGH + LINEAR_MAPS):
+            raise ValueError(
+                f"LRP walks chains of linear, convolution, pooling, flatten and activation "
+                f"layers; '{name}' is a {type(m).__name__}"
+            )
+    return layers
+
+
+def _stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
+    return z + eps * torch.where(z >= 0, torch.ones_like(z), -torch.ones_like(z))
+
+
+def relevance(model: nn.Module, x: torch.Tensor, target: torch.Tensor, eps: float = 1e-6):
+    """Per-layer input relevances (first is the model input's) and per-weight relevances
+    ({layer name: tensor shaped like its weight}) for one batch, summed over it."""
+    layers = chain(model)
+    activations = [x]
+    with torch.no_grad():
+        for _, m in layers:
+            activations.append(m(activations[-1]))
+    logits = activations[-1]
+    r = torch.zeros_like(logits).scatter_(
+        1, target.view(-1, 1), logits.gather(1, target.view(-1, 1))
+    )
+    per_layer, weights = [r], {}
+    for (name, m), a in zip(reversed(layers), reversed(activations[:-1])):
+        if isinstance(m, PASS_THROUGH):
+            per_layer.append(r)
+            continue
+        a = a.detach().requires_grad_(True)
+        with torch.enable_grad():
+            inputs = [a]
+            if isinstance(m, WEIGHTED):  # the weight as used (masks applied), taken once
+                w = m.weight
+                inputs.append(w)
+                linear = isinstance(m, nn.Linear)
+                z = F.linear(a, w, m.bias) if linear else m._conv_forward(a, w, m.bias)
+            else:
+                z = m(a)
+            s = (r / _stabilize(z, eps)).detach()
+            grads = torch.autograd.grad((z * s).sum(), inputs)
+        r = (a * grads[0]).detach()
+        if len(grads) > 1:
+            weights[name] = (m.weight.detach() * grads[1]).detach()
+        per_layer.append(r)
+    return list(reversed(per_layer)), weights
+
+
+def weight_relevance(model: nn.Module, batches, eps: float = 1e-6) -> dict[str, torch.Tensor]:
+    """|relevance| of every weight, summed over calibration batches."""
+    totals: dict[str, torch.Tensor] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        for x, y in batches:
+            _, weights = relevance(model, x, y, eps)
+            for name, w in weights.items():
+                totals[name] = totals.get(name, 0) + w.abs()
+    finally:
+        model.train(was_training)
+    return totals
