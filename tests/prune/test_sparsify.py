@@ -208,3 +208,22 @@ def test_lrp_sparsifies_a_chain_and_rejects_other_models(trained, digits):
     resnet = sc.models.create("resnet8", digits)
     with pytest.raises(ValueError, match="LRP walks chains .* is a BatchNorm2d"):
         sc.prune.sparsify(resnet, 0.5, importance="lrp", data=digits)
+
+
+def test_learned_masks_train_to_the_target_sparsity(digits):
+    model = sc.models.create("lenet_300_100", digits, seed=0)
+    sc.fit(model, digits, epochs=8, lr=3e-3, progress=False)
+    sc.prune.learn_masks(model, 0.9)
+    learned = [m for m in model.modules() if isinstance(m, sc.prune.LearnedMask)]
+    start = [m.hard_mask().clone() for m in learned]
+    sc.fit(model, digits, epochs=5, lr=1e-3, progress=False)
+    assert sc.prune.sparsity_report(model).sparsity == pytest.approx(0.9, abs=1e-3)
+    assert any(bool((m.hard_mask() != s).any()) for m, s in zip(learned, start))  # it learned
+    assert sc.evaluate(model, digits) > 0.9
+    x = digits.example_inputs(4)
+    with torch.no_grad():
+        before = model.eval()(x)
+    sc.prune.fix_masks(model)
+    assert not any(isinstance(m, sc.prune.LearnedMask) for m in model.modules())
+    with torch.no_grad():
+        assert torch.equal(model(x), before)

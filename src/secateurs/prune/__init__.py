@@ -20,9 +20,12 @@ from .regularizers import (
 )
 from .sparsify import (
     LayerSparsity,
+    LearnedMask,
     SparsityReport,
     SparsitySchedule,
     WeightMask,
+    fix_masks,
+    learn_masks,
     sparsify,
     sparsity_report,
     strip,
@@ -50,6 +53,9 @@ __all__ = [
     "LayerSparsity",
     "SparsitySchedule",
     "WeightMask",
+    "LearnedMask",
+    "learn_masks",
+    "fix_masks",
     "PruneReport",
     "GroupReport",
     "register_importance",

@@ -327,3 +327,53 @@ class SparsitySchedule(Callback):
             target = self.targets[state.epoch]
             sparsify(state.model, target, **self.kwargs)
             self.applied.append((state.epoch, target))
+
+
+class LearnedMask(nn.Module):
+    """A learnable score per weight; the layer uses the weights whose scores are in the top
+    ``1 - sparsity`` of its layer, through a straight-through estimator: the forward pass
+    applies the binary mask, the backward pass gives the scores the gradient a soft mask
+    would get (mask learning; Wang et al. 2023, in the manner of Ramanujan et al. 2020,
+    arXiv 1911.13299)."""
+
+    def __init__(self, weight: torch.Tensor, sparsity: float) -> None:
+        super().__init__()
+        self.sparsity = sparsity
+        self.scores = nn.Parameter(weight.detach().abs().clone())
+
+    def hard_mask(self) -> torch.Tensor:
+        flat = self.scores.detach().flatten()
+        count = int(round(self.sparsity * flat.numel()))
+        mask = torch.ones_like(flat)
+        mask[torch.argsort(flat, stable=True)[:count]] = 0
+        return mask.reshape(self.scores.shape)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        hard = self.hard_mask()
+        return weight * (hard + (self.scores - self.scores.detach()))  # exactly hard, forward
+
+
+def learn_masks(model: nn.Module, sparsity: float, ignored: Iterable[str] = ()) -> nn.Module:
+    """Attach a :class:`LearnedMask` to every convolution and linear weight (in place); train
+    with ``sc.fit`` (weights and scores learn together), then :func:`fix_masks`."""
+    sparsity = check_float("sparsity", sparsity, minimum=0.0)
+    if sparsity >= 1:
+        raise ValueError(f"sparsity is the fraction of weights zeroed, in [0, 1); got {sparsity}")
+    for module in _layers(model, ignored).values():
+        if parametrize.is_parametrized(module, "weight"):
+            raise ValueError("learn_masks needs weights without masks; strip the model first")
+        parametrize.register_parametrization(module, "weight", LearnedMask(module.weight, sparsity))
+    return model
+
+
+def fix_masks(model: nn.Module) -> nn.Module:
+    """Replace every learned mask by the fixed binary mask it has learned (a WeightMask)."""
+    for module in model.modules():
+        if not parametrize.is_parametrized(module, "weight"):
+            continue
+        learned = [p for p in module.parametrizations["weight"] if isinstance(p, LearnedMask)]
+        if learned:
+            mask = learned[0].hard_mask()
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+            parametrize.register_parametrization(module, "weight", WeightMask(mask))
+    return model
