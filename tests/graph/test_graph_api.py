@@ -215,3 +215,13 @@ def test_random_networks_prune_correctly(net, ratio, seed):
     summary = prune_and_compare(net, torch.randn(2, 3, 6, 6), ratio=ratio, seed=seed)
     assert summary["macs_after"] <= summary["macs_before"]
     assert np.isfinite(summary["macs_after"])
+
+
+def test_masked_models_must_be_stripped_before_channel_pruning(digits):
+    model = sc.models.create("lenet5", digits, seed=0).eval()
+    sc.prune.sparsify(model, 0.5)
+    with pytest.raises(GraphError, match=r"parametrized weights .* sc.prune.strip\(model\)"):
+        sc.prune.channels(model, digits.example_inputs(), ratio=0.3)
+    sc.prune.strip(model)
+    report = sc.prune.channels(model, digits.example_inputs(), ratio=0.3)
+    assert report.macs_after < report.macs_before

@@ -12,6 +12,7 @@ import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .shadow import BLOCKED
 from .slices import zero_axis
@@ -305,6 +306,12 @@ def replay(model: nn.Module, history: list[dict]) -> nn.Module:
         name = step["module"]
         if name not in modules:
             raise ValueError(f"the pruning history names module '{name}', which this model lacks")
-        prune_module(modules[name], step["keep"])
+        if parametrize.is_parametrized(modules[name]):
+            raise GraphError(
+                f"'{name}' has parametrized weights (sparsity masks, say); bake them in with "
+                "sc.prune.strip(model) before removing channels"
+            )
+    for step in history:
+        prune_module(modules[step["module"]], step["keep"])
     model.__dict__.setdefault(HISTORY_ATTR, []).extend(history)
     return model
