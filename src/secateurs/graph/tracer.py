@@ -498,6 +498,16 @@ def trace_channels(model: nn.Module, example_inputs, ignored=()) -> TraceResult:
     ignored = set(ignored)
     builder = _Builder(model, ignored)
     for name, module in builder.modules.items():
+        extra = [
+            child
+            for child, _ in module.named_children()
+            if child != "parametrizations" and not isinstance(module, nn.MultiheadAttention)
+        ]
+        if isinstance(module, KNOWN) and extra and name not in ignored:
+            raise GraphError(
+                f"layer '{name}' carries submodules {extra} (a dynamic gate, say) that channel "
+                f"pruning cannot resize; prune before adding them, or pass ignored=['{name}']"
+            )
         for pname, p in [
             *module.named_parameters(recurse=False),
             *module.named_buffers(recurse=False),

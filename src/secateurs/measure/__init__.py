@@ -8,11 +8,21 @@ from __future__ import annotations
 from .encoding import ENCODINGS, encoding_bytes, smallest_encoding
 from .latency import measure_latency
 from .memory import Lifetime, lifetimes, live_bytes
-from .profile import LayerProfile, Profile, WeightProfile, effective_tensors, profile
+from .profile import (
+    ExecutedMACs,
+    LayerProfile,
+    Profile,
+    WeightProfile,
+    effective_tensors,
+    executed_macs,
+    profile,
+)
 from .trace import Trace, TracedOp, trace
 
 __all__ = [
     "profile",
+    "executed_macs",
+    "ExecutedMACs",
     "Profile",
     "LayerProfile",
     "WeightProfile",

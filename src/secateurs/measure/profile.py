@@ -172,3 +172,40 @@ def profile(
         layers=layers,
         weights=weights,
     )
+
+
+@dataclass(frozen=True)
+class ExecutedMACs:
+    """MACs per input of a model with dynamic channel gates, averaged over a batch."""
+
+    dense: float  # per input, every channel computed
+    executed: float  # per input, gated-off output channels skipped
+    active: dict[str, float]  # gated layer -> mean fraction of open channels
+
+
+@torch.no_grad()
+def executed_macs(model: nn.Module, inputs: torch.Tensor) -> ExecutedMACs:
+    """What a kernel that skips closed channels would compute, per input of ``inputs``.
+
+    A gated layer (one with a ``gate`` child holding ``active`` fractions, as
+    ``sc.prune.gate_channels`` makes) costs its MACs times its mean open fraction.
+    """
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() < 2:
+        raise TypeError("inputs must be a batch tensor (N, ...)")
+    traced = trace(model, (inputs[:1],))
+    per_module: dict[str, int] = {}
+    for op in traced.ops:
+        per_module[op.module] = per_module.get(op.module, 0) + op.macs
+    was_training = model.training
+    model.eval()
+    try:
+        model(inputs)
+    finally:
+        model.train(was_training)
+    active = {
+        name: float(m.gate.active.mean())
+        for name, m in model.named_modules()
+        if getattr(getattr(m, "gate", None), "active", None) is not None
+    }
+    executed = sum(macs * active.get(name, 1.0) for name, macs in per_module.items())
+    return ExecutedMACs(float(sum(per_module.values())), float(executed), active)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from . import criteria  # noqa: F401  (registers the data-driven criteria)
 from .channels import GroupReport, PruneReport, channels, plan
 from .criteria import GradientTracking, SoftFilterPruning, compensate
+from .dynamic import ChannelGate, GateBudget, gate_channels
 from .importance import IMPORTANCE, list_importance, register_importance
 from .iterative import LoopReport, LoopStep, iterative
 from .regularizers import (
@@ -34,6 +35,9 @@ from .sparsify import (
 __all__ = [
     "channels",
     "plan",
+    "gate_channels",
+    "ChannelGate",
+    "GateBudget",
     "iterative",
     "LoopReport",
     "LoopStep",
