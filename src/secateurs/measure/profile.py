@@ -86,7 +86,9 @@ def effective_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     return [(n, t) for n, t in out if ".parametrizations." not in f".{n}"]
 
 
-def _storage(model: nn.Module, weight_bits: int) -> tuple[int, tuple[WeightProfile, ...]]:
+def _storage(
+    model: nn.Module, tensors: list[tuple[str, torch.Tensor]], weight_bits: int
+) -> tuple[int, tuple[WeightProfile, ...]]:
     """Flash bytes, and how each weight tensor of 2 or more dimensions is stored."""
     conv_weights = {
         f"{n}.weight".lstrip(".")
@@ -94,7 +96,7 @@ def _storage(model: nn.Module, weight_bits: int) -> tuple[int, tuple[WeightProfi
         if isinstance(m, nn.modules.conv._ConvNd)
     }
     total_bits, weights = 0, []
-    for name, t in effective_tensors(model):
+    for name, t in tensors:
         if t.dim() >= 2:
             encoding, size = smallest_encoding(t, weight_bits, name in conv_weights)
             nonzero = int(torch.count_nonzero(t))
@@ -158,7 +160,7 @@ def profile(
     tensors = effective_tensors(model)
     with torch.no_grad():
         nonzero = sum(int(torch.count_nonzero(p)) for _, p in tensors)
-        flash, weights = _storage(model, weight_bits)
+        flash, weights = _storage(model, tensors, weight_bits)
     return Profile(
         params=sum(p.numel() for _, p in tensors),
         nonzero_params=nonzero,

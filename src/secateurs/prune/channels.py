@@ -148,10 +148,6 @@ def _scores(graph: DependencyGraph, criterion, data, seed: int) -> list[np.ndarr
         ]
 
 
-def _macs(model: nn.Module, x) -> int:
-    return profile(model, x, latency=False).macs
-
-
 def channels(
     model: nn.Module,
     example_inputs,
@@ -249,14 +245,15 @@ def _search_ratio(model, x, graph, plan_for, target: float, macs_before: int, up
     def kept(r: float) -> float:
         trial = copy.deepcopy(model)
         replay(trial, graph.keep_indices(plan_for(r)))
-        return _macs(trial, x) / macs_before
+        return profile(trial, x, latency=False).macs / macs_before
 
     lo, hi = 0.0, upper
     best_r, best_gap = 0.0, abs(1.0 - target)
-    if kept(hi) > target + MAC_TOLERANCE:
+    most = kept(hi)
+    if most > target + MAC_TOLERANCE:
         raise ValueError(
             f"target_macs={target} cannot be met: removing up to max_layer_ratio={upper} of "
-            f"every group keeps {kept(hi):.3f} of the MACs; raise max_layer_ratio or the target"
+            f"every group keeps {most:.3f} of the MACs; raise max_layer_ratio or the target"
         )
     for _ in range(30):
         mid = (lo + hi) / 2
