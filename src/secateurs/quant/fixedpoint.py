@@ -1,0 +1,75 @@
+"""The fixed-point arithmetic of TensorFlow Lite Micro's int8 kernels, element for element.
+
+A real multiplier ``m`` (say ``s_in * s_w / s_out``) becomes a 32-bit ``multiplier`` and a
+power-of-two ``shift`` with ``m ~= multiplier * 2**(shift - 31)`` (``QuantizeMultiplier``).
+An int32 accumulator is rescaled by ``SaturatingRoundingDoublingHighMul`` followed by
+``RoundingDivideByPOT``: TFLite's default "double rounding" (gemmlowp; Jacob et al. 2018,
+arXiv 1712.05877). The tensor functions work on int64 torch tensors holding int32 values,
+so a whole layer is requantized in a few vectorized ops; the C kernels compute the same.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """TFLite's ``QuantizeMultiplier``: ``real ~= multiplier * 2**(shift - 31)``.
+
+    ``multiplier`` is in [2**30, 2**31) (or 0 for ``real == 0``). Multipliers too small to
+    represent become (0, 0); shifts above 30 saturate to ``(2**31 - 1, 30)``.
+    """
+    if real < 0 or not math.isfinite(real):
+        raise ValueError(f"a requantization multiplier must be finite and >= 0, got {real}")
+    if real == 0.0:
+        return 0, 0
+    fraction, shift = math.frexp(real)  # real = fraction * 2**shift, fraction in [0.5, 1)
+    fixed = math.floor(fraction * (1 << 31) + 0.5)  # std::round: ties away from zero (exact)
+    if fixed == 1 << 31:
+        fixed //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    if shift > 30:
+        return INT32_MAX, 30
+    return int(fixed), int(shift)
+
+
+def saturating_rounding_doubling_high_mul(a: torch.Tensor, b: torch.Tensor | int) -> torch.Tensor:
+    """High 32 bits of ``2 * a * b``, rounded to nearest (gemmlowp), on int32 values."""
+    a = torch.as_tensor(a, dtype=torch.int64)
+    b = torch.as_tensor(b, dtype=torch.int64)
+    overflow = (a == INT32_MIN) & (b == INT32_MIN)
+    ab = a * b
+    nudge = torch.where(ab >= 0, torch.tensor(1 << 30), torch.tensor(1 - (1 << 30)))
+    high = torch.div(ab + nudge, 1 << 31, rounding_mode="trunc")  # C division truncates
+    return torch.where(overflow, torch.tensor(INT32_MAX), high)
+
+
+def rounding_divide_by_pot(x: torch.Tensor, exponent: torch.Tensor | int) -> torch.Tensor:
+    """``x / 2**exponent`` rounded to nearest, ties away from zero (gemmlowp)."""
+    x = torch.as_tensor(x, dtype=torch.int64)
+    exponent = torch.as_tensor(exponent, dtype=torch.int64)
+    mask = (torch.ones_like(exponent) << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0).to(torch.int64)
+    return (x >> exponent) + (remainder > threshold).to(torch.int64)
+
+
+def multiply_by_quantized_multiplier(
+    x: torch.Tensor, multiplier: torch.Tensor | int, shift: torch.Tensor | int
+) -> torch.Tensor:
+    """TFLite's ``MultiplyByQuantizedMultiplier`` (double rounding) on int32 values.
+
+    ``multiplier`` and ``shift`` broadcast against ``x`` (per-channel requantization passes
+    them shaped like the channel axis).
+    """
+    shift = torch.as_tensor(shift, dtype=torch.int64)
+    left = torch.clamp(shift, min=0)
+    right = torch.clamp(-shift, min=0)
+    scaled = torch.as_tensor(x, dtype=torch.int64) * (torch.ones_like(left) << left)
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(scaled, multiplier), right)

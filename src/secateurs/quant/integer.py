@@ -1,0 +1,198 @@
+"""The integer reference: what every int8 kernel computes, element for element.
+
+Each op follows TensorFlow Lite Micro's int8 reference kernels: accumulate
+``(x - z_x) * w_q`` in int32, add the int32 bias, requantize per output channel with
+:func:`multiply_by_quantized_multiplier`, add the output zero point and clamp to the fused
+activation's range. ADD rescales both inputs to a common scale with a 20-bit left shift
+first; MUL multiplies zero-point-free values; MEAN requantizes the sum then divides with
+rounding; pooling keeps its input's parameters. Elementwise nonlinearities are 256-entry
+tables. Products run as float64 convolutions of integers, which are exact (every
+partial sum stays far below 2**53), then become int64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .capture import Node, QGraph
+from .executor import conv_nd, out_of_place, run_move
+from .fixedpoint import multiply_by_quantized_multiplier as mbqm
+from .fixedpoint import quantize_multiplier
+from .observers import QParams
+
+ADD_LEFT_SHIFT = 20  # TFLite's int8 ADD headroom
+
+
+@dataclass
+class LayerConsts:
+    """The integer constants of one conv/linear node."""
+
+    weight: torch.Tensor  # int8 values (int64 storage), out channels first
+    bias: torch.Tensor  # int32 values
+    weight_scale: torch.Tensor  # float64 per output channel
+    multiplier: torch.Tensor  # int32 per output channel
+    shift: torch.Tensor  # per output channel
+    bits: int = 8
+
+
+@dataclass
+class OpConsts:
+    """Requantization constants of a non-layer node (multipliers, shifts, clamp, table)."""
+
+    multipliers: list[tuple[int, int]] = field(default_factory=list)
+    lo: int = -128
+    hi: int = 127
+    table: torch.Tensor | None = None
+
+
+def round_half_away(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.floor(x.abs() + 0.5)
+
+
+def activation_range(act, out: QParams) -> tuple[int, int]:
+    """TFLite's CalculateActivationRangeQuantized for a real clamp [lo, hi]."""
+    lo_q, hi_q = out.qmin, out.qmax
+    if act is not None:
+        lo, hi = act
+        if lo is not None:
+            lo_q = max(lo_q, out.zero_point + int(round_half_away(torch.tensor(lo / out.scale))))
+        if hi is not None:
+            hi_q = min(hi_q, out.zero_point + int(round_half_away(torch.tensor(hi / out.scale))))
+    return lo_q, min(max(lo_q, hi_q), out.qmax)
+
+
+def quantize_weights(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output-channel symmetric weights in [-(2**(bits-1) - 1), 2**(bits-1) - 1].
+
+    Zero stays exactly zero, so pruned weights and channels survive quantization.
+    """
+    qmax = (1 << (bits - 1)) - 1
+    w = w.detach().double()
+    amax = w.reshape(w.shape[0], -1).abs().amax(dim=1)
+    scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    q = torch.clamp(round_half_away(w / scale.reshape(shape)), -qmax, qmax)
+    return q.to(torch.int64), scale
+
+
+def layer_consts(w, b, x: QParams, y: QParams, bits: int) -> LayerConsts:
+    wq, ws = quantize_weights(w, bits)
+    bias_scale = x.scale * ws
+    bq = torch.clamp(round_half_away(b.detach().double() / bias_scale), -(2**31), 2**31 - 1)
+    pairs = [quantize_multiplier(float(s) / y.scale) for s in bias_scale]
+    mult = torch.tensor([m for m, _ in pairs], dtype=torch.int64)
+    shift = torch.tensor([s for _, s in pairs], dtype=torch.int64)
+    return LayerConsts(wq, bq.to(torch.int64), ws, mult, shift, bits)
+
+
+def op_consts(node: Node, qp: dict[int, QParams]) -> OpConsts:
+    ins = [qp[v] for v in node.inputs]
+    out = qp[node.outputs[0]]
+    consts = OpConsts()
+    if node.kind == "add":
+        twice_max = 2 * max(ins[0].scale, ins[1].scale)
+        consts.multipliers = [
+            quantize_multiplier(ins[0].scale / twice_max),
+            quantize_multiplier(ins[1].scale / twice_max),
+            quantize_multiplier(twice_max / ((1 << ADD_LEFT_SHIFT) * out.scale)),
+        ]
+    elif node.kind == "mul":
+        consts.multipliers = [quantize_multiplier(ins[0].scale * ins[1].scale / out.scale)]
+    elif node.kind == "mean":
+        consts.multipliers = [quantize_multiplier(ins[0].scale / out.scale)]
+    elif node.kind == "lut":
+        q = torch.arange(ins[0].qmin, ins[0].qmax + 1)
+        real = out_of_place(node.attrs["func"])(
+            ins[0].dequantize(q), *node.attrs["args"], **node.attrs["kwargs"]
+        )
+        consts.table = out.quantize(real)
+    if node.kind in ("add", "mul", "clamp"):
+        consts.lo, consts.hi = activation_range(node.attrs.get("act"), out)
+    return consts
+
+
+def _per_channel(t: torch.Tensor, ndim: int) -> torch.Tensor:
+    return t.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def run_integer(
+    graph: QGraph,
+    qparams: dict[int, QParams],
+    layers: dict[int, LayerConsts],
+    ops: dict[int, OpConsts],
+    x: torch.Tensor,
+) -> torch.Tensor:
+    """Execute the graph on int8 values ``x`` (any integer dtype); int64 values out."""
+    env = {graph.input: x.to(torch.int64)}
+    for index, node in enumerate(graph.nodes):
+        ins = [env[v] for v in node.inputs]
+        qin = [qparams[v] for v in node.inputs]
+        out = qparams[node.outputs[0]]
+        a = node.attrs
+        if node.kind in ("conv", "linear"):
+            c = layers[index]
+            centered = (ins[0] - qin[0].zero_point).double()
+            if node.kind == "conv":
+                acc = conv_nd(centered, c.weight.double(), None, a)
+            else:
+                acc = centered @ c.weight.double().T
+            acc = acc.to(torch.int64) + _per_channel(c.bias, acc.dim())
+            y = mbqm(acc, _per_channel(c.multiplier, acc.dim()), _per_channel(c.shift, acc.dim()))
+            lo, hi = activation_range(a["act"], out)
+            outs = [torch.clamp(y + out.zero_point, lo, hi)]
+        elif node.kind == "add":
+            c = ops[index]
+            (m1, s1), (m2, s2), (mo, so) = c.multipliers
+            x1 = mbqm((ins[0] - qin[0].zero_point) << ADD_LEFT_SHIFT, m1, s1)
+            x2 = mbqm((ins[1] - qin[1].zero_point) << ADD_LEFT_SHIFT, m2, s2)
+            outs = [torch.clamp(mbqm(x1 + x2, mo, so) + out.zero_point, c.lo, c.hi)]
+        elif node.kind == "mul":
+            c = ops[index]
+            prod = (ins[0] - qin[0].zero_point) * (ins[1] - qin[1].zero_point)
+            outs = [torch.clamp(mbqm(prod, *c.multipliers[0]) + out.zero_point, c.lo, c.hi)]
+        elif node.kind == "mean":
+            c = ops[index]
+            count = 1
+            for d in a["dims"]:
+                count *= ins[0].shape[d]
+            acc = (ins[0] - qin[0].zero_point).sum(dim=a["dims"], keepdim=a["keepdim"])
+            acc = mbqm(acc, *c.multipliers[0])
+            acc = torch.where(acc > 0, (acc + count // 2) // count, -((-acc + count // 2) // count))
+            outs = [torch.clamp(acc + out.zero_point, out.qmin, out.qmax)]
+        elif node.kind == "avg_pool":
+            outs = [_avg_pool(ins[0], qin[0], a)]
+        elif node.kind == "max_pool":
+            y = F.max_pool2d(ins[0].double(), a["kernel"], a["stride"], a["padding"],
+                             a["dilation"], ceil_mode=a["ceil_mode"])  # fmt: skip
+            outs = [y.to(torch.int64)]
+        elif node.kind == "clamp":
+            outs = [torch.clamp(ins[0], ops[index].lo, ops[index].hi)]
+        elif node.kind == "lut":
+            outs = [ops[index].table[ins[0] - qin[0].qmin]]
+        else:
+            outs = run_move(node, env, pad_value=qin[0].zero_point)
+        for v, t in zip(node.outputs, outs):
+            env[v] = t
+    return env[graph.output]
+
+
+def _avg_pool(x: torch.Tensor, params: QParams, a: dict) -> torch.Tensor:
+    """Window sum over window count, rounded half away from zero (TFLite AveragePool).
+
+    Padded positions hold real zero (the zero point) when they count, as in PyTorch.
+    """
+    pad = [p for p in reversed(a["padding"]) for _ in (0, 1)]
+    if a["count_include_pad"]:
+        sums = F.avg_pool2d(F.pad(x.double(), pad, value=params.zero_point), a["kernel"],
+                            a["stride"], divisor_override=1)  # fmt: skip
+        count = torch.full_like(sums, float(a["kernel"][0] * a["kernel"][1]))
+    else:
+        sums = F.avg_pool2d(F.pad(x.double(), pad), a["kernel"], a["stride"], divisor_override=1)
+        ones = F.pad(torch.ones_like(x[:1, :1]).double(), pad)
+        count = F.avg_pool2d(ones, a["kernel"], a["stride"], divisor_override=1).expand_as(sums)
+    sums, count = sums.to(torch.int64), count.to(torch.int64)
+    y = torch.where(sums > 0, (sums + count // 2) // count, -((-sums + count // 2) // count))
+    return torch.clamp(y, params.qmin, params.qmax)
