@@ -30,18 +30,69 @@ MEAN = _overloads(aten.mean)
 ADAPTIVE_AVG = _overloads(aten._adaptive_avg_pool2d, aten.adaptive_avg_pool1d)
 AVG_POOL = _overloads(aten.avg_pool2d)
 MAX_POOL = _overloads(aten.max_pool2d_with_indices)
-CLAMP = _overloads(aten.relu, aten.relu_, aten.hardtanh, aten.hardtanh_, aten.clamp,
-                   aten.clamp_, aten.clamp_min, aten.clamp_min_)  # fmt: skip
-LUT = _overloads(aten.sigmoid, aten.sigmoid_, aten.hardsigmoid, aten.hardsigmoid_, aten.tanh,
-                 aten.tanh_, aten.hardswish, aten.hardswish_, aten.silu, aten.silu_, aten.gelu,
-                 aten.elu, aten.elu_, aten.leaky_relu, aten.leaky_relu_)  # fmt: skip
-MOVE = _overloads(aten.view, aten._unsafe_view, aten.reshape, aten.transpose, aten.permute,
-                  aten.t, aten.clone, aten.alias, aten.detach, aten.contiguous, aten.squeeze,
-                  aten.unsqueeze, aten.split, aten.split_with_sizes, aten.select, aten.slice,
-                  aten.cat, aten.constant_pad_nd, aten.flatten)  # fmt: skip
-INPLACE = _overloads(aten.add_, aten.mul_, aten.relu_, aten.hardtanh_, aten.clamp_,
-                     aten.clamp_min_, aten.sigmoid_, aten.hardsigmoid_, aten.tanh_,
-                     aten.hardswish_, aten.silu_, aten.elu_, aten.leaky_relu_)  # fmt: skip
+CLAMP = _overloads(
+    aten.relu,
+    aten.relu_,
+    aten.hardtanh,
+    aten.hardtanh_,
+    aten.clamp,
+    aten.clamp_,
+    aten.clamp_min,
+    aten.clamp_min_,
+)
+LUT = _overloads(
+    aten.sigmoid,
+    aten.sigmoid_,
+    aten.hardsigmoid,
+    aten.hardsigmoid_,
+    aten.tanh,
+    aten.tanh_,
+    aten.hardswish,
+    aten.hardswish_,
+    aten.silu,
+    aten.silu_,
+    aten.gelu,
+    aten.elu,
+    aten.elu_,
+    aten.leaky_relu,
+    aten.leaky_relu_,
+)
+MOVE = _overloads(
+    aten.view,
+    aten._unsafe_view,
+    aten.reshape,
+    aten.transpose,
+    aten.permute,
+    aten.t,
+    aten.clone,
+    aten.alias,
+    aten.detach,
+    aten.contiguous,
+    aten.squeeze,
+    aten.unsqueeze,
+    aten.split,
+    aten.split_with_sizes,
+    aten.select,
+    aten.slice,
+    aten.cat,
+    aten.constant_pad_nd,
+    aten.flatten,
+)
+INPLACE = _overloads(
+    aten.add_,
+    aten.mul_,
+    aten.relu_,
+    aten.hardtanh_,
+    aten.clamp_,
+    aten.clamp_min_,
+    aten.sigmoid_,
+    aten.hardsigmoid_,
+    aten.tanh_,
+    aten.hardswish_,
+    aten.silu_,
+    aten.elu_,
+    aten.leaky_relu_,
+)
 RESTRIDE = _overloads(aten.as_strided_)  # restores a memory format; a no-op at equal size
 IGNORED = _overloads(aten.empty, aten.zeros, aten.ones, aten.full, aten.lift_fresh)
 
@@ -188,8 +239,15 @@ class _Recorder(TorchDispatchMode):
             if not isinstance(module, (nn.Conv1d, nn.Conv2d)) or self.value(w) is not None:
                 self.fail(func, "is not the forward of an nn.Conv1d/nn.Conv2d; use those layers")
             pads = [(int(p), int(p)) for p in padding]
-            attrs = dict(layer=where, bn=None, act=None, stride=list(map(int, stride)),
-                         padding=pads, dilation=list(map(int, dilation)), groups=int(groups))  # fmt: skip
+            attrs = dict(
+                layer=where,
+                bn=None,
+                act=None,
+                stride=list(map(int, stride)),
+                padding=pads,
+                dilation=list(map(int, dilation)),
+                groups=int(groups),
+            )
             return Node("conv", [self.value(x)], [], where, attrs)
         if func in LINEAR:
             x = args[1] if func.overloadpacket is aten.addmm else args[0]
@@ -205,8 +263,11 @@ class _Recorder(TorchDispatchMode):
         if func in ADD or func in MUL:
             alpha = kwargs.get("alpha", args[2] if len(args) > 2 else 1)
             if len(inputs) != 2 or alpha != 1:
-                self.fail(func, "combines an activation with a constant; int8 has no kernel "
-                          "for that (fold the constant into a layer)")  # fmt: skip
+                self.fail(
+                    func,
+                    "combines an activation with a constant; int8 has no kernel "
+                    "for that (fold the constant into a layer)",
+                )
             kind = "add" if func in ADD else "mul"
             return Node(kind, inputs, [], where, dict(act=None))
         if func in MEAN or func in ADAPTIVE_AVG:
@@ -239,8 +300,13 @@ class _Recorder(TorchDispatchMode):
             consts = [a for a in args[1:] if not isinstance(a, torch.Tensor)]
             return Node("lut", inputs, [], where, dict(func=func, args=consts, kwargs=kwargs))
         if func in RESTRIDE and list(args[1]) == list(args[0].shape):
-            return Node("move", inputs, [], where, dict(func=aten.alias.default,
-                                                        args=[("value", inputs[0])], kwargs={}))  # fmt: skip
+            return Node(
+                "move",
+                inputs,
+                [],
+                where,
+                dict(func=aten.alias.default, args=[("value", inputs[0])], kwargs={}),
+            )
         if func in MOVE:
             if func.overloadpacket in (aten.view, aten._unsafe_view, aten.reshape):
                 args = _batch_free(args, self.batch)
@@ -248,9 +314,11 @@ class _Recorder(TorchDispatchMode):
                 self.fail(func, "pads with a nonzero value; int8 padding writes real zeros")
             spec = [("value", self.value(a)) if self.value(a) is not None else a for a in args]
             spec = [
-                [("value", self.value(t)) for t in a] if isinstance(a, (list, tuple)) and a
-                and isinstance(a[0], torch.Tensor) else a for a in spec
-            ]  # fmt: skip
+                [("value", self.value(t)) for t in a]
+                if isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.Tensor)
+                else a
+                for a in spec
+            ]
             return Node("move", inputs, [], where, dict(func=func, args=spec, kwargs=kwargs))
         self.fail(func, f"has no int8 kernel; supported op kinds: {', '.join(KINDS)}")
         raise AssertionError  # unreachable

@@ -108,11 +108,26 @@ def run_float(
         elif node.kind == "mean":
             outs = [ins[0].mean(dim=a["dims"], keepdim=a["keepdim"])]
         elif node.kind == "avg_pool":
-            outs = [F.avg_pool2d(ins[0], a["kernel"], a["stride"], a["padding"],
-                                 count_include_pad=a["count_include_pad"])]  # fmt: skip
+            outs = [
+                F.avg_pool2d(
+                    ins[0],
+                    a["kernel"],
+                    a["stride"],
+                    a["padding"],
+                    count_include_pad=a["count_include_pad"],
+                )
+            ]
         elif node.kind == "max_pool":
-            outs = [F.max_pool2d(ins[0], a["kernel"], a["stride"], a["padding"], a["dilation"],
-                                 ceil_mode=a["ceil_mode"])]  # fmt: skip
+            outs = [
+                F.max_pool2d(
+                    ins[0],
+                    a["kernel"],
+                    a["stride"],
+                    a["padding"],
+                    a["dilation"],
+                    ceil_mode=a["ceil_mode"],
+                )
+            ]
         elif node.kind == "clamp":
             outs = [clamp_act(ins[0], a["act"])]
         elif node.kind == "lut":

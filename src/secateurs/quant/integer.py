@@ -165,8 +165,14 @@ def run_integer(
         elif node.kind == "avg_pool":
             outs = [_avg_pool(ins[0], qin[0], a)]
         elif node.kind == "max_pool":
-            y = F.max_pool2d(ins[0].double(), a["kernel"], a["stride"], a["padding"],
-                             a["dilation"], ceil_mode=a["ceil_mode"])  # fmt: skip
+            y = F.max_pool2d(
+                ins[0].double(),
+                a["kernel"],
+                a["stride"],
+                a["padding"],
+                a["dilation"],
+                ceil_mode=a["ceil_mode"],
+            )
             outs = [y.to(torch.int64)]
         elif node.kind == "clamp":
             outs = [torch.clamp(ins[0], ops[index].lo, ops[index].hi)]
@@ -186,8 +192,12 @@ def _avg_pool(x: torch.Tensor, params: QParams, a: dict) -> torch.Tensor:
     """
     pad = [p for p in reversed(a["padding"]) for _ in (0, 1)]
     if a["count_include_pad"]:
-        sums = F.avg_pool2d(F.pad(x.double(), pad, value=params.zero_point), a["kernel"],
-                            a["stride"], divisor_override=1)  # fmt: skip
+        sums = F.avg_pool2d(
+            F.pad(x.double(), pad, value=params.zero_point),
+            a["kernel"],
+            a["stride"],
+            divisor_override=1,
+        )
         count = torch.full_like(sums, float(a["kernel"][0] * a["kernel"][1]))
     else:
         sums = F.avg_pool2d(F.pad(x.double(), pad), a["kernel"], a["stride"], divisor_override=1)

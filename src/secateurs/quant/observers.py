@@ -77,7 +77,9 @@ class RangeObserver:
         if sample.numel() > 4 * SAMPLE:
             sample = sample[:: sample.numel() // (4 * SAMPLE)]
         if self.method == "percentile":
-            lo, hi = torch.quantile(sample.double(), torch.tensor([1e-4, 1 - 1e-4], dtype=torch.float64))
+            lo, hi = torch.quantile(
+                sample.double(), torch.tensor([1e-4, 1 - 1e-4], dtype=torch.float64)
+            )
             return float(lo), float(hi)
         return _mse_range(sample, self.lo, self.hi)
 

@@ -67,8 +67,10 @@ class QuantizedModel(nn.Module):
     def run_int8(self, x_q: torch.Tensor) -> torch.Tensor:
         """The integer reference on int8 inputs; bit-exact with the generated C."""
         if x_q.dtype not in (torch.int8, torch.int16, torch.int32, torch.int64):
-            raise TypeError(f"run_int8 takes an integer tensor, got {x_q.dtype}; "
-                            "use quantize_input(x) to quantize floats")  # fmt: skip
+            raise TypeError(
+                f"run_int8 takes an integer tensor, got {x_q.dtype}; "
+                "use quantize_input(x) to quantize floats"
+            )
         out = run_integer(self.graph, self.qparams, self.layers, self.ops, x_q)
         return out.to(torch.int8)
 
@@ -112,8 +114,10 @@ def calibration_batches(data, num_batches: int, batch_size: int = 64) -> list[to
                 break
         if out and all(isinstance(b, torch.Tensor) for b in out):
             return out
-    raise TypeError("data must be a Task, a tensor of inputs, or an iterable of input batches; "
-                    f"got {type(data).__name__}")  # fmt: skip
+    raise TypeError(
+        "data must be a Task, a tensor of inputs, or an iterable of input batches; "
+        f"got {type(data).__name__}"
+    )
 
 
 def check_batches(batches: list[torch.Tensor], data) -> tuple[int, ...]:
@@ -123,8 +127,10 @@ def check_batches(batches: list[torch.Tensor], data) -> tuple[int, ...]:
     expected = tuple(data.input_shape) if isinstance(data, Task) else tuple(batches[0].shape[1:])
     for b in batches:
         if tuple(b.shape[1:]) != expected:
-            raise ValueError(f"calibration batch has shape {tuple(b.shape)} but the others are "
-                             f"(N, {', '.join(map(str, expected))}); pass inputs of one shape")  # fmt: skip
+            raise ValueError(
+                f"calibration batch has shape {tuple(b.shape)} but the others are "
+                f"(N, {', '.join(map(str, expected))}); pass inputs of one shape"
+            )
     return expected
 
 
@@ -135,8 +141,10 @@ def capture_checked(model: nn.Module, example: torch.Tensor) -> QGraph:
     except QuantError:
         raise
     except RuntimeError as err:
-        raise ValueError(f"the model cannot run on calibration inputs of shape "
-                         f"{tuple(example.shape[1:])} (per sample): {err}") from err  # fmt: skip
+        raise ValueError(
+            f"the model cannot run on calibration inputs of shape "
+            f"{tuple(example.shape[1:])} (per sample): {err}"
+        ) from err
 
 
 def _layer_bits(graph: QGraph, scheme: Scheme, weight_bits) -> dict[int, int]:
@@ -148,14 +156,18 @@ def _layer_bits(graph: QGraph, scheme: Scheme, weight_bits) -> dict[int, int]:
         return dict.fromkeys(names, weight_bits)
     unknown = set(weight_bits) - set(names.values())
     if unknown:
-        raise KeyError(f"weight_bits names {sorted(unknown)}, which are not quantized layers; "
-                       f"layers: {', '.join(names.values())}")  # fmt: skip
+        raise KeyError(
+            f"weight_bits names {sorted(unknown)}, which are not quantized layers; "
+            f"layers: {', '.join(names.values())}"
+        )
     for bits in weight_bits.values():
         check_choice("weight_bits value", bits, WEIGHT_BITS)
     return {i: weight_bits.get(name, scheme.weight_bits) for i, name in names.items()}
 
 
-def observe_ranges(graph: QGraph, model: nn.Module, batches, calibration: str) -> dict[int, QParams]:
+def observe_ranges(
+    graph: QGraph, model: nn.Module, batches, calibration: str
+) -> dict[int, QParams]:
     """Run the float graph over the batches; each tie group gets one range."""
     ties = graph.ties()
     observers = {root: RangeObserver(calibration) for root in set(ties.values())}
