@@ -6,16 +6,25 @@ from .capture import QGraph, QuantError, capture
 from .fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
 from .observers import QParams
 from .ptq import SCHEMES, QuantizedModel, Scheme, quantize
+from .qat import QATModel, convert, prepare_qat
+from .qgt import QuantizationGuided, SensitivityReport, mixed_precision, sensitivity
 
 __all__ = [
+    "QATModel",
     "QGraph",
     "QParams",
+    "QuantizationGuided",
     "QuantError",
     "QuantizedModel",
     "SCHEMES",
     "Scheme",
+    "SensitivityReport",
     "capture",
+    "convert",
+    "mixed_precision",
     "multiply_by_quantized_multiplier",
+    "prepare_qat",
     "quantize",
     "quantize_multiplier",
+    "sensitivity",
 ]

@@ -64,22 +64,43 @@ def activation_range(act, out: QParams) -> tuple[int, int]:
     return lo_q, min(max(lo_q, hi_q), out.qmax)
 
 
-def quantize_weights(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+def weight_scale(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """Per-output-channel step: max|w| / qmax at 8 bits (TFLite); below 8 bits, the
+    clipped step that minimizes the squared rounding error of each channel, since
+    max-magnitude steps waste most of a 2- or 4-bit grid on rare large weights."""
+    qmax = (1 << (bits - 1)) - 1
+    w2 = w.detach().double().reshape(w.shape[0], -1)
+    amax = w2.abs().amax(dim=1)
+    best = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
+    if bits >= 8:
+        return best
+    best_err = torch.full_like(amax, float("inf"))
+    for shrink in torch.linspace(1.0, 0.2, 41, dtype=torch.float64):
+        step = torch.where(amax > 0, amax * shrink / qmax, torch.ones_like(amax))[:, None]
+        err = ((w2 - step * torch.clamp(round_half_away(w2 / step), -qmax, qmax)) ** 2).sum(1)
+        better = err < best_err
+        best = torch.where(better, step[:, 0], best)
+        best_err = torch.where(better, err, best_err)
+    return best
+
+
+def quantize_weights(w: torch.Tensor, bits: int, scale=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-output-channel symmetric weights in [-(2**(bits-1) - 1), 2**(bits-1) - 1].
 
-    Zero stays exactly zero, so pruned weights and channels survive quantization.
+    The scale is :func:`weight_scale` unless given. Zero stays exactly zero, so pruned
+    weights and channels survive quantization.
     """
     qmax = (1 << (bits - 1)) - 1
     w = w.detach().double()
-    amax = w.reshape(w.shape[0], -1).abs().amax(dim=1)
-    scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
+    if scale is None:
+        scale = weight_scale(w, bits)
     shape = (-1,) + (1,) * (w.dim() - 1)
     q = torch.clamp(round_half_away(w / scale.reshape(shape)), -qmax, qmax)
     return q.to(torch.int64), scale
 
 
-def layer_consts(w, b, x: QParams, y: QParams, bits: int) -> LayerConsts:
-    wq, ws = quantize_weights(w, bits)
+def layer_consts(w, b, x: QParams, y: QParams, bits: int, scale=None) -> LayerConsts:
+    wq, ws = quantize_weights(w, bits, scale)
     bias_scale = x.scale * ws
     bq = torch.clamp(round_half_away(b.detach().double() / bias_scale), -(2**31), 2**31 - 1)
     pairs = [quantize_multiplier(float(s) / y.scale) for s in bias_scale]

@@ -147,7 +147,7 @@ def capture_checked(model: nn.Module, example: torch.Tensor) -> QGraph:
         ) from err
 
 
-def _layer_bits(graph: QGraph, scheme: Scheme, weight_bits) -> dict[int, int]:
+def layer_bits(graph: QGraph, scheme: Scheme, weight_bits) -> dict[int, int]:
     names = {i: n.attrs["layer"] for i, n in enumerate(graph.nodes) if n.kind in ("conv", "linear")}
     if weight_bits is None:
         return dict.fromkeys(names, scheme.weight_bits)
@@ -183,13 +183,16 @@ def observe_ranges(
     return {v: roots[root] for v, root in ties.items()}
 
 
-def build(graph: QGraph, model: nn.Module, qparams, scheme: Scheme, bits: dict[int, int]):
+def build(graph: QGraph, model: nn.Module, qparams, scheme: Scheme, bits, scales=None):
+    """The QuantizedModel of ``graph`` with ``model``'s current weights; ``scales`` (node
+    index -> per-channel weight scale) replaces the max-magnitude choice, as QAT's LSQ does."""
+    scales = scales or {}
     layers, ops, names = {}, {}, {}
     for index, node in enumerate(graph.nodes):
         if node.kind in ("conv", "linear"):
             w, b = folded_weights(model, node)
             x, y = qparams[node.inputs[0]], qparams[node.outputs[0]]
-            layers[index] = layer_consts(w, b, x, y, bits[index])
+            layers[index] = layer_consts(w, b, x, y, bits[index], scales.get(index))
             names[index] = node.attrs["layer"]
         elif node.kind in ("add", "mul", "mean", "lut", "clamp"):
             ops[index] = op_consts(node, qparams)
@@ -219,7 +222,7 @@ def quantize(
     batches = calibration_batches(data, num_batches)
     check_batches(batches, data)
     graph = capture_checked(model, batches[0][:2].float())
-    bits = _layer_bits(graph, scheme_obj, weight_bits)
+    bits = layer_bits(graph, scheme_obj, weight_bits)
     was_training = model.training
     model.eval()
     try:
