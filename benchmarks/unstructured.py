@@ -5,8 +5,9 @@ without losing accuracy, by magnitude, LRP and learned masks, beside PyTorch's o
 For each task (digits, MNIST-1D), model (LeNet-300-100, LeNet-5) and seed: train the dense
 parent (15 epochs); then for each target sparsity, prune a copy in 8 steps that follow
 Zhu & Gupta's cubic ramp (arXiv 1710.01878), each followed by 3 epochs of retraining
-(learned masks: 24 epochs of mask learning at the target); report test accuracy. The figure of merit is the highest sparsity whose mean accuracy over seeds
-stays within 0.1 point of the dense model's.
+(learned masks: 24 epochs of mask learning at the target); report test accuracy. The
+figure of merit is the highest sparsity whose mean accuracy over seeds stays within 0.1
+point of the dense model's.
 
     python benchmarks/unstructured.py [--seeds 3]
 

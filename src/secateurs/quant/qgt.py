@@ -115,7 +115,8 @@ def sensitivity(model: nn.Module, task: Task, bits: int = 4, split: str = "val")
         q, scale = quantize_weights(layer.weight, bits)
         _set_weight(layer, q.double() * scale.reshape(-1, *([1] * (q.dim() - 1))))
         accuracy = evaluate(probe, task, split)
-        rows.append(LayerSensitivity(name, module.weight.numel(), bits, accuracy, baseline - accuracy))
+        drop = baseline - accuracy
+        rows.append(LayerSensitivity(name, module.weight.numel(), bits, accuracy, drop))
     return SensitivityReport(baseline, rows)
 
 
