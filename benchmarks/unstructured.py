@@ -82,8 +82,13 @@ def main(argv=None) -> int:
             "benchmark": "unstructured",
             "machine": machine(),
             "command": "python benchmarks/unstructured.py " + " ".join(argv or sys.argv[1:]),
-            "budget": {"parent_epochs": 15, "steps": STEPS, "ramp": "cubic",
-                       "retrain_epochs": RETRAIN, "lr": LR},
+            "budget": {
+                "parent_epochs": 15,
+                "steps": STEPS,
+                "ramp": "cubic",
+                "retrain_epochs": RETRAIN,
+                "lr": LR,
+            },
         }
     )
     cells = results.setdefault("cells", {})

@@ -16,7 +16,7 @@ from torch import nn
 from .capture import Node, QGraph
 
 Observe = Callable[[int, torch.Tensor], torch.Tensor]
-WeightHook = Callable[[Node, torch.Tensor], torch.Tensor]
+WeightHook = Callable[[Node, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 def folded_weights(model: nn.Module, node: Node) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,7 +98,7 @@ def run_float(
         if node.kind in ("conv", "linear"):
             w, b = folded_weights(model, node)
             if weight is not None:
-                w = weight(node, w)
+                w, b = weight(node, w, b)
             y = conv_nd(ins[0], w, b, a) if node.kind == "conv" else F.linear(ins[0], w, b)
             outs = [clamp_act(y, a["act"])]
         elif node.kind == "add":

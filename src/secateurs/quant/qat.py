@@ -124,8 +124,13 @@ class QATModel(nn.Module):
             return self.activations[str(self.ties[v])](t, update=v in self.sources)
         return t
 
-    def _weight(self, node, w: torch.Tensor) -> torch.Tensor:
-        return self.weights[str(self._index[id(node)])](w)
+    def _weight(self, node, w: torch.Tensor, b: torch.Tensor):
+        """Fake-quantized weight, and the bias rounded to its int32 grid s_x * s_w."""
+        quantizer = self.weights[str(self._index[id(node)])]
+        x_scale = self.activations[str(self.ties[node.inputs[0]])].qparams().scale
+        step = (x_scale * quantizer.current_scale(w.detach())).to(b.dtype)
+        b_q = b + (torch.round(b / step) * step - b).detach()
+        return quantizer(w), b_q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return run_float(self.graph, self.model, x, observe=self._observe, weight=self._weight)

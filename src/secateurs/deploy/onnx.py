@@ -1,0 +1,253 @@
+"""ONNX export: float models through torch, int8 models as QDQ graphs.
+
+A QuantizedModel becomes the "QDQ" form onnxruntime and other int8 back ends read
+(QuantizeLinear / DequantizeLinear around float ops): int8 weights with per-channel scales,
+int32 biases at scale s_x * s_w, and a QuantizeLinear / DequantizeLinear pair at every
+point where the integer model requantizes. The graph returns the int8 output tensor, so
+its result compares directly with ``QuantizedModel.run_int8``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from ..quant.capture import Node, QuantError
+from ..quant.ptq import QuantizedModel
+
+OPSET = 17
+TYING = ("move", "max_pool", "clamp")
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, example: torch.Tensor | None = None):
+    """Write ``model`` to ``path`` (atomically): QDQ int8 for a QuantizedModel, float
+    otherwise (then ``example`` inputs are required). Returns the path."""
+    path = Path(path)
+    if isinstance(model, QuantizedModel):
+        proto = qdq_model(model)
+        onnx.checker.check_model(proto)
+        data = proto.SerializeToString()
+    elif isinstance(model, nn.Module):
+        if example is None:
+            raise ValueError("export_onnx needs example inputs for a float model: "
+                             "export_onnx(model, path, example=task.example_inputs())")  # fmt: skip
+        data = _torch_export(model, example)
+    else:
+        raise TypeError(f"model must be an nn.Module or QuantizedModel, got {type(model).__name__}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+    return path
+
+
+def _torch_export(model: nn.Module, example: torch.Tensor) -> bytes:
+    was_training = model.training
+    model.eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "model.onnx"
+        try:
+            torch.onnx.export(model, (example,), str(out), input_names=["input"],
+                              output_names=["output"], dynamo=False,
+                              dynamic_axes={"input": {0: "N"}, "output": {0: "N"}})  # fmt: skip
+        finally:
+            model.train(was_training)
+        return out.read_bytes()
+
+
+class _Builder:
+    def __init__(self, qmodel: QuantizedModel) -> None:
+        self.q = qmodel
+        self.nodes: list = []
+        self.inits: list = []
+        self.count = 0
+
+    def name(self, stem: str) -> str:
+        self.count += 1
+        return f"{stem}_{self.count}"
+
+    def const(self, array: np.ndarray, stem: str) -> str:
+        name = self.name(stem)
+        self.inits.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def op(self, kind: str, inputs: list[str], stem: str, **attrs) -> str:
+        out = self.name(stem)
+        self.nodes.append(helper.make_node(kind, inputs, [out], **attrs))
+        return out
+
+    def qdq(self, tensor: str, value: int, stem: str) -> tuple[str, str]:
+        """QuantizeLinear then DequantizeLinear with the value's parameters: (int8, float)."""
+        p = self.q.qparams[value]
+        scale = self.const(np.float32(p.scale), "scale")
+        zero = self.const(np.int8(p.zero_point), "zero_point")
+        q = self.op("QuantizeLinear", [tensor, scale, zero], f"{stem}_q")
+        return q, self.op("DequantizeLinear", [q, scale, zero], f"{stem}_dq")
+
+
+def qdq_model(qmodel: QuantizedModel) -> onnx.ModelProto:
+    """The QDQ ONNX graph of ``qmodel``."""
+    b = _Builder(qmodel)
+    graph = qmodel.graph
+    names: dict[int, str] = {}
+    _, names[graph.input] = b.qdq("input", graph.input, "input")
+    for index, node in enumerate(graph.nodes):
+        ins = [names[v] for v in node.inputs]
+        outs = _emit(b, index, node, ins)
+        for v, t in zip(node.outputs, outs):
+            if node.kind in TYING:
+                names[v] = t
+            else:
+                names[v] = b.qdq(t, v, f"v{v}")[1]
+    out_q = b.qdq(names[graph.output], graph.output, "output")[0]
+    b.nodes.append(helper.make_node("Identity", [out_q], ["output"]))
+    in_shape = ["N", *graph.shapes[graph.input][1:]]
+    out_shape = ["N", *graph.shapes[graph.output][1:]]
+    onnx_graph = helper.make_graph(
+        b.nodes,
+        "secateurs_int8",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info("output", TensorProto.INT8, out_shape)],
+        b.inits,
+    )
+    model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    return model
+
+
+def _act(b: _Builder, tensor: str, act) -> str:
+    if act is None:
+        return tensor
+    lo, hi = act
+    if lo == 0.0 and hi is None:
+        return b.op("Relu", [tensor], "relu")
+    inputs = [tensor, b.const(np.float32(-np.inf if lo is None else lo), "min"),
+              b.const(np.float32(np.inf if hi is None else hi), "max")]  # fmt: skip
+    return b.op("Clip", inputs, "clip")
+
+
+def _emit(b: _Builder, index: int, node: Node, ins: list[str]) -> list[str]:  # noqa: C901
+    a = node.attrs
+    if node.kind in ("conv", "linear"):
+        c = b.q.layers[index]
+        x_scale = b.q.qparams[node.inputs[0]].scale
+        channels = c.weight.shape[0]
+        w = b.op("DequantizeLinear", [
+            b.const(c.weight.numpy().astype(np.int8), "w"),
+            b.const(c.weight_scale.numpy().astype(np.float32), "w_scale"),
+            b.const(np.zeros(channels, np.int8), "w_zero")], "weight", axis=0)  # fmt: skip
+        bias = b.op("DequantizeLinear", [
+            b.const(c.bias.numpy().astype(np.int32), "b"),
+            b.const((x_scale * c.weight_scale.numpy()).astype(np.float32), "b_scale"),
+            b.const(np.zeros(channels, np.int32), "b_zero")], "bias", axis=0)  # fmt: skip
+        if node.kind == "linear":
+            y = b.op("Gemm", [ins[0], w, bias], "gemm", transB=1)
+        else:
+            pads = [p for p, _ in a["padding"]] + [p for _, p in a["padding"]]
+            y = b.op("Conv", [ins[0], w, bias], "conv", strides=a["stride"], pads=pads,
+                     dilations=a["dilation"], group=a["groups"])  # fmt: skip
+        return [_act(b, y, a["act"])]
+    if node.kind in ("add", "mul"):
+        return [_act(b, b.op("Add" if node.kind == "add" else "Mul", ins, node.kind), a["act"])]
+    if node.kind == "mean":
+        return [b.op("ReduceMean", ins, "mean", axes=a["dims"], keepdims=int(a["keepdim"]))]
+    if node.kind in ("avg_pool", "max_pool"):
+        pads = list(a["padding"]) * 2
+        if node.kind == "avg_pool":
+            return [b.op("AveragePool", ins, "avg_pool", kernel_shape=a["kernel"],
+                         strides=a["stride"], pads=pads,
+                         count_include_pad=int(a["count_include_pad"]))]  # fmt: skip
+        return [b.op("MaxPool", ins, "max_pool", kernel_shape=a["kernel"], strides=a["stride"],
+                     pads=pads, dilations=a["dilation"], ceil_mode=int(a["ceil_mode"]))]  # fmt: skip
+    if node.kind == "clamp":
+        return [_act(b, ins[0], a["act"])]
+    if node.kind == "lut":
+        return [_lut(b, node, ins[0])]
+    return _move(b, node, ins)
+
+
+def _lut(b: _Builder, node: Node, x: str) -> str:
+    name = node.attrs["func"].overloadpacket.__name__.rstrip("_")
+    args = node.attrs["args"]
+    if name == "sigmoid":
+        return b.op("Sigmoid", [x], name)
+    if name == "tanh":
+        return b.op("Tanh", [x], name)
+    if name == "hardsigmoid":
+        return b.op("HardSigmoid", [x], name, alpha=1.0 / 6.0, beta=0.5)
+    if name == "hardswish":
+        return b.op("HardSwish", [x], name)
+    if name == "silu":
+        return b.op("Mul", [x, b.op("Sigmoid", [x], "sigmoid")], name)
+    if name == "elu":
+        return b.op("Elu", [x], name, alpha=float(args[0]) if args else 1.0)
+    if name == "leaky_relu":
+        return b.op("LeakyRelu", [x], name, alpha=float(args[0]) if args else 0.01)
+    raise QuantError(f"{name} in module '{node.module}' has no ONNX export; "
+                     "export models without it")  # fmt: skip
+
+
+def _move(b: _Builder, node: Node, ins: list[str]) -> list[str]:
+    func = node.attrs["func"]
+    name = func.overloadpacket.__name__
+    args = node.attrs["args"]
+    rank = len(node_shape := b.q.graph.shapes[node.inputs[0]])
+    if name in ("view", "_unsafe_view", "reshape"):
+        shape = np.array(list(args[1]), dtype=np.int64)
+        return [b.op("Reshape", [ins[0], b.const(shape, "shape")], "reshape")]
+    if name in ("clone", "alias", "detach", "contiguous"):
+        return [b.op("Identity", [ins[0]], "identity")]
+    if name in ("transpose", "t"):
+        d0, d1 = (args[1] % rank, args[2] % rank) if name == "transpose" else (0, 1)
+        perm = list(range(rank))
+        perm[d0], perm[d1] = perm[d1], perm[d0]
+        return [b.op("Transpose", [ins[0]], "transpose", perm=perm)]
+    if name == "permute":
+        return [b.op("Transpose", [ins[0]], "transpose", perm=[d % rank for d in args[1]])]
+    if name in ("squeeze", "unsqueeze"):
+        dims = args[1] if len(args) > 1 else [i for i, s in enumerate(node_shape) if s == 1]
+        dims = [dims] if isinstance(dims, int) else list(dims)
+        out_rank = rank + (1 if name == "unsqueeze" else 0)
+        axes = b.const(np.array([d % out_rank for d in dims], np.int64), "axes")
+        return [b.op(name.capitalize(), [ins[0], axes], name)]
+    if name in ("split", "split_with_sizes"):
+        dim = (args[2] if len(args) > 2 else 0) % rank
+        if name == "split":
+            size, total = int(args[1]), node_shape[dim]
+            sizes = [size] * (total // size) + ([total % size] if total % size else [])
+        else:
+            sizes = list(args[1])
+        outs = [b.name("split") for _ in sizes]
+        b.nodes.append(helper.make_node("Split", [ins[0], b.const(np.array(sizes, np.int64),
+                                        "sizes")], outs, axis=dim))  # fmt: skip
+        return outs
+    if name == "select":
+        index = b.const(np.array(int(args[2]), np.int64), "index")
+        return [b.op("Gather", [ins[0], index], "select", axis=int(args[1]) % rank)]
+    if name == "slice":
+        dim = (args[1] if len(args) > 1 else 0) % rank
+        start = args[2] if len(args) > 2 and args[2] is not None else 0
+        end = args[3] if len(args) > 3 and args[3] is not None else node_shape[dim]
+        step = args[4] if len(args) > 4 else 1
+        consts = [b.const(np.array([v], np.int64), s) for v, s in
+                  ((start, "starts"), (min(end, 2**62), "ends"), (dim, "axes"), (step, "steps"))]  # fmt: skip
+        return [b.op("Slice", [ins[0], *consts], "slice")]
+    if name == "cat":
+        dim = (args[1] if len(args) > 1 else 0) % rank
+        return [b.op("Concat", ins, "concat", axis=dim)]
+    if name == "constant_pad_nd":
+        pad = list(args[1])
+        begin, end = [0] * rank, [0] * rank
+        for k in range(len(pad) // 2):
+            begin[rank - 1 - k], end[rank - 1 - k] = pad[2 * k], pad[2 * k + 1]
+        pads = b.const(np.array(begin + end, np.int64), "pads")
+        return [b.op("Pad", [ins[0], pads], "pad")]
+    raise QuantError(f"{func} in module '{node.module}' has no ONNX export")
