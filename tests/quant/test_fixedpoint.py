@@ -68,8 +68,12 @@ def test_multiply_by_quantized_multiplier_worked_examples():
 )
 def test_requantization_is_within_one_of_the_real_product(x, real):
     multiplier, shift = quantize_multiplier(real)
-    assert abs(multiply_by_quantized_multiplier(torch.tensor([x]), multiplier, shift).item()
-               - x * real) <= 1.0  # fmt: skip
+    assert (
+        abs(
+            multiply_by_quantized_multiplier(torch.tensor([x]), multiplier, shift).item() - x * real
+        )
+        <= 1.0
+    )
 
 
 def test_per_channel_multipliers_broadcast():

@@ -69,8 +69,9 @@ def _reference_conv(qmodel, xq: np.ndarray) -> np.ndarray:
             for j in range(ow):
                 patch = padded[:, :, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3]
                 acc[:, o, i, j] = (patch * w[o]).sum(axis=(1, 2, 3)) + b[o]
-    y = multiply_by_quantized_multiplier(torch.from_numpy(acc), c.multiplier.reshape(1, -1, 1, 1),
-                                         c.shift.reshape(1, -1, 1, 1)).numpy()  # fmt: skip
+    y = multiply_by_quantized_multiplier(
+        torch.from_numpy(acc), c.multiplier.reshape(1, -1, 1, 1), c.shift.reshape(1, -1, 1, 1)
+    ).numpy()
     assert node.attrs["bn"] == "bn" and node.attrs["act"] == (0.0, None)
     return np.clip(y + out_p.zero_point, max(-128, out_p.zero_point), 127)
 

@@ -36,8 +36,10 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example: torch.Tensor
         data = proto.SerializeToString()
     elif isinstance(model, nn.Module):
         if example is None:
-            raise ValueError("export_onnx needs example inputs for a float model: "
-                             "export_onnx(model, path, example=task.example_inputs())")  # fmt: skip
+            raise ValueError(
+                "export_onnx needs example inputs for a float model: "
+                "export_onnx(model, path, example=task.example_inputs())"
+            )
         data = _torch_export(model, example)
     else:
         raise TypeError(f"model must be an nn.Module or QuantizedModel, got {type(model).__name__}")
@@ -55,9 +57,15 @@ def _torch_export(model: nn.Module, example: torch.Tensor) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "model.onnx"
         try:
-            torch.onnx.export(model, (example,), str(out), input_names=["input"],
-                              output_names=["output"], dynamo=False,
-                              dynamic_axes={"input": {0: "N"}, "output": {0: "N"}})  # fmt: skip
+            torch.onnx.export(
+                model,
+                (example,),
+                str(out),
+                input_names=["input"],
+                output_names=["output"],
+                dynamo=False,
+                dynamic_axes={"input": {0: "N"}, "output": {0: "N"}},
+            )
         finally:
             model.train(was_training)
         return out.read_bytes()
@@ -129,8 +137,11 @@ def _act(b: _Builder, tensor: str, act) -> str:
     lo, hi = act
     if lo == 0.0 and hi is None:
         return b.op("Relu", [tensor], "relu")
-    inputs = [tensor, b.const(np.float32(-np.inf if lo is None else lo), "min"),
-              b.const(np.float32(np.inf if hi is None else hi), "max")]  # fmt: skip
+    inputs = [
+        tensor,
+        b.const(np.float32(-np.inf if lo is None else lo), "min"),
+        b.const(np.float32(np.inf if hi is None else hi), "max"),
+    ]
     return b.op("Clip", inputs, "clip")
 
 
@@ -140,20 +151,39 @@ def _emit(b: _Builder, index: int, node: Node, ins: list[str]) -> list[str]:  # 
         c = b.q.layers[index]
         x_scale = b.q.qparams[node.inputs[0]].scale
         channels = c.weight.shape[0]
-        w = b.op("DequantizeLinear", [
-            b.const(c.weight.numpy().astype(np.int8), "w"),
-            b.const(c.weight_scale.numpy().astype(np.float32), "w_scale"),
-            b.const(np.zeros(channels, np.int8), "w_zero")], "weight", axis=0)  # fmt: skip
-        bias = b.op("DequantizeLinear", [
-            b.const(c.bias.numpy().astype(np.int32), "b"),
-            b.const((x_scale * c.weight_scale.numpy()).astype(np.float32), "b_scale"),
-            b.const(np.zeros(channels, np.int32), "b_zero")], "bias", axis=0)  # fmt: skip
+        w = b.op(
+            "DequantizeLinear",
+            [
+                b.const(c.weight.numpy().astype(np.int8), "w"),
+                b.const(c.weight_scale.numpy().astype(np.float32), "w_scale"),
+                b.const(np.zeros(channels, np.int8), "w_zero"),
+            ],
+            "weight",
+            axis=0,
+        )
+        bias = b.op(
+            "DequantizeLinear",
+            [
+                b.const(c.bias.numpy().astype(np.int32), "b"),
+                b.const((x_scale * c.weight_scale.numpy()).astype(np.float32), "b_scale"),
+                b.const(np.zeros(channels, np.int32), "b_zero"),
+            ],
+            "bias",
+            axis=0,
+        )
         if node.kind == "linear":
             y = b.op("Gemm", [ins[0], w, bias], "gemm", transB=1)
         else:
             pads = [p for p, _ in a["padding"]] + [p for _, p in a["padding"]]
-            y = b.op("Conv", [ins[0], w, bias], "conv", strides=a["stride"], pads=pads,
-                     dilations=a["dilation"], group=a["groups"])  # fmt: skip
+            y = b.op(
+                "Conv",
+                [ins[0], w, bias],
+                "conv",
+                strides=a["stride"],
+                pads=pads,
+                dilations=a["dilation"],
+                group=a["groups"],
+            )
         return [_act(b, y, a["act"])]
     if node.kind in ("add", "mul"):
         return [_act(b, b.op("Add" if node.kind == "add" else "Mul", ins, node.kind), a["act"])]
@@ -162,11 +192,29 @@ def _emit(b: _Builder, index: int, node: Node, ins: list[str]) -> list[str]:  # 
     if node.kind in ("avg_pool", "max_pool"):
         pads = list(a["padding"]) * 2
         if node.kind == "avg_pool":
-            return [b.op("AveragePool", ins, "avg_pool", kernel_shape=a["kernel"],
-                         strides=a["stride"], pads=pads,
-                         count_include_pad=int(a["count_include_pad"]))]  # fmt: skip
-        return [b.op("MaxPool", ins, "max_pool", kernel_shape=a["kernel"], strides=a["stride"],
-                     pads=pads, dilations=a["dilation"], ceil_mode=int(a["ceil_mode"]))]  # fmt: skip
+            return [
+                b.op(
+                    "AveragePool",
+                    ins,
+                    "avg_pool",
+                    kernel_shape=a["kernel"],
+                    strides=a["stride"],
+                    pads=pads,
+                    count_include_pad=int(a["count_include_pad"]),
+                )
+            ]
+        return [
+            b.op(
+                "MaxPool",
+                ins,
+                "max_pool",
+                kernel_shape=a["kernel"],
+                strides=a["stride"],
+                pads=pads,
+                dilations=a["dilation"],
+                ceil_mode=int(a["ceil_mode"]),
+            )
+        ]
     if node.kind == "clamp":
         return [_act(b, ins[0], a["act"])]
     if node.kind == "lut":
@@ -191,8 +239,9 @@ def _lut(b: _Builder, node: Node, x: str) -> str:
         return b.op("Elu", [x], name, alpha=float(args[0]) if args else 1.0)
     if name == "leaky_relu":
         return b.op("LeakyRelu", [x], name, alpha=float(args[0]) if args else 0.01)
-    raise QuantError(f"{name} in module '{node.module}' has no ONNX export; "
-                     "export models without it")  # fmt: skip
+    raise QuantError(
+        f"{name} in module '{node.module}' has no ONNX export; export models without it"
+    )
 
 
 def _move(b: _Builder, node: Node, ins: list[str]) -> list[str]:
@@ -226,8 +275,11 @@ def _move(b: _Builder, node: Node, ins: list[str]) -> list[str]:
         else:
             sizes = list(args[1])
         outs = [b.name("split") for _ in sizes]
-        b.nodes.append(helper.make_node("Split", [ins[0], b.const(np.array(sizes, np.int64),
-                                        "sizes")], outs, axis=dim))  # fmt: skip
+        b.nodes.append(
+            helper.make_node(
+                "Split", [ins[0], b.const(np.array(sizes, np.int64), "sizes")], outs, axis=dim
+            )
+        )
         return outs
     if name == "select":
         index = b.const(np.array(int(args[2]), np.int64), "index")
@@ -237,8 +289,15 @@ def _move(b: _Builder, node: Node, ins: list[str]) -> list[str]:
         start = args[2] if len(args) > 2 and args[2] is not None else 0
         end = args[3] if len(args) > 3 and args[3] is not None else node_shape[dim]
         step = args[4] if len(args) > 4 else 1
-        consts = [b.const(np.array([v], np.int64), s) for v, s in
-                  ((start, "starts"), (min(end, 2**62), "ends"), (dim, "axes"), (step, "steps"))]  # fmt: skip
+        consts = [
+            b.const(np.array([v], np.int64), s)
+            for v, s in (
+                (start, "starts"),
+                (min(end, 2**62), "ends"),
+                (dim, "axes"),
+                (step, "steps"),
+            )
+        ]
         return [b.op("Slice", [ins[0], *consts], "slice")]
     if name == "cat":
         dim = (args[1] if len(args) > 1 else 0) % rank
