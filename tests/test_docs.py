@@ -12,6 +12,7 @@ PAGES = [
     "docs/pruning-graph.md",
     "docs/methods/structured.md",
     "docs/methods/unstructured.md",
+    "docs/methods/quantization.md",
 ]
 
 

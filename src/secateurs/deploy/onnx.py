@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +55,10 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example: torch.Tensor
 def _torch_export(model: nn.Module, example: torch.Tensor) -> bytes:
     was_training = model.training
     model.eval()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         out = Path(tmp) / "model.onnx"
         try:
+            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter
             torch.onnx.export(
                 model,
                 (example,),

@@ -1,0 +1,159 @@
+"""Float vs int8 PTQ vs int8 QAT vs QGT 4-bit vs QGT 2-bit, beside onnxruntime's own
+``quantize_static`` on the same trained model.
+
+For each task (digits, MNIST-1D), zoo model and seed: train the float model (15 epochs,
+Adam 3e-3), then
+- ptq8: ``sc.quant.quantize`` (min/max calibration on 8 training batches);
+- qat8: ``prepare_qat``, 2 epochs (Adam 5e-4), ``convert``;
+- ptq4: PTQ with 4-bit weights, no guidance (the reference QGT improves on);
+- qgt4, qgt2: 4 epochs of fine-tuning with the QGT loss at that width (weight 1.0), then
+  PTQ with 4- or 2-bit weights;
+- qgt2+qat: the qgt2 model, then 2 epochs of QAT at 2 bits;
+- ort8: the float model exported to ONNX, quantized by ``onnxruntime.quantization.
+  quantize_static`` (QDQ, per-channel int8 weights, int8 activations) on the same 8
+  calibration batches, run by onnxruntime.
+Reported: test accuracy of the integer model and flash bytes of its constants (weights at
+their width, biases, requantization constants; for onnxruntime, its initializers).
+
+    python benchmarks/quantization.py [--seeds 3]
+
+Cells are saved one by one to benchmarks/results/quantization.json (atomically); a rerun
+resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from _common import machine, save_json
+from onnxruntime import quantization as ortq
+
+import secateurs as sc
+
+RESULTS = Path(__file__).parent / "results" / "quantization.json"
+MODELS = {
+    "digits": [("lenet5", {}), ("resnet8", {}), ("mobilenet_v2", {"width": 0.5})],
+    "mnist1d": [("resnet8", {}), ("ds_cnn", {}), ("mobilenet_v2", {"width": 0.5})],
+}
+METHODS = ("float", "ptq8", "qat8", "ort8", "ptq4", "qgt4", "qgt2", "qgt2+qat")
+
+
+class _Reader(ortq.CalibrationDataReader):
+    def __init__(self, batches):
+        self.batches = iter([{"input": b.numpy()} for b in batches])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+def _ort_static(model, task) -> tuple[float, int]:
+    batches = sc.quant.ptq.calibration_batches(task, 8)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp, q = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
+        sc.deploy.export_onnx(model, fp, example=task.example_inputs())
+        ortq.quantize_static(str(fp), str(q), _Reader(batches), quant_format=ortq.QuantFormat.QDQ,
+                             per_channel=True, activation_type=ortq.QuantType.QInt8,
+                             weight_type=ortq.QuantType.QInt8)  # fmt: skip
+        session = ort.InferenceSession(str(q), providers=["CPUExecutionProvider"])
+        x, y = task.test.tensors
+        out = session.run(None, {"input": x.numpy()})[0]
+        flash = sum(
+            onnx.numpy_helper.to_array(t).nbytes for t in onnx.load(str(q)).graph.initializer
+        )
+    return float((out.argmax(1) == y.numpy()).mean()), int(flash)
+
+
+def _cell(method: str, parent, task, seed: int) -> tuple[float, int]:
+    model = copy.deepcopy(parent)
+    fit = dict(seed=seed, progress=False)
+    if method == "float":
+        params = sum(p.numel() for p in model.parameters())
+        return sc.evaluate(model, task), 4 * params
+    if method == "ort8":
+        return _ort_static(model, task)
+    if method in ("ptq8", "ptq4"):
+        q = sc.quant.quantize(model, task, weight_bits=8 if method == "ptq8" else 4)
+    elif method == "qat8":
+        qat = sc.quant.prepare_qat(model, task)
+        sc.fit(qat, task, epochs=2, lr=5e-4, **fit)
+        q = sc.quant.convert(qat)
+    else:
+        bits = 4 if method == "qgt4" else 2
+        term = sc.quant.QuantizationGuided(bits=bits, weight=1.0)
+        sc.fit(model, task, epochs=4, lr=1e-3, losses=[term], **fit)
+        if method == "qgt2+qat":
+            qat = sc.quant.prepare_qat(model, task, weight_bits=2)
+            sc.fit(qat, task, epochs=2, lr=5e-4, **fit)
+            q = sc.quant.convert(qat)
+        else:
+            q = sc.quant.quantize(model, task, weight_bits=bits)
+    return sc.evaluate(q, task), q.flash_bytes("dense")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    results.update(
+        {
+            "benchmark": "quantization",
+            "machine": machine(),
+            "onnxruntime": ort.__version__,
+            "command": "python benchmarks/quantization.py " + " ".join(argv or sys.argv[1:]),
+        }
+    )
+    cells = results.setdefault("cells", {})
+    for task_name, models in MODELS.items():
+        for seed in range(args.seeds):
+            task = sc.data.load(task_name, seed=seed)
+            for name, kwargs in models:
+                parent = None
+                for method in METHODS:
+                    key = f"{task_name}/{name}/{method}/{seed}"
+                    if key in cells:
+                        continue
+                    if parent is None:
+                        parent = sc.models.create(name, task, seed=seed, **kwargs)
+                        sc.fit(parent, task, epochs=15, lr=3e-3, seed=seed, progress=False)
+                    start = time.perf_counter()
+                    accuracy, flash = _cell(method, parent, task, seed)
+                    cells[key] = {"accuracy": accuracy, "flash_bytes": flash,
+                                  "seconds": time.perf_counter() - start}  # fmt: skip
+                    save_json(RESULTS, results)
+                    print(f"{key:40s} acc {accuracy:.4f} flash {flash}", flush=True)
+    results["summary"] = _summarize(cells, args.seeds)
+    save_json(RESULTS, results)
+    return 0
+
+
+def _summarize(cells: dict, seeds: int) -> dict:
+    summary = {}
+    for task_name, models in MODELS.items():
+        for name, _ in models:
+            print(f"\n{task_name} {name}")
+            for method in METHODS:
+                accs = [cells[f"{task_name}/{name}/{method}/{s}"]["accuracy"] for s in range(seeds)]
+                flash = cells[f"{task_name}/{name}/{method}/0"]["flash_bytes"]
+                mean, std = statistics.mean(accs), statistics.pstdev(accs)
+                summary[f"{task_name}/{name}/{method}"] = {
+                    "mean_accuracy": mean, "std_accuracy": std, "flash_bytes": flash}  # fmt: skip
+                print(f"  {method:9s} {100 * mean:5.1f} ± {100 * std:3.1f}  flash {flash:8d}")
+    return summary
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=4)
+    sys.exit(main())
