@@ -70,9 +70,12 @@ def test_bad_names_exit_with_a_clear_error():
 def test_demo_prints_its_table():
     code, out = _run(["demo", "--epochs", "3"])
     assert code == 0
-    assert "float32" in out and "int8 storage" in out and "peak SRAM" in out
+    assert "float32" in out and "int8 (PTQ)" in out and "peak SRAM" in out
     rows = {line.split("│")[1].strip(): line.split("│") for line in out.splitlines() if "│" in line}
-    assert float(rows["float32"][2].strip().rstrip("%")) > 80
+    float_acc = float(rows["float32"][2].strip().rstrip("%"))
+    assert float_acc > 80
+    assert abs(float(rows["int8 (PTQ)"][2].strip().rstrip("%")) - float_acc) <= 3
+    assert float(rows["pruned + int8"][2].strip().rstrip("%")) > 70
     pruned = rows["pruned to 1/2 MACs"]
     assert float(pruned[2].strip().rstrip("%")) > 70
     macs = [int(rows[k][4].strip().replace(",", "")) for k in ("float32", "pruned to 1/2 MACs")]
