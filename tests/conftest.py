@@ -31,3 +31,10 @@ def synthetic_task(input_shape, num_classes: int = 4, n: int = 24, seed: int = 0
 def kws_shaped() -> Task:
     """A task shaped like 49x10 MFCC keyword spotting with 12 classes."""
     return synthetic_task((1, 49, 10), num_classes=12)
+
+
+@pytest.fixture(scope="session")
+def trained_resnet8(digits):
+    model = sc.models.create("resnet8", digits, seed=0)
+    sc.fit(model, digits, epochs=4, lr=3e-3, seed=0, progress=False)
+    return model.eval()

@@ -13,6 +13,8 @@ PAGES = [
     "docs/methods/structured.md",
     "docs/methods/unstructured.md",
     "docs/methods/quantization.md",
+    "docs/methods/distillation.md",
+    "docs/deploy.md",
 ]
 
 

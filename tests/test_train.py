@@ -50,7 +50,7 @@ class L2(sc.LossTerm):
         self.weight = weight
         self.setups = self.teardowns = 0
 
-    def setup(self, model, task):
+    def setup(self, model, task, teacher=None):
         self.setups += 1
 
     def teardown(self, model):

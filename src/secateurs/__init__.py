@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import data, deploy, graph, measure, models, prune, quant
+from . import data, deploy, distill, graph, measure, models, prune, quant
 from .train import Callback, FitState, History, LossTerm, Step, evaluate, fit
 
 __version__ = "0.1.0"
@@ -14,6 +14,7 @@ __all__ = [
     "graph",
     "prune",
     "quant",
+    "distill",
     "deploy",
     "fit",
     "evaluate",

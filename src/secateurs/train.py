@@ -37,20 +37,29 @@ class Step:
     teacher_outputs: torch.Tensor | None
     epoch: int
     step: int
+    teacher: nn.Module | None = None
 
 
 class LossTerm:
     """A term added to the task's cross-entropy loss at every step.
 
     Subclasses implement ``__call__(step) -> scalar tensor``; ``setup`` runs once before
-    training (to register hooks, say) and ``teardown`` once after. Any callable taking a
-    :class:`Step` also works as a loss term.
+    training (to register hooks on the model or the teacher, say) and ``teardown`` once
+    after. ``parameters()`` yields the term's own trainable tensors (a distillation adapter,
+    say), which :func:`fit` optimizes with the model's. ``task_weight`` scales the task's
+    cross-entropy (knowledge distillation's alpha). Any callable taking a :class:`Step`
+    also works as a loss term.
     """
 
     name: str = ""
+    task_weight: float = 1.0
 
-    def setup(self, model: nn.Module, task: Task) -> None:
-        """Called once before the first step."""
+    def setup(self, model: nn.Module, task: Task, teacher: nn.Module | None = None) -> None:
+        """Called once before the optimizer is built and the first step runs."""
+
+    def parameters(self) -> list[nn.Parameter]:
+        """Trainable tensors of the term itself, optimized together with the model's."""
+        return []
 
     def teardown(self, model: nn.Module) -> None:
         """Called once after the last step, also when training fails."""
@@ -232,6 +241,43 @@ def _train(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"{type(model).__name__} has no trainable parameters to fit")
+    task_weight = _task_weight(losses)
+    if teacher is not None:
+        teacher_was_training = teacher.training
+        teacher.eval()
+    set_up: list[LossTerm] = []
+    try:
+        for term in losses:
+            if isinstance(term, LossTerm):
+                term.setup(model, task, teacher)
+                set_up.append(term)
+                params += [p for p in term.parameters() if p.requires_grad]
+        return _loop(
+            model, task, epochs, lr, optimizer, batch_size, weight_decay, momentum, schedule,
+            losses, callbacks, teacher, seed, history, params, task_weight,
+        )  # fmt: skip
+    finally:
+        for term in set_up:
+            term.teardown(model)
+        if teacher is not None:
+            teacher.train(teacher_was_training)
+
+
+def _task_weight(losses) -> float:
+    weights = [(i, t.task_weight) for i, t in enumerate(losses) if isinstance(t, LossTerm)]
+    changed = [(i, w) for i, w in weights if w != 1.0]
+    if len(changed) > 1:
+        raise ValueError(
+            f"losses[{changed[0][0]}] and losses[{changed[1][0]}] both reweight the task loss "
+            "(task_weight); keep one of them"
+        )
+    return changed[0][1] if changed else 1.0
+
+
+def _loop(
+    model, task, epochs, lr, optimizer, batch_size, weight_decay, momentum, schedule,
+    losses, callbacks, teacher, seed, history, params, task_weight,
+) -> History:  # fmt: skip
     opt = _make_optimizer(optimizer, params, lr, weight_decay, momentum)
     loader = task.loader("train", batch_size=batch_size, shuffle=True, seed=seed)
     total_steps = max(1, epochs * len(loader))
@@ -245,71 +291,60 @@ def _train(
     device = next(iter(params)).device
     names = [_term_name(t, i) for i, t in enumerate(losses)]
     state = FitState(model, task, opt, history, epochs=epochs)
-    if teacher is not None:
-        teacher_was_training = teacher.training
-        teacher.eval()
-    for term in losses:
-        if isinstance(term, LossTerm):
-            term.setup(model, task)
-    try:
+    for cb in callbacks:
+        cb.on_fit_start(state)
+    for epoch in range(1, epochs + 1):
+        state.epoch = epoch
+        model.train()
         for cb in callbacks:
-            cb.on_fit_start(state)
-        for epoch in range(1, epochs + 1):
-            state.epoch = epoch
-            model.train()
+            cb.on_epoch_start(state)
+        sums: dict[str, float] = dict.fromkeys(["train_loss", *names], 0.0)
+        correct = seen = 0
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            if task_weight != 1.0:
+                loss = task_weight * loss
+            t_out = None
+            if teacher is not None:
+                with torch.no_grad():
+                    t_out = teacher(x)
+            step = Step(model, x, y, out, t_out, epoch, state.step, teacher)
+            for name, term in zip(names, losses):
+                value = term(step)
+                sums[name] += float(value.detach()) * len(y)
+                loss = loss + value
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss became {float(loss.detach())} at epoch {epoch}, step "
+                    f"{state.step}; lower lr (now {lr}) or check the loss terms"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            state.step += 1
+            state.loss = float(loss.detach())
+            sums["train_loss"] += state.loss * len(y)
+            correct += int((out.detach().argmax(1) == y).sum())
+            seen += len(y)
             for cb in callbacks:
-                cb.on_epoch_start(state)
-            sums: dict[str, float] = dict.fromkeys(["train_loss", *names], 0.0)
-            correct = seen = 0
-            for x, y in loader:
-                x, y = x.to(device), y.to(device)
-                out = model(x)
-                loss = F.cross_entropy(out, y)
-                t_out = None
-                if teacher is not None:
-                    with torch.no_grad():
-                        t_out = teacher(x)
-                step = Step(model, x, y, out, t_out, epoch, state.step)
-                for name, term in zip(names, losses):
-                    value = term(step)
-                    sums[name] += float(value.detach()) * len(y)
-                    loss = loss + value
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"training loss became {float(loss.detach())} at epoch {epoch}, step "
-                        f"{state.step}; lower lr (now {lr}) or check the loss terms"
-                    )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if sched is not None:
-                    sched.step()
-                state.step += 1
-                state.loss = float(loss.detach())
-                sums["train_loss"] += state.loss * len(y)
-                correct += int((out.detach().argmax(1) == y).sum())
-                seen += len(y)
-                for cb in callbacks:
-                    cb.on_step_end(state)
-                if state.stop:
-                    break
-            record = {"epoch": epoch, **{k: v / max(seen, 1) for k, v in sums.items()}}
-            record["train_acc"] = correct / max(seen, 1)
-            record["val_acc"] = evaluate(model, task, "val")
-            record["lr"] = opt.param_groups[0]["lr"]
-            history.records.append(record)
-            for cb in callbacks:
-                cb.on_epoch_end(state)
+                cb.on_step_end(state)
             if state.stop:
                 break
+        record = {"epoch": epoch, **{k: v / max(seen, 1) for k, v in sums.items()}}
+        record["train_acc"] = correct / max(seen, 1)
+        record["val_acc"] = evaluate(model, task, "val")
+        record["lr"] = opt.param_groups[0]["lr"]
+        history.records.append(record)
         for cb in callbacks:
-            cb.on_fit_end(state)
-    finally:
-        for term in losses:
-            if isinstance(term, LossTerm):
-                term.teardown(model)
-        if teacher is not None:
-            teacher.train(teacher_was_training)
+            cb.on_epoch_end(state)
+        if state.stop:
+            break
+    for cb in callbacks:
+        cb.on_fit_end(state)
     model.eval()
     return history
 

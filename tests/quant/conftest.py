@@ -6,13 +6,6 @@ import secateurs as sc
 
 
 @pytest.fixture(scope="session")
-def trained_resnet8(digits):
-    model = sc.models.create("resnet8", digits, seed=0)
-    sc.fit(model, digits, epochs=4, lr=3e-3, seed=0, progress=False)
-    return model.eval()
-
-
-@pytest.fixture(scope="session")
 def trained_lenet5(digits):
     model = sc.models.create("lenet5", digits, seed=0)
     sc.fit(model, digits, epochs=10, lr=3e-3, seed=0, progress=False)

@@ -1,7 +1,19 @@
-"""Deployment: ONNX export (float, or int8 as QDQ)."""
+"""Deployment: C code for microcontrollers (verified against the integer reference), and
+ONNX export (float, or int8 as QDQ)."""
 
 from __future__ import annotations
 
+from .codegen import build_program, export_c
 from .onnx import export_onnx, qdq_model
+from .verify import Verification, compile_c, run_c, verify_c
 
-__all__ = ["export_onnx", "qdq_model"]
+__all__ = [
+    "Verification",
+    "build_program",
+    "compile_c",
+    "export_c",
+    "export_onnx",
+    "qdq_model",
+    "run_c",
+    "verify_c",
+]

@@ -17,6 +17,7 @@ from .profile import (
     executed_macs,
     profile,
 )
+from .target import TARGETS, Fit, Target, check, get_target, register_target
 from .trace import Trace, TracedOp, trace
 
 __all__ = [
@@ -37,4 +38,10 @@ __all__ = [
     "Lifetime",
     "lifetimes",
     "live_bytes",
+    "Target",
+    "TARGETS",
+    "Fit",
+    "check",
+    "get_target",
+    "register_target",
 ]

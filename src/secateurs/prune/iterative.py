@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -66,10 +67,15 @@ def iterative(
     scope: str = "global",
     lr: float = 1e-3,
     seed: int = 0,
+    teacher: nn.Module | None = None,
+    losses: Sequence = (),
     **prune_kwargs,
 ) -> LoopReport:
     """Prune ``model`` in place to ``target_macs`` of its MACs in ``steps`` steps, each
     followed by ``finetune_epochs`` of recovery and a check on the validation split.
+
+    Recovery is :func:`sc.fit` with ``teacher`` and ``losses``: pass a copy of the unpruned
+    model and ``[sc.distill.KD()]`` to distill while recovering.
 
     With ``min_accuracy``, a step whose recovered validation accuracy falls below it is undone
     and the loop stops there, keeping the last model above the floor (the report says why).
@@ -110,7 +116,8 @@ def iterative(
             scope=scope, data=task, seed=seed, **prune_kwargs,
         )  # fmt: skip
         if finetune_epochs:
-            fit(model, task, epochs=finetune_epochs, lr=lr, seed=seed + k, progress=False)
+            fit(model, task, epochs=finetune_epochs, lr=lr, seed=seed + k, progress=False,
+                teacher=teacher, losses=losses)  # fmt: skip
         row = record(k, target)
         log.info("step %d: %.1f%% MACs, val acc %.4f", k, 100 * row.macs_kept, row.val_accuracy)
         if min_accuracy is not None and row.val_accuracy < min_accuracy:

@@ -34,7 +34,7 @@ class _Penalty(LossTerm):
         self.target = check_choice("target", target, TARGETS)
         self._params: list[torch.Tensor] = []
 
-    def setup(self, model: nn.Module, task) -> None:
+    def setup(self, model: nn.Module, task, teacher=None) -> None:
         self._params = _targets(model, self.target)
         if not self._params:
             raise ValueError(f"{type(self).__name__}: the model has no {self.target} to regularize")
@@ -119,7 +119,7 @@ class GroupLasso(LossTerm):
         self.ignored = ignored
         self._graph: DependencyGraph | None = None
 
-    def setup(self, model: nn.Module, task) -> None:
+    def setup(self, model: nn.Module, task, teacher=None) -> None:
         self._graph = DependencyGraph(model, self.example_inputs, ignored=self.ignored)
         self._plan = []
         for g in self._graph.groups():
@@ -169,7 +169,7 @@ class LinearRepresentability(LossTerm):
         self._outputs: dict[str, torch.Tensor] = {}
         self._handles = []
 
-    def setup(self, model: nn.Module, task) -> None:
+    def setup(self, model: nn.Module, task, teacher=None) -> None:
         modules = dict(model.named_modules())
         missing = [p for p in self.layers if p not in modules]
         if missing:

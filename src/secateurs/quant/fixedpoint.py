@@ -66,10 +66,12 @@ def multiply_by_quantized_multiplier(
     """TFLite's ``MultiplyByQuantizedMultiplier`` (double rounding) on int32 values.
 
     ``multiplier`` and ``shift`` broadcast against ``x`` (per-channel requantization passes
-    them shaped like the channel axis).
+    them shaped like the channel axis). ``x`` and ``x * 2**left_shift`` saturate to int32,
+    where TFLite's int32 arithmetic would overflow; the C kernels do the same.
     """
     shift = torch.as_tensor(shift, dtype=torch.int64)
     left = torch.clamp(shift, min=0)
     right = torch.clamp(-shift, min=0)
-    scaled = torch.as_tensor(x, dtype=torch.int64) * (torch.ones_like(left) << left)
+    x = torch.clamp(torch.as_tensor(x, dtype=torch.int64), INT32_MIN, INT32_MAX)
+    scaled = torch.clamp(x * (torch.ones_like(left) << left), INT32_MIN, INT32_MAX)
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(scaled, multiplier), right)

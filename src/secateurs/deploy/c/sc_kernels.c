@@ -1,0 +1,251 @@
+/* secateurs int8 kernels; see sc_kernels.h. The requantization is TensorFlow Lite's
+ * MultiplyByQuantizedMultiplier (SaturatingRoundingDoublingHighMul then
+ * RoundingDivideByPOT), so CMSIS-NN would produce the same numbers. */
+#include "sc_kernels.h"
+
+#define SC_INT32_MIN (-2147483647 - 1)
+#define SC_INT32_MAX 2147483647
+
+static int32_t sc_saturate(int64_t x) {
+    return x < SC_INT32_MIN ? SC_INT32_MIN : (x > SC_INT32_MAX ? SC_INT32_MAX : (int32_t)x);
+}
+
+static int32_t sc_srdhm(int32_t a, int32_t b) {
+    int64_t ab;
+    int64_t nudge;
+    if (a == SC_INT32_MIN && b == SC_INT32_MIN) {
+        return SC_INT32_MAX;
+    }
+    ab = (int64_t)a * (int64_t)b;
+    nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
+    return (int32_t)((ab + nudge) / ((int64_t)1 << 31)); /* C division truncates */
+}
+
+static int32_t sc_rdbp(int32_t x, int32_t exponent) {
+    const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
+    const int32_t remainder = x & mask;
+    const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+    /* arithmetic shift of negatives, as TFLite assumes; written as a floor division */
+    const int32_t floor = x >= 0 ? (x >> exponent)
+                                 : (int32_t)(-((-(int64_t)x + mask) >> exponent));
+    return floor + (remainder > threshold ? 1 : 0);
+}
+
+static int32_t sc_requantize(int64_t acc, int32_t mult, int32_t shift) {
+    const int32_t left = shift > 0 ? shift : 0;
+    const int32_t right = shift > 0 ? 0 : -shift;
+    const int32_t x = sc_saturate(acc);
+    return sc_rdbp(sc_srdhm(sc_saturate((int64_t)x * ((int64_t)1 << left)), mult), right);
+}
+
+static int8_t sc_clamp8(int32_t v, int32_t lo, int32_t hi) {
+    return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+}
+
+static int32_t sc_div_round(int32_t sum, int32_t count) { /* half away from zero */
+    return sum > 0 ? (sum + count / 2) / count : -((-sum + count / 2) / count);
+}
+
+void sc_conv(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
+             const int32_t *mult, const int32_t *shift, const sc_conv_params *p) {
+    /* loop order as in sc_conv_filterlet (a bounds check per kernel position, then a tight
+     * loop over input channels), so dense and sparse differ only in what they skip */
+    const int32_t cin_g = p->cin / p->groups;
+    const int32_t cout_g = p->cout / p->groups;
+    const int32_t plane = p->h * p->w;
+    const int32_t taps = p->kh * p->kw;
+    int32_t oc, oy, ox, ic, ky, kx;
+    for (oc = 0; oc < p->cout; ++oc) {
+        const int8_t *xg = x + (oc / cout_g) * cin_g * plane;
+        const int8_t *wo = w + (int32_t)oc * cin_g * taps;
+        for (oy = 0; oy < p->oh; ++oy) {
+            for (ox = 0; ox < p->ow; ++ox) {
+                int32_t acc = 0;
+                for (ky = 0; ky < p->kh; ++ky) {
+                    const int32_t iy = oy * p->stride_h - p->pad_top + ky * p->dil_h;
+                    if (iy < 0 || iy >= p->h) {
+                        continue;
+                    }
+                    for (kx = 0; kx < p->kw; ++kx) {
+                        const int32_t ix = ox * p->stride_w - p->pad_left + kx * p->dil_w;
+                        const int8_t *xp;
+                        const int8_t *wp = wo + ky * p->kw + kx;
+                        if (ix < 0 || ix >= p->w) {
+                            continue;
+                        }
+                        xp = xg + iy * p->w + ix;
+                        for (ic = 0; ic < cin_g; ++ic) {
+                            acc += ((int32_t)xp[ic * plane] - p->in_zp) * wp[ic * taps];
+                        }
+                    }
+                }
+                y[(oc * p->oh + oy) * p->ow + ox] = sc_clamp8(
+                    sc_requantize((int64_t)acc + bias[oc], mult[oc], shift[oc]) + p->out_zp,
+                    p->act_min, p->act_max);
+            }
+        }
+    }
+}
+
+void sc_conv_filterlet(const int8_t *x, int8_t *y, const int8_t *vals, const uint8_t *col,
+                       const uint16_t *rowptr, const int32_t *bias, const int32_t *mult,
+                       const int32_t *shift, const sc_conv_params *p) {
+    const int32_t cin_g = p->cin / p->groups;
+    const int32_t cout_g = p->cout / p->groups;
+    const int32_t plane = p->h * p->w;
+    int32_t oc, oy, ox, ic, r;
+    for (oc = 0; oc < p->cout; ++oc) {
+        const int8_t *xg = x + (oc / cout_g) * cin_g * plane;
+        for (oy = 0; oy < p->oh; ++oy) {
+            for (ox = 0; ox < p->ow; ++ox) {
+                int32_t acc = 0;
+                for (r = rowptr[oc]; r < rowptr[oc + 1]; ++r) {
+                    const int32_t ky = col[r] / p->kw;
+                    const int32_t kx = col[r] - ky * p->kw;
+                    const int32_t iy = oy * p->stride_h - p->pad_top + ky * p->dil_h;
+                    const int32_t ix = ox * p->stride_w - p->pad_left + kx * p->dil_w;
+                    const int8_t *wr = vals + r * cin_g;
+                    const int8_t *xp;
+                    if (iy < 0 || iy >= p->h || ix < 0 || ix >= p->w) {
+                        continue;
+                    }
+                    xp = xg + iy * p->w + ix;
+                    for (ic = 0; ic < cin_g; ++ic) {
+                        acc += ((int32_t)xp[ic * plane] - p->in_zp) * wr[ic];
+                    }
+                }
+                y[(oc * p->oh + oy) * p->ow + ox] = sc_clamp8(
+                    sc_requantize((int64_t)acc + bias[oc], mult[oc], shift[oc]) + p->out_zp,
+                    p->act_min, p->act_max);
+            }
+        }
+    }
+}
+
+void sc_linear(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
+               const int32_t *mult, const int32_t *shift, const sc_linear_params *p) {
+    int32_t o, i;
+    for (o = 0; o < p->out_features; ++o) {
+        const int8_t *wo = w + o * p->in_features;
+        int32_t acc = 0;
+        for (i = 0; i < p->in_features; ++i) {
+            acc += ((int32_t)x[i] - p->in_zp) * wo[i];
+        }
+        y[o] = sc_clamp8(sc_requantize((int64_t)acc + bias[o], mult[o], shift[o]) + p->out_zp,
+                         p->act_min, p->act_max);
+    }
+}
+
+void sc_add(const int8_t *a, const int8_t *b, int8_t *y, const sc_binary_params *p) {
+    int32_t i;
+    for (i = 0; i < p->count; ++i) {
+        const int32_t va = ((int32_t)a[(i / p->a_div) % p->a_mod] - p->a_zp) * (1 << 20);
+        const int32_t vb = ((int32_t)b[(i / p->b_div) % p->b_mod] - p->b_zp) * (1 << 20);
+        const int32_t sa = sc_requantize(va, p->a_mult, p->a_shift);
+        const int32_t sb = sc_requantize(vb, p->b_mult, p->b_shift);
+        y[i] = sc_clamp8(sc_requantize((int64_t)sa + sb, p->out_mult, p->out_shift) + p->out_zp,
+                         p->act_min, p->act_max);
+    }
+}
+
+void sc_mul(const int8_t *a, const int8_t *b, int8_t *y, const sc_binary_params *p) {
+    int32_t i;
+    for (i = 0; i < p->count; ++i) {
+        const int32_t va = (int32_t)a[(i / p->a_div) % p->a_mod] - p->a_zp;
+        const int32_t vb = (int32_t)b[(i / p->b_div) % p->b_mod] - p->b_zp;
+        y[i] = sc_clamp8(sc_requantize(va * vb, p->out_mult, p->out_shift) + p->out_zp,
+                         p->act_min, p->act_max);
+    }
+}
+
+void sc_mean(const int8_t *x, int8_t *y, const sc_mean_params *p) {
+    int32_t o, r, i;
+    for (o = 0; o < p->outer; ++o) {
+        for (i = 0; i < p->inner; ++i) {
+            int32_t acc = 0;
+            for (r = 0; r < p->reduce; ++r) {
+                acc += (int32_t)x[(o * p->reduce + r) * p->inner + i] - p->in_zp;
+            }
+            acc = sc_div_round(sc_requantize(acc, p->mult, p->shift), p->reduce);
+            y[o * p->inner + i] = sc_clamp8(acc + p->out_zp, -128, 127);
+        }
+    }
+}
+
+void sc_avg_pool(const int8_t *x, int8_t *y, const sc_pool_params *p) {
+    int32_t c, oy, ox, ky, kx;
+    for (c = 0; c < p->c; ++c) {
+        const int8_t *xc = x + c * p->h * p->w;
+        for (oy = 0; oy < p->oh; ++oy) {
+            for (ox = 0; ox < p->ow; ++ox) {
+                int32_t sum = 0, count = 0;
+                for (ky = 0; ky < p->kh; ++ky) {
+                    const int32_t iy = oy * p->stride_h - p->pad_top + ky;
+                    for (kx = 0; kx < p->kw; ++kx) {
+                        const int32_t ix = ox * p->stride_w - p->pad_left + kx;
+                        if (iy < 0 || iy >= p->h || ix < 0 || ix >= p->w) {
+                            if (p->count_include_pad) {
+                                sum += p->zp;
+                                ++count;
+                            }
+                            continue;
+                        }
+                        sum += xc[iy * p->w + ix];
+                        ++count;
+                    }
+                }
+                y[(c * p->oh + oy) * p->ow + ox] = sc_clamp8(sc_div_round(sum, count), -128, 127);
+            }
+        }
+    }
+}
+
+void sc_max_pool(const int8_t *x, int8_t *y, const sc_pool_params *p) {
+    int32_t c, oy, ox, ky, kx;
+    for (c = 0; c < p->c; ++c) {
+        const int8_t *xc = x + c * p->h * p->w;
+        for (oy = 0; oy < p->oh; ++oy) {
+            for (ox = 0; ox < p->ow; ++ox) {
+                int32_t best = -128;
+                for (ky = 0; ky < p->kh; ++ky) {
+                    const int32_t iy = oy * p->stride_h - p->pad_top + ky * p->dil_h;
+                    for (kx = 0; kx < p->kw; ++kx) {
+                        const int32_t ix = ox * p->stride_w - p->pad_left + kx * p->dil_w;
+                        if (iy >= 0 && iy < p->h && ix >= 0 && ix < p->w &&
+                            xc[iy * p->w + ix] > best) {
+                            best = xc[iy * p->w + ix];
+                        }
+                    }
+                }
+                y[(c * p->oh + oy) * p->ow + ox] = (int8_t)best;
+            }
+        }
+    }
+}
+
+void sc_clamp(const int8_t *x, int8_t *y, int32_t count, int32_t lo, int32_t hi) {
+    int32_t i;
+    for (i = 0; i < count; ++i) {
+        y[i] = sc_clamp8(x[i], lo, hi);
+    }
+}
+
+void sc_lut(const int8_t *x, int8_t *y, int32_t count, const int8_t *table) {
+    int32_t i;
+    for (i = 0; i < count; ++i) {
+        y[i] = table[(int32_t)x[i] + 128];
+    }
+}
+
+void sc_copy(const int8_t *const *srcs, int8_t *y, const sc_copy_run *runs, int32_t n_runs,
+             int8_t fill) {
+    int32_t r;
+    for (r = 0; r < n_runs; ++r) {
+        if (runs[r].src < 0) {
+            memset(y + runs[r].dst_off, fill, (size_t)runs[r].len);
+        } else {
+            memmove(y + runs[r].dst_off, srcs[runs[r].src] + runs[r].src_off,
+                    (size_t)runs[r].len);
+        }
+    }
+}

@@ -1,0 +1,71 @@
+/* secateurs int8 kernels: TensorFlow Lite Micro int8 arithmetic, channel-first (CHW)
+ * tensors, batch 1. Portable C99: no malloc, no floating point, stdint.h and string.h only.
+ * Generated models call these with constant parameter structs kept in flash. */
+#ifndef SC_KERNELS_H
+#define SC_KERNELS_H
+
+#include <stdint.h>
+#include <string.h>
+
+typedef struct {
+    int32_t cin, h, w, cout, kh, kw, oh, ow;
+    int32_t stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, groups;
+    int32_t in_zp, out_zp, act_min, act_max;
+} sc_conv_params;
+
+typedef struct {
+    int32_t in_features, out_features, in_zp, out_zp, act_min, act_max;
+} sc_linear_params;
+
+/* Dense weights, int8 [cout][cin/groups][kh][kw]. */
+void sc_conv(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
+             const int32_t *mult, const int32_t *shift, const sc_conv_params *p);
+
+/* Filterlet-CSR weights (DTMM): for each output channel oc, rows rowptr[oc]..rowptr[oc+1]
+ * are kept filterlets, each a kernel position col[r] (ky * kw + kx) and cin/groups int8
+ * weights at vals[r * cin/groups]. Skipped filterlets cost nothing. */
+void sc_conv_filterlet(const int8_t *x, int8_t *y, const int8_t *vals, const uint8_t *col,
+                       const uint16_t *rowptr, const int32_t *bias, const int32_t *mult,
+                       const int32_t *shift, const sc_conv_params *p);
+
+void sc_linear(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
+               const int32_t *mult, const int32_t *shift, const sc_linear_params *p);
+
+/* Element i of an operand is at ((i / div) % mod): div 1, mod n for a full tensor; div
+ * inner size, mod channels for a per-channel operand broadcast over space. */
+typedef struct {
+    int32_t count, a_div, a_mod, b_div, b_mod;
+    int32_t a_zp, b_zp, out_zp, act_min, act_max;
+    int32_t a_mult, a_shift, b_mult, b_shift, out_mult, out_shift;
+} sc_binary_params;
+
+void sc_add(const int8_t *a, const int8_t *b, int8_t *y, const sc_binary_params *p);
+void sc_mul(const int8_t *a, const int8_t *b, int8_t *y, const sc_binary_params *p);
+
+typedef struct {
+    int32_t outer, reduce, inner, in_zp, out_zp, mult, shift;
+} sc_mean_params;
+
+void sc_mean(const int8_t *x, int8_t *y, const sc_mean_params *p);
+
+typedef struct {
+    int32_t c, h, w, oh, ow, kh, kw, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left;
+    int32_t count_include_pad, zp;
+} sc_pool_params;
+
+void sc_avg_pool(const int8_t *x, int8_t *y, const sc_pool_params *p);
+void sc_max_pool(const int8_t *x, int8_t *y, const sc_pool_params *p);
+
+void sc_clamp(const int8_t *x, int8_t *y, int32_t count, int32_t lo, int32_t hi);
+void sc_lut(const int8_t *x, int8_t *y, int32_t count, const int8_t *table);
+
+/* Data movement as runs: copy len bytes from source src (or fill with fill when src < 0)
+ * at src_off to dst_off of the output. */
+typedef struct {
+    int32_t dst_off, src, src_off, len;
+} sc_copy_run;
+
+void sc_copy(const int8_t *const *srcs, int8_t *y, const sc_copy_run *runs, int32_t n_runs,
+             int8_t fill);
+
+#endif

@@ -1,0 +1,252 @@
+"""``export_c``: a QuantizedModel as portable C99 for a microcontroller.
+
+The output directory holds ``model.h`` (the entry point and the input/output constants),
+``model.c`` (one kernel call per op over a static arena), ``weights.c`` (constant arrays,
+placed in flash), the kernels ``sc_kernels.c``/``.h`` and ``report.json``. The code uses no
+malloc and no floating point, and includes only stdint.h and string.h. Layer names appear
+only in comments, sanitized.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from ..measure.target import Target, get_target
+from ..quant.ptq import QuantizedModel
+from .lower import SPARSE, Op, Program, lower
+from .plan import Plan, plan
+
+STRUCTS = {
+    "sc_conv": "sc_conv_params",
+    "sc_conv_filterlet": "sc_conv_params",
+    "sc_linear": "sc_linear_params",
+    "sc_add": "sc_binary_params",
+    "sc_mul": "sc_binary_params",
+    "sc_mean": "sc_mean_params",
+    "sc_avg_pool": "sc_pool_params",
+    "sc_max_pool": "sc_pool_params",
+}
+FIELDS = {  # struct field order, as declared in sc_kernels.h
+    "sc_conv_params": "cin h w cout kh kw oh ow stride_h stride_w dil_h dil_w pad_top "
+    "pad_left groups in_zp out_zp act_min act_max",
+    "sc_linear_params": "in_features out_features in_zp out_zp act_min act_max",
+    "sc_binary_params": "count a_div a_mod b_div b_mod a_zp b_zp out_zp act_min act_max "
+    "a_mult a_shift b_mult b_shift out_mult out_shift",
+    "sc_mean_params": "outer reduce inner in_zp out_zp mult shift",
+    "sc_pool_params": "c h w oh ow kh kw stride_h stride_w dil_h dil_w pad_top pad_left "
+    "count_include_pad zp",
+}
+KERNEL_FILES = ("sc_kernels.c", "sc_kernels.h")
+
+
+def build_program(qmodel: QuantizedModel, sparse: str = "auto") -> tuple[Program, Plan]:
+    """The lowered kernel calls of ``qmodel`` and their memory plan."""
+    if not isinstance(qmodel, QuantizedModel):
+        raise TypeError(
+            f"export_c takes a QuantizedModel (sc.quant.quantize(model, task)), got "
+            f"{type(qmodel).__name__}"
+        )
+    if sparse not in SPARSE:
+        raise ValueError(f"sparse must be one of {SPARSE}, got {sparse!r}")
+    program = lower(qmodel, sparse)
+    return program, plan(program)
+
+
+def comment(text: str) -> str:
+    """A user string made safe for a C comment: printable ASCII, no comment delimiters."""
+    safe = re.sub(r"[^A-Za-z0-9_.:<> -]", "_", str(text))
+    return safe.replace("*/", "*_").replace("/*", "_*")[:80]
+
+
+def _c_literal(value: int, ctype: str) -> str:
+    if ctype == "int32_t" and value == -(2**31):
+        return "(-2147483647 - 1)"
+    return str(int(value))
+
+
+def _array(name: str, ctype: str, values: np.ndarray) -> str:
+    flat = [_c_literal(v, ctype) for v in np.asarray(values).reshape(-1)]
+    lines = [", ".join(flat[i : i + 16]) for i in range(0, len(flat), 16)] or ["0"]
+    body = ",\n    ".join(lines)
+    return f"const {ctype} {name}[{max(len(flat), 1)}] = {{\n    {body}\n}};\n"
+
+
+def _pointer(v: int, program: Program, memory: Plan) -> str:
+    b = program.buffer(v)
+    if b == program.buffer(program.input):
+        return "input"
+    return f"(sc_arena + {memory.offsets[b]})"
+
+
+def _call(i: int, op: Op, program: Program, memory: Plan) -> str:
+    x = [_pointer(v, program, memory) for v in op.inputs]
+    y = _pointer(op.output, program, memory)
+    c = {name: f"sc_op{i}_{name}" for name in op.consts}
+    if op.kernel == "sc_conv":
+        args = [x[0], y, c["w"], c["bias"], c["mult"], c["shift"], f"&sc_op{i}_params"]
+    elif op.kernel == "sc_conv_filterlet":
+        args = [x[0], y, c["vals"], c["col"], c["rowptr"], c["bias"], c["mult"], c["shift"],
+                f"&sc_op{i}_params"]  # fmt: skip
+    elif op.kernel == "sc_linear":
+        args = [x[0], y, c["w"], c["bias"], c["mult"], c["shift"], f"&sc_op{i}_params"]
+    elif op.kernel in ("sc_add", "sc_mul"):
+        args = [x[0], x[1], y, f"&sc_op{i}_params"]
+    elif op.kernel in ("sc_mean", "sc_avg_pool", "sc_max_pool"):
+        args = [x[0], y, f"&sc_op{i}_params"]
+    elif op.kernel == "sc_clamp":
+        args = [x[0], y, str(op.params["count"]), str(op.params["lo"]), str(op.params["hi"])]
+    elif op.kernel == "sc_lut":
+        args = [x[0], y, str(op.params["count"]), c["table"]]
+    else:  # sc_copy
+        srcs = ", ".join(f"(const int8_t *){p}" for p in x)
+        runs = len(op.consts["runs"].values)
+        return (
+            f"    {{\n        const int8_t *const srcs[{len(x)}] = {{{srcs}}};\n"
+            f"        sc_copy(srcs, {y}, (const sc_copy_run *)sc_op{i}_runs, {runs}, "
+            f"{op.params['fill']});\n    }}\n"
+        )
+    return f"    {op.kernel}({', '.join(args)});\n"
+
+
+def _model_h(qmodel: QuantizedModel, program: Program, memory: Plan) -> str:
+    qi, qo = qmodel.input_qparams, qmodel.output_qparams
+    return f"""/* Generated by secateurs: the int8 model's entry point. */
+#ifndef SECATEURS_MODEL_H
+#define SECATEURS_MODEL_H
+
+#include <stdint.h>
+
+#define SECATEURS_INPUT_SIZE {program.sizes[program.input]}
+#define SECATEURS_OUTPUT_SIZE {program.sizes[program.output]}
+#define SECATEURS_ARENA_SIZE {memory.arena_bytes}
+/* real = scale * (q - zero_point); the scales are for the host side only */
+#define SECATEURS_INPUT_SCALE {qi.scale!r}
+#define SECATEURS_INPUT_ZERO_POINT {qi.zero_point}
+#define SECATEURS_OUTPUT_SCALE {qo.scale!r}
+#define SECATEURS_OUTPUT_ZERO_POINT {qo.zero_point}
+
+/* Run one inference: SECATEURS_INPUT_SIZE int8 values in (CHW order), SECATEURS_OUTPUT_SIZE
+ * int8 values out. Returns 0. Not reentrant: the activations live in one static arena. */
+int secateurs_invoke(const int8_t *input, int8_t *output);
+
+#endif
+"""
+
+
+def _model_c(qmodel: QuantizedModel, program: Program, memory: Plan) -> str:
+    parts = [
+        "/* Generated by secateurs. */\n",
+        '#include "model.h"\n#include "sc_kernels.h"\n#include "weights.h"\n\n',
+        f"static int8_t sc_arena[{max(memory.arena_bytes, 1)}];\n\n",
+    ]
+    for i, op in enumerate(program.ops):
+        struct = STRUCTS.get(op.kernel)
+        if struct:
+            values = ", ".join(_c_literal(op.params[f], "int32_t") for f in FIELDS[struct].split())
+            parts.append(f"static const {struct} sc_op{i}_params = {{{values}}};\n")
+    parts.append("\nint secateurs_invoke(const int8_t *input, int8_t *output) {\n")
+    for i, op in enumerate(program.ops):
+        parts.append(f"    /* {i}: {op.kind} {comment(op.module)} */\n")
+        parts.append(_call(i, op, program, memory))
+    parts.append(
+        f"    memcpy(output, {_pointer(program.output, program, memory)}, "
+        "SECATEURS_OUTPUT_SIZE);\n    return 0;\n}\n"
+    )
+    return "".join(parts)
+
+
+def _weights(program: Program) -> tuple[str, str]:
+    c, h = (
+        ['/* Generated by secateurs: constants (flash). */\n#include "weights.h"\n\n'],
+        [
+            "/* Generated by secateurs. */\n#ifndef SECATEURS_WEIGHTS_H\n"
+            "#define SECATEURS_WEIGHTS_H\n\n#include <stdint.h>\n\n"
+        ],
+    )
+    for i, op in enumerate(program.ops):
+        for name, const in op.consts.items():
+            ident = f"sc_op{i}_{name}"
+            c.append(_array(ident, const.ctype, const.values))
+            h.append(f"extern const {const.ctype} {ident}[{max(const.values.size, 1)}];\n")
+    h.append("\n#endif\n")
+    return "".join(c), "".join(h)
+
+
+def _report(qmodel, program: Program, memory: Plan, target: Target) -> dict:
+    layers = []
+    for i, op in enumerate(program.ops):
+        const_bytes = sum(c.nbytes for c in op.consts.values())
+        layers.append({
+            "op": i, "kind": op.kind, "module": op.module, "kernel": op.kernel,
+            "encoding": op.encoding or None, "const_bytes": const_bytes,
+            "dense_weight_bytes": op.dense_weight_bytes, "macs": op.macs,
+            "output_bytes": program.sizes[op.output], "in_place": i in memory.inplace,
+        })  # fmt: skip
+    flash = sum(row["const_bytes"] for row in layers)
+    return {
+        "target": target.name,
+        "flash_bytes": flash,
+        "arena_bytes": memory.arena_bytes,
+        "arena_lower_bound": memory.lower_bound,
+        "input_bytes": program.sizes[program.input],
+        "output_bytes": program.sizes[program.output],
+        "macs": sum(row["macs"] for row in layers),
+        "fits": flash <= target.flash_bytes and memory.arena_bytes <= target.sram_bytes,
+        "layers": layers,
+    }
+
+
+def _write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def export_c(
+    qmodel: QuantizedModel,
+    outdir: str | os.PathLike,
+    target: str | Target = "generic",
+    sparse: str = "auto",
+) -> dict:
+    """Write the C model of ``qmodel`` into ``outdir`` and return its report (also saved as
+    ``report.json``): flash bytes, arena bytes and their lower bound, a row per kernel.
+
+    ``sparse``: "auto" stores a convolution as filterlet CSR (DTMM) where that is both
+    smaller and fewer instructions than dense, "always" wherever it applies, "never" not.
+    Fails, before writing anything, when the model needs an op ``target`` lacks or does
+    not fit its flash or SRAM.
+    """
+    t = get_target(target)
+    missing = sorted({n.kind for n in qmodel.graph.nodes} - t.kernels) if isinstance(
+        qmodel, QuantizedModel) else []  # fmt: skip
+    if missing:
+        raise ValueError(f"{t.name} has no kernel for {missing}; its kernels: {sorted(t.kernels)}")
+    program, memory = build_program(qmodel, sparse)
+    report = _report(qmodel, program, memory, t)
+    if not report["fits"]:
+        raise ValueError(
+            f"the model does not fit {t.name}: flash {report['flash_bytes']} B of "
+            f"{t.flash_bytes} B, arena {report['arena_bytes']} B of {t.sram_bytes} B of SRAM; "
+            "prune or quantize further, or pick a larger target"
+        )
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    weights_c, weights_h = _weights(program)
+    _write(out / "model.h", _model_h(qmodel, program, memory))
+    _write(out / "model.c", _model_c(qmodel, program, memory))
+    _write(out / "weights.c", weights_c)
+    _write(out / "weights.h", weights_h)
+    for name in KERNEL_FILES:
+        with resources.as_file(resources.files(__package__) / "c" / name) as src:
+            shutil.copyfile(src, out / name)
+    _write(out / "report.json", json.dumps(report, indent=2))
+    return report

@@ -1,0 +1,300 @@
+"""Lower a QuantizedModel's integer graph to the kernel calls of the generated C.
+
+Tensors are channel-first (CHW) int8 at batch 1, PyTorch's own layout, so reshapes and
+flattening move no data. Every op of the graph becomes one call of a kernel in
+``c/sc_kernels.c`` with a constant parameter struct and constant arrays; data movement
+(transpose, channel shuffle, concatenation, slicing, padding) becomes a list of copy runs
+found by running the op on element indices, and a pure view becomes an alias of its input.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..measure.encoding import encoding_bytes
+from ..quant.capture import Node, QuantError
+from ..quant.executor import run_move
+from ..quant.integer import activation_range
+from ..quant.ptq import QuantizedModel
+
+SPARSE = ("auto", "never", "always")
+ELEMENTWISE = ("clamp", "lut", "add", "mul")  # may write over an input that dies here
+
+
+@dataclass
+class Const:
+    """A constant array in flash: C element type and values."""
+
+    ctype: str
+    values: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.values.size) * {"int8_t": 1, "uint8_t": 1, "uint16_t": 2}.get(self.ctype, 4)
+
+
+@dataclass
+class Op:
+    """One kernel call: ``kernel`` reads ``inputs`` and writes ``output`` (value ids)."""
+
+    index: int  # node index in the graph
+    kind: str  # the graph node's kind
+    kernel: str  # the C function
+    inputs: list[int]
+    output: int
+    module: str
+    params: dict[str, int] = field(default_factory=dict)
+    consts: dict[str, Const] = field(default_factory=dict)
+    macs: int = 0
+    encoding: str = ""  # conv/linear weights: dense or filterlet
+    dense_weight_bytes: int = 0
+
+    @property
+    def elementwise(self) -> bool:
+        return self.kind in ELEMENTWISE
+
+
+@dataclass
+class Program:
+    ops: list[Op]
+    sizes: dict[int, int]  # value id -> bytes at batch 1
+    input: int
+    output: int
+    alias: dict[int, int]  # value id -> the value whose buffer it is (views)
+
+    def buffer(self, v: int) -> int:
+        while v in self.alias:
+            v = self.alias[v]
+        return v
+
+
+def _per_sample(shape) -> tuple[int, ...]:
+    return tuple(int(s) for s in shape[1:])
+
+
+def _numel(shape) -> int:
+    return math.prod(shape) if shape else 1
+
+
+def _as_hw(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(C, H, W) of a 1-D (C, L) or 2-D (C, H, W) feature map."""
+    return (shape[0], 1, shape[1]) if len(shape) == 2 else shape
+
+
+def _pair(values, one_d: bool, fill: int) -> tuple[int, int]:
+    return (fill, values[0]) if one_d else (values[0], values[1])
+
+
+def _use_filterlets(weight: torch.Tensor, sparse: str) -> bool:
+    cout, cin_g = weight.shape[:2]
+    positions = math.prod(weight.shape[2:])
+    kept = int((weight.reshape(cout, cin_g, positions) != 0).any(1).sum())
+    if positions > 255 or kept > 65535 or sparse == "never":
+        return False
+    if sparse == "always":
+        return True
+    dense = weight.numel()
+    smaller = encoding_bytes(weight, 8, True)["filterlet_csr"] < dense
+    cheaper = kept * (cin_g + 4) < cout * positions * cin_g  # 4: per-filterlet overhead
+    return smaller and cheaper
+
+
+def _conv(op: Op, node: Node, q: QuantizedModel, shapes, sparse: str) -> None:
+    c = q.layers[op.index]
+    x_shape, y_shape = shapes[node.inputs[0]], shapes[node.outputs[0]]
+    one_d = len(x_shape) == 2
+    cin, h, w = _as_hw(x_shape)
+    cout, oh, ow = _as_hw(y_shape)
+    weight = c.weight
+    kh, kw = (1, weight.shape[2]) if one_d else tuple(weight.shape[2:])
+    a = node.attrs
+    stride, dil = _pair(a["stride"], one_d, 1), _pair(a["dilation"], one_d, 1)
+    pads = [(0, 0)] + list(a["padding"]) if one_d else list(a["padding"])
+    xq, yq = q.qparams[node.inputs[0]], q.qparams[node.outputs[0]]
+    lo, hi = activation_range(a["act"], yq)
+    op.params = dict(
+        cin=cin, h=h, w=w, cout=cout, kh=kh, kw=kw, oh=oh, ow=ow, stride_h=stride[0],
+        stride_w=stride[1], dil_h=dil[0], dil_w=dil[1], pad_top=pads[0][0],
+        pad_left=pads[1][0], groups=a["groups"], in_zp=xq.zero_point, out_zp=yq.zero_point,
+        act_min=lo, act_max=hi,
+    )  # fmt: skip
+    cin_g = cin // a["groups"]
+    op.dense_weight_bytes = weight.numel()
+    flat = weight.reshape(cout, cin_g, kh * kw)
+    if _use_filterlets(weight, sparse):
+        keep = (flat != 0).any(1)  # cout x positions
+        rows, cols = keep.nonzero(as_tuple=True)
+        vals = flat.permute(0, 2, 1)[rows, cols]  # kept filterlets x cin_g
+        rowptr = torch.cat([torch.zeros(1, dtype=torch.int64), keep.sum(1).cumsum(0)])
+        op.kernel, op.encoding = "sc_conv_filterlet", "filterlet"
+        op.consts["vals"] = Const("int8_t", vals.numpy().astype(np.int8))
+        op.consts["col"] = Const("uint8_t", cols.numpy().astype(np.uint8))
+        op.consts["rowptr"] = Const("uint16_t", rowptr.numpy().astype(np.uint16))
+        op.macs = int(keep.sum()) * cin_g * oh * ow
+    else:
+        op.kernel, op.encoding = "sc_conv", "dense"
+        op.consts["w"] = Const("int8_t", flat.numpy().astype(np.int8))
+        op.macs = cout * cin_g * kh * kw * oh * ow
+    _requant_consts(op, c)
+
+
+def _requant_consts(op: Op, c) -> None:
+    op.consts["bias"] = Const("int32_t", c.bias.numpy().astype(np.int64))
+    op.consts["mult"] = Const("int32_t", c.multiplier.numpy().astype(np.int64))
+    op.consts["shift"] = Const("int32_t", c.shift.numpy().astype(np.int64))
+
+
+def _linear(op: Op, node: Node, q: QuantizedModel, shapes) -> None:
+    c = q.layers[op.index]
+    x_shape = shapes[node.inputs[0]]
+    if len(x_shape) != 1:
+        raise QuantError(
+            f"linear layer '{node.module}' reads a {len(x_shape) + 1}-D input; the C kernel "
+            "takes (N, features): flatten before it"
+        )
+    xq, yq = q.qparams[node.inputs[0]], q.qparams[node.outputs[0]]
+    lo, hi = activation_range(node.attrs["act"], yq)
+    out_features, in_features = c.weight.shape
+    op.params = dict(in_features=in_features, out_features=out_features, in_zp=xq.zero_point,
+                     out_zp=yq.zero_point, act_min=lo, act_max=hi)  # fmt: skip
+    op.kernel, op.encoding = "sc_linear", "dense"
+    op.consts["w"] = Const("int8_t", c.weight.numpy().astype(np.int8))
+    op.dense_weight_bytes = c.weight.numel()
+    op.macs = in_features * out_features
+    _requant_consts(op, c)
+
+
+def _broadcast(node: Node, shape, out_shape) -> tuple[int, int]:
+    """(div, mod) that index an operand of ``shape`` from a flat output index."""
+    n = _numel(out_shape)
+    if tuple(shape) == tuple(out_shape):
+        return 1, n
+    if _numel(shape) == 1:
+        return 1, 1
+    if len(shape) == len(out_shape) and shape[0] == out_shape[0] and _numel(shape[1:]) == 1:
+        return _numel(out_shape[1:]), shape[0]  # per channel, broadcast over space
+    raise QuantError(
+        f"{node.kind} in module '{node.module}' broadcasts {tuple(shape)} to "
+        f"{tuple(out_shape)}; the C kernels broadcast only scalars and per-channel operands"
+    )
+
+
+def _binary(op: Op, node: Node, q: QuantizedModel, shapes) -> None:
+    out = shapes[node.outputs[0]]
+    (a_div, a_mod), (b_div, b_mod) = (_broadcast(node, shapes[v], out) for v in node.inputs)
+    qa, qb = (q.qparams[v] for v in node.inputs)
+    c = q.ops[op.index]
+    mults = c.multipliers if node.kind == "add" else [(0, 0), (0, 0), c.multipliers[0]]
+    op.params = dict(
+        count=_numel(out), a_div=a_div, a_mod=a_mod, b_div=b_div, b_mod=b_mod,
+        a_zp=qa.zero_point, b_zp=qb.zero_point, out_zp=q.qparams[node.outputs[0]].zero_point,
+        act_min=c.lo, act_max=c.hi, a_mult=mults[0][0], a_shift=mults[0][1],
+        b_mult=mults[1][0], b_shift=mults[1][1], out_mult=mults[2][0], out_shift=mults[2][1],
+    )  # fmt: skip
+    op.kernel = "sc_add" if node.kind == "add" else "sc_mul"
+    op.macs = _numel(out)
+
+
+def _mean(op: Op, node: Node, q: QuantizedModel, shapes) -> None:
+    shape = shapes[node.inputs[0]]
+    dims = sorted(d - 1 for d in node.attrs["dims"])
+    if not dims or dims[0] < 0 or dims != list(range(dims[0], dims[-1] + 1)):
+        raise QuantError(
+            f"mean in module '{node.module}' reduces dims {node.attrs['dims']}; the C kernel "
+            "reduces one contiguous range of non-batch dims (global pooling)"
+        )
+    m, s = q.ops[op.index].multipliers[0]
+    op.params = dict(
+        outer=_numel(shape[: dims[0]]), reduce=_numel(shape[dims[0] : dims[-1] + 1]),
+        inner=_numel(shape[dims[-1] + 1 :]), in_zp=q.qparams[node.inputs[0]].zero_point,
+        out_zp=q.qparams[node.outputs[0]].zero_point, mult=m, shift=s,
+    )  # fmt: skip
+    op.kernel = "sc_mean"
+    op.macs = _numel(shape)
+
+
+def _pool(op: Op, node: Node, q: QuantizedModel, shapes) -> None:
+    x_shape, y_shape = shapes[node.inputs[0]], shapes[node.outputs[0]]
+    if len(x_shape) != 3:
+        raise QuantError(f"{node.kind} in module '{node.module}' needs a (N, C, H, W) input")
+    a = node.attrs
+    dil = a.get("dilation", [1, 1])
+    op.params = dict(
+        c=x_shape[0], h=x_shape[1], w=x_shape[2], oh=y_shape[1], ow=y_shape[2],
+        kh=a["kernel"][0], kw=a["kernel"][1], stride_h=a["stride"][0], stride_w=a["stride"][1],
+        dil_h=dil[0], dil_w=dil[1], pad_top=a["padding"][0], pad_left=a["padding"][1],
+        count_include_pad=int(a.get("count_include_pad", False)),
+        zp=q.qparams[node.inputs[0]].zero_point,
+    )  # fmt: skip
+    op.kernel = "sc_avg_pool" if node.kind == "avg_pool" else "sc_max_pool"
+    op.macs = _numel(y_shape) * a["kernel"][0] * a["kernel"][1]
+
+
+def _sources(node: Node, graph_shapes) -> list[torch.Tensor]:
+    """For each output of a move node, the flat source of each element: input k and offset
+    encoded as ``k * 2**32 + offset``, or -1 for padding."""
+    env = {}
+    for k, v in enumerate(dict.fromkeys(node.inputs)):
+        shape = (1, *graph_shapes[v][1:])
+        env[v] = (torch.arange(_numel(shape[1:]), dtype=torch.int64) + (k << 32)).reshape(shape)
+    return [t.reshape(-1) for t in run_move(node, env, pad_value=-1)]
+
+
+def _runs(source: torch.Tensor) -> np.ndarray:
+    """Maximal runs (dst_off, src, src_off, len) of consecutive sources."""
+    s = source.numpy()
+    src = np.where(s < 0, -1, s >> 32)
+    off = np.where(s < 0, 0, s & 0xFFFFFFFF)
+    breaks = np.ones(len(s), dtype=bool)
+    breaks[1:] = (src[1:] != src[:-1]) | ((off[1:] != off[:-1] + 1) & (src[1:] >= 0))
+    starts = np.flatnonzero(breaks)
+    lengths = np.diff(np.append(starts, len(s)))
+    return np.stack([starts, src[starts], off[starts], lengths], axis=1).astype(np.int64)
+
+
+def lower(qmodel: QuantizedModel, sparse: str = "auto") -> Program:
+    """The kernel calls, tensor sizes and aliases of ``qmodel`` at batch 1."""
+    graph = qmodel.graph
+    shapes = {v: _per_sample(s) for v, s in graph.shapes.items()}
+    sizes = {v: _numel(s) for v, s in shapes.items()}
+    ops: list[Op] = []
+    alias: dict[int, int] = {}
+    for index, node in enumerate(graph.nodes):
+        if node.kind == "move":
+            uniq = list(dict.fromkeys(node.inputs))
+            for v, source in zip(node.outputs, _sources(node, graph.shapes)):
+                runs = _runs(source)
+                whole = len(runs) == 1 and runs[0, 2] == 0 and runs[0, 3] == sizes[uniq[runs[0, 1]]]
+                if whole and runs[0, 1] >= 0:
+                    alias[v] = uniq[runs[0, 1]]  # a view: same bytes, same buffer
+                    continue
+                op = Op(index, "move", "sc_copy", uniq, v, node.module)
+                op.consts["runs"] = Const("int32_t", runs)
+                op.params = dict(fill=qmodel.qparams[v].zero_point)
+                ops.append(op)
+            continue
+        op = Op(index, node.kind, "", list(node.inputs), node.outputs[0], node.module)
+        if node.kind == "conv":
+            _conv(op, node, qmodel, shapes, sparse)
+        elif node.kind == "linear":
+            _linear(op, node, qmodel, shapes)
+        elif node.kind in ("add", "mul"):
+            _binary(op, node, qmodel, shapes)
+        elif node.kind == "mean":
+            _mean(op, node, qmodel, shapes)
+        elif node.kind in ("avg_pool", "max_pool"):
+            _pool(op, node, qmodel, shapes)
+        elif node.kind == "clamp":
+            c = qmodel.ops[index]
+            op.kernel, op.params = "sc_clamp", dict(count=sizes[op.output], lo=c.lo, hi=c.hi)
+        elif node.kind == "lut":
+            op.kernel, op.params = "sc_lut", dict(count=sizes[op.output])
+            op.consts["table"] = Const("int8_t", qmodel.ops[index].table.numpy().astype(np.int8))
+        else:
+            raise QuantError(f"no C kernel for op kind {node.kind!r} in '{node.module}'")
+        ops.append(op)
+    return Program(ops, sizes, graph.input, graph.output, alias)

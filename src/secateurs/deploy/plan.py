@@ -1,0 +1,122 @@
+"""Static memory plan: every activation gets an offset in one arena.
+
+Liveness runs over the kernel order: a buffer lives from the op that writes it to the last
+op that reads it (views share their input's buffer). An elementwise op whose input dies
+there writes over it (in place). Buffers are then placed greedily, largest first, at the
+lowest offset free during their whole lifetime (first fit); a few other orders are tried
+when that misses the lower bound (the largest sum of bytes live at one op): other sort keys,
+then size orders with seeded random jitter.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from .lower import Program
+
+ALIGN = 4
+RANDOM_ORDERS = 300
+
+
+def _aligned(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+@dataclass
+class Plan:
+    offsets: dict[int, int]  # buffer (value id) -> arena offset; the input is not in it
+    arena_bytes: int
+    lower_bound: int
+    lifetimes: dict[int, tuple[int, int]]  # buffer -> (first op, last op)
+    inplace: list[int]  # indices of ops that write over their input
+
+
+def _apply_inplace(program: Program) -> list[int]:
+    last_use: dict[int, int] = {}
+    for i, op in enumerate(program.ops):
+        for v in op.inputs:
+            last_use[program.buffer(v)] = i
+    protected = {program.buffer(program.input), program.buffer(program.output)}
+    done = []
+    for i, op in enumerate(program.ops):
+        if not op.elementwise:
+            continue
+        count = program.sizes[op.output]
+        for k, v in enumerate(op.inputs):
+            b = program.buffer(v)
+            whole = op.kind in ("clamp", "lut") or (
+                op.params[("a_div", "b_div")[k]] == 1 and op.params[("a_mod", "b_mod")[k]] == count
+            )
+            if whole and last_use.get(b) == i and b not in protected and program.sizes[b] == count:
+                program.alias[op.output] = b  # reads element i before writing it
+                last_use[b] = last_use.get(op.output, i)
+                done.append(i)
+                break
+    return done
+
+
+def _lifetimes(program: Program) -> dict[int, tuple[int, int]]:
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for i, op in enumerate(program.ops):
+        for v in op.inputs:
+            last[program.buffer(v)] = i
+        b = program.buffer(op.output)
+        first.setdefault(b, i)
+        last[b] = max(last.get(b, i), i)
+    end = len(program.ops) - 1
+    out = program.buffer(program.output)
+    if out in first:
+        last[out] = end
+    first.pop(program.buffer(program.input), None)  # the caller's input array
+    return {b: (first[b], last[b]) for b in first}
+
+
+def _place(order, lives, sizes) -> tuple[dict[int, int], int]:
+    placed: list[tuple[int, int, int, int]] = []  # offset, size, first, last
+    offsets = {}
+    for b in order:
+        f, la = lives[b]
+        size = sizes[b]
+        busy = sorted((o, o + s) for o, s, pf, pl in placed if pf <= la and f <= pl)
+        offset = 0
+        for start, stop in busy:
+            if offset + size <= start:
+                break
+            offset = max(offset, stop)
+        placed.append((offset, size, f, la))
+        offsets[b] = offset
+    return offsets, max((o + s for o, s, _, _ in placed), default=0)
+
+
+def plan(program: Program) -> Plan:
+    """Offsets of every buffer of ``program`` (in-place decisions are written into its
+    aliases), the arena size and its lower bound."""
+    inplace = _apply_inplace(program)
+    lives = _lifetimes(program)
+    sizes = {b: _aligned(program.sizes[b]) for b in lives}
+    live = [0] * max(len(program.ops), 1)
+    for b, (f, la) in lives.items():
+        for i in range(f, la + 1):
+            live[i] += sizes[b]
+    bound = max(live, default=0)
+    orders = [
+        sorted(lives, key=lambda b: (-sizes[b], lives[b][0])),
+        sorted(lives, key=lambda b: (-(lives[b][1] - lives[b][0]), -sizes[b])),
+        sorted(lives, key=lambda b: (lives[b][0], -sizes[b])),
+        sorted(lives, key=lambda b: (-sizes[b] * (lives[b][1] - lives[b][0] + 1), lives[b][0])),
+    ]
+    rng = random.Random(0)
+    keys = list(lives)
+    for _ in range(RANDOM_ORDERS):  # tried only while the bound is not reached
+        rng.shuffle(keys)
+        orders.append(sorted(keys, key=lambda b: -sizes[b] * rng.uniform(0.5, 1.0)))
+    best = None
+    for order in orders:
+        offsets, arena = _place(order, lives, sizes)
+        if best is None or arena < best[1]:
+            best = (offsets, arena)
+        if arena == bound:
+            break
+    return Plan(best[0], best[1], bound, lives, inplace)

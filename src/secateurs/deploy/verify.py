@@ -1,0 +1,93 @@
+"""Compile the generated C on the host and compare it with the integer reference.
+
+The harness reads int8 inputs from stdin and writes int8 outputs to stdout, one inference
+after another, so one process checks a whole batch.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..quant.ptq import QuantizedModel
+
+CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2")
+SANITIZE = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g")
+SOURCES = ("model.c", "weights.c", "sc_kernels.c", "harness.c")
+
+HARNESS = """/* secateurs host harness: int8 inputs on stdin, int8 outputs on stdout. */
+#include <stdio.h>
+#include "model.h"
+
+int main(void) {
+    static int8_t input[SECATEURS_INPUT_SIZE];
+    static int8_t output[SECATEURS_OUTPUT_SIZE];
+    while (fread(input, 1, SECATEURS_INPUT_SIZE, stdin) == SECATEURS_INPUT_SIZE) {
+        if (secateurs_invoke(input, output) != 0) {
+            return 2;
+        }
+        fwrite(output, 1, SECATEURS_OUTPUT_SIZE, stdout);
+    }
+    return 0;
+}
+"""
+
+
+@dataclass
+class Verification:
+    """How the C outputs compare with ``run_int8``'s on the same inputs."""
+
+    inputs: int
+    mismatches: int  # output values that differ
+    max_abs_diff: int
+    binary: Path
+
+    @property
+    def bit_exact(self) -> bool:
+        return self.mismatches == 0
+
+
+def compile_c(outdir: str | os.PathLike, sanitize: bool = False, cc: str | None = None) -> Path:
+    """Build the host harness from an ``export_c`` directory; returns the executable."""
+    out = Path(outdir)
+    cc = cc or os.environ.get("CC", "gcc")
+    if shutil.which(cc) is None:
+        raise RuntimeError(f"no C compiler {cc!r} on PATH; install gcc or set CC")
+    (out / "harness.c").write_text(HARNESS)
+    binary = out / ("harness_asan" if sanitize else "harness")
+    cmd = [cc, *CFLAGS, *(SANITIZE if sanitize else ()), "-o", str(binary),
+           *(str(out / s) for s in SOURCES)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"compiling {out} failed:\n{result.stderr[-4000:]}")
+    return binary
+
+
+def run_c(binary: str | os.PathLike, x_q: torch.Tensor, output_size: int) -> np.ndarray:
+    """Outputs of the compiled harness for int8 inputs ``x_q`` (N, ...): (N, output_size)."""
+    data = x_q.to(torch.int8).contiguous().numpy().tobytes()
+    result = subprocess.run([str(binary)], input=data, capture_output=True, timeout=600)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"{binary} failed ({result.returncode}): {result.stderr.decode()[-4000:]}"
+        )
+    return np.frombuffer(result.stdout, dtype=np.int8).reshape(len(x_q), output_size)
+
+
+def verify_c(
+    qmodel: QuantizedModel, outdir: str | os.PathLike, x: torch.Tensor, sanitize: bool = False
+) -> Verification:
+    """Compile ``outdir`` (from ``export_c(qmodel, outdir)``), run it on float inputs ``x``
+    and count the int8 outputs that differ from ``qmodel.run_int8``."""
+    x_q = qmodel.quantize_input(x)
+    expected = qmodel.run_int8(x_q).reshape(len(x_q), -1).numpy()
+    binary = compile_c(outdir, sanitize=sanitize)
+    got = run_c(binary, x_q, expected.shape[1])
+    diff = np.abs(got.astype(np.int32) - expected.astype(np.int32))
+    return Verification(len(x_q), int((diff != 0).sum()), int(diff.max(initial=0)), binary)

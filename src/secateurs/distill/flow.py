@@ -1,0 +1,104 @@
+"""``distill``: fine-tune a student against a teacher with one named method.
+
+The methods are small functions from the registry ``METHODS`` returning
+``(teacher to use, loss terms)``, so ``sc.distill.distill(student, teacher, task,
+method="kd")`` and a recipe's distill stage are the same call, and a user adds a method
+with ``@METHODS.register("name")``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from .._registry import Registry
+from ..data.task import Task
+from ..train import History, fit
+from .attention import enhance_teacher
+from .features import AttentionKD, FeatureKD
+from .kd import KD
+from .relational import RKD
+
+
+@dataclass(frozen=True)
+class Options:
+    """Knobs the methods share; each method reads the ones it needs."""
+
+    alpha: float = 0.5
+    temperature: float = 4.0
+    layers: object = None  # module paths or {student path: teacher path}; None: defaults
+    feature_weight: float = 1.0
+    attention_weight: float = 1.0
+    seed: int = 0
+    enhance_epochs: int = 3
+
+
+METHODS: Registry = Registry("distillation method")
+
+
+@METHODS.register("finetune")
+def _finetune(teacher, task, o: Options):
+    """Plain fine-tuning with cross-entropy, the control every method is compared with."""
+    return None, []
+
+
+@METHODS.register("kd")
+def _kd(teacher, task, o: Options):
+    return teacher, [KD(o.alpha, o.temperature)]
+
+
+@METHODS.register("rkd")
+def _rkd(teacher, task, o: Options):
+    return teacher, [RKD()]
+
+
+@METHODS.register("feature")
+def _feature(teacher, task, o: Options):
+    return teacher, [FeatureKD(o.layers, o.feature_weight)]
+
+
+@METHODS.register("attention")
+def _attention(teacher, task, o: Options):
+    return teacher, [AttentionKD(o.layers, o.attention_weight)]
+
+
+@METHODS.register("ca_kd")
+def _ca_kd(teacher, task, o: Options):
+    """KD on the logits plus feature KD on the attended maps of a coordinate-attention
+    teacher (:func:`enhance_teacher`)."""
+    layers = o.layers if o.layers is None or isinstance(o.layers, (list, tuple, str)) \
+        else list(o.layers.values())  # fmt: skip
+    enhanced = enhance_teacher(teacher, task, layers, epochs=o.enhance_epochs, seed=o.seed)
+    return enhanced, [KD(o.alpha, o.temperature), FeatureKD(o.layers, o.feature_weight)]
+
+
+def distill(
+    student: nn.Module,
+    teacher: nn.Module,
+    task: Task,
+    method: str = "kd",
+    epochs: int = 5,
+    lr: float = 1e-3,
+    alpha: float = 0.5,
+    temperature: float = 4.0,
+    layers=None,
+    feature_weight: float = 1.0,
+    attention_weight: float = 1.0,
+    seed: int = 0,
+    **fit_kwargs,
+) -> History:
+    """Train ``student`` in place for ``epochs`` with the distillation ``method`` (one of
+    ``METHODS``: finetune, kd, rkd, feature, attention, ca_kd) and return its History.
+
+    ``fit_kwargs`` go to :func:`sc.fit` (optimizer, batch_size, callbacks, progress...);
+    the teacher is never changed.
+    """
+    if not isinstance(teacher, nn.Module):
+        raise TypeError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
+    make = METHODS.get(method)
+    options = Options(alpha, temperature, layers, feature_weight, attention_weight, seed)
+    use_teacher, terms = make(teacher, task, options)
+    losses = [*terms, *fit_kwargs.pop("losses", ())]
+    return fit(student, task, epochs=epochs, lr=lr, losses=losses, teacher=use_teacher,
+               seed=seed, **fit_kwargs)  # fmt: skip

@@ -1,0 +1,200 @@
+"""Generated C, compiled with the system gcc, against the integer reference, bit for bit."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+from torch import nn
+
+import secateurs as sc
+
+ZOO = [
+    ("mlp", {}),
+    ("lenet_300_100", {}),
+    ("lenet5", {}),
+    ("resnet8", {}),
+    ("ds_cnn", {}),
+    ("mobilenet_v1", {"width": 0.25}),
+    ("mobilenet_v2", {"width": 0.35, "last_channels": 128}),
+    ("shufflenet_v1", {"width": 0.5}),
+    ("shufflenet_v2", {"width": 0.5}),
+    ("ghostnet", {"width": 0.3}),
+    ("elm", {}),
+]
+
+
+_CACHE: dict = {}
+
+
+def _quantized(name, task, **kwargs):
+    """A zoo model trained one epoch and quantized; shared by the tests of this module."""
+    key = (name, task.name, tuple(sorted(kwargs.items())))
+    if key not in _CACHE:
+        model = sc.models.create(name, task, seed=0, **kwargs)
+        sc.fit(model, task, epochs=1, lr=3e-3, seed=0, progress=False)
+        _CACHE[key] = (model, sc.quant.quantize(model, task))
+    return _CACHE[key]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task_name", ["digits", "mnist1d"])
+@pytest.mark.parametrize(("name", "kwargs"), ZOO, ids=[n for n, _ in ZOO])
+def test_every_zoo_model_compiles_and_matches_run_int8_bit_for_bit(
+    name, kwargs, task_name, request, tmp_path
+):
+    task = request.getfixturevalue(task_name)
+    _, q = _quantized(name, task, **kwargs)
+    report = sc.deploy.export_c(q, tmp_path, target="cortex-m4")
+    result = sc.deploy.verify_c(q, tmp_path, task.test.tensors[0][:64])
+    assert result.inputs == 64
+    assert result.bit_exact, f"{result.mismatches} values differ, by up to {result.max_abs_diff}"
+    assert report["arena_lower_bound"] <= report["arena_bytes"]
+    assert report["flash_bytes"] >= q.flash_bytes("dense") - 1
+    assert report["macs"] > 0
+
+
+def test_the_c_output_changes_with_the_input(digits, tmp_path):
+    """Guards the comparison itself: different inputs give different C outputs."""
+    _, q = _quantized("lenet5", digits)
+    sc.deploy.export_c(q, tmp_path)
+    binary = sc.deploy.compile_c(tmp_path)
+    x = q.quantize_input(digits.test.tensors[0][:8])
+    out = sc.deploy.run_c(binary, x, digits.num_classes)
+    assert len({bytes(row) for row in out}) > 1
+    assert (out.argmax(1) == q.run_int8(x).argmax(1).numpy()).all()
+
+
+def test_filterlet_sparse_kernels_are_bit_exact_smaller_and_do_fewer_macs(digits, tmp_path):
+    model = sc.models.create("resnet8", digits, seed=0)
+    sc.fit(model, digits, epochs=1, lr=3e-3, progress=False)
+    sc.prune.sparsify(model, sparsity=0.8, granularity="filterlet")
+    sc.prune.strip(model)
+    q = sc.quant.quantize(model, digits)
+    x = digits.test.tensors[0][:32]
+    reports = {}
+    for sparse in ("never", "auto", "always"):
+        out = tmp_path / sparse
+        reports[sparse] = sc.deploy.export_c(q, out, sparse=sparse)
+        assert sc.deploy.verify_c(q, out, x).bit_exact, sparse
+    encodings = [row["encoding"] for row in reports["auto"]["layers"] if row["encoding"]]
+    assert "filterlet" in encodings
+    assert all(e == "dense" for r in reports["never"]["layers"] if (e := r["encoding"]))
+    assert reports["auto"]["flash_bytes"] < 0.4 * reports["never"]["flash_bytes"]
+    assert reports["auto"]["macs"] < 0.4 * reports["never"]["macs"]
+
+
+@pytest.mark.slow
+def test_sanitizers_find_nothing_in_a_sparse_residual_model(digits, tmp_path):
+    model = sc.models.create("mobilenet_v2", digits, seed=0, width=0.35, last_channels=128)
+    sc.prune.sparsify(model, sparsity=0.6, granularity="filterlet")
+    sc.prune.strip(model)
+    q = sc.quant.quantize(model, digits)
+    sc.deploy.export_c(q, tmp_path, sparse="auto")
+    result = sc.deploy.verify_c(q, tmp_path, digits.test.tensors[0][:16], sanitize=True)
+    assert result.bit_exact
+
+
+def test_generated_code_is_plain_c99_without_malloc_or_floats(digits, tmp_path):
+    _, q = _quantized("resnet8", digits)
+    sc.deploy.export_c(q, tmp_path)
+    for name in ("model.c", "weights.c", "sc_kernels.c", "sc_kernels.h"):
+        text = (tmp_path / name).read_text()
+        code = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+        assert not re.search(r"\b(malloc|calloc|free|float|double)\b", code), name
+        includes = set(re.findall(r"#include [<\"]([^>\"]+)[>\"]", code))
+        assert includes <= {"stdint.h", "string.h", "model.h", "sc_kernels.h", "weights.h"}
+    header = (tmp_path / "model.h").read_text()
+    assert "int secateurs_invoke(const int8_t *input, int8_t *output);" in header
+    assert f"#define SECATEURS_OUTPUT_SIZE {digits.num_classes}" in header
+
+
+class Odd(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.add_module("conv*/ #include <evil>", nn.Conv2d(1, 4, 3, padding=1))
+        self.fc = nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(getattr(self, "conv*/ #include <evil>")(x)).flatten(1))
+
+
+def test_layer_names_reach_the_c_only_sanitized(digits, tmp_path):
+    q = sc.quant.quantize(Odd(), digits)
+    sc.deploy.export_c(q, tmp_path)
+    text = (tmp_path / "model.c").read_text()
+    assert "evil" in text and "<evil>" in text  # the name is there, as a comment
+    assert "*/ #include" not in text and text.count("#include") == 3
+    assert sc.deploy.verify_c(q, tmp_path, digits.test.tensors[0][:8]).bit_exact
+
+
+def test_the_memory_plan_reaches_its_lower_bound_and_never_overlaps_live_buffers(digits):
+    for name, kwargs in ZOO[:9]:
+        _, q = _quantized(name, digits, **kwargs)
+        program, memory = sc.deploy.build_program(q)
+        lives = memory.lifetimes
+        for a in lives:
+            for b in lives:
+                if a < b and lives[a][0] <= lives[b][1] and lives[b][0] <= lives[a][1]:
+                    ra = (memory.offsets[a], memory.offsets[a] + program.sizes[a])
+                    rb = (memory.offsets[b], memory.offsets[b] + program.sizes[b])
+                    assert ra[1] <= rb[0] or rb[1] <= ra[0], (name, a, b)
+        if name != "ghostnet":
+            assert memory.arena_bytes == memory.lower_bound, name
+
+
+def test_residual_adds_run_in_place(digits):
+    _, q = _quantized("resnet8", digits)
+    program, memory = sc.deploy.build_program(q)
+    adds = [i for i, op in enumerate(program.ops) if op.kind == "add"]
+    assert adds and set(adds) <= set(memory.inplace)
+
+
+def test_report_json_lists_every_kernel(digits, tmp_path):
+    _, q = _quantized("ds_cnn", digits)
+    report = sc.deploy.export_c(q, tmp_path)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved == report
+    kinds = [row["kind"] for row in saved["layers"]]
+    assert kinds.count("conv") == sum(n.kind == "conv" for n in q.graph.nodes)
+    assert saved["flash_bytes"] == sum(row["const_bytes"] for row in saved["layers"])
+    assert saved["macs"] == sum(row["macs"] for row in saved["layers"])
+
+
+def test_export_fails_when_the_model_does_not_fit_the_target(digits, tmp_path):
+    _, q = _quantized("mobilenet_v2", digits, width=0.5)  # about 700 KB of constants
+    fit = sc.measure.check(q, "cortex-m0plus")
+    assert not fit.ok and any("flash" in p for p in fit.problems)
+    with pytest.raises(ValueError, match="does not fit cortex-m0plus: flash"):
+        sc.deploy.export_c(q, tmp_path / "out", target="cortex-m0plus")
+    assert not (tmp_path / "out").exists()
+    assert sc.measure.check(q, "cortex-m4").ok
+
+
+def test_export_fails_naming_an_op_the_target_lacks(digits, tmp_path):
+    _, q = _quantized("ghostnet", digits, width=0.3)  # hard-sigmoid gates are tables
+    no_lut = sc.measure.Target("tiny-core", 10**6, 10**7, 48_000_000, 5.0,
+                               kernels=sc.measure.target.ALL_KERNELS - {"lut"})  # fmt: skip
+    assert "['lut']" in sc.measure.check(q, no_lut).problems[0]
+    with pytest.raises(ValueError, match="tiny-core has no kernel for \\['lut'\\]"):
+        sc.deploy.export_c(q, tmp_path, target=no_lut)
+
+
+def test_check_measures_float_models_too(digits):
+    model = sc.models.create("lenet5", digits)
+    fit = sc.measure.check(model, "cortex-m4", example=digits.example_inputs())
+    assert fit.ok and 0 < fit.flash_bytes < 10**5 and fit.sram_bytes > 0
+    with pytest.raises(ValueError, match="example inputs"):
+        sc.measure.check(model, "cortex-m4")
+
+
+def test_unknown_target_and_bad_arguments_are_named(digits, tmp_path):
+    _, q = _quantized("mlp", digits)
+    with pytest.raises(ValueError, match="unknown target 'cortex-m99'.*cortex-m4"):
+        sc.deploy.export_c(q, tmp_path, target="cortex-m99")
+    with pytest.raises(ValueError, match="sparse must be one of"):
+        sc.deploy.export_c(q, tmp_path, sparse="sometimes")
+    with pytest.raises(TypeError, match="QuantizedModel"):
+        sc.deploy.export_c(sc.models.create("mlp", digits), tmp_path)
