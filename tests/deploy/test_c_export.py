@@ -105,7 +105,14 @@ def test_generated_code_is_plain_c99_without_malloc_or_floats(digits, tmp_path):
         code = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
         assert not re.search(r"\b(malloc|calloc|free|float|double)\b", code), name
         includes = set(re.findall(r"#include [<\"]([^>\"]+)[>\"]", code))
-        assert includes <= {"stdint.h", "string.h", "model.h", "sc_kernels.h", "weights.h"}
+        assert includes <= {
+            "stdint.h",
+            "string.h",
+            "model.h",
+            "sc_kernels.h",
+            "weights.h",
+            "sc_config.h",
+        }
     header = (tmp_path / "model.h").read_text()
     assert "int secateurs_invoke(const int8_t *input, int8_t *output);" in header
     assert f"#define SECATEURS_OUTPUT_SIZE {digits.num_classes}" in header

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .codegen import build_program, export_c
 from .onnx import export_onnx, qdq_model
+from .tflite import export_tflite, tflite_model
 from .verify import Verification, compile_c, run_c, verify_c
 
 __all__ = [
@@ -13,7 +14,9 @@ __all__ = [
     "compile_c",
     "export_c",
     "export_onnx",
+    "export_tflite",
     "qdq_model",
     "run_c",
+    "tflite_model",
     "verify_c",
 ]

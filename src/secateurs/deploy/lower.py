@@ -18,7 +18,7 @@ import torch
 from ..measure.encoding import encoding_bytes
 from ..quant.capture import Node, QuantError
 from ..quant.executor import run_move
-from ..quant.integer import activation_range
+from ..quant.integer import activation_range, mean_multiplier
 from ..quant.ptq import QuantizedModel
 
 SPARSE = ("auto", "never", "always")
@@ -207,11 +207,12 @@ def _mean(op: Op, node: Node, q: QuantizedModel, shapes) -> None:
             f"mean in module '{node.module}' reduces dims {node.attrs['dims']}; the C kernel "
             "reduces one contiguous range of non-batch dims (global pooling)"
         )
-    m, s = q.ops[op.index].multipliers[0]
+    reduce = _numel(shape[dims[0] : dims[-1] + 1])
+    xq, yq = q.qparams[node.inputs[0]], q.qparams[node.outputs[0]]
+    m, s, divisor = mean_multiplier(xq, yq, reduce, q.rounding)
     op.params = dict(
-        outer=_numel(shape[: dims[0]]), reduce=_numel(shape[dims[0] : dims[-1] + 1]),
-        inner=_numel(shape[dims[-1] + 1 :]), in_zp=q.qparams[node.inputs[0]].zero_point,
-        out_zp=q.qparams[node.outputs[0]].zero_point, mult=m, shift=s,
+        outer=_numel(shape[: dims[0]]), reduce=reduce, inner=_numel(shape[dims[-1] + 1 :]),
+        in_zp=xq.zero_point, out_zp=yq.zero_point, mult=m, shift=s, divisor=divisor,
     )  # fmt: skip
     op.kernel = "sc_mean"
     op.macs = _numel(shape)

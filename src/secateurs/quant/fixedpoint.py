@@ -75,3 +75,20 @@ def multiply_by_quantized_multiplier(
     x = torch.clamp(torch.as_tensor(x, dtype=torch.int64), INT32_MIN, INT32_MAX)
     scaled = torch.clamp(x * (torch.ones_like(left) << left), INT32_MIN, INT32_MAX)
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(scaled, multiplier), right)
+
+
+def multiply_by_quantized_multiplier_single(
+    x: torch.Tensor, multiplier: torch.Tensor | int, shift: torch.Tensor | int
+) -> torch.Tensor:
+    """The same rescaling with one rounding, ``(x * multiplier + 2**(30 - shift)) >> (31 -
+    shift)``, as the LiteRT runtime's int8 FULLY_CONNECTED requantizes (its convolutions
+    keep double rounding). It differs from double rounding by at most one step, in rare
+    ties."""
+    shift = torch.as_tensor(shift, dtype=torch.int64)
+    total = 31 - shift
+    x = torch.clamp(torch.as_tensor(x, dtype=torch.int64), INT32_MIN, INT32_MAX)
+    m = torch.as_tensor(multiplier, dtype=torch.int64)
+    return (x * m + (torch.ones_like(total) << (total - 1))) >> total
+
+
+ROUNDINGS = ("double", "litert")  # TFLite Micro and CMSIS-NN everywhere; LiteRT's FC rule

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .capture import Node, QGraph
 from .executor import conv_nd, out_of_place, run_move
 from .fixedpoint import multiply_by_quantized_multiplier as mbqm
-from .fixedpoint import quantize_multiplier
+from .fixedpoint import multiply_by_quantized_multiplier_single, quantize_multiplier
 from .observers import QParams
 
 ADD_LEFT_SHIFT = 20  # TFLite's int8 ADD headroom
@@ -87,13 +87,14 @@ def weight_scale(w: torch.Tensor, bits: int) -> torch.Tensor:
 def quantize_weights(w: torch.Tensor, bits: int, scale=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-output-channel symmetric weights in [-(2**(bits-1) - 1), 2**(bits-1) - 1].
 
-    The scale is :func:`weight_scale` unless given. Zero stays exactly zero, so pruned
-    weights and channels survive quantization.
+    The scale is :func:`weight_scale` unless given, rounded to float32. Zero stays exactly
+    zero, so pruned weights and channels survive quantization.
     """
     qmax = (1 << (bits - 1)) - 1
     w = w.detach().double()
     if scale is None:
         scale = weight_scale(w, bits)
+    scale = scale.detach().float().double()  # float32-exact, as a flatbuffer stores it
     shape = (-1,) + (1,) * (w.dim() - 1)
     q = torch.clamp(round_half_away(w / scale.reshape(shape)), -qmax, qmax)
     return q.to(torch.int64), scale
@@ -145,8 +146,11 @@ def run_integer(
     layers: dict[int, LayerConsts],
     ops: dict[int, OpConsts],
     x: torch.Tensor,
+    rounding: str = "double",
 ) -> torch.Tensor:
-    """Execute the graph on int8 values ``x`` (any integer dtype); int64 values out."""
+    """Execute the graph on int8 values ``x`` (any integer dtype); int64 values out.
+    ``rounding`` picks the requantization: "double" everywhere (TFLite Micro, CMSIS-NN), or
+    "litert", where linear layers round once, as the LiteRT runtime's FULLY_CONNECTED does."""
     env = {graph.input: x.to(torch.int64)}
     for index, node in enumerate(graph.nodes):
         ins = [env[v] for v in node.inputs]
@@ -161,7 +165,11 @@ def run_integer(
             else:
                 acc = centered @ c.weight.double().T
             acc = acc.to(torch.int64) + _per_channel(c.bias, acc.dim())
-            y = mbqm(acc, _per_channel(c.multiplier, acc.dim()), _per_channel(c.shift, acc.dim()))
+            single = rounding == "litert" and node.kind == "linear"
+            requantize = multiply_by_quantized_multiplier_single if single else mbqm
+            y = requantize(
+                acc, _per_channel(c.multiplier, acc.dim()), _per_channel(c.shift, acc.dim())
+            )
             lo, hi = activation_range(a["act"], out)
             outs = [torch.clamp(y + out.zero_point, lo, hi)]
         elif node.kind == "add":
@@ -175,13 +183,11 @@ def run_integer(
             prod = (ins[0] - qin[0].zero_point) * (ins[1] - qin[1].zero_point)
             outs = [torch.clamp(mbqm(prod, *c.multipliers[0]) + out.zero_point, c.lo, c.hi)]
         elif node.kind == "mean":
-            c = ops[index]
             count = 1
             for d in a["dims"]:
                 count *= ins[0].shape[d]
             acc = (ins[0] - qin[0].zero_point).sum(dim=a["dims"], keepdim=a["keepdim"])
-            acc = mbqm(acc, *c.multipliers[0])
-            acc = torch.where(acc > 0, (acc + count // 2) // count, -((-acc + count // 2) // count))
+            acc = mean_requantize(acc, qin[0], out, count, rounding)
             outs = [torch.clamp(acc + out.zero_point, out.qmin, out.qmax)]
         elif node.kind == "avg_pool":
             outs = [_avg_pool(ins[0], qin[0], a)]
@@ -204,6 +210,23 @@ def run_integer(
         for v, t in zip(node.outputs, outs):
             env[v] = t
     return env[graph.output]
+
+
+def mean_multiplier(x: QParams, y: QParams, count: int, rounding: str) -> tuple[int, int, int]:
+    """(multiplier, shift, divisor) of a MEAN: TFLite Micro rescales by s_x/s_y and then
+    divides by the count with rounding; LiteRT folds the count into the multiplier."""
+    if rounding == "litert":
+        return (*quantize_multiplier(x.scale / (y.scale * count)), 1)
+    return (*quantize_multiplier(x.scale / y.scale), count)
+
+
+def mean_requantize(acc, x: QParams, y: QParams, count: int, rounding: str):
+    m, s, divisor = mean_multiplier(x, y, count, rounding)
+    acc = mbqm(acc, m, s)
+    if divisor == 1:
+        return acc
+    half = divisor // 2
+    return torch.where(acc > 0, (acc + half) // divisor, -((-acc + half) // divisor))
 
 
 def _avg_pool(x: torch.Tensor, params: QParams, a: dict) -> torch.Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 CALIBRATIONS = ("minmax", "percentile", "mse")
@@ -43,9 +44,15 @@ def affine_qparams(lo: float, hi: float, bits: int = 8) -> QParams:
     qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     if hi - lo <= 0.0:
         return QParams(1.0, 0, qmin, qmax)
-    scale = (hi - lo) / (qmax - qmin)
+    scale = float32_exact((hi - lo) / (qmax - qmin))
     zero_point = int(min(qmax, max(qmin, round(qmin - lo / scale))))
     return QParams(scale, zero_point, qmin, qmax)
+
+
+def float32_exact(scale: float) -> float:
+    """``scale`` rounded to the nearest float32: flatbuffers store scales as float32, and a
+    TFLite runtime derives its multipliers from those, so ours must start from the same."""
+    return float(np.float32(scale))
 
 
 class RangeObserver:

@@ -15,6 +15,7 @@ from ..data import Task
 from ..measure.encoding import smallest_encoding
 from .capture import QGraph, QuantError, capture
 from .executor import folded_weights, run_float
+from .fixedpoint import ROUNDINGS
 from .integer import LayerConsts, OpConsts, layer_consts, op_consts, run_integer
 from .observers import CALIBRATIONS, QParams, RangeObserver, affine_qparams
 
@@ -44,8 +45,10 @@ class QuantizedModel(nn.Module):
     itself. ``run_int8`` is the integer reference alone, int8 in and int8 out.
     """
 
-    def __init__(self, graph, qparams, layers, ops, scheme, names) -> None:
+    def __init__(self, graph, qparams, layers, ops, scheme, names, rounding="double") -> None:
         super().__init__()
+        check_choice("rounding", rounding, ROUNDINGS)
+        self.rounding = rounding  # "double": TFLite Micro; "litert": LiteRT's FC rounds once
         self.graph: QGraph = graph
         self.qparams: dict[int, QParams] = qparams
         self.layers: dict[int, LayerConsts] = layers
@@ -71,7 +74,7 @@ class QuantizedModel(nn.Module):
                 f"run_int8 takes an integer tensor, got {x_q.dtype}; "
                 "use quantize_input(x) to quantize floats"
             )
-        out = run_integer(self.graph, self.qparams, self.layers, self.ops, x_q)
+        out = run_integer(self.graph, self.qparams, self.layers, self.ops, x_q, self.rounding)
         return out.to(torch.int8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -206,18 +209,21 @@ def quantize(
     calibration: str = "minmax",
     num_batches: int = 8,
     weight_bits: int | dict[str, int] | None = None,
+    rounding: str = "double",
 ) -> QuantizedModel:
     """Post-training quantization: calibrate activation ranges on ``data``, quantize weights.
 
     ``data`` is a Task (its training inputs), a tensor of inputs, or an iterable of batches.
     ``weight_bits`` overrides the scheme's weight width, for all layers or per module path
-    (mixed precision). The model itself is not changed. Jacob et al. 2018 (arXiv
-    1712.05877); the TFLite int8 specification.
+    (mixed precision). ``rounding="litert"`` requantizes linear layers with one rounding, as
+    the LiteRT runtime does, instead of TFLite Micro's double rounding. The model itself is
+    not changed. Jacob et al. 2018 (arXiv 1712.05877); the TFLite int8 specification.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     scheme_obj = SCHEMES.get(scheme)
     check_choice("calibration", calibration, CALIBRATIONS)
+    check_choice("rounding", rounding, ROUNDINGS)
     num_batches = check_int("num_batches", num_batches, minimum=1)
     batches = calibration_batches(data, num_batches)
     check_batches(batches, data)
@@ -227,7 +233,9 @@ def quantize(
     model.eval()
     try:
         qparams = observe_ranges(graph, model, batches, calibration)
-        return build(graph, model, qparams, scheme_obj, bits)
+        qmodel = build(graph, model, qparams, scheme_obj, bits)
+        qmodel.rounding = rounding
+        return qmodel
     finally:
         model.train(was_training)
 

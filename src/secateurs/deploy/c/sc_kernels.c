@@ -31,12 +31,28 @@ static int32_t sc_rdbp(int32_t x, int32_t exponent) {
     return floor + (remainder > threshold ? 1 : 0);
 }
 
+#if SC_LITERT_ROUNDING
+/* one rounding of x * mult / 2^(31 - shift): LiteRT's FULLY_CONNECTED */
+static int32_t sc_requantize_single(int64_t acc, int32_t mult, int32_t shift) {
+    const int32_t total = 31 - shift;
+    const int64_t x = sc_saturate(acc);
+    const int64_t r = x * mult + ((int64_t)1 << (total - 1));
+    return (int32_t)(r >= 0 ? (r >> total) : -((-r + (((int64_t)1 << total) - 1)) >> total));
+}
+#endif
+
 static int32_t sc_requantize(int64_t acc, int32_t mult, int32_t shift) {
     const int32_t left = shift > 0 ? shift : 0;
     const int32_t right = shift > 0 ? 0 : -shift;
     const int32_t x = sc_saturate(acc);
     return sc_rdbp(sc_srdhm(sc_saturate((int64_t)x * ((int64_t)1 << left)), mult), right);
 }
+
+#if SC_LITERT_ROUNDING
+#define SC_REQUANTIZE_LINEAR sc_requantize_single
+#else
+#define SC_REQUANTIZE_LINEAR sc_requantize
+#endif
 
 static int8_t sc_clamp8(int32_t v, int32_t lo, int32_t hi) {
     return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
@@ -131,7 +147,7 @@ void sc_linear(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
         for (i = 0; i < p->in_features; ++i) {
             acc += ((int32_t)x[i] - p->in_zp) * wo[i];
         }
-        y[o] = sc_clamp8(sc_requantize((int64_t)acc + bias[o], mult[o], shift[o]) + p->out_zp,
+        y[o] = sc_clamp8(SC_REQUANTIZE_LINEAR((int64_t)acc + bias[o], mult[o], shift[o]) + p->out_zp,
                          p->act_min, p->act_max);
     }
 }
@@ -166,7 +182,10 @@ void sc_mean(const int8_t *x, int8_t *y, const sc_mean_params *p) {
             for (r = 0; r < p->reduce; ++r) {
                 acc += (int32_t)x[(o * p->reduce + r) * p->inner + i] - p->in_zp;
             }
-            acc = sc_div_round(sc_requantize(acc, p->mult, p->shift), p->reduce);
+            acc = sc_requantize(acc, p->mult, p->shift);
+            if (p->divisor > 1) {
+                acc = sc_div_round(acc, p->divisor);
+            }
             y[o * p->inner + i] = sc_clamp8(acc + p->out_zp, -128, 127);
         }
     }

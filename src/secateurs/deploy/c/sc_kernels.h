@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "sc_config.h" /* SC_LITERT_ROUNDING: 0 for TFLite Micro's double rounding */
+
 typedef struct {
     int32_t cin, h, w, cout, kh, kw, oh, ow;
     int32_t stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, groups;
@@ -43,7 +45,7 @@ void sc_add(const int8_t *a, const int8_t *b, int8_t *y, const sc_binary_params 
 void sc_mul(const int8_t *a, const int8_t *b, int8_t *y, const sc_binary_params *p);
 
 typedef struct {
-    int32_t outer, reduce, inner, in_zp, out_zp, mult, shift;
+    int32_t outer, reduce, inner, in_zp, out_zp, mult, shift, divisor;
 } sc_mean_params;
 
 void sc_mean(const int8_t *x, int8_t *y, const sc_mean_params *p);

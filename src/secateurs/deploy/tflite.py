@@ -1,0 +1,364 @@
+"""``export_tflite``: a QuantizedModel as a fully int8 .tflite flatbuffer, for TensorFlow
+Lite Micro, built with the flatbuffers schema that the ai-edge-litert package ships (no
+TensorFlow needed).
+
+TFLite tensors are channel-last (NHWC); 1-D feature maps (N, C, L) become (1, 1, L, C).
+Weights are per-channel int8 with their float32 scales, biases int32, activations int8
+with the scales and zero points of the QuantizedModel, so a runtime derives the very
+multipliers ``run_int8`` uses. Explicit convolution and pooling padding becomes a PAD (or
+PADV2 with -128 before max pooling) followed by a VALID op, since SAME padding puts the
+odd pixel on the other side from PyTorch. Flattening a feature map transposes it to NCHW
+first, so that FULLY_CONNECTED sees PyTorch's order.
+
+Supported: conv (dense and depthwise), linear, add, mul, global mean, average and max
+pooling, ReLU-family clamps and shape-only moves. Grouped (non-depthwise) convolution,
+tables (sigmoid, hard-swish) and data movement such as channel shuffle are refused with
+the op and its module; ``export_c`` covers them.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..quant.capture import Node, QuantError
+from ..quant.ptq import QuantizedModel
+
+PAD_ND = torch.ops.aten.constant_pad_nd
+RELU_FAMILY = {(0.0, None): "RELU", (0.0, 6.0): "RELU6", (-1.0, 1.0): "RELU_N1_TO_1"}
+
+
+def _schema():
+    try:
+        import flatbuffers
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError as err:
+        raise ImportError(
+            "export_tflite needs the ai-edge-litert package (its flatbuffers schema): "
+            "pip install ai-edge-litert"
+        ) from err
+    return flatbuffers, schema
+
+
+class _Writer:
+    def __init__(self, schema, qmodel: QuantizedModel) -> None:
+        self.s = schema
+        self.q = qmodel
+        self.buffers = [schema.BufferT()]
+        self.tensors: list = []
+        self.ops: list = []
+        self.codes: dict[int, int] = {}
+        self.values: dict[int, int] = {}  # graph value id -> tensor index
+        self.layout: dict[int, str] = {}  # value id -> "nhwc" or "flat"
+
+    def tensor(self, shape, qparams=None, dtype="int8", data=None, name="", axis=0, scales=None):
+        s = self.s
+        t = s.TensorT()
+        t.shape = [int(d) for d in shape]
+        t.type = {"int8": s.TensorType.INT8, "int32": s.TensorType.INT32}[dtype]
+        t.name = name
+        t.buffer = 0
+        if data is not None:
+            buf = s.BufferT()
+            buf.data = np.ascontiguousarray(data).view(np.uint8).reshape(-1).tolist()
+            self.buffers.append(buf)
+            t.buffer = len(self.buffers) - 1
+        if qparams is not None or scales is not None:
+            qp = s.QuantizationParametersT()
+            if scales is not None:
+                qp.scale = [float(np.float32(v)) for v in scales]
+                qp.zeroPoint = [0] * len(scales)
+                qp.quantizedDimension = axis
+            else:
+                qp.scale, qp.zeroPoint = [float(qparams.scale)], [int(qparams.zero_point)]
+            t.quantization = qp
+        self.tensors.append(t)
+        return len(self.tensors) - 1
+
+    def op(self, name: str, inputs, outputs, options=None, options_name: str | None = None):
+        s = self.s
+        code = getattr(s.BuiltinOperator, name)
+        self.codes.setdefault(code, len(self.codes))
+        o = s.OperatorT()
+        o.opcodeIndex, o.inputs, o.outputs = self.codes[code], list(inputs), list(outputs)
+        if options is not None:
+            o.builtinOptionsType = getattr(s.BuiltinOptions, options_name)
+            o.builtinOptions = options
+        self.ops.append(o)
+
+    def activation(self, node: Node, value: int):
+        qp = self.q.qparams[value]
+        shape = self.q.graph.shapes[value][1:]
+        return self.tensor(_nhwc(shape), qp, name=f"v{value}")
+
+
+def _nhwc(shape) -> list[int]:
+    """Per-sample PyTorch shape to the TFLite tensor shape (batch 1)."""
+    if len(shape) == 3:
+        c, h, w = shape
+        return [1, h, w, c]
+    if len(shape) == 2:
+        c, length = shape
+        return [1, 1, length, c]
+    return [1, *shape]
+
+
+def _fail(node: Node, why: str):
+    raise QuantError(f"export_tflite: {node.kind} in module '{node.module}' {why}; export_c "
+                     "supports it")  # fmt: skip
+
+
+def _fused(node: Node, schema) -> int:
+    act = node.attrs.get("act")
+    if act is None:
+        return schema.ActivationFunctionType.NONE
+    name = RELU_FAMILY.get(tuple(None if v is None else float(v) for v in act))
+    if name is None:
+        _fail(node, f"clamps to {act}, which no TFLite fused activation expresses")
+    return getattr(schema.ActivationFunctionType, name)
+
+
+def _padded(w: _Writer, node: Node, x: int, pads: list[tuple[int, int]], fill: int | None):
+    """PAD (or PADV2 with ``fill``) the NHWC tensor ``x`` by ``pads`` = [(top, bottom),
+    (left, right)]; returns the padded tensor."""
+    if not any(a or b for a, b in pads):
+        return x
+    t = w.tensors[x]
+    n, h, wd, c = t.shape
+    shape = [n, h + sum(pads[0]), wd + sum(pads[1]), c]
+    spec = np.array([[0, 0], list(pads[0]), list(pads[1]), [0, 0]], dtype=np.int32)
+    paddings = w.tensor([4, 2], dtype="int32", data=spec)
+    qp = w.q.qparams[node.inputs[0]]
+    out = w.tensor(shape, qp, name=f"pad{len(w.tensors)}")
+    if fill is None:
+        w.op("PAD", [x, paddings], [out], w.s.PadOptionsT(), "PadOptions")
+    else:
+        value = w.tensor([], qp, data=np.array([fill], dtype=np.int8))
+        w.op("PADV2", [x, paddings, value], [out], w.s.PadV2OptionsT(), "PadV2Options")
+    return out
+
+
+def _conv(w: _Writer, index: int, node: Node) -> None:
+    s, q = w.s, w.q
+    c = q.layers[index]
+    a = node.attrs
+    x_shape = q.graph.shapes[node.inputs[0]][1:]
+    one_d = len(x_shape) == 2
+    cin = x_shape[0]
+    weight = c.weight.numpy().astype(np.int8)
+    if one_d:
+        weight = weight[:, :, None, :]  # (Cout, Cin/g, 1, K)
+    cout, cin_g, kh, kw = weight.shape
+    groups = a["groups"]
+    stride = [1, a["stride"][0]] if one_d else a["stride"]
+    dil = [1, a["dilation"][0]] if one_d else a["dilation"]
+    pads = [(0, 0), tuple(a["padding"][0])] if one_d else [tuple(p) for p in a["padding"]]
+    x = _padded(w, node, w.values[node.inputs[0]], pads, None)
+    bias = w.tensor([cout], dtype="int32", data=c.bias.numpy().astype(np.int32),
+                    scales=(q.qparams[node.inputs[0]].scale * c.weight_scale).tolist())  # fmt: skip
+    y = w.activation(node, node.outputs[0])
+    act = _fused(node, s)
+    if groups == 1:
+        filt = w.tensor([cout, kh, kw, cin], data=weight.transpose(0, 2, 3, 1),
+                        scales=c.weight_scale.tolist(), axis=0)  # fmt: skip
+        opt = s.Conv2DOptionsT()
+        opt.padding, opt.strideH, opt.strideW = s.Padding.VALID, stride[0], stride[1]
+        opt.dilationHFactor, opt.dilationWFactor, opt.fusedActivationFunction = *dil, act
+        w.op("CONV_2D", [x, filt, bias], [y], opt, "Conv2DOptions")
+    elif groups == cin and cin_g == 1:
+        filt = w.tensor([1, kh, kw, cout], data=weight.transpose(1, 2, 3, 0),
+                        scales=c.weight_scale.tolist(), axis=3)  # fmt: skip
+        opt = s.DepthwiseConv2DOptionsT()
+        opt.padding, opt.strideH, opt.strideW = s.Padding.VALID, stride[0], stride[1]
+        opt.depthMultiplier = cout // cin
+        opt.dilationHFactor, opt.dilationWFactor, opt.fusedActivationFunction = *dil, act
+        w.op("DEPTHWISE_CONV_2D", [x, filt, bias], [y], opt, "DepthwiseConv2DOptions")
+    else:
+        _fail(node, f"is a grouped convolution ({groups} groups), which TFLite Micro lacks")
+    w.values[node.outputs[0]] = y
+
+
+def _linear(w: _Writer, index: int, node: Node) -> None:
+    s, q = w.s, w.q
+    c = q.layers[index]
+    out_f, in_f = c.weight.shape
+    filt = w.tensor([out_f, in_f], data=c.weight.numpy().astype(np.int8),
+                    scales=c.weight_scale.tolist(), axis=0)  # fmt: skip
+    bias = w.tensor([out_f], dtype="int32", data=c.bias.numpy().astype(np.int32),
+                    scales=(q.qparams[node.inputs[0]].scale * c.weight_scale).tolist())  # fmt: skip
+    y = w.activation(node, node.outputs[0])
+    opt = s.FullyConnectedOptionsT()
+    opt.fusedActivationFunction = _fused(node, s)
+    w.op("FULLY_CONNECTED", [w.values[node.inputs[0]], filt, bias], [y], opt,
+         "FullyConnectedOptions")  # fmt: skip
+    w.values[node.outputs[0]] = y
+
+
+def _move(w: _Writer, node: Node) -> None:
+    """Shape-only moves (an alias when the TFLite shape stays), zero padding, and flattening
+    a feature map to (N, F)."""
+    q = w.q
+    if len(node.outputs) != 1 or len(set(node.inputs)) != 1:
+        _fail(node, "splits or concatenates tensors")
+    (src,) = node.inputs[:1]
+    (out,) = node.outputs
+    s_shape, o_shape = q.graph.shapes[src][1:], q.graph.shapes[out][1:]
+    if _nhwc(s_shape) == _nhwc(o_shape) and node.attrs["func"].overloadpacket is not PAD_ND:
+        w.values[out] = w.values[src]
+        return
+    x = w.values[src]
+    if node.attrs["func"].overloadpacket is PAD_ND and len(s_shape) in (2, 3):
+        spec = list(node.attrs["args"][1]) + [0] * 4  # last dim first, as torch orders it
+        if any(v < 0 for v in spec) or any(spec[2 * (len(s_shape) - 1) :]):
+            _fail(node, "pads the channel axis or crops")
+        pads = [(0, 0), (spec[0], spec[1])] if len(s_shape) == 2 else [
+            (spec[2], spec[3]), (spec[0], spec[1])]  # fmt: skip
+        w.values[out] = _padded(w, node, x, pads, None)
+        return
+    if len(o_shape) != 1 or int(np.prod(s_shape)) != o_shape[0]:
+        _fail(node, f"moves data from {tuple(s_shape)} to {tuple(o_shape)}")
+    if len(s_shape) >= 2 and int(np.prod(s_shape[1:])) > 1:  # NHWC -> NCHW order first
+        t = w.tensors[x]
+        perm = w.tensor([4], dtype="int32", data=np.array([0, 3, 1, 2], dtype=np.int32))
+        nchw = w.tensor([t.shape[0], t.shape[3], t.shape[1], t.shape[2]], q.qparams[src])
+        w.op("TRANSPOSE", [x, perm], [nchw], w.s.TransposeOptionsT(), "TransposeOptions")
+        x = nchw
+    shape = w.tensor([2], dtype="int32", data=np.array([1, o_shape[0]], dtype=np.int32))
+    y = w.activation(node, out)
+    opt = w.s.ReshapeOptionsT()
+    opt.newShape = [1, int(o_shape[0])]
+    w.op("RESHAPE", [x, shape], [y], opt, "ReshapeOptions")
+    w.values[out] = y
+
+
+def _mean(w: _Writer, index: int, node: Node) -> None:
+    q = w.q
+    x_shape = q.graph.shapes[node.inputs[0]][1:]
+    if len(x_shape) not in (2, 3) or sorted(node.attrs["dims"]) != list(range(2, len(x_shape) + 1)):
+        _fail(node, f"reduces dims {node.attrs['dims']}; only global pooling is exported")
+    t = w.tensors[w.values[node.inputs[0]]]
+    pooled = w.tensor([1, 1, 1, t.shape[3]], q.qparams[node.outputs[0]], name=f"mean{index}")
+    axis = w.tensor([2], dtype="int32", data=np.array([1, 2], dtype=np.int32))
+    opt = w.s.ReducerOptionsT()
+    opt.keepDims = True
+    w.op("MEAN", [w.values[node.inputs[0]], axis], [pooled], opt, "ReducerOptions")
+    out_shape = q.graph.shapes[node.outputs[0]][1:]
+    if len(out_shape) == 1:
+        shape = w.tensor([2], dtype="int32", data=np.array([1, out_shape[0]], dtype=np.int32))
+        y = w.activation(node, node.outputs[0])
+        ropt = w.s.ReshapeOptionsT()
+        ropt.newShape = [1, int(out_shape[0])]
+        w.op("RESHAPE", [pooled, shape], [y], ropt, "ReshapeOptions")
+        pooled = y
+    w.values[node.outputs[0]] = pooled
+
+
+def _pool(w: _Writer, node: Node) -> None:
+    s, a = w.s, node.attrs
+    if node.kind == "max_pool" and a["dilation"] != [1, 1]:
+        _fail(node, "uses dilation")
+    if node.kind == "avg_pool" and any(a["padding"]) and not a["count_include_pad"]:
+        _fail(node, "pads without counting the padding, which TFLite cannot express")
+    x_shape = w.q.graph.shapes[node.inputs[0]][2:]
+    y_shape = w.q.graph.shapes[node.outputs[0]][2:]
+    pads = []
+    for size, out, k, st, p in zip(x_shape, y_shape, a["kernel"], a["stride"], a["padding"]):
+        extra = (out - 1) * st + k - (size + 2 * p)  # ceil_mode's windows past the end
+        pads.append((p, p + max(extra, 0)))
+    fill = -128 if node.kind == "max_pool" else None
+    x = _padded(w, node, w.values[node.inputs[0]], pads, fill)
+    y = w.activation(node, node.outputs[0])
+    opt = s.Pool2DOptionsT()
+    opt.padding, opt.strideH, opt.strideW = s.Padding.VALID, *a["stride"]
+    opt.filterHeight, opt.filterWidth = a["kernel"]
+    name = "MAX_POOL_2D" if node.kind == "max_pool" else "AVERAGE_POOL_2D"
+    w.op(name, [x], [y], opt, "Pool2DOptions")
+    w.values[node.outputs[0]] = y
+
+
+def _binary(w: _Writer, node: Node) -> None:
+    s = w.s
+    y = w.activation(node, node.outputs[0])
+    inputs = [w.values[v] for v in node.inputs]
+    if node.kind == "add":
+        opt = s.AddOptionsT()
+        opt.fusedActivationFunction = _fused(node, s)
+        w.op("ADD", inputs, [y], opt, "AddOptions")
+    else:
+        opt = s.MulOptionsT()
+        opt.fusedActivationFunction = _fused(node, s)
+        w.op("MUL", inputs, [y], opt, "MulOptions")
+    w.values[node.outputs[0]] = y
+
+
+def _clamp(w: _Writer, node: Node) -> None:
+    act = node.attrs["act"]
+    name = RELU_FAMILY.get(tuple(None if v is None else float(v) for v in act))
+    if name is None:
+        _fail(node, f"clamps to {act}, which no TFLite activation op expresses")
+    y = w.activation(node, node.outputs[0])
+    w.op(name, [w.values[node.inputs[0]]], [y])
+    w.values[node.outputs[0]] = y
+
+
+def tflite_model(qmodel: QuantizedModel) -> bytes:
+    """The flatbuffer bytes of ``qmodel`` as an int8 TFLite model."""
+    if not isinstance(qmodel, QuantizedModel):
+        raise TypeError(
+            f"export_tflite takes a QuantizedModel (sc.quant.quantize), got {type(qmodel).__name__}"
+        )
+    flatbuffers, s = _schema()
+    w = _Writer(s, qmodel)
+    graph = qmodel.graph
+    w.values[graph.input] = w.tensor(_nhwc(graph.shapes[graph.input][1:]),
+                                     qmodel.input_qparams, name="input")  # fmt: skip
+    for index, node in enumerate(graph.nodes):
+        if node.kind == "conv":
+            _conv(w, index, node)
+        elif node.kind == "linear":
+            _linear(w, index, node)
+        elif node.kind == "move":
+            _move(w, node)
+        elif node.kind == "mean":
+            _mean(w, index, node)
+        elif node.kind in ("avg_pool", "max_pool"):
+            _pool(w, node)
+        elif node.kind in ("add", "mul"):
+            _binary(w, node)
+        elif node.kind == "clamp":
+            _clamp(w, node)
+        else:
+            _fail(node, "has no bit-exact TFLite counterpart")
+    w.tensors[w.values[graph.output]].name = "output"
+    sub = s.SubGraphT()
+    sub.tensors, sub.operators = w.tensors, w.ops
+    sub.inputs, sub.outputs = [w.values[graph.input]], [w.values[graph.output]]
+    sub.name = "main"
+    model = s.ModelT()
+    model.version, model.description = 3, "secateurs int8"
+    model.subgraphs, model.buffers = [sub], w.buffers
+    codes = sorted(w.codes.items(), key=lambda kv: kv[1])
+    model.operatorCodes = []
+    for code, _ in codes:
+        oc = s.OperatorCodeT()
+        oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), 1
+        model.operatorCodes.append(oc)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def export_tflite(qmodel: QuantizedModel, path: str | os.PathLike) -> Path:
+    """Write ``qmodel`` as an int8 ``.tflite`` file (atomically); returns the path."""
+    data = tflite_model(qmodel)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+    return path
