@@ -34,7 +34,7 @@ import secateurs as sc
 
 RESULTS = Path(__file__).parent / "results" / "unstructured.json"
 SPARSITIES = (0.5, 0.75, 0.875, 0.92, 0.95, 0.97, 0.98)
-METHODS = ("magnitude", "lrp", "learned", "torch_l1")
+METHODS = ("magnitude", "lrp", "lrp_magnitude", "learned", "torch_l1")
 MODELS = ("lenet_300_100", "lenet5")
 STEPS, RETRAIN, LR = 8, 3, 1e-3
 

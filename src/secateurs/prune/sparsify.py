@@ -22,7 +22,7 @@ from ..train import Callback, FitState
 from .calibration import batches
 from .lrp import weight_relevance
 
-IMPORTANCES = ("magnitude", "taylor", "lrp", "random")
+IMPORTANCES = ("magnitude", "taylor", "lrp", "lrp_magnitude", "random")
 SCOPES = ("global", "local")
 LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -96,15 +96,18 @@ def _units(weight: torch.Tensor, granularity: str, is_conv: bool, block: int):
 
 
 def _scores(model, layers, importance, data, seed) -> dict[str, torch.Tensor]:
-    """Per weight: |w| (masked weights score 0), |w·dL/dw| over calibration batches, or random."""
+    """Per weight: |w| (masked weights score 0), |w·dL/dw| over calibration batches, LRP
+    relevance, sqrt(relevance·|w|), or random."""
     weights = {n: m.weight.detach() for n, m in layers.items()}  # effective: masked are 0
     if importance == "magnitude":
         return {n: w.abs() for n, w in weights.items()}
     if importance == "random":
         g = torch.Generator().manual_seed(seed)
         return {n: torch.rand(w.shape, generator=g) * (w != 0) for n, w in weights.items()}
-    if importance == "lrp":
+    if importance in ("lrp", "lrp_magnitude"):
         relevances = weight_relevance(model, batches(data))
+        if importance == "lrp_magnitude":  # geometric mean of relevance and |w|
+            return {n: (relevances[n].clamp_min(0) * weights[n].abs()).sqrt() for n in layers}
         return {n: relevances[n] * (weights[n] != 0) for n in layers}
     totals = {n: torch.zeros_like(w) for n, w in weights.items()}
     was_training = model.training
