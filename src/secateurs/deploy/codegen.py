@@ -13,12 +13,12 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from .._io import write_atomic
 from ..measure.target import Target, get_target
 from ..quant.ptq import QuantizedModel
 from .lower import SPARSE, Op, Program, lower
@@ -210,13 +210,6 @@ def _report(qmodel, program: Program, memory: Plan, target: Target) -> dict:
     }
 
 
-def _write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def export_c(
     qmodel: QuantizedModel,
     outdir: str | os.PathLike,
@@ -247,13 +240,13 @@ def export_c(
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     weights_c, weights_h = _weights(program)
-    _write(out / "model.h", _model_h(qmodel, program, memory))
-    _write(out / "model.c", _model_c(qmodel, program, memory))
-    _write(out / "weights.c", weights_c)
-    _write(out / "weights.h", weights_h)
+    write_atomic(out / "model.h", _model_h(qmodel, program, memory))
+    write_atomic(out / "model.c", _model_c(qmodel, program, memory))
+    write_atomic(out / "weights.c", weights_c)
+    write_atomic(out / "weights.h", weights_h)
     for name in KERNEL_FILES:
         with resources.as_file(resources.files(__package__) / "c" / name) as src:
             shutil.copyfile(src, out / name)
-    _write(out / "sc_config.h", CONFIG.format(litert=int(qmodel.rounding == "litert")))
-    _write(out / "report.json", json.dumps(report, indent=2))
+    write_atomic(out / "sc_config.h", CONFIG.format(litert=int(qmodel.rounding == "litert")))
+    write_atomic(out / "report.json", json.dumps(report, indent=2))
     return report

@@ -20,6 +20,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+from .._io import write_atomic
 from ..quant.capture import Node, QuantError
 from ..quant.ptq import QuantizedModel
 
@@ -44,12 +45,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example: torch.Tensor
         data = _torch_export(model, example)
     else:
         raise TypeError(f"model must be an nn.Module or QuantizedModel, got {type(model).__name__}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, data)
 
 
 def _torch_export(model: nn.Module, example: torch.Tensor) -> bytes:

@@ -19,12 +19,12 @@ the op and its module; ``export_c`` covers them.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .._io import write_atomic
 from ..quant.capture import Node, QuantError
 from ..quant.ptq import QuantizedModel
 
@@ -354,11 +354,4 @@ def tflite_model(qmodel: QuantizedModel) -> bytes:
 
 def export_tflite(qmodel: QuantizedModel, path: str | os.PathLike) -> Path:
     """Write ``qmodel`` as an int8 ``.tflite`` file (atomically); returns the path."""
-    data = tflite_model(qmodel)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, tflite_model(qmodel))
