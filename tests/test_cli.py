@@ -21,7 +21,7 @@ def test_list_shows_tasks_and_models():
         assert name in out
 
 
-@pytest.mark.parametrize("command", ["list", "train", "profile", "demo"])
+@pytest.mark.parametrize("command", ["list", "train", "profile", "run", "demo"])
 def test_every_command_has_help(command):
     result = subprocess.run(
         [sys.executable, "-m", "secateurs", command, "--help"], capture_output=True, text=True
@@ -67,16 +67,53 @@ def test_bad_names_exit_with_a_clear_error():
 
 
 @pytest.mark.slow
-def test_demo_prints_its_table():
-    code, out = _run(["demo", "--epochs", "3"])
+def test_demo_runs_the_demo_recipe_and_prints_its_table(tmp_path):
+    out = tmp_path / "demo"
+    code, text = _run(["demo", "--out", str(out)])
     assert code == 0
-    assert "float32" in out and "int8 (PTQ)" in out and "peak SRAM" in out
-    rows = {line.split("│")[1].strip(): line.split("│") for line in out.splitlines() if "│" in line}
-    float_acc = float(rows["float32"][2].strip().rstrip("%"))
-    assert float_acc > 80
-    assert abs(float(rows["int8 (PTQ)"][2].strip().rstrip("%")) - float_acc) <= 3
-    assert float(rows["pruned + int8"][2].strip().rstrip("%")) > 70
-    pruned = rows["pruned to 1/2 MACs"]
-    assert float(pruned[2].strip().rstrip("%")) > 70
-    macs = [int(rows[k][4].strip().replace(",", "")) for k in ("float32", "pruned to 1/2 MACs")]
-    assert abs(macs[1] / macs[0] - 0.5) <= 0.02
+    rows = {
+        line.split("│")[1].strip(): line.split("│") for line in text.splitlines() if "│" in line
+    }
+    assert list(rows) == ["train", "prune", "distill", "qat", "export-c"]
+
+    def percent(stage):
+        return float(rows[stage][2].strip().rstrip("%"))
+
+    def number(stage, column):
+        return int(rows[stage][column].strip().replace(",", ""))
+
+    assert percent("train") > 93 and percent("distill") > 93 and percent("export-c") > 93
+    assert abs(number("prune", 4) / number("train", 4) - 0.5) <= 0.02  # MACs halved
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["details"]["mismatches"] == 0  # the C matched run_int8 bit for bit
+    assert records[-1]["flash_bytes"] < records[0]["flash_bytes"] / 4
+    assert (out / "report.html").is_file() and (out / "export/export-c/model.c").is_file()
+    code, again = _run(["demo", "--out", str(out)])  # a second run reports the finished one
+    assert code == 0 and "finished run" in again
+
+
+def test_run_reports_a_malformed_recipe_by_yaml_path(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("task: digits\nmodel: {name: mlp}\nstages:\n  - train: {epochs: ten}\n")
+    code, out = _run(["run", str(recipe), "--out", str(tmp_path / "run")])
+    assert code == 2 and "stages[0].train.epochs" in out and "valid integer" in out
+    assert not (tmp_path / "run").exists()
+    code, out = _run(["run", str(recipe), "--out", str(tmp_path / "run"), "--set", "nokey"])
+    assert code == 2 and "--set takes PATH=VALUE" in out
+
+
+def test_run_with_overrides_and_resume(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "task: digits\nmodel: {name: mlp, args: {hidden: [16]}}\n"
+        "stages:\n  - train: {epochs: 50}\n  - quantize: {}\n"
+    )
+    out = tmp_path / "run"
+    argv = ["run", str(recipe), "--out", str(out), "--set", "stages[0].train.epochs=2"]
+    code, text = _run(argv)
+    assert code == 0 and "ptq" in text
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["details"]["epochs"] == 2
+    code, text = _run(argv)
+    assert code == 2 and "--resume" in text
+    code, text = _run([*argv, "--resume"])
+    assert code == 0 and "finished run" in text

@@ -15,6 +15,7 @@ PAGES = [
     "docs/methods/quantization.md",
     "docs/methods/distillation.md",
     "docs/deploy.md",
+    "docs/recipes.md",
 ]
 
 

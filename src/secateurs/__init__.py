@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import data, deploy, distill, graph, measure, models, prune, quant
+from . import data, deploy, distill, graph, measure, models, prune, quant, recipe
 from .train import Callback, FitState, History, LossTerm, Step, evaluate, fit
 
 __version__ = "0.1.0"
@@ -16,6 +16,7 @@ __all__ = [
     "quant",
     "distill",
     "deploy",
+    "recipe",
     "fit",
     "evaluate",
     "History",

@@ -1,29 +1,22 @@
-"""The ``secateurs`` command: list, train, profile, demo."""
+"""The ``secateurs`` command: list, train, profile, run, demo."""
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
-from . import data, measure, models, prune, quant
+from . import data, measure, models, recipe
 from ._progress import RichProgress
 from .models.checkpoint import load_checkpoint, save_checkpoint
 from .train import evaluate, fit
-
-# The demo's model: a small MobileNet V2 that trains on digits in seconds.
-DEMO_MODEL = "mobilenet_v2"
-DEMO_KWARGS = {
-    "width": 0.5,
-    "cfg": ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 2, 1)),
-    "last_channels": 256,
-}
 
 
 def _kib(n: int) -> str:
@@ -143,51 +136,64 @@ def cmd_profile(args, console: Console) -> int:
     return 0
 
 
+def _overrides(items: Sequence[str]) -> dict:
+    """``--set stages[0].train.epochs=1`` pairs; values are read as YAML (1, 0.5, true, l1)."""
+    out = {}
+    for item in items:
+        path, sep, value = item.partition("=")
+        if not sep or not path:
+            raise ValueError(
+                f"--set takes PATH=VALUE, such as stages[0].train.epochs=1; got {item!r}"
+            )
+        out[path.strip()] = yaml.safe_load(value)
+    return out
+
+
+SHOWN = ("stage", "accuracy", "params", "MACs", "flash", "peak SRAM")
+
+
+def _stage_table(title: str, records: list[dict]) -> Table:
+    """The report's table, narrowed to what fits a terminal (report.md has every column)."""
+    table = Table(title=title)
+    columns = [recipe.report.COLUMNS.index(c) for c in SHOWN]
+    for col in SHOWN:
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for row in recipe.stage_rows(records):
+        table.add_row(*(row[i] for i in columns))
+    return table
+
+
+def _run_recipe(path, out, resume: bool, sets: Sequence[str], console: Console) -> int:
+    try:
+        result = recipe.run(path, out, resume=resume, overrides=_overrides(sets), console=console)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/yellow]; continue with --resume --out {out}")
+        return 130
+    console.print(_stage_table(f"{Path(path).name}: the model after each stage", result.records))
+    console.print(f"report: {Path(out) / 'report.html'} and {Path(out) / 'report.md'}")
+    return 0
+
+
+def cmd_run(args, console: Console) -> int:
+    return _run_recipe(args.recipe, args.out, args.resume, args.set, console)
+
+
+def demo_recipe() -> Path:
+    """recipes/demo.yaml of the source tree this package runs from."""
+    path = Path(__file__).resolve().parents[2] / "recipes" / "demo.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"the demo recipe {path} is missing; run the demo from a secateurs source checkout "
+            "(`make demo`), or `secateurs run` a recipe of your own"
+        )
+    return path
+
+
 def cmd_demo(args, console: Console) -> int:
     start = time.perf_counter()
-    task = data.load("digits", seed=args.seed)
-    console.print(f"[bold]secateurs demo[/bold]: {task}")
-    model = models.create(DEMO_MODEL, task, seed=args.seed, **DEMO_KWARGS)
-    fit(
-        model,
-        task,
-        epochs=args.epochs,
-        lr=3e-3,
-        seed=args.seed,
-        progress=RichProgress(f"{DEMO_MODEL} on digits", console=console),
-    )
-    acc = evaluate(model, task)
-    x = task.example_inputs()
-    qmodel = quant.quantize(model, task)
-    rows = [
-        ("float32", acc, measure.profile(model, x)),
-        ("int8 (PTQ)", evaluate(qmodel, task), measure.profile(model, x, 8, 8, latency=False)),
-    ]
-    pruned = copy.deepcopy(model)
-    report = prune.channels(pruned, x, target_macs=0.5, scope="global")
-    fit(
-        pruned,
-        task,
-        epochs=args.epochs,
-        lr=3e-3,
-        seed=args.seed,
-        progress=RichProgress("fine-tuning the pruned model", console=console),
-    )
-    rows.append(("pruned to 1/2 MACs", evaluate(pruned, task), measure.profile(pruned, x)))
-    qpruned = quant.quantize(pruned, task)
-    rows.append(("pruned + int8", evaluate(qpruned, task),
-                 measure.profile(pruned, x, 8, 8, latency=False)))  # fmt: skip
-    title = f"demo: {DEMO_MODEL} on digits, test accuracy and cost per inference"
-    console.print(_profile_table(title, rows))
-    console.print(
-        "int8: TFLite-Micro int8 post-training quantization; accuracy is the integer "
-        "model's, costs are at 8-bit weights and activations (with biases and "
-        f"requantization constants the int8 models store {qmodel.flash_bytes():,} and "
-        f"{qpruned.flash_bytes():,} bytes). Pruned: channels removed by L1 norm until half "
-        f"the MACs remain ({report.macs_kept:.1%}), then fine-tuned. "
-        f"Done in {time.perf_counter() - start:.1f} s."
-    )
-    return 0
+    code = _run_recipe(demo_recipe(), args.out, True, args.set, console)
+    console.print(f"demo done in {time.perf_counter() - start:.1f} s")
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,12 +237,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser(
-        "demo",
-        help="train a small model on digits and print its costs",
-        description="Train a small MobileNet V2 on digits and print accuracy and costs.",
+        "run",
+        help="run a recipe (YAML): train, prune, distill, quantize, export",
+        description="Run a recipe stage by stage into --out, with a checkpoint and a metrics "
+        "line after each stage and a report at the end.",
     )
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("recipe", help="the recipe file (see recipes/ and docs/recipes.md)")
+    p.add_argument("--out", required=True, help="the run folder, such as runs/x")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a recipe key, such as stages[0].train.epochs=1")  # fmt: skip
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "demo",
+        help="run recipes/demo.yaml into runs/demo and print its table",
+        description="Train a small MobileNet V2 on digits, prune it to half its MACs, distill, "
+        "train it for int8, export C and verify it: recipes/demo.yaml. Runs again resume.",
+    )
+    p.add_argument("--out", default="runs/demo", help="the run folder (default runs/demo)")
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a recipe key, such as stages[0].train.epochs=1")  # fmt: skip
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -246,7 +267,7 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     console = console or Console()
     try:
         return args.func(args, console)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError) as err:
         console.print(f"[red]error:[/red] {err}", highlight=False)
         return 2
 

@@ -1,0 +1,549 @@
+"""The recipe schema: a YAML file validated by pydantic, with errors that give the YAML path.
+
+A recipe names a task, a model and a seed, then lists stages, each a one-key mapping from
+the stage kind to the arguments of the Python function it calls::
+
+    task: digits
+    model: {name: mobilenet_v2, width: 0.5}
+    stages:
+      - train: {epochs: 10, lr: 0.003}
+      - prune: {target_macs: 0.5, importance: l1, scope: global}
+      - distill: {method: kd, teacher: train, epochs: 5}
+      - quantize: {method: qat, epochs: 3, lr: 0.0001}
+      - export: {format: c, target: cortex-m4}
+
+Arguments left out take the Python function's own defaults, so the two stay one thing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..data import TASKS
+from ..distill import METHODS
+from ..measure.target import TARGETS
+from ..models import MODELS
+from ..prune.channels import SCOPES as CHANNEL_SCOPES
+from ..prune.importance import IMPORTANCE
+from ..prune.regularizers import TARGETS as REGULARIZER_TARGETS
+from ..prune.sparsify import IMPORTANCES as SPARSE_IMPORTANCES
+from ..prune.sparsify import SCOPES as SPARSE_SCOPES
+from ..quant import SCHEMES
+from ..quant.observers import CALIBRATIONS
+from ..quant.ptq import ROUNDINGS
+from ..train import OPTIMIZERS, SCHEDULES
+
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+START = "model"  # the name of the model as the recipe builds or loads it, before any stage
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run: each line names the YAML path of a key and what is wrong."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source, self.problems = source, problems
+        lines = [f"{path}: {message}" if path else message for path, message in problems]
+        super().__init__(f"{source}: invalid recipe\n  " + "\n  ".join(lines))
+
+
+def _known(registry, name: str) -> str:
+    registry.get(name)  # raises ValueError listing the known names
+    return name
+
+
+def _registered(registry, field: str):
+    """A validator: ``field`` must name an entry of ``registry`` (the error lists them)."""
+
+    def check(cls, v: str) -> str:
+        return _known(registry, v)
+
+    return field_validator(field)(classmethod(check))
+
+
+class Args(BaseModel):
+    """Base of every stage's arguments: unknown keys are errors; ``name`` labels the stage."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(default=None, description="label in the report; default: the stage kind")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME.match(v):
+            raise ValueError("use letters, digits, '_', '-' and '.' only")
+        if v == START:
+            raise ValueError(f"'{START}' names the starting model; pick another name")
+        return v
+
+    def kwargs(self, *exclude: str) -> dict[str, Any]:
+        """The arguments the recipe set, minus runner-level ones, for the Python call."""
+        return self.model_dump(exclude_unset=True, exclude={"name", *exclude})
+
+
+FIT_KEYS = ("epochs", "lr", "optimizer", "batch_size", "weight_decay", "momentum", "schedule")
+
+
+class FitArgs(Args):
+    """The arguments of ``sc.fit``; the recipe's seed is passed as ``seed``."""
+
+    epochs: int = Field(default=None, ge=0)
+    lr: float = Field(default=None, gt=0)
+    optimizer: Literal[OPTIMIZERS] = None
+    batch_size: int = Field(default=None, ge=1)
+    weight_decay: float = Field(default=None, ge=0)
+    momentum: float = Field(default=None, ge=0, le=1)
+    schedule: Literal[SCHEDULES] = None
+
+    def fit_kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in self.kwargs().items() if k in FIT_KEYS}
+
+
+class Train(FitArgs):
+    """Train with cross-entropy: ``sc.fit``."""
+
+
+class Finetune(FitArgs):
+    """Recover accuracy after compression: ``sc.fit`` on the compressed model."""
+
+
+class Regularize(FitArgs):
+    """Train with a sparsity regularizer added to the loss (``sc.prune.L1`` ... ``GroupLasso``),
+    usually before a ``prune`` stage with ``threshold``."""
+
+    regularizer: Literal["l1", "l2", "elastic_net", "smooth_l12", "group_lasso"]
+    weight: float = Field(default=None, gt=0)
+    target: Literal[REGULARIZER_TARGETS] = None
+    l1_ratio: float = Field(default=None, ge=0, le=1, description="elastic_net only")
+    a: float = Field(default=None, gt=0, description="smooth_l12 only")
+
+    @model_validator(mode="after")
+    def _applies(self) -> Regularize:
+        only = {"l1_ratio": "elastic_net", "a": "smooth_l12"}
+        for key, reg in only.items():
+            if key in self.model_fields_set and self.regularizer != reg:
+                raise ValueError(f"{key} applies to regularizer {reg} only")
+        if "target" in self.model_fields_set and self.regularizer == "group_lasso":
+            raise ValueError("group_lasso penalizes whole channel groups; it takes no target")
+        return self
+
+
+class Prune(Args):
+    """Remove channels: ``sc.prune.channels`` (exactly one of ratio, target_macs, threshold)."""
+
+    ratio: float | dict[str, float] = None
+    target_macs: float = Field(default=None, gt=0, le=1)
+    threshold: float = None
+    importance: str = None
+    scope: Literal[CHANNEL_SCOPES] = None
+    ignored: list[str] = None
+    round_to: int = Field(default=None, ge=1)
+    max_layer_ratio: float = Field(default=None, ge=0, lt=1)
+
+    _importance = _registered(IMPORTANCE, "importance")
+
+    @field_validator("ratio")
+    @classmethod
+    def _ratio(cls, v):
+        for r in v.values() if isinstance(v, dict) else [v]:
+            if not 0 <= r < 1:
+                raise ValueError(f"a ratio is the fraction of channels removed, in [0, 1); got {r}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_amount(self) -> Prune:
+        given = [k for k in ("ratio", "target_macs", "threshold") if k in self.model_fields_set]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of ratio, target_macs, threshold; got {given}")
+        return self
+
+
+class Sparsify(FitArgs):
+    """Mask weights: ``sc.prune.sparsify``. With ``epochs``, the masks are applied on the
+    ``ramp`` (``SparsitySchedule``: one_shot, iterative in ``steps``, or Zhu & Gupta's
+    gradual) while the model trains; without, they are applied at once."""
+
+    sparsity: float = Field(default=None, ge=0, lt=1)
+    importance: Literal[SPARSE_IMPORTANCES] = None
+    scope: Literal[SPARSE_SCOPES] = None
+    granularity: str = None
+    ignored: list[str] = None
+    block_size: int = Field(default=None, ge=1)
+    ramp: Literal["one_shot", "iterative", "gradual"] = "one_shot"
+    steps: int = Field(default=None, ge=1, description="iterative ramp only")
+
+    @model_validator(mode="after")
+    def _ramp(self) -> Sparsify:
+        if "steps" in self.model_fields_set and self.ramp != "iterative":
+            raise ValueError("steps applies to ramp iterative only")
+        if self.ramp != "one_shot" and not self.epochs:
+            raise ValueError(f"ramp {self.ramp} raises the sparsity while training; set epochs")
+        if self.ramp == "gradual" and self.epochs < 2:
+            raise ValueError("ramp gradual needs at least 2 epochs")
+        return self
+
+
+class Distill(FitArgs):
+    """Train from a teacher: ``sc.distill.distill``. ``teacher`` names an earlier stage (the
+    model as that stage left it) or ``model`` (the starting model); default: the last
+    train stage before this one."""
+
+    method: str = None
+    teacher: str = None
+    alpha: float = Field(default=None, ge=0, le=1)
+    temperature: float = Field(default=None, gt=0)
+    layers: list[str] | dict[str, str] = None
+    feature_weight: float = Field(default=None, ge=0)
+    attention_weight: float = Field(default=None, ge=0)
+
+    _method = _registered(METHODS, "method")
+
+
+QUANT_ONLY = {
+    "lsq": ("qat",),
+    "range_momentum": ("qat",),
+    "teacher": ("qat",),
+    "alpha": ("qat",),
+    "temperature": ("qat",),
+    "bits": ("qgt",),
+    "weight": ("qgt",),
+    "rounding": ("ptq", "qgt"),
+}
+
+
+class Quantize(FitArgs):
+    """Quantize: ``ptq`` (``sc.quant.quantize``), ``qat`` (``prepare_qat``, ``sc.fit``,
+    ``convert``; optionally with KD from a float ``teacher`` stage) or ``qgt`` (``sc.fit``
+    with ``QuantizationGuided(bits, weight)``, then PTQ at ``bits``-bit weights)."""
+
+    method: Literal["ptq", "qat", "qgt"] = "ptq"
+    scheme: str = None
+    calibration: Literal[CALIBRATIONS] = None
+    num_batches: int = Field(default=None, ge=1)
+    weight_bits: int | dict[str, int] = None
+    rounding: Literal[ROUNDINGS] = None
+    lsq: bool = None
+    range_momentum: float = Field(default=None, ge=0, le=1, description="prepare_qat momentum")
+    teacher: str = None
+    alpha: float = Field(default=None, ge=0, le=1)
+    temperature: float = Field(default=None, gt=0)
+    bits: int = Field(default=None, ge=2, le=8)
+    weight: float = Field(default=None, gt=0)
+
+    _scheme = _registered(SCHEMES, "scheme")
+
+    @model_validator(mode="after")
+    def _applies(self) -> Quantize:
+        for key in sorted(self.model_fields_set):
+            methods = QUANT_ONLY.get(key)
+            if key in FIT_KEYS and self.method == "ptq":
+                methods = ("qat", "qgt")
+            if methods and self.method not in methods:
+                raise ValueError(f"{key} applies to method {' or '.join(methods)} only")
+        if self.method == "qgt" and "weight_bits" in self.model_fields_set:
+            raise ValueError("qgt quantizes weights to its bits; set bits, not weight_bits")
+        return self
+
+
+class Evaluate(Args):
+    """Record top-1 accuracy on a split: ``sc.evaluate``."""
+
+    split: Literal["train", "val", "test"] = "test"
+
+
+class Export(Args):
+    """Write the model out: ``c`` (``sc.deploy.export_c``, then compiled and checked bit for
+    bit against ``run_int8`` when ``verify``), ``tflite`` or ``onnx``; into ``path`` under
+    the run folder (default ``export/<stage name>``)."""
+
+    format: Literal["c", "onnx", "tflite"]
+    target: str = None
+    sparse: Literal["auto", "never", "always"] = None
+    verify: bool = True
+    verify_inputs: int = Field(default=64, ge=1)
+    path: str = None
+
+    _target = _registered(TARGETS, "target")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        p = Path(v)
+        if p.is_absolute() or ".." in p.parts:
+            raise ValueError("give a path inside the run folder (relative, without '..')")
+        return v
+
+    @model_validator(mode="after")
+    def _applies(self) -> Export:
+        if self.format != "c" and {"target", "sparse"} & self.model_fields_set:
+            raise ValueError("target and sparse apply to format c only")
+        return self
+
+
+STAGE_KINDS: dict[str, type[Args]] = {
+    "train": Train,
+    "finetune": Finetune,
+    "regularize": Regularize,
+    "prune": Prune,
+    "sparsify": Sparsify,
+    "distill": Distill,
+    "quantize": Quantize,
+    "evaluate": Evaluate,
+    "export": Export,
+}
+FLOAT_ONLY = {"train", "finetune", "regularize", "prune", "sparsify", "distill", "quantize"}
+
+
+class ModelSpec(BaseModel):
+    """A zoo model (``name``, ``width``, builder ``args``), optionally with weights from
+    ``checkpoint``: a ``secateurs train --out`` file (which names its model itself) or a
+    plain state dict for the named model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = None
+    width: float = Field(default=1.0, gt=0)
+    args: dict[str, Any] = Field(default_factory=dict)
+    checkpoint: str = None
+
+    _name = _registered(MODELS, "name")
+
+    @model_validator(mode="after")
+    def _something(self) -> ModelSpec:
+        if self.name is None and self.checkpoint is None:
+            raise ValueError("give the zoo model's name, or a checkpoint to load")
+        return self
+
+
+class Stage(BaseModel):
+    """One validated stage: its kind, its unique name, and its arguments."""
+
+    model_config = ConfigDict(frozen=True)
+    kind: str
+    name: str
+    args: Args
+    teacher: str | None = None  # resolved: the stage name (or "model") the teacher comes from
+
+
+class Recipe(BaseModel):
+    """A validated recipe; build one with :func:`load_recipe` or :func:`parse_recipe`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    task: str
+    model: ModelSpec
+    seed: int = Field(default=0, ge=0)
+    target: str = "cortex-m4"
+    description: str = ""
+    stages: list[Any] = Field(min_length=1)
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, v: str) -> str:
+        if v not in TASKS and not Path(v).exists():
+            raise ValueError(
+                f"unknown task {v!r}; known tasks: {', '.join(TASKS.names())}, or the path "
+                "of an .npz file or image folder"
+            )
+        return v
+
+    _target = _registered(TARGETS, "target")
+
+    def digest(self) -> str:
+        """A stable text of the whole recipe, to tell whether a run folder holds this one."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
+def _location(loc: tuple, data: Any) -> str:
+    """``stages[2].prune.ratio`` from a pydantic error location, dropping the union-member
+    tags pydantic adds (``float``, ``dict[str,float]``) that are not keys of the data."""
+    parts, node = [], data
+    for key in loc:
+        if isinstance(key, int) and isinstance(node, list) and 0 <= key < len(node):
+            parts.append(f"[{key}]")
+            node = node[key]
+        elif isinstance(key, str) and isinstance(node, Mapping) and key in node:
+            parts.append(f".{key}" if parts else key)
+            node = node[key]
+        elif isinstance(key, str) and isinstance(node, Mapping) and not parts:
+            parts.append(key)  # a missing top-level key
+            node = None
+        elif isinstance(node, Mapping) and isinstance(key, str) and "[" not in key:
+            parts.append(f".{key}")  # a missing nested key
+            node = None
+    return "".join(parts)
+
+
+def _problems(err: ValidationError, data: Any, prefix: tuple = ()) -> list[tuple[str, str]]:
+    seen: dict[str, list[str]] = {}
+    for e in err.errors(include_url=False):
+        path = _location(prefix + tuple(e["loc"]), data)
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        elif "input" in e and e["type"] not in ("value_error", "assertion_error"):
+            msg += f" (got {e['input']!r})"
+        if msg not in seen.setdefault(path, []):
+            seen[path].append(msg)
+    out = []
+    for path, msgs in seen.items():
+        if len(msgs) > 1 and all(m.startswith("Input should be") for m in msgs):
+            msgs = ["; or ".join(msgs)]  # one line per key for a union's alternatives
+        out.extend((path, m) for m in msgs)
+    return out
+
+
+def _stage(i: int, item: Any, data: Any) -> tuple[Stage | None, list[tuple[str, str]]]:
+    where = f"stages[{i}]"
+    if not isinstance(item, Mapping) or len(item) != 1:
+        kinds = ", ".join(STAGE_KINDS)
+        return None, [(where, "a stage is a one-key mapping such as {train: {epochs: 10}}, "
+                              f"with the key one of {kinds}; got {item!r}")]  # fmt: skip
+    (kind, args), = item.items()  # fmt: skip
+    if kind not in STAGE_KINDS:
+        return None, [(where, f"unknown stage {kind!r}; known stages: {', '.join(STAGE_KINDS)}")]
+    try:
+        parsed = STAGE_KINDS[kind].model_validate({} if args is None else args)
+    except ValidationError as err:
+        return None, _problems(err, data, ("stages", i, kind))
+    return Stage(kind=kind, name=parsed.name or kind, args=parsed), []
+
+
+def _default_name(stage: Stage) -> str:
+    if stage.args.name:
+        return stage.args.name
+    if stage.kind == "quantize":
+        return stage.args.method
+    if stage.kind == "export":
+        return f"export-{stage.args.format}"
+    return stage.kind
+
+
+def _check_sequence(stages: list[Stage]) -> tuple[list[Stage], list[tuple[str, str]]]:
+    """What no single stage can see: names, teachers, and what may follow quantization.
+    Returns the stages with their teachers resolved, and the problems."""
+    problems, resolved = [], []
+    names: dict[str, int] = {}
+    quantized_at = None
+    for i, s in enumerate(stages):
+        where = f"stages[{i}].{s.kind}"
+        if s.name in names:
+            problems.append((where, f"stage name {s.name!r} is used by stages[{names[s.name]}] "
+                                    "too; give one of them another name"))  # fmt: skip
+        teacher = getattr(s.args, "teacher", None)
+        if s.kind == "distill" and teacher is None:
+            trained = [n for n, j in names.items() if stages[j].kind == "train"]
+            teacher = trained[-1] if trained else START
+        resolved.append(s.model_copy(update={"teacher": teacher}))
+        if teacher is not None and teacher != START:
+            j = names.get(teacher)
+            if j is None:
+                problems.append((f"{where}.teacher", f"{teacher!r} names no earlier stage; use "
+                                 f"one of {[START, *names]}"))  # fmt: skip
+            elif quantized_at is not None and j >= quantized_at:
+                problems.append((f"{where}.teacher", f"{teacher!r} is quantized; a teacher must "
+                                 "be a float model from before the quantize stage"))  # fmt: skip
+        if quantized_at is not None and s.kind in FLOAT_ONLY:
+            problems.append((where, f"a {s.kind} stage cannot follow quantization (stages"
+                             f"[{quantized_at}]); only evaluate and export can"))  # fmt: skip
+        if s.kind == "quantize" and quantized_at is None:
+            quantized_at = i
+        if s.kind == "export" and s.args.format in ("c", "tflite") and quantized_at is None:
+            problems.append((f"{where}.format", f"{s.args.format} exports an int8 model; put a "
+                             "quantize stage before this one"))  # fmt: skip
+        names.setdefault(s.name, i)
+    return resolved, problems
+
+
+def apply_overrides(data: Any, overrides: Mapping[str, Any]) -> Any:
+    """Set ``{"stages[0].train.epochs": 1, ...}`` in the raw recipe data (a copy)."""
+    data = json.loads(json.dumps(data))
+    for path, value in overrides.items():
+        keys = [int(k) if k.isdigit() else k for k in re.findall(r"[^.\[\]]+", path)]
+        if not keys:
+            raise ValueError(f"override {path!r} names no key")
+        node = data
+        for depth, key in enumerate(keys[:-1]):
+            try:
+                node = node[key]
+            except (KeyError, IndexError, TypeError):
+                shown = path if depth == 0 else ".".join(map(str, keys[: depth + 1]))
+                raise ValueError(f"override {path!r}: the recipe has no {shown!r}") from None
+            if node is None:
+                raise ValueError(f"override {path!r}: {keys[depth]!r} is empty in the recipe")
+        if isinstance(node, list) and not (isinstance(keys[-1], int) and keys[-1] < len(node)):
+            raise ValueError(f"override {path!r}: index {keys[-1]} is out of range")
+        if not isinstance(node, (list, dict)):
+            raise ValueError(f"override {path!r}: {keys[-2]!r} is not a mapping")
+        node[keys[-1]] = value
+    return data
+
+
+def parse_recipe(
+    data: Any, source: str = "recipe", overrides: Mapping[str, Any] | None = None
+) -> tuple[Recipe, list[Stage]]:
+    """Validate recipe data (as ``yaml.safe_load`` returns it); raise RecipeError naming
+    every problem by its YAML path."""
+    if overrides:
+        try:
+            data = apply_overrides(data, overrides)
+        except ValueError as err:
+            raise RecipeError(source, [("", str(err))]) from None
+    if not isinstance(data, Mapping):
+        raise RecipeError(source, [("", "a recipe is a mapping with task, model and stages; "
+                                        f"got {type(data).__name__}")])  # fmt: skip
+    problems: list[tuple[str, str]] = []
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as err:
+        recipe = None
+        problems += _problems(err, data)
+    stages = []
+    raw = data.get("stages")
+    for i, item in enumerate(raw if isinstance(raw, list) else []):
+        stage, errs = _stage(i, item, data)
+        problems += errs
+        if stage is not None:
+            stages.append(stage)
+    if problems:
+        raise RecipeError(source, problems)
+    counts: dict[str, int] = {}
+    named = []
+    for s in stages:
+        base = _default_name(s)
+        counts[base] = counts.get(base, 0) + 1
+        name = base if counts[base] == 1 or s.args.name else f"{base}-{counts[base]}"
+        named.append(Stage(kind=s.kind, name=name, args=s.args))
+    named, problems = _check_sequence(named)
+    if problems:
+        raise RecipeError(source, problems)
+    recipe = recipe.model_copy(update={"stages": [
+        {s.kind: s.args.model_dump(mode="json", exclude_unset=True)
+         | {"name": s.name, **({"teacher": s.teacher} if s.teacher else {})}}
+        for s in named
+    ]})  # fmt: skip
+    return recipe, named
+
+
+def load_recipe(
+    path: str | Path, overrides: Mapping[str, Any] | None = None
+) -> tuple[Recipe, list[Stage]]:
+    """Read a recipe file with ``yaml.safe_load`` and validate it."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise RecipeError(str(path), [("", "no such recipe file")]) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise RecipeError(str(path), [("", f"cannot read it: {err}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise RecipeError(str(path), [("", f"not valid YAML: {err}")]) from None
+    return parse_recipe(data, str(path), overrides)
