@@ -3,6 +3,7 @@ that the comparison tool is installed."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -26,6 +27,18 @@ def save_json(path: Path, data: dict) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2)
     os.replace(tmp, path)
+
+
+def locked_update(path: Path, fn) -> dict:
+    """Read the JSON results at ``path``, apply ``fn`` to them, write them back atomically,
+    all under an exclusive lock, so that one process per task can share one file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(path.read_text()) if path.is_file() else {}
+        fn(results)
+        save_json(path, results)
+    return results
 
 
 def has_torch_pruning() -> bool:

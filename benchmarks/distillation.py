@@ -27,20 +27,17 @@ from __future__ import annotations
 
 import argparse
 import copy
-import fcntl
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-from _common import machine, save_json
+from _common import locked_update, machine
 
 import secateurs as sc
 
 RESULTS = Path(__file__).parent / "results" / "distillation.json"
-LOCK = RESULTS.with_suffix(".lock")
 TASKS = ("digits", "mnist1d")
 METHODS = ("finetune", "kd", "rkd", "feature", "ca_kd")
 STUDENTS = {"pruned": 10, "tiny": 20}  # training epochs
@@ -50,14 +47,7 @@ TARGET_MACS = 0.3
 
 
 def _update(fn) -> dict:
-    """Read the results, apply ``fn``, write them back, all under an exclusive lock."""
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with open(LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-        fn(results)
-        save_json(RESULTS, results)
-    return results
+    return locked_update(RESULTS, fn)
 
 
 def _student(kind: str, teacher, task, seed: int):

@@ -14,6 +14,7 @@ PAGES = [
     "docs/methods/unstructured.md",
     "docs/methods/quantization.md",
     "docs/methods/distillation.md",
+    "docs/methods/automatic.md",
     "docs/deploy.md",
     "docs/recipes.md",
 ]

@@ -104,7 +104,7 @@ def test_pruned_model_still_trains(digits):
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        (dict(), ValueError, "exactly one of ratio=, target_macs= or threshold="),
+        (dict(), ValueError, "exactly one of ratio=, target_macs=, threshold= or keep="),
         (dict(ratio=0.5, target_macs=0.5), ValueError, "exactly one of ratio"),
         (dict(ratio={"nope": 0.5}), ValueError, r"ratio names modules \['nope'\]"),
         (dict(ratio={"stem.0": 1.5}), ValueError, r"ratio\['stem.0'\] must be in \[0, 1\)"),

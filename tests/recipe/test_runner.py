@@ -231,8 +231,9 @@ def test_shipped_recipes_run_on_a_reduced_budget(path, tmp_path):
     short = {}
     for i, stage in enumerate(stages):
         (kind, args), = stage.items()  # fmt: skip
-        if args and "epochs" in args:
-            short[f"stages[{i}].{kind}.epochs"] = 2
+        for key in ("epochs", "finetune_epochs"):
+            if args and key in args:
+                short[f"stages[{i}].{kind}.{key}"] = 2
     result = sc.recipe.run(path, tmp_path / "run", overrides=short)
     assert len(result.records) == len(stages)
     first, last = result.records[0], result.records[-1]

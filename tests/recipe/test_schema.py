@@ -34,7 +34,7 @@ def test_every_shipped_recipe_validates(path):
 def test_shipped_recipes_cover_every_method_family():
     names = {p.stem for p in RECIPES}
     assert {"demo", "mnist1d-structured", "mnist1d-unstructured", "mnist1d-quantization",
-            "mnist1d-distillation"} <= names  # fmt: skip
+            "mnist1d-distillation", "mnist1d-automatic"} <= names  # fmt: skip
 
 
 def test_stage_arguments_left_out_take_the_python_defaults():
@@ -156,6 +156,21 @@ def test_yaml_tags_that_build_python_objects_are_refused(tmp_path):
     evil.write_text("task: !!python/object/apply:os.system ['true']\n")
     with pytest.raises(RecipeError, match="not valid YAML"):
         load_recipe(evil)
+
+
+def test_search_stage_checks_its_method_budget_and_options():
+    stage = {"search": {"method": "abc", "budget": {"macs": 0.3}, "options": {"colonies": 3}}}
+    p = problems(base(stages=[{"train": {}}, stage]))
+    assert "options ['colonies'] are not arguments of abc" in p["stages[1].search"]
+    p = problems(base(stages=[{"search": {"method": "greedy", "budget": {}}}]))
+    assert "unknown search method 'greedy'" in p["stages[0].search.method"]
+    assert "give at least one of" in p["stages[0].search.budget"]
+    _, stages = parse_recipe(base(stages=[
+        {"search": {"method": "admm", "budget": {"flash_bytes": 20000, "macs": 0.5}}}
+    ]))  # fmt: skip
+    budget = stages[0].args.budget
+    assert isinstance(budget.flash_bytes, int) and isinstance(budget.macs, float)
+    assert stages[0].name == "admm"
 
 
 def test_recipe_api_is_exported():

@@ -6,7 +6,7 @@ report = sc.prune.channels(model, x, ratio=0.5, importance="l1", scope="global")
 from __future__ import annotations
 
 from . import criteria  # noqa: F401  (registers the data-driven criteria)
-from .channels import GroupReport, PruneReport, channels, plan
+from .channels import GroupReport, PruneReport, channels, group_name, plan
 from .criteria import GradientTracking, SoftFilterPruning, compensate
 from .dynamic import ChannelGate, GateBudget, gate_channels
 from .importance import IMPORTANCE, list_importance, register_importance
@@ -35,6 +35,7 @@ from .sparsify import (
 __all__ = [
     "channels",
     "plan",
+    "group_name",
     "gate_channels",
     "ChannelGate",
     "GateBudget",

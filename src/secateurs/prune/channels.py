@@ -72,6 +72,11 @@ def _cap(channels: int, count: int, max_layer_ratio: float, round_to: int) -> in
     return channels - kept
 
 
+def group_name(group: Group) -> str:
+    """A group's name: the first layer whose output channels (filters) it is."""
+    return next((m.module for m in group.members if m.axis != "in"), group.members[0].module)
+
+
 def _group_ratio(group: Group, ratios: dict[str, float]) -> float:
     """A per-layer ratio names the layer whose output channels (filters) it removes: the
     group whose channels a listed layer produces takes its ratio (else 0)."""
@@ -89,8 +94,12 @@ def _plan(
     max_layer_ratio: float,
     round_to: int,
     threshold: float | None = None,
+    keep: dict[str, int] | None = None,
 ) -> dict[Group, list[int]]:
-    if threshold is not None:
+    if keep is not None:
+        counts = [g.channels - keep.get(group_name(g), g.channels) for g in groups]
+        max_layer_ratio = 1.0  # explicit counts are not capped, only kept above zero
+    elif threshold is not None:
         counts = [int((s < threshold).sum()) for s in scores]
     elif isinstance(ratio, dict):
         counts = [math.floor(_group_ratio(g, ratio) * g.channels) for g in groups]
@@ -161,6 +170,7 @@ def channels(
     data=None,
     seed: int = 0,
     threshold: float | None = None,
+    keep: dict[str, int] | None = None,
 ) -> PruneReport:
     """Remove channels from ``model`` in place, making its tensors physically smaller.
 
@@ -170,15 +180,17 @@ def channels(
     as ``{module path: ratio}`` (the fraction of that layer's filters);
     ``target_macs``: the fraction of MACs to keep, reached within 2% by searching the ratio;
     ``threshold``: remove every channel whose importance is below it (after regularized
-    training, say).
+    training, say); ``keep``: how many channels each group keeps, ``{group name: count}``
+    (a group is named by its first layer, :func:`group_name`; unnamed groups keep all),
+    as the automatic searches of ``sc.search`` choose them.
     ``data`` (a Task or (inputs, labels) batches) feeds data-driven criteria. ``max_layer_ratio``
     caps what any group loses; ``round_to`` rounds kept channel counts up to a multiple. The
     model's inputs, outputs and ``ignored`` modules keep their channels.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if sum(v is not None for v in (ratio, target_macs, threshold)) != 1:
-        raise ValueError("give exactly one of ratio=, target_macs= or threshold=")
+    if sum(v is not None for v in (ratio, target_macs, threshold, keep)) != 1:
+        raise ValueError("give exactly one of ratio=, target_macs=, threshold= or keep=")
     if isinstance(ratio, dict):
         for path, r in ratio.items():
             r = check_float(f"ratio[{path!r}]", r, minimum=0.0)
@@ -213,8 +225,11 @@ def channels(
     groups = graph.groups()
     scores = _scores(graph, criterion, data, seed)
 
+    if keep is not None:
+        _check_keep(keep, groups)
+
     def plan_for(r):
-        return _plan(groups, scores, r, scope, max_layer_ratio, round_to, threshold)
+        return _plan(groups, scores, r, scope, max_layer_ratio, round_to, threshold, keep)
 
     if target_macs is not None:
         ratio = _search_ratio(model, x, graph, plan_for, target_macs, before.macs, max_layer_ratio)
@@ -237,6 +252,20 @@ def channels(
     return PruneReport(
         reports, before.params, after.params, before.macs, after.macs, applied, history
     )
+
+
+def _check_keep(keep: dict[str, int], groups: list[Group]) -> None:
+    sizes = {group_name(g): g.channels for g in groups}
+    unknown = sorted(set(keep) - set(sizes))
+    if unknown:
+        raise ValueError(
+            f"keep names {unknown}, which are not prunable groups; the groups are named by "
+            f"their first layer: {sorted(sizes)}"
+        )
+    for name, k in keep.items():
+        check_int(f"keep[{name!r}]", k, minimum=1)
+        if k > sizes[name]:
+            raise ValueError(f"keep[{name!r}] is {k}, but that group has {sizes[name]} channels")
 
 
 def _search_ratio(model, x, graph, plan_for, target: float, macs_before: int, upper: float):

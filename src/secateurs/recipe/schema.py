@@ -17,6 +17,7 @@ Arguments left out take the Python function's own defaults, so the two stay one 
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections.abc import Mapping
@@ -38,6 +39,7 @@ from ..prune.sparsify import SCOPES as SPARSE_SCOPES
 from ..quant import SCHEMES
 from ..quant.observers import CALIBRATIONS
 from ..quant.ptq import ROUNDINGS
+from ..search import METHODS as SEARCHES
 from ..train import OPTIMIZERS, SCHEDULES
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -189,6 +191,59 @@ class Sparsify(FitArgs):
         return self
 
 
+class BudgetSpec(BaseModel):
+    """``sc.search.Budget``: a float up to 1 is a fraction of the unpruned model, an int is
+    absolute; or ``target``, a device whose flash and SRAM are the limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    macs: int | float = Field(default=None, gt=0)
+    params: int | float = Field(default=None, gt=0)
+    flash_bytes: int | float = Field(default=None, gt=0)
+    sram_bytes: int | float = Field(default=None, gt=0)
+    latency_ms: float = Field(default=None, gt=0)
+    weight_bits: int = Field(default=None, ge=1, le=32)
+    activation_bits: int = Field(default=None, ge=1, le=32)
+    target: str = None
+
+    _target = _registered(TARGETS, "target")
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> BudgetSpec:
+        limits = {"macs", "params", "flash_bytes", "sram_bytes", "latency_ms", "target"}
+        if not limits & self.model_fields_set:
+            raise ValueError(f"give at least one of {', '.join(sorted(limits))}")
+        return self
+
+
+class Search(Args):
+    """Find per-layer widths under a budget and prune to them: a method of
+    ``sc.search.METHODS`` (uniform, sensitivity, admm, abc, autoprune, metapruning),
+    with its own keyword arguments under ``options``."""
+
+    method: str
+    budget: BudgetSpec
+    finetune_epochs: int = Field(default=None, ge=0)
+    lr: float = Field(default=None, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        if v not in SEARCHES:
+            raise ValueError(f"unknown search method {v!r}; known: {', '.join(SEARCHES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _options(self) -> Search:
+        taken = {"model", "task", "budget", "seed", "finetune_epochs", "lr"}
+        accepted = set(inspect.signature(SEARCHES[self.method]).parameters) - taken
+        unknown = sorted(set(self.options) - accepted)
+        if unknown:
+            raise ValueError(f"options {unknown} are not arguments of {self.method}; it takes "
+                             f"{sorted(accepted)}")  # fmt: skip
+        return self
+
+
 class Distill(FitArgs):
     """Train from a teacher: ``sc.distill.distill``. ``teacher`` names an earlier stage (the
     model as that stage left it) or ``model`` (the starting model); default: the last
@@ -291,13 +346,15 @@ STAGE_KINDS: dict[str, type[Args]] = {
     "finetune": Finetune,
     "regularize": Regularize,
     "prune": Prune,
+    "search": Search,
     "sparsify": Sparsify,
     "distill": Distill,
     "quantize": Quantize,
     "evaluate": Evaluate,
     "export": Export,
 }
-FLOAT_ONLY = {"train", "finetune", "regularize", "prune", "sparsify", "distill", "quantize"}
+FLOAT_ONLY = {"train", "finetune", "regularize", "prune", "search", "sparsify", "distill",
+              "quantize"}  # fmt: skip
 
 
 class ModelSpec(BaseModel):
@@ -422,6 +479,8 @@ def _default_name(stage: Stage) -> str:
         return stage.args.method
     if stage.kind == "export":
         return f"export-{stage.args.format}"
+    if stage.kind == "search":
+        return stage.args.method
     return stage.kind
 
 

@@ -33,6 +33,8 @@ from ..prune import (
     sparsity_report,
 )
 from ..quant import QuantizationGuided, convert, prepare_qat, quantize
+from ..search import METHODS as SEARCHES
+from ..search import Budget
 from ..train import evaluate, fit
 from .schema import FIT_KEYS, Stage
 from .state import RunState, qat_record
@@ -98,6 +100,24 @@ def prune_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
         "macs_kept": report.macs_kept,
         "params_kept": report.params_kept,
         "channels_removed": sum(len(g.removed) for g in report.groups),
+    }
+
+
+@STAGES.register("search")
+def search_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
+    a = stage.args
+    spec = a.budget.model_dump(exclude_unset=True)
+    target = spec.pop("target", None)
+    budget = Budget.for_target(target, **spec) if target else Budget(**spec)
+    kw = {k: v for k, v in a.kwargs("method", "budget", "options").items()}
+    result = SEARCHES[a.method](state.model, ctx.task, budget, seed=ctx.seed, **kw,
+                                **a.options)  # fmt: skip
+    return {
+        "fits": result.fits,
+        "search_accuracy": result.accuracy,
+        "evaluations": result.evaluations,
+        "structure": result.structure,
+        "limits": result.limits,
     }
 
 

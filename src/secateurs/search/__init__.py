@@ -1,0 +1,58 @@
+"""Automatic pruning under device budgets: the tool finds the per-layer widths.
+
+result = sc.search.abc(model, task, sc.search.Budget(macs=0.3))
+"""
+
+from __future__ import annotations
+
+from .abc import abc
+from .admm import admm, purify
+from .autoprune import autoprune
+from .budget import Budget, BudgetError, Costs, measure_costs
+from .candidate import (
+    BACKENDS,
+    ProcessBackend,
+    SerialBackend,
+    StopAfter,
+    evaluate_candidate,
+    get_backend,
+)
+from .gates import GroupGates
+from .metapruning import PruningNet, metapruning
+from .result import SearchResult
+from .sensitivity import greedy_sensitivity, uniform
+from .space import Space
+
+METHODS = {
+    "uniform": uniform,
+    "sensitivity": greedy_sensitivity,
+    "admm": admm,
+    "abc": abc,
+    "autoprune": autoprune,
+    "metapruning": metapruning,
+}
+
+__all__ = [
+    "BACKENDS",
+    "Budget",
+    "BudgetError",
+    "Costs",
+    "GroupGates",
+    "METHODS",
+    "ProcessBackend",
+    "PruningNet",
+    "SearchResult",
+    "SerialBackend",
+    "Space",
+    "StopAfter",
+    "abc",
+    "admm",
+    "autoprune",
+    "evaluate_candidate",
+    "get_backend",
+    "greedy_sensitivity",
+    "measure_costs",
+    "metapruning",
+    "purify",
+    "uniform",
+]

@@ -1,0 +1,137 @@
+"""Budgets: what a compressed model may cost on a device, measured with ``sc.measure``.
+
+``Budget(macs=0.3)`` keeps at most 30% of the unpruned model's MACs; ``Budget(flash_bytes=
+64_000, sram_bytes=16_384)`` gives absolute bytes (at ``weight_bits`` and
+``activation_bits``, int8 by default); ``Budget.for_target("cortex-m0plus")`` takes a
+device's flash and SRAM. A float at most 1 is a fraction of the unpruned model, an int is
+absolute; ``latency_ms`` is always absolute (host CPU milliseconds, noisy).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+from torch import nn
+
+from .._checks import check_int
+from ..measure import profile
+from ..measure.target import get_target
+
+METRICS = ("macs", "params", "flash_bytes", "sram_bytes", "latency_ms")
+# What unstructured sparsity moves: the nonzero counts and the sparse storage, never the
+# activations a layer writes (peak SRAM) nor the dense kernels' time.
+SPARSE_MOVES = ("macs", "params", "flash_bytes")
+
+
+class BudgetError(ValueError):
+    """A budget that no candidate of the search space can meet."""
+
+
+@dataclass(frozen=True)
+class Costs:
+    """One model's costs, in the Budget's units (MACs, params, bytes, milliseconds)."""
+
+    macs: float
+    params: float
+    flash_bytes: float
+    sram_bytes: float
+    latency_ms: float | None = None
+
+    def get(self, metric: str) -> float | None:
+        return getattr(self, metric)
+
+
+def measure_costs(model: nn.Module, x, budget: Budget, sparse: bool = False) -> Costs:
+    """The costs ``budget`` constrains, measured on ``model`` with ``sc.measure.profile``.
+    ``sparse=True`` counts nonzero MACs and params (unstructured sparsity)."""
+    prof = profile(model, x, budget.weight_bits, budget.activation_bits,
+                   latency=budget.latency_ms is not None)  # fmt: skip
+    return Costs(
+        macs=prof.nonzero_macs if sparse else prof.macs,
+        params=prof.nonzero_params if sparse else prof.params,
+        flash_bytes=prof.flash_bytes,
+        sram_bytes=prof.peak_sram_bytes,
+        latency_ms=prof.latency_ms,
+    )
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Upper limits on a model's costs; leave out what does not matter."""
+
+    macs: float | int | None = None
+    params: float | int | None = None
+    flash_bytes: float | int | None = None
+    sram_bytes: float | int | None = None
+    latency_ms: float | None = None
+    weight_bits: int = 8
+    activation_bits: int = 8
+
+    def __post_init__(self) -> None:
+        check_int("weight_bits", self.weight_bits, minimum=1)
+        check_int("activation_bits", self.activation_bits, minimum=1)
+        for f in fields(self):
+            v = getattr(self, f.name)
+            bad = isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
+            if f.name in METRICS and v is not None and bad:
+                raise ValueError(
+                    f"Budget.{f.name} must be a positive number (a float up to 1 is a "
+                    f"fraction of the unpruned model, an int is absolute); got {v!r}"
+                )
+        if not self.metrics:
+            raise ValueError("a Budget needs at least one of " + ", ".join(METRICS))
+
+    @classmethod
+    def for_target(cls, target, weight_bits: int = 8, activation_bits: int = 8, **extra) -> Budget:
+        """The flash and SRAM of a device (a ``sc.measure.TARGETS`` name or a Target)."""
+        t = get_target(target)
+        return cls(flash_bytes=int(t.flash_bytes), sram_bytes=int(t.sram_bytes),
+                   weight_bits=weight_bits, activation_bits=activation_bits, **extra)  # fmt: skip
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return tuple(m for m in METRICS if getattr(self, m) is not None)
+
+    def limits(self, reference: Costs) -> dict[str, float]:
+        """Absolute limits, fractions resolved against the unpruned model's ``reference``."""
+        out = {}
+        for m in self.metrics:
+            v = getattr(self, m)
+            relative = isinstance(v, float) and v <= 1 and m != "latency_ms"
+            out[m] = v * reference.get(m) if relative else float(v)
+        return out
+
+    def excess(self, costs: Costs, limits: dict[str, float]) -> float:
+        """The largest cost over its limit, as a ratio (at most 1 when the budget is met)."""
+        return max(costs.get(m) / limits[m] for m in limits)
+
+    def fits(self, costs: Costs, limits: dict[str, float]) -> bool:
+        return self.excess(costs, limits) <= 1.0
+
+    def check_reachable(self, smallest: Costs, limits: dict[str, float], how: str) -> None:
+        """Fail at once, naming the smallest reachable value, when even the smallest
+        candidate ``smallest`` (reached by ``how``) is over a limit."""
+        over = [m for m in limits if smallest.get(m) > limits[m]]
+        if over:
+            parts = [f"{m} <= {_fmt(limits[m])} (the smallest reachable is "
+                     f"{_fmt(smallest.get(m))})" for m in over]  # fmt: skip
+            raise BudgetError(
+                f"the budget cannot be met by {how}: "
+                + "; ".join(parts)
+                + ". Loosen the budget, or pick a smaller model or lower bit widths"
+            )
+
+    def check_sparse(self, dense: Costs, limits: dict[str, float]) -> None:
+        """Unstructured sparsity cannot lower peak SRAM or latency: fail at once when the
+        dense model is over those limits."""
+        for m in ("sram_bytes", "latency_ms"):
+            if m in limits and dense.get(m) > limits[m]:
+                raise BudgetError(
+                    f"unstructured sparsity does not lower {m} ({_fmt(dense.get(m))} > "
+                    f"{_fmt(limits[m])}); prune channels (structured) to meet it"
+                )
+
+
+def _fmt(v: float) -> str:
+    return f"{v:,.3f}" if v < 100 and not float(v).is_integer() else f"{math.ceil(v):,}"

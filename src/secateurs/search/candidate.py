@@ -1,0 +1,112 @@
+"""Evaluating candidates: one function, and backends that map it over many.
+
+Every search scores its candidates through :func:`evaluate_candidate`, a plain top-level
+function of picklable arguments, so a backend can run candidates one after another
+(``"serial"``) or in worker processes (``"process"``); the evaluation framework adds Ray.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+
+import torch
+from torch import nn
+
+from .._registry import Registry
+from ..data.task import Task
+from ..prune.channels import channels
+from ..train import Callback, FitState, evaluate, fit
+
+
+class StopAfter(Callback):
+    """End ``sc.fit`` after ``steps`` optimizer steps: a short fine-tune."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps, self.done = steps, 0
+
+    def on_step_end(self, state: FitState) -> None:
+        self.done += 1
+        if self.done >= self.steps:
+            state.stop = True
+
+
+def finetune_steps(model: nn.Module, task: Task, steps: int, lr: float, seed: int,
+                   batch_size: int = 64) -> None:  # fmt: skip
+    """Train ``model`` for ``steps`` optimizer steps at a constant learning rate."""
+    if steps <= 0:
+        return
+    per_epoch = math.ceil(len(task.train) / batch_size)
+    fit(model, task, epochs=math.ceil(steps / per_epoch), lr=lr, batch_size=batch_size,
+        schedule="constant", callbacks=[StopAfter(steps)], seed=seed, progress=False)  # fmt: skip
+
+
+def evaluate_candidate(
+    model: nn.Module,
+    task: Task,
+    keep: dict[str, int],
+    example_inputs: torch.Tensor,
+    steps: int = 0,
+    lr: float = 1e-3,
+    importance: str = "l1",
+    ignored: Sequence[str] = (),
+    seed: int = 0,
+    split: str = "val",
+) -> float:
+    """Accuracy on ``split`` of a copy of ``model`` pruned to ``keep`` (inheriting the
+    weights of its most important channels) and fine-tuned for ``steps`` steps."""
+    candidate = copy.deepcopy(model)
+    channels(candidate, example_inputs, keep=keep, importance=importance, ignored=ignored,
+             data=task, seed=seed)  # fmt: skip
+    finetune_steps(candidate, task, steps, lr, seed)
+    return evaluate(candidate, task, split)
+
+
+BACKENDS: Registry[Callable[..., object]] = Registry("search backend")
+
+
+class SerialBackend:
+    """Candidates one after another in this process."""
+
+    def map(self, fn: Callable, jobs: Sequence[dict]) -> list:
+        return [fn(**job) for job in jobs]
+
+
+def _single_thread() -> None:
+    torch.set_num_threads(1)
+
+
+class ProcessBackend:
+    """Candidates in ``workers`` processes (default: the machine's cores), one thread each."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or os.cpu_count() or 1
+
+    def map(self, fn: Callable, jobs: Sequence[dict]) -> list:
+        if len(jobs) <= 1 or self.workers == 1:
+            return SerialBackend().map(fn, jobs)
+        with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
+                                 initializer=_single_thread) as pool:  # fmt: skip
+            futures = [pool.submit(fn, **job) for job in jobs]
+            return [f.result() for f in futures]
+
+
+BACKENDS.register("serial")(SerialBackend)
+BACKENDS.register("process")(ProcessBackend)
+
+
+def get_backend(backend) -> object:
+    """A backend object: a registered name ("serial", "process"), or anything with
+    ``map(fn, jobs)``."""
+    if isinstance(backend, str):
+        return BACKENDS.get(backend)()
+    if backend is None:
+        return SerialBackend()
+    if not callable(getattr(backend, "map", None)):
+        raise TypeError(f"backend must be a name ({', '.join(BACKENDS.names())}) or have "
+                        f"map(fn, jobs); got {type(backend).__name__}")  # fmt: skip
+    return backend

@@ -1,0 +1,64 @@
+"""What every search returns, and the step every channel search ends with."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from torch import nn
+
+from ..data.task import Task
+from ..train import evaluate, fit
+from .budget import Costs, measure_costs
+from .space import Space
+
+
+@dataclass
+class SearchResult:
+    """The pruned model's structure (kept channels per group; None for unstructured
+    sparsity), its measured costs against the budget's limits, its test accuracy after
+    fine-tuning, the search's history, and how many candidates it evaluated."""
+
+    method: str
+    structure: dict[str, int] | None
+    costs: Costs
+    limits: dict[str, float]
+    accuracy: float
+    evaluations: int = 0
+    wall_s: float = 0.0
+    history: list[dict] = field(default_factory=list, repr=False)
+
+    @property
+    def fits(self) -> bool:
+        return all(self.costs.get(m) <= v for m, v in self.limits.items())
+
+
+def finish(
+    method: str,
+    space: Space,
+    model: nn.Module,
+    structure,
+    task: Task,
+    finetune_epochs: int,
+    lr: float,
+    seed: int,
+    start: float,
+    evaluations: int,
+    history: list[dict],
+    importance: str = "l1",
+    pruned: bool = False,
+) -> SearchResult:
+    """Prune ``model`` to ``structure`` in place (unless ``pruned``), fine-tune it, measure
+    it, and fail loudly if the result breaks the budget (a bug, never a result)."""
+    if not pruned:
+        space.apply(model, structure, importance=importance, data=task, seed=seed)
+    if finetune_epochs:
+        fit(model, task, epochs=finetune_epochs, lr=lr, seed=seed, progress=False)
+    model.eval()
+    costs = measure_costs(model, space.x, space.budget)
+    if not space.budget.fits(costs, space.limits):
+        raise RuntimeError(f"{method} produced a model over budget: {costs} vs {space.limits}")
+    return SearchResult(method, space.keep(np.asarray(structure)), costs, space.limits,
+                        evaluate(model, task), evaluations, time.perf_counter() - start,
+                        history)  # fmt: skip

@@ -1,0 +1,111 @@
+"""The baseline every search must beat: greedy layer-wise sensitivity.
+
+Prune each group alone to a ladder of kept fractions, measure the validation accuracy
+(no fine-tuning) and the budget saved; then, from the full model, repeatedly take the
+one-rung step with the least accuracy lost per unit of budget saved until the budget is
+met (the sensitivity analysis of Li et al. 2016, arXiv 1608.08710, turned into an
+allocation).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import numpy as np
+from torch import nn
+
+from ..data.task import Task
+from ..train import evaluate
+from .budget import Budget
+from .candidate import evaluate_candidate, get_backend
+from .result import SearchResult, finish
+from .space import Space
+
+LEVELS = (0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125)
+
+
+def greedy_sensitivity(
+    model: nn.Module,
+    task: Task,
+    budget: Budget,
+    levels: Iterable[float] = LEVELS,
+    finetune_epochs: int = 5,
+    lr: float = 1e-3,
+    importance: str = "l1",
+    seed: int = 0,
+    min_keep: float = 0.1,
+    ignored: Iterable[str] = (),
+    backend=None,
+) -> SearchResult:
+    """Prune ``model`` in place to the greedy sensitivity allocation that meets ``budget``,
+    fine-tune it for ``finetune_epochs``, and return the result."""
+    start = time.perf_counter()
+    x = task.example_inputs()
+    space = Space(model, x, budget, ignored, min_keep)
+    space.check_reachable()
+    fractions = np.array([1.0, *sorted(set(levels), reverse=True)])
+    if not ((fractions > 0) & (fractions <= 1)).all():
+        raise ValueError(f"levels are kept fractions in (0, 1]; got {list(levels)}")
+    rungs = [space.clip(np.maximum(space.minimum, np.round(f * space.channels)))
+             for f in fractions]  # fmt: skip
+    base = evaluate(model, task, "val")
+    jobs, where = [], []
+    for g in range(len(space)):
+        for r in range(1, len(fractions)):
+            s = space.channels.copy()
+            s[g] = rungs[r][g]
+            jobs.append(dict(model=model, task=task, keep=space.keep(s), example_inputs=x,
+                             importance=importance, ignored=space.ignored, seed=seed))  # fmt: skip
+            where.append((g, r))
+    drop = np.zeros((len(space), len(fractions)))
+    saved = np.zeros_like(drop)
+    full = space.excess(space.channels)
+    for (g, r), acc, job in zip(where, get_backend(backend).map(evaluate_candidate, jobs), jobs):
+        drop[g, r] = max(base - acc, 0.0)
+        saved[g, r] = full - space.excess(list(job["keep"].values()))
+    drop = np.maximum.accumulate(drop, axis=1)  # a deeper cut never counts as cheaper
+
+    level = np.zeros(len(space), dtype=int)
+    current = space.channels.copy()
+    history = []
+    while not space.fits(current):
+        best, best_rate = None, np.inf
+        for g in range(len(space)):
+            r = level[g]
+            if r + 1 >= len(fractions) or rungs[r + 1][g] == current[g]:
+                continue
+            gain = saved[g, r + 1] - saved[g, r]
+            rate = (drop[g, r + 1] - drop[g, r] + 1e-6) / max(gain, 1e-9)
+            if rate < best_rate:
+                best, best_rate = g, rate
+        if best is None:
+            current = space.shrink(current)
+            break
+        level[best] += 1
+        current[best] = rungs[level[best]][best]
+        history.append({"group": space.names[best], "kept": int(current[best]),
+                        "excess": space.excess(current)})  # fmt: skip
+    return finish("sensitivity", space, model, current, task, finetune_epochs, lr, seed,
+                  start, len(jobs), history, importance)  # fmt: skip
+
+
+def uniform(
+    model: nn.Module,
+    task: Task,
+    budget: Budget,
+    finetune_epochs: int = 5,
+    lr: float = 1e-3,
+    importance: str = "l1",
+    seed: int = 0,
+    min_keep: float = 0.1,
+    ignored: Iterable[str] = (),
+) -> SearchResult:
+    """The control: the same kept fraction in every group, the largest within ``budget``,
+    channels chosen by ``importance`` (L1 norm by default), then fine-tuned."""
+    start = time.perf_counter()
+    space = Space(model, task.example_inputs(), budget, ignored, min_keep)
+    space.check_reachable()
+    structure = space.uniform()
+    return finish("uniform", space, model, structure, task, finetune_epochs, lr, seed, start,
+                  0, [], importance)  # fmt: skip
