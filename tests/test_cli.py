@@ -21,7 +21,7 @@ def test_list_shows_tasks_and_models():
         assert name in out
 
 
-@pytest.mark.parametrize("command", ["list", "train", "profile", "run", "demo"])
+@pytest.mark.parametrize("command", ["list", "train", "profile", "run", "bench", "demo"])
 def test_every_command_has_help(command):
     result = subprocess.run(
         [sys.executable, "-m", "secateurs", command, "--help"], capture_output=True, text=True
@@ -117,3 +117,21 @@ def test_run_with_overrides_and_resume(tmp_path):
     assert code == 2 and "--resume" in text
     code, text = _run([*argv, "--resume"])
     assert code == 0 and "finished run" in text
+
+
+def test_bench_runs_a_grid_and_reports_it(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(
+        "name: g\ntasks: [digits]\nmodels: {mlp: {name: mlp, args: {hidden: [32]}}}\n"
+        "train: {epochs: 4, lr: 0.003}\nkeep: [0.5]\nseeds: [0]\n"
+        "methods: {l1: [{prune: {target_macs: '{keep}'}}]}\n"
+    )
+    store = tmp_path / "s.sqlite"
+    code, out = _run(["bench", "run", str(grid), "--store", str(store)])
+    assert code == 0 and "2 cell(s) run (0 failed), 0 done already" in out
+    code, out = _run(["bench", "run", str(grid), "--store", str(store)])
+    assert code == 0 and "0 cell(s) run (0 failed), 2 done already" in out
+    code, out = _run(["bench", "report", "--store", str(store), "--out", str(tmp_path / "r")])
+    assert code == 0 and (tmp_path / "r" / "report.html").is_file()
+    code, out = _run(["bench", "report", "--store", str(store)])
+    assert code == 2 and "needs --out" in out

@@ -17,6 +17,7 @@ PAGES = [
     "docs/methods/automatic.md",
     "docs/deploy.md",
     "docs/recipes.md",
+    "docs/bench.md",
 ]
 
 

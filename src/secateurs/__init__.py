@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import data, deploy, distill, graph, measure, models, prune, quant, recipe, search
+from . import bench, data, deploy, distill, graph, measure, models, prune, quant, recipe, search
 from .train import Callback, FitState, History, LossTerm, Step, evaluate, fit
 
 __version__ = "0.1.0"
@@ -18,6 +18,7 @@ __all__ = [
     "distill",
     "deploy",
     "recipe",
+    "bench",
     "fit",
     "evaluate",
     "History",

@@ -1,4 +1,4 @@
-"""The ``secateurs`` command: list, train, profile, run, demo."""
+"""The ``secateurs`` command: list, train, profile, run, bench, demo."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from . import data, measure, models, recipe
+from . import bench, data, measure, models, recipe, search
 from ._progress import RichProgress
 from .models.checkpoint import load_checkpoint, save_checkpoint
 from .train import evaluate, fit
@@ -196,6 +196,31 @@ def cmd_demo(args, console: Console) -> int:
     return code
 
 
+def cmd_bench(args, console: Console) -> int:
+    if args.action == "run" and not args.grid:
+        raise ValueError("bench run needs the grid file: secateurs bench run GRID --store S")
+    if args.action == "report" and not args.out:
+        raise ValueError("bench report needs --out DIR for the report")
+    if args.action == "run":
+        try:
+            runner = search.RayBackend(args.address) if args.backend == "ray" else args.backend
+            try:
+                done = bench.run_grid(args.grid, args.store, root=args.root or None,
+                                      backend=runner, console=console)  # fmt: skip
+            finally:
+                if args.backend == "ray":
+                    runner.close()
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/yellow]; run the same command again to go on")
+            return 130
+        console.print(f"{done.ran} cell(s) run ({done.failed} failed), {done.skipped} done "
+                      f"already; results in {args.store}")  # fmt: skip
+        return 1 if done.failed else 0
+    md, page = bench.write_bench_report(args.store, args.out)
+    console.print(f"report: {page} and {md}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="secateurs",
@@ -248,6 +273,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                    help="override a recipe key, such as stages[0].train.epochs=1")  # fmt: skip
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "bench",
+        help="run a benchmark grid into a result store, or report on one",
+        description="`bench run GRID --store S`: every cell of the grid not done yet; "
+        "`bench report --store S --out DIR`: Pareto plots and a leaderboard.",
+    )
+    p.add_argument("action", choices=("run", "report"))
+    p.add_argument("grid", nargs="?", default="", help="the grid file (for run)")
+    p.add_argument("--store", required=True, help="the SQLite result store")
+    p.add_argument("--root", default="", help="parents and cell runs (default: beside store)")
+    p.add_argument("--backend", default="serial", choices=("serial", "process", "ray"))
+    p.add_argument("--address", default="local",
+                   help="for --backend ray: local, auto, or ray://host:port")  # fmt: skip
+    p.add_argument("--out", default="", help="the report folder (for report)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(
         "demo",

@@ -12,6 +12,7 @@ from .budget import Budget, BudgetError, Costs, measure_costs
 from .candidate import (
     BACKENDS,
     ProcessBackend,
+    RayBackend,
     SerialBackend,
     StopAfter,
     evaluate_candidate,
@@ -41,6 +42,7 @@ __all__ = [
     "METHODS",
     "ProcessBackend",
     "PruningNet",
+    "RayBackend",
     "SearchResult",
     "SerialBackend",
     "Space",

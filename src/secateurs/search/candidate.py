@@ -2,7 +2,8 @@
 
 Every search scores its candidates through :func:`evaluate_candidate`, a plain top-level
 function of picklable arguments, so a backend can run candidates one after another
-(``"serial"``) or in worker processes (``"process"``); the evaluation framework adds Ray.
+(``"serial"``), in worker processes (``"process"``) or as Ray tasks (``"ray"``); the
+benchmark grids run their cells through the same backends.
 """
 
 from __future__ import annotations
@@ -95,12 +96,61 @@ class ProcessBackend:
             return [f.result() for f in futures]
 
 
+def _call_single_threaded(fn: Callable, job: dict):
+    torch.set_num_threads(1)
+    return fn(**job)
+
+
+class RayBackend:
+    """Candidates as Ray tasks, one CPU each. ``address="local"`` starts a Ray instance
+    on this machine (``workers`` CPUs, default all) on first use; ``"auto"`` or a
+    ``ray://`` address joins a running cluster. ``close()`` stops what this backend
+    started. Needs ``pip install 'secateurs[ray]'``."""
+
+    def __init__(self, address: str = "local", workers: int | None = None) -> None:
+        self.address, self._workers, self._started = address, workers, False
+
+    def _ray(self):
+        try:
+            import ray
+        except ImportError:
+            raise RuntimeError(
+                "the Ray backend needs Ray: pip install 'secateurs[ray]' (or pip install ray)"
+            ) from None
+        if not ray.is_initialized():
+            options = dict(include_dashboard=False, logging_level="ERROR",
+                           log_to_driver=False)  # fmt: skip
+            if self.address == "local":
+                ray.init(num_cpus=self._workers or os.cpu_count() or 1, **options)
+            else:
+                ray.init(address=self.address, **options)
+            self._started = True
+        return ray
+
+    @property
+    def workers(self) -> int:
+        return int(self._ray().cluster_resources().get("CPU", 1))
+
+    def map(self, fn: Callable, jobs: Sequence[dict]) -> list:
+        ray = self._ray()
+        remote = ray.remote(num_cpus=1, max_retries=1)(_call_single_threaded)
+        return ray.get([remote.remote(fn, job) for job in jobs])
+
+    def close(self) -> None:
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+
+
 BACKENDS.register("serial")(SerialBackend)
 BACKENDS.register("process")(ProcessBackend)
+BACKENDS.register("ray")(RayBackend)
 
 
 def get_backend(backend) -> object:
-    """A backend object: a registered name ("serial", "process"), or anything with
+    """A backend object: a registered name ("serial", "process", "ray"), or anything with
     ``map(fn, jobs)``."""
     if isinstance(backend, str):
         return BACKENDS.get(backend)()

@@ -1,0 +1,164 @@
+"""Grids: tasks x models x methods x operating points x seeds, each cell one recipe run.
+
+A grid file (YAML)::
+
+    name: tiny
+    tasks: [digits]
+    models:
+      lenet5: {name: lenet5}
+    train: {epochs: 6, lr: 0.003}        # the parent every method starts from
+    methods:                              # recipe stages; "{keep}" is the operating point
+      l1: [{prune: {target_macs: "{keep}", importance: l1}}, {finetune: {epochs: 2}}]
+      random: [{prune: {target_macs: "{keep}", importance: random}}, {finetune: {epochs: 2}}]
+    keep: [0.5, 0.25]                     # fractions kept (of MACs, here)
+    seeds: [0, 1]
+
+Every (task, model, seed) gets one trained parent, shared by all its cells, so every
+method sees the same data and training budget (Blalock et al. 2020, arXiv 2003.03033);
+the unpruned parent itself is the ``control`` cell at keep 1.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..recipe.schema import ModelSpec, RecipeError, Train, _problems, parse_recipe
+
+KEEP = "{keep}"
+CONTROL = "control"
+
+
+class Grid(BaseModel):
+    """A validated grid; build one with :func:`load_grid`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    tasks: list[str] = Field(min_length=1)
+    models: dict[str, ModelSpec] = Field(min_length=1)
+    train: dict[str, Any] = Field(default_factory=dict)
+    methods: dict[str, list[dict[str, Any]]] = Field(min_length=1)
+    keep: list[float] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    target: str = "cortex-m4"
+
+    @field_validator("keep")
+    @classmethod
+    def _keep(cls, v: list[float]) -> list[float]:
+        for k in v:
+            if not 0 < k < 1:
+                raise ValueError(f"operating points are kept fractions in (0, 1); got {k} "
+                                 "(the unpruned control at 1 is always run)")  # fmt: skip
+        return sorted(set(v), reverse=True)
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: dict) -> dict:
+        if CONTROL in v:
+            raise ValueError(f"'{CONTROL}' names the unpruned parent; pick another method name")
+        return v
+
+    @field_validator("train")
+    @classmethod
+    def _train(cls, v: dict) -> dict:
+        Train.model_validate(v)
+        return v
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid."""
+
+    task: str
+    model: str
+    method: str
+    keep: float
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}/{self.model}/{self.method}/{self.keep:g}/{self.seed}"
+
+    @property
+    def parent(self) -> tuple[str, str, int]:
+        return self.task, self.model, self.seed
+
+
+def substitute(stages: list, keep: float) -> list:
+    """The method's stages with every ``"{keep}"`` value replaced by the operating point."""
+
+    def walk(node):
+        if node == KEEP:
+            return keep
+        if isinstance(node, dict):
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(json.loads(json.dumps(stages)))
+
+
+def cells(grid: Grid) -> list[Cell]:
+    out = []
+    for task in grid.tasks:
+        for model in grid.models:
+            for seed in grid.seeds:
+                out.append(Cell(task, model, CONTROL, 1.0, seed))
+                for method in grid.methods:
+                    out += [Cell(task, model, method, k, seed) for k in grid.keep]
+    return out
+
+
+def cell_recipe(grid: Grid, cell: Cell, parent: str | Path) -> dict:
+    """The recipe one cell runs: the parent's weights, the method's stages, an evaluation."""
+    stages = [] if cell.method == CONTROL else substitute(grid.methods[cell.method], cell.keep)
+    return {
+        "task": cell.task,
+        "seed": cell.seed,
+        "target": grid.target,
+        "model": {"checkpoint": str(parent)},
+        "stages": [*stages, {"evaluate": {"name": "final"}}],
+    }
+
+
+def parse_grid(data: Any, source: str = "grid") -> Grid:
+    """Validate grid data; every method's stages are checked as a recipe would be."""
+    if not isinstance(data, dict):
+        raise RecipeError(source, [("", "a grid is a mapping with name, tasks, models, "
+                                        "methods, keep")])  # fmt: skip
+    try:
+        grid = Grid.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError(source, _problems(err, data)) from None
+    problems = []
+    for label, stages in grid.methods.items():
+        recipe = {"task": grid.tasks[0], "model": next(iter(data["models"].values())),
+                  "stages": [{"train": grid.train}, *substitute(stages, grid.keep[0])]}  # fmt: skip
+        try:
+            parse_recipe(recipe, source)
+        except RecipeError as err:
+            for path, message in err.problems:
+                if path.startswith("stages["):
+                    i = int(path[len("stages[") : path.index("]")]) - 1
+                    path = f"methods.{label}[{i}]{path[path.index(']') + 1 :]}"
+                problems.append((path, message))
+    if problems:
+        raise RecipeError(source, problems)
+    return grid
+
+
+def load_grid(path: str | Path) -> Grid:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise RecipeError(str(path), [("", "no such grid file")]) from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise RecipeError(str(path), [("", f"cannot read it: {err}")]) from None
+    return parse_grid(data, str(path))

@@ -1,0 +1,122 @@
+"""Running a grid: train the parents, then every cell not done yet, on a backend.
+
+Cells go to the backend in rounds as wide as its workers; each result is written to the
+store as soon as its round returns, so an interrupt loses at most one round, and each
+cell's recipe run resumes from its own last finished stage.
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from .. import data, models
+from ..models.checkpoint import save_checkpoint
+from ..recipe import run as run_recipe
+from ..search.candidate import get_backend
+from ..train import evaluate, fit
+from .grid import Grid, cell_recipe, cells, load_grid, parse_grid
+from .store import Store
+
+METRICS = ("accuracy", "params", "nonzero_params", "macs", "nonzero_macs", "flash_bytes",
+           "peak_sram_bytes", "latency_ms")  # fmt: skip
+
+
+def parent_path(root: Path, task: str, model: str, seed: int) -> Path:
+    return root / "parents" / f"{task}-{model}-{seed}.pt"
+
+
+def train_parent(grid: Grid, task: str, model: str, seed: int, root: str) -> float:
+    """Train one parent and save it where its cells look for it; returns its accuracy."""
+    path = parent_path(Path(root), task, model, seed)
+    t = data.load(task, seed=seed)
+    spec = grid.models[model]
+    net = models.create(spec.name, t, width=spec.width, seed=seed, **spec.args)
+    fit(net, t, **grid.train, seed=seed, progress=False)
+    save_checkpoint(net, path, spec.name, t, width=spec.width, **spec.args)
+    return evaluate(net, t)
+
+
+def run_cell(grid: Grid, cell, root: str) -> dict:
+    """One cell's recipe run (resumable, in ``root/cells``); its final metrics, or the
+    error. Never raises, so one failing cell does not stop a round."""
+    try:
+        out = Path(root) / "cells" / cell.key.replace("/", "__")
+        recipe = cell_recipe(grid, cell, parent_path(Path(root), *cell.parent))
+        result = run_recipe(recipe, out, resume=True)
+        final = result.records[-1]
+        prof = final["profile"]
+        metrics = {m: prof.get(m) for m in METRICS[1:]}
+        metrics["accuracy"] = final["accuracy"]
+        metrics["flash_bytes"] = final["flash_bytes"]
+        metrics["wall_s"] = sum(r["wall_s"] for r in result.records)
+        return {"metrics": metrics}
+    except Exception:  # noqa: BLE001  (recorded in the store and retried)
+        return {"error": traceback.format_exc()[-4000:]}
+
+
+@dataclass
+class GridRun:
+    """What one call did: cells run, failed, skipped as done already."""
+
+    ran: int
+    failed: int
+    skipped: int
+
+
+def run_grid(
+    grid,
+    store: str | Path,
+    root: str | Path | None = None,
+    backend="serial",
+    max_attempts: int = 3,
+    console: Console | None = None,
+) -> GridRun:
+    """Run every cell of ``grid`` (a path or a validated Grid) that ``store`` does not
+    hold as done. ``root`` (default: beside the store) keeps the parents and each cell's
+    run folder. ``backend``: "serial", "process", "ray" (a local Ray instance) or any
+    object with ``map(fn, jobs)``, such as ``sc.search.RayBackend("auto")``."""
+    grid = grid if isinstance(grid, Grid) else (
+        parse_grid(grid) if isinstance(grid, dict) else load_grid(grid))  # fmt: skip
+    db = Store(store)
+    root = Path(root) if root is not None else Path(store).with_suffix("")
+    everything = cells(grid)
+    db.add(grid.name, everything)
+    todo = db.todo(everything, max_attempts)
+    runner = get_backend(backend)
+    backend_owned = isinstance(backend, str)
+    width = max(1, getattr(runner, "workers", 1)) if todo else 1
+
+    parents = sorted({c.parent for c in todo if not parent_path(root, *c.parent).is_file()})
+    jobs = [dict(grid=grid, task=t, model=m, seed=s, root=str(root)) for t, m, s in parents]
+    if jobs:
+        if console is not None:
+            console.print(f"training {len(jobs)} parent model(s)")
+        runner.map(train_parent, jobs)
+
+    failed = 0
+    rounds = math.ceil(len(todo) / width)
+    for r in range(rounds):
+        batch = todo[r * width : (r + 1) * width]
+        for c in batch:
+            db.start(c.key)
+        try:
+            results = runner.map(run_cell, [dict(grid=grid, cell=c, root=str(root))
+                                            for c in batch])  # fmt: skip
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # noqa: BLE001  (a lost worker: the round is retried)
+            results = [{"error": f"the backend lost this round: {err!r}"}] * len(batch)
+        for c, res in zip(batch, results):
+            db.finish(c.key, res.get("metrics"), res.get("error"))
+            failed += "error" in res
+            if console is not None:
+                status = "failed" if "error" in res else f"{res['metrics']['accuracy']:.4f}"
+                console.print(f"[{r * width + 1}/{len(todo)}] {c.key}: {status}")
+    if backend_owned and callable(getattr(runner, "close", None)):
+        runner.close()
+    return GridRun(len(todo), failed, len(everything) - len(todo))

@@ -1,0 +1,94 @@
+"""The result store: one SQLite row per cell, so a re-run skips what is done and retries
+what failed or was killed.
+
+A cell is ``pending`` until it starts, ``running`` while it runs, then ``done`` (with its
+metrics) or ``failed`` (with the error). A ``running`` row found by a later run belongs to
+a process that died; it is retried like a failed one, up to ``max_attempts``. Each change
+is one SQLite transaction, so the store is never half written.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+from .grid import Cell
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS cells (
+    key TEXT PRIMARY KEY,
+    grid TEXT NOT NULL,
+    task TEXT NOT NULL,
+    model TEXT NOT NULL,
+    method TEXT NOT NULL,
+    keep REAL NOT NULL,
+    seed INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    metrics TEXT,
+    error TEXT,
+    updated REAL
+)
+"""
+
+
+class Store:
+    """The SQLite file at ``path`` (created on first use)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as con:
+            con.execute(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=60)
+        con.row_factory = sqlite3.Row
+        return con
+
+    def add(self, grid: str, cells: list[Cell]) -> None:
+        """Register cells (those already present keep their state)."""
+        with self._connect() as con:
+            con.executemany(
+                "INSERT OR IGNORE INTO cells (key, grid, task, model, method, keep, seed, "
+                "updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(c.key, grid, c.task, c.model, c.method, c.keep, c.seed, time.time())
+                 for c in cells],
+            )  # fmt: skip
+
+    def todo(self, cells: list[Cell], max_attempts: int) -> list[Cell]:
+        """The cells not done that still have attempts left, in grid order."""
+        with self._connect() as con:
+            rows = {r["key"]: r for r in con.execute("SELECT key, status, attempts FROM cells")}
+        return [c for c in cells if c.key in rows and rows[c.key]["status"] != "done"
+                and rows[c.key]["attempts"] < max_attempts]  # fmt: skip
+
+    def start(self, key: str) -> None:
+        with self._connect() as con:
+            con.execute("UPDATE cells SET status='running', attempts=attempts+1, updated=? "
+                        "WHERE key=?", (time.time(), key))  # fmt: skip
+
+    def finish(self, key: str, metrics: dict | None, error: str | None = None) -> None:
+        status = "done" if error is None else "failed"
+        with self._connect() as con:
+            con.execute("UPDATE cells SET status=?, metrics=?, error=?, updated=? WHERE key=?",
+                        (status, None if metrics is None else json.dumps(metrics), error,
+                         time.time(), key))  # fmt: skip
+
+    def rows(self, status: str | None = None) -> list[dict]:
+        """Every cell as a dict (``metrics`` decoded), optionally only of one status."""
+        query = "SELECT * FROM cells" + (" WHERE status=?" if status else "") + " ORDER BY rowid"
+        with self._connect() as con:
+            out = [dict(r) for r in con.execute(query, (status,) if status else ())]
+        for r in out:
+            r["metrics"] = json.loads(r["metrics"]) if r["metrics"] else None
+        return out
+
+    def export(self, path: str | Path) -> Path:
+        """Every cell as JSON lines, for publishing next to a report."""
+        from .._io import write_atomic
+
+        return write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n"
+                                          for r in self.rows()))  # fmt: skip

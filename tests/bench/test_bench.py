@@ -1,0 +1,142 @@
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+import secateurs as sc
+from secateurs.bench import runner
+from secateurs.recipe import RecipeError
+
+TINY = Path(__file__).parents[2] / "benchmarks" / "grids" / "tiny.yaml"
+
+
+def _stable(rows):
+    out = {}
+    for r in rows:
+        m = dict(r["metrics"])
+        m.pop("latency_ms")
+        m.pop("wall_s")
+        out[r["key"]] = m
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    store = tmp_path_factory.mktemp("bench") / "tiny.sqlite"
+    first = sc.bench.run_grid(TINY, store)
+    return store, first
+
+
+def test_tiny_grid_runs_every_cell_once_and_a_rerun_skips_them(tiny):
+    store, first = tiny
+    assert (first.ran, first.failed, first.skipped) == (10, 0, 0)
+    rows = sc.bench.Store(store).rows()
+    assert {r["status"] for r in rows} == {"done"} and all(r["attempts"] == 1 for r in rows)
+    again = sc.bench.run_grid(TINY, store)
+    assert (again.ran, again.skipped) == (0, 10)
+    assert all(r["attempts"] == 1 for r in sc.bench.Store(store).rows())
+
+
+def test_every_method_starts_from_the_same_parent_and_l1_beats_random(tiny):
+    store, _ = tiny
+    table = sc.bench.aggregate(sc.bench.Store(store).rows("done"))
+    control = table[("digits", "mlp", "control", 1.0)]
+    assert control["accuracy"] > 0.9 and control["compression"] == 1.0
+    for keep in (0.5, 0.25):
+        l1, rnd = (table[("digits", "mlp", m, keep)] for m in ("l1", "random"))
+        assert abs(l1["speedup"] - 1 / keep) < 0.15 * (1 / keep)
+        assert l1["accuracy"] > rnd["accuracy"]
+
+
+def test_report_holds_every_method_and_operating_point(tiny, tmp_path):
+    store, _ = tiny
+    md, page = sc.bench.write_bench_report(store, tmp_path / "report")
+    text = md.read_text()
+    for method, keep in [("control", "1"), ("l1", "0.5"), ("l1", "0.25"), ("random", "0.5"),
+                         ("random", "0.25")]:  # fmt: skip
+        assert f"| mlp | {keep} | {method} |" in text
+    html = page.read_text()
+    assert html.count("data:image/png;base64,") == 1 and "http" not in html
+    assert (tmp_path / "report" / "plots" / "digits.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_killed_cell_is_retried_and_a_failed_one_too(tmp_path, monkeypatch):
+    grid = yaml.safe_load(TINY.read_text()) | {"seeds": [0], "keep": [0.5]}
+    store = tmp_path / "s.sqlite"
+    sc.bench.run_grid(grid, store)
+    db = sc.bench.Store(store)
+    before = _stable(db.rows())
+    key = "digits/mlp/l1/0.5/0"
+    db.start(key)  # as if the process running it had died: left 'running'
+    real = runner.run_recipe
+    failures = []
+
+    def flaky(recipe, out, **kw):
+        if "random" in str(out) and not failures:
+            failures.append(out)
+            raise RuntimeError("worker lost")
+        return real(recipe, out, **kw)
+
+    db.finish("digits/mlp/random/0.5/0", None, "earlier failure")
+    monkeypatch.setattr(runner, "run_recipe", flaky)
+    result = sc.bench.run_grid(grid, store)
+    assert result.ran == 2 and result.failed == 1
+    rows = {r["key"]: r for r in db.rows()}
+    assert rows[key]["status"] == "done" and rows[key]["attempts"] == 3  # run, died, retried
+    failed = rows["digits/mlp/random/0.5/0"]
+    assert failed["status"] == "failed" and "worker lost" in failed["error"]
+    result = sc.bench.run_grid(grid, store)
+    assert result.ran == 1 and result.failed == 0
+    assert _stable(db.rows()) == before  # the retries reach the same numbers
+
+
+@pytest.mark.slow
+def test_process_backend_gives_the_serial_results(tmp_path):
+    base = yaml.safe_load(TINY.read_text())
+    grid = base | {"seeds": [0], "keep": [0.5], "methods": {"l1": base["methods"]["l1"]}}
+    serial, parallel = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    sc.bench.run_grid(grid, serial)
+    sc.bench.run_grid(grid, parallel, backend=sc.search.ProcessBackend(workers=2))
+    a, b = (_stable(sc.bench.Store(p).rows()) for p in (serial, parallel))
+    assert a == b and len(a) == 2
+
+
+def test_bad_grids_name_the_key(tmp_path):
+    base = yaml.safe_load(TINY.read_text())
+    with pytest.raises(RecipeError) as info:
+        sc.bench.parse_grid(base | {"keep": [0.5, 1.5]})
+    assert "keep" in dict(info.value.problems)
+    with pytest.raises(RecipeError) as info:
+        bad = [{"prune": {"target_macs": "{keep}", "importance": "l7"}}]
+        sc.bench.parse_grid(base | {"methods": {"l1": bad}})
+    problems = dict(info.value.problems)
+    assert "unknown importance 'l7'" in problems["methods.l1[0].prune.importance"]
+    with pytest.raises(RecipeError, match="'control' names the unpruned parent"):
+        sc.bench.parse_grid(base | {"methods": {"control": []}})
+    with pytest.raises(RecipeError, match="no such grid file"):
+        sc.bench.load_grid(tmp_path / "none.yaml")
+
+
+def test_store_export_is_one_json_line_per_cell(tiny, tmp_path):
+    store, _ = tiny
+    lines = sc.bench.Store(store).export(tmp_path / "cells.jsonl").read_text().splitlines()
+    assert len(lines) == 10 and json.loads(lines[0])["status"] == "done"
+
+
+@pytest.mark.slow
+def test_ray_backend_gives_the_local_results(tmp_path):
+    pytest.importorskip("ray", reason="the test extra installs ray")
+    base = yaml.safe_load(TINY.read_text())
+    grid = base | {"seeds": [0], "keep": [0.5], "methods": {"l1": base["methods"]["l1"]}}
+    local, distributed = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    sc.bench.run_grid(grid, local)
+    backend = sc.search.RayBackend("local", workers=2)
+    try:
+        result = sc.bench.run_grid(grid, distributed, backend=backend)
+        assert backend.workers == 2
+    finally:
+        backend.close()
+    assert result.ran == 2 and result.failed == 0
+    a, b = (_stable(sc.bench.Store(p).rows()) for p in (local, distributed))
+    assert a == b
