@@ -7,7 +7,8 @@ A grid file (YAML)::
     models:
       lenet5: {name: lenet5}
     train: {epochs: 6, lr: 0.003}        # the parent every method starts from
-    methods:                              # recipe stages; "{keep}" is the operating point
+    methods:                              # recipe stages; "{keep}" is the operating point,
+                                          # "{drop}" one minus it
       l1: [{prune: {target_macs: "{keep}", importance: l1}}, {finetune: {epochs: 2}}]
       random: [{prune: {target_macs: "{keep}", importance: random}}, {finetune: {epochs: 2}}]
     keep: [0.5, 0.25]                     # fractions kept (of MACs, here)
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..recipe.schema import ModelSpec, RecipeError, Train, _problems, parse_recipe
 
 KEEP = "{keep}"
+DROP = "{drop}"  # 1 - keep: a sparsity, say
 CONTROL = "control"
 
 
@@ -90,11 +92,14 @@ class Cell:
 
 
 def substitute(stages: list, keep: float) -> list:
-    """The method's stages with every ``"{keep}"`` value replaced by the operating point."""
+    """The method's stages with every ``"{keep}"`` value replaced by the operating point
+    and every ``"{drop}"`` by one minus it."""
 
     def walk(node):
         if node == KEEP:
             return keep
+        if node == DROP:
+            return round(1.0 - keep, 9)
         if isinstance(node, dict):
             return {k: walk(v) for k, v in node.items()}
         if isinstance(node, list):

@@ -111,12 +111,12 @@ def run_grid(
             raise
         except Exception as err:  # noqa: BLE001  (a lost worker: the round is retried)
             results = [{"error": f"the backend lost this round: {err!r}"}] * len(batch)
-        for c, res in zip(batch, results):
+        for i, (c, res) in enumerate(zip(batch, results)):
             db.finish(c.key, res.get("metrics"), res.get("error"))
             failed += "error" in res
             if console is not None:
                 status = "failed" if "error" in res else f"{res['metrics']['accuracy']:.4f}"
-                console.print(f"[{r * width + 1}/{len(todo)}] {c.key}: {status}")
+                console.print(f"[{r * width + i + 1}/{len(todo)}] {c.key}: {status}")
     if backend_owned and callable(getattr(runner, "close", None)):
         runner.close()
     return GridRun(len(todo), failed, len(everything) - len(todo))
