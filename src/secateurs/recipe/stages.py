@@ -109,9 +109,8 @@ def search_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
     spec = a.budget.model_dump(exclude_unset=True)
     target = spec.pop("target", None)
     budget = Budget.for_target(target, **spec) if target else Budget(**spec)
-    kw = {k: v for k, v in a.kwargs("method", "budget", "options").items()}
-    result = SEARCHES[a.method](state.model, ctx.task, budget, seed=ctx.seed, **kw,
-                                **a.options)  # fmt: skip
+    result = SEARCHES[a.method](state.model, ctx.task, budget, seed=ctx.seed,
+                                **a.kwargs("method", "budget", "options"), **a.options)  # fmt: skip
     return {
         "fits": result.fits,
         "search_accuracy": result.accuracy,

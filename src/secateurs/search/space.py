@@ -110,32 +110,19 @@ class Space:
         """The largest scaling of ``structure`` toward the minimum that meets the budget
         (``frozen`` groups unchanged); the minimum itself when nothing larger fits."""
         structure = self.clip(structure)
-        if self.fits(structure):
-            return structure
-        lo, hi = 0.0, 1.0
-        for _ in range(steps):
-            mid = (lo + hi) / 2
-            if self.fits(self.scaled(structure, mid, frozen)):
-                lo = mid
-            else:
-                hi = mid
-        return self.scaled(structure, lo, frozen)
+        s = bisect_fraction(lambda s: self.fits(self.scaled(structure, s, frozen)), steps)
+        return self.scaled(structure, s, frozen)
 
     def grow(self, structure, steps: int = 12) -> np.ndarray:
         """``structure`` moved as far toward the full model as the budget allows."""
         structure = self.clip(structure)
-        full = self.channels
-
-        def between(s: float) -> np.ndarray:
-            return self.clip(np.floor(structure + s * (full - structure) + 1e-9))
-
-        lo, hi = 0.0, 1.0
         if not self.fits(structure):
             return structure
-        for _ in range(steps):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if self.fits(between(mid)) else (lo, mid)
-        return between(lo)
+
+        def between(s: float) -> np.ndarray:
+            return self.clip(np.floor(structure + s * (self.channels - structure) + 1e-9))
+
+        return between(bisect_fraction(lambda s: self.fits(between(s)), steps))
 
     def uniform(self) -> np.ndarray:
         """The same kept fraction in every group, the largest that meets the budget."""
