@@ -1,0 +1,91 @@
+"""The review grid: every method family on digits, MNIST-1D and KWS (benchmarks/grids/review.yaml).
+
+Runs the grid's cells not yet in the store (on a process pool), then publishes: the
+store's cells as JSON lines and the report under docs/results/review/, and a summary in
+benchmarks/results/review.json: per task and operating point, each method's mean test
+accuracy and its rank, the winner and its margin over the runner-up and over L1 and
+random pruning.
+
+    python benchmarks/review.py [--seeds 0 1 2] [--store runs/review/review.sqlite]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+import secateurs as sc
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, save_json  # noqa: E402
+
+ROOT = Path(__file__).parents[1]
+GRID = ROOT / "benchmarks" / "grids" / "review.yaml"
+OUT = ROOT / "docs" / "results" / "review"
+RESULTS = ROOT / "benchmarks" / "results" / "review.json"
+
+
+def summarize(rows: list[dict]) -> dict:
+    table = sc.bench.aggregate(rows)
+    by_point: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    for (task, _model, method, keep), s in table.items():
+        if method != sc.bench.CONTROL:
+            by_point[(task, keep)][method] = s
+    summary, wins = {}, defaultdict(int)
+    for (task, keep), methods in sorted(by_point.items(), key=lambda e: (e[0][0], -e[0][1])):
+        ranked = sorted(methods, key=lambda m: -methods[m]["accuracy"])
+        best, second = ranked[0], ranked[1]
+        wins[(task, best)] += 1
+        acc = {m: round(100 * methods[m]["accuracy"], 2) for m in ranked}
+        summary[f"{task}/{keep:g}"] = {
+            "accuracy": acc,
+            "seeds": min(methods[m]["seeds"] for m in ranked),
+            "winner": best,
+            "margin_over_second": round(acc[best] - acc[second], 2),
+            "margin_over_l1": round(acc[best] - acc.get("l1", float("nan")), 2),
+            "margin_over_random": round(acc[best] - acc.get("random", float("nan")), 2),
+        }
+        print(f"{task:8s} keep {keep:<7g} {best:16s} {acc[best]:5.1f}  "
+              f"+{acc[best] - acc[second]:.1f} over {second}, "
+              f"{acc[best] - acc.get('l1', 0):+.1f} over l1, "
+              f"{acc[best] - acc.get('random', 0):+.1f} over random")  # fmt: skip
+    tasks = sorted({t for t, _ in wins})
+    mean_rank = {}
+    for task in tasks:
+        ranks = defaultdict(list)
+        for (t, _), methods in by_point.items():
+            if t == task:
+                for i, m in enumerate(sorted(methods, key=lambda m: -methods[m]["accuracy"])):
+                    ranks[m].append(i + 1)
+        mean_rank[task] = {m: round(statistics.mean(r), 2) for m, r in sorted(ranks.items())}
+    return {"points": summary, "wins": {f"{t}/{m}": n for (t, m), n in sorted(wins.items())},
+            "mean_rank": mean_rank}  # fmt: skip
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--store", default=str(ROOT / "runs" / "review" / "review.sqlite"))
+    parser.add_argument("--no-run", action="store_true", help="only publish what is stored")
+    args = parser.parse_args(argv)
+    grid = yaml.safe_load(GRID.read_text()) | {"seeds": args.seeds}
+    if not args.no_run:
+        sc.bench.run_grid(grid, args.store, backend="process")
+    store = sc.bench.Store(args.store)
+    store.export(OUT / "cells.jsonl")
+    sc.bench.write_bench_report(args.store, OUT)
+    rows = [r for r in store.rows("done") if r["seed"] in args.seeds]
+    result = {"benchmark": "review", "machine": machine(),
+              "command": f"python benchmarks/review.py --seeds {' '.join(map(str, args.seeds))}",
+              "cells_done": len(rows), **summarize(rows)}  # fmt: skip
+    save_json(RESULTS, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
