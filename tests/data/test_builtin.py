@@ -73,7 +73,8 @@ def test_example_inputs_and_loader(digits):
 
 
 def test_unknown_task_lists_known_ones():
-    with pytest.raises(ValueError, match=r"unknown task 'cifar'; known tasks: digits, kws, mnist1d"):
+    known = r"unknown task 'cifar'; known tasks: digits, kws, mnist1d"
+    with pytest.raises(ValueError, match=known):
         sc.data.load("cifar")
 
 
