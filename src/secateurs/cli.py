@@ -261,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the profile as JSON")
     p.set_defaults(func=cmd_profile)
 
+    def override_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                       help="override a recipe key, such as stages[0].train.epochs=1")  # fmt: skip
+
     p = sub.add_parser(
         "run",
         help="run a recipe (YAML): train, prune, distill, quantize, export",
@@ -270,8 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", help="the recipe file (see recipes/ and docs/recipes.md)")
     p.add_argument("--out", required=True, help="the run folder, such as runs/x")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
-                   help="override a recipe key, such as stages[0].train.epochs=1")  # fmt: skip
+    override_option(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -297,8 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train it for int8, export C and verify it: recipes/demo.yaml. Runs again resume.",
     )
     p.add_argument("--out", default="runs/demo", help="the run folder (default runs/demo)")
-    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
-                   help="override a recipe key, such as stages[0].train.epochs=1")  # fmt: skip
+    override_option(p)
     p.set_defaults(func=cmd_demo)
     return parser
 
