@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -44,27 +43,15 @@ SPARSE_MODELS = ("lenet5", "resnet8", "ds_cnn", "mobilenet_v2")
 SPARSITIES = (0.5, 0.7, 0.8, 0.9)
 
 
-def instructions(binary: Path, x_q: torch.Tensor) -> int:
-    """Instructions per inference under callgrind: (4 inferences - none) / 4."""
-
-    def count(data: bytes) -> int:
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "cg.out"
-            subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                            str(binary)], input=data, capture_output=True, check=True)  # fmt: skip
-            return int(re.search(r"^summary:\s*(\d+)", out.read_text(), re.M).group(1))
-
-    batch = x_q[:4].to(torch.int8).contiguous().numpy().tobytes()
-    return (count(batch) - count(b"")) // 4
-
-
 def export_and_measure(q, task, sparse: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         report = sc.deploy.export_c(q, tmp, sparse=sparse)
         check = sc.deploy.verify_c(q, tmp, task.test.tensors[0][:32])
         if not check.bit_exact:
             raise AssertionError(f"C differs from run_int8 in {check.mismatches} values")
-        instr = instructions(check.binary, q.quantize_input(task.test.tensors[0][:4]))
+        instr = sc.deploy.count_instructions(
+            check.binary, q.quantize_input(task.test.tensors[0][:4])
+        )
     return {
         "flash_bytes": report["flash_bytes"], "arena_bytes": report["arena_bytes"],
         "arena_lower_bound": report["arena_lower_bound"], "macs": report["macs"],

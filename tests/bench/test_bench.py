@@ -91,6 +91,40 @@ def test_a_killed_cell_is_retried_and_a_failed_one_too(tmp_path, monkeypatch):
     assert _stable(db.rows()) == before  # the retries reach the same numbers
 
 
+def test_editing_a_method_reruns_its_cells_only(tiny, tmp_path):
+    store = tmp_path / "s.sqlite"
+    store.write_bytes(tiny[0].read_bytes())
+    grid = yaml.safe_load(TINY.read_text())
+    grid["methods"]["l1"][1]["finetune"]["epochs"] = 2
+    before = {r["key"]: r for r in sc.bench.Store(store).rows()}
+    result = sc.bench.run_grid(grid, store, root=tmp_path / "runs")
+    assert (result.ran, result.skipped) == (4, 6)
+    after = {r["key"]: r for r in sc.bench.Store(store).rows()}
+    changed = {k for k in after if after[k]["metrics"] != before[k]["metrics"]}
+    assert changed == {k for k in after if "/l1/" in k}
+    assert all(after[k]["digest"] != before[k]["digest"] for k in changed)
+
+
+def test_a_store_from_before_digests_reruns_everything(tmp_path):
+    import sqlite3
+
+    store = tmp_path / "old.sqlite"
+    with sqlite3.connect(store) as con:  # the schema without the digest column
+        con.execute(
+            "CREATE TABLE cells (key TEXT PRIMARY KEY, grid TEXT NOT NULL, task TEXT "
+            "NOT NULL, model TEXT NOT NULL, method TEXT NOT NULL, keep REAL NOT NULL, "
+            "seed INTEGER NOT NULL, status TEXT NOT NULL DEFAULT 'pending', attempts "
+            "INTEGER NOT NULL DEFAULT 0, metrics TEXT, error TEXT, updated REAL)"
+        )
+        con.execute("INSERT INTO cells VALUES ('digits/mlp/control/1/0', 'tiny', 'digits', "
+                    "'mlp', 'control', 1.0, 0, 'done', 1, '{}', NULL, 0)")  # fmt: skip
+    grid = sc.bench.load_grid(TINY)
+    cells = [c for c in sc.bench.cells(grid) if c.seed == 0]
+    db = sc.bench.Store(store)
+    assert db.add(grid.name, cells, [sc.bench.cell_digest(grid, c) for c in cells]) == 1
+    assert len(db.todo(cells, 3)) == len(cells)
+
+
 @pytest.mark.slow
 def test_process_backend_gives_the_serial_results(tmp_path):
     base = yaml.safe_load(TINY.read_text())

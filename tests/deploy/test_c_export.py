@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 import torch
@@ -65,6 +66,29 @@ def test_the_c_output_changes_with_the_input(digits, tmp_path):
     out = sc.deploy.run_c(binary, x, digits.num_classes)
     assert len({bytes(row) for row in out}) > 1
     assert (out.argmax(1) == q.run_int8(x).argmax(1).numpy()).all()
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind")
+def test_instruction_counts_are_deterministic_and_follow_the_macs(digits, tmp_path):
+    counts = {}
+    for name in ("mlp", "lenet5"):
+        _, q = _quantized(name, digits)
+        report = sc.deploy.export_c(q, tmp_path / name)
+        binary = sc.deploy.compile_c(tmp_path / name)
+        x = q.quantize_input(digits.test.tensors[0][:4])
+        counts[name] = sc.deploy.count_instructions(binary, x)
+        assert counts[name] == sc.deploy.count_instructions(binary, x)  # deterministic
+        # other inputs take other branches (clamps, ReLUs) but not many
+        assert counts[name] == pytest.approx(sc.deploy.count_instructions(binary, x[2:]), rel=0.02)
+        assert counts[name] > report["macs"]  # at least one instruction per MAC
+    assert counts["lenet5"] > counts["mlp"]  # lenet5 does several times the MACs
+    est = sc.deploy.estimate_c(q, tmp_path / "lenet5", digits.test.tensors[0][:4], "cortex-m4")
+    m4 = sc.measure.get_target("cortex-m4")
+    assert est["instructions"] == counts["lenet5"]
+    assert est["latency_ms"] == pytest.approx(1e3 * counts["lenet5"] / m4.clock_hz)
+    assert est["energy_mj"] == pytest.approx(m4.active_power_mw * est["latency_ms"] / 1e3)
+    report = json.loads((tmp_path / "lenet5" / "report.json").read_text())
+    assert report["estimates"] == est and "estimate" in est["model"]
 
 
 def test_filterlet_sparse_kernels_are_bit_exact_smaller_and_do_fewer_macs(digits, tmp_path):

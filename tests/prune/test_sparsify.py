@@ -244,3 +244,23 @@ def test_learned_masks_train_to_the_target_sparsity(digits):
     assert not any(isinstance(m, sc.prune.LearnedMask) for m in model.modules())
     with torch.no_grad():
         assert torch.equal(model(x), before)
+
+
+def test_lamp_scores_match_the_definition_and_ignore_layer_scale(trained):
+    scores = torch.tensor([3.0, 1.0, 2.0])
+    # squared, over the sum of the squares at least as large: 9/9, 1/14, 4/13
+    expected = torch.tensor([1.0, 1 / 14, 4 / 13], dtype=torch.float64)
+    assert torch.allclose(sc.prune.lamp_scores(scores), expected)
+    masks = {}
+    for scale in (1.0, 100.0):
+        model = _copy(trained)
+        with torch.no_grad():
+            _layers(model)[0].weight.mul_(scale)  # what a following BatchNorm would undo
+        for scope in ("global", "lamp"):
+            report = sc.prune.sparsify(model if scope == "lamp" else _copy(model), 0.9,
+                                       scope=scope)  # fmt: skip
+            assert report.sparsity == pytest.approx(0.9, abs=1e-3)
+            masks[scope, scale] = [layer.zeros for layer in report.layers]
+    assert masks["lamp", 1.0] == masks["lamp", 100.0]
+    assert masks["global", 1.0] != masks["global", 100.0]
+    assert all(layer.zeros < layer.numel for layer in sc.prune.sparsity_report(model).layers)

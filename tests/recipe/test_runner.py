@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import yaml
 
 import secateurs as sc
 from secateurs.models.checkpoint import save_checkpoint
-from secateurs.recipe import runner
+from secateurs.recipe import RecipeError, runner
 
 # A small model through every kind of state a checkpoint must carry: pruning history,
 # sparsity masks, a distillation teacher, QAT quantizers, and the int8 exports.
@@ -240,6 +241,20 @@ def test_shipped_recipes_run_on_a_reduced_budget(path, tmp_path):
     assert last["quantized"] and last["flash_bytes"] < first["flash_bytes"] / 3
     exports = [r for r in result.records if r["name"] == "export-c"]
     assert exports and exports[0]["details"]["mismatches"] == 0
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind")
+def test_c_export_counts_instructions_and_their_latency_on_the_target(tmp_path):
+    recipe = SMALL | {"target": "cortex-m0plus", "stages": [*SMALL["stages"],
+                      {"export": {"format": "c", "instructions": True}}]}  # fmt: skip
+    details = sc.recipe.run(recipe, tmp_path / "run").records[-1]["details"]
+    m0 = sc.measure.get_target("cortex-m0plus")
+    assert details["instructions"] > details["flash_bytes"]  # every weight is read at least once
+    assert details["target"] == "cortex-m0plus"
+    assert details["latency_ms"] == pytest.approx(m0.latency_ms(details["instructions"]))
+    with pytest.raises(RecipeError, match="apply to format c only"):
+        sc.recipe.parse_recipe(SMALL | {"stages": [{"export": {"format": "onnx",
+                                                              "instructions": True}}]})  # fmt: skip
 
 
 def test_regularize_threshold_qgt_and_tflite_stages(tmp_path):

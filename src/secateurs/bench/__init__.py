@@ -7,7 +7,7 @@ sc.bench.write_bench_report("runs/bench/tiny.sqlite", "runs/bench/tiny-report")
 
 from __future__ import annotations
 
-from .grid import CONTROL, Cell, Grid, cell_recipe, cells, load_grid, parse_grid
+from .grid import CONTROL, Cell, Grid, cell_digest, cell_recipe, cells, load_grid, parse_grid
 from .report import aggregate, write_bench_report
 from .runner import GridRun, run_cell, run_grid, train_parent
 from .store import Store
@@ -19,6 +19,7 @@ __all__ = [
     "GridRun",
     "Store",
     "aggregate",
+    "cell_digest",
     "cell_recipe",
     "cells",
     "load_grid",

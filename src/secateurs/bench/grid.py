@@ -17,10 +17,15 @@ A grid file (YAML)::
 Every (task, model, seed) gets one trained parent, shared by all its cells, so every
 method sees the same data and training budget (Blalock et al. 2020, arXiv 2003.03033);
 the unpruned parent itself is the ``control`` cell at keep 1.
+
+Each cell and each parent carries a digest of what it runs (the recipe, the parent's
+training and model), so editing a method or the training in the grid file reruns exactly
+the cells it changes; the others stay done.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +135,21 @@ def cell_recipe(grid: Grid, cell: Cell, parent: str | Path) -> dict:
         "model": {"checkpoint": str(parent)},
         "stages": [*stages, {"evaluate": {"name": "final"}}],
     }
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def parent_digest(grid: Grid, model: str) -> str:
+    """What a parent depends on beyond (task, model, seed): its training and model spec."""
+    return _digest({"train": grid.train, "model": grid.models[model].model_dump()})
+
+
+def cell_digest(grid: Grid, cell: Cell) -> str:
+    """What one cell runs: its recipe (with the parent named by what it depends on)."""
+    parent = f"{'-'.join(map(str, cell.parent))}-{parent_digest(grid, cell.model)}"
+    return _digest(cell_recipe(grid, cell, parent))
 
 
 def parse_grid(data: Any, source: str = "grid") -> Grid:

@@ -46,8 +46,12 @@ def aggregate(rows: list[dict]) -> dict:
     for key, ms in groups.items():
         summary = {"seeds": len(ms)}
         for name in ("accuracy", "compression", "speedup", "macs", "flash_bytes",
-                     "peak_sram_bytes", "nonzero_params"):  # fmt: skip
+                     "peak_sram_bytes", "nonzero_params", "wall_s"):  # fmt: skip
             summary[name], summary[f"{name}_std"] = _mean_std([m[name] for m in ms])
+        # CPU latency is timed on float models only; instructions where C was counted
+        for name in ("latency_ms", "instructions", "target_latency_ms"):
+            if all(m.get(name) is not None for m in ms):
+                summary[name], summary[f"{name}_std"] = _mean_std([m[name] for m in ms])
         out[key] = summary
     return out
 
@@ -86,12 +90,15 @@ def _leaderboard(task: str, table: dict) -> list[tuple[str, ...]]:
                      f"{100 * s['accuracy']:.1f} ± {100 * s['accuracy_std']:.1f}",
                      f"{s['compression']:.2f}x", f"{s['speedup']:.2f}x",
                      f"{s['flash_bytes']:,.0f}", f"{s['peak_sram_bytes']:,.0f}",
-                     str(s["seeds"])))  # fmt: skip
+                     f"{s['latency_ms']:.3f}" if "latency_ms" in s else "-",
+                     f"{s['instructions']:,.0f}" if "instructions" in s else "-",
+                     f"{s['wall_s']:.0f}", str(s["seeds"])))  # fmt: skip
     return rows
 
 
 HEADER = ("model", "keep", "method", "accuracy (%)", "compression", "speedup", "flash (B)",
-          "peak SRAM (B)", "seeds")  # fmt: skip
+          "peak SRAM (B)", "CPU latency (ms)", "C instructions", "wall (s)",
+          "seeds")  # fmt: skip
 
 
 def write_bench_report(store: str | Path, out: str | Path) -> tuple[Path, Path]:
@@ -106,7 +113,10 @@ def write_bench_report(store: str | Path, out: str | Path) -> tuple[Path, Path]:
     md = ["# Benchmark report", "",
           "Compression ratio: the control's params over the nonzero params; theoretical "
           "speedup: the control's MACs over the nonzero MACs (Blalock et al. 2020). "
-          "Accuracy is top-1 on each task's test split, mean ± std over seeds.", ""]  # fmt: skip
+          "Accuracy is top-1 on each task's test split, mean ± std over seeds. CPU latency: "
+          "the float model on this machine's CPU (not timed for int8 models); C "
+          "instructions: per inference of the exported int8 C, counted by callgrind (only "
+          "where a method exports C); wall: the cell's run time.", ""]  # fmt: skip
     body = [f"<h1>Benchmark report</h1><p>{html.escape(md[2])}</p>"]
     for task in tasks:
         png = _pareto_plot(task, table)

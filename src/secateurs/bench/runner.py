@@ -19,20 +19,21 @@ from ..models.checkpoint import save_checkpoint
 from ..recipe import run as run_recipe
 from ..search.candidate import get_backend
 from ..train import evaluate, fit
-from .grid import Grid, cell_recipe, cells, load_grid, parse_grid
+from .grid import Grid, cell_digest, cell_recipe, cells, load_grid, parent_digest, parse_grid
 from .store import Store
 
 METRICS = ("accuracy", "params", "nonzero_params", "macs", "nonzero_macs", "flash_bytes",
            "peak_sram_bytes", "latency_ms")  # fmt: skip
 
 
-def parent_path(root: Path, task: str, model: str, seed: int) -> Path:
-    return root / "parents" / f"{task}-{model}-{seed}.pt"
+def parent_path(grid: Grid, root: Path, task: str, model: str, seed: int) -> Path:
+    digest = parent_digest(grid, model)
+    return root / "parents" / f"{task}-{model}-{seed}-{digest}.pt"
 
 
 def train_parent(grid: Grid, task: str, model: str, seed: int, root: str) -> float:
     """Train one parent and save it where its cells look for it; returns its accuracy."""
-    path = parent_path(Path(root), task, model, seed)
+    path = parent_path(grid, Path(root), task, model, seed)
     t = data.load(task, seed=seed)
     spec = grid.models[model]
     net = models.create(spec.name, t, width=spec.width, seed=seed, **spec.args)
@@ -45,8 +46,9 @@ def run_cell(grid: Grid, cell, root: str) -> dict:
     """One cell's recipe run (resumable, in ``root/cells``); its final metrics, or the
     error. Never raises, so one failing cell does not stop a round."""
     try:
-        out = Path(root) / "cells" / cell.key.replace("/", "__")
-        recipe = cell_recipe(grid, cell, parent_path(Path(root), *cell.parent))
+        folder = f"{cell.key.replace('/', '__')}-{cell_digest(grid, cell)}"
+        out = Path(root) / "cells" / folder
+        recipe = cell_recipe(grid, cell, parent_path(grid, Path(root), *cell.parent))
         result = run_recipe(recipe, out, resume=True)
         final = result.records[-1]
         prof = final["profile"]
@@ -54,6 +56,10 @@ def run_cell(grid: Grid, cell, root: str) -> dict:
         metrics["accuracy"] = final["accuracy"]
         metrics["flash_bytes"] = final["flash_bytes"]
         metrics["wall_s"] = sum(r["wall_s"] for r in result.records)
+        counted = [r["details"] for r in result.records if "instructions" in r["details"]]
+        if counted:  # the last C export that counted its instructions
+            metrics["instructions"] = counted[-1]["instructions"]
+            metrics["target_latency_ms"] = counted[-1]["latency_ms"]
         return {"metrics": metrics}
     except Exception:  # noqa: BLE001  (recorded in the store and retried)
         return {"error": traceback.format_exc()[-4000:]}
@@ -85,13 +91,13 @@ def run_grid(
     db = Store(store)
     root = Path(root) if root is not None else Path(store).with_suffix("")
     everything = cells(grid)
-    db.add(grid.name, everything)
+    db.add(grid.name, everything, [cell_digest(grid, c) for c in everything])
     todo = db.todo(everything, max_attempts)
     runner = get_backend(backend)
     backend_owned = isinstance(backend, str)
     width = max(1, getattr(runner, "workers", 1)) if todo else 1
 
-    parents = sorted({c.parent for c in todo if not parent_path(root, *c.parent).is_file()})
+    parents = sorted({c.parent for c in todo if not parent_path(grid, root, *c.parent).is_file()})
     jobs = [dict(grid=grid, task=t, model=m, seed=s, root=str(root)) for t, m, s in parents]
     if jobs:
         if console is not None:

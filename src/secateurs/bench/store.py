@@ -5,6 +5,10 @@ A cell is ``pending`` until it starts, ``running`` while it runs, then ``done`` 
 metrics) or ``failed`` (with the error). A ``running`` row found by a later run belongs to
 a process that died; it is retried like a failed one, up to ``max_attempts``. Each change
 is one SQLite transaction, so the store is never half written.
+
+Each row keeps the digest of the cell's recipe (``grid.cell_digest``); registering a cell
+whose recipe changed since it ran puts it back to ``pending``, so results never outlive
+the grid that produced them.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ CREATE TABLE IF NOT EXISTS cells (
     method TEXT NOT NULL,
     keep REAL NOT NULL,
     seed INTEGER NOT NULL,
+    digest TEXT,
     status TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0,
     metrics TEXT,
@@ -42,21 +47,34 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as con:
             con.execute(SCHEMA)
+            columns = {r["name"] for r in con.execute("PRAGMA table_info(cells)")}
+            if "digest" not in columns:  # a store from before digests: every cell reruns
+                con.execute("ALTER TABLE cells ADD COLUMN digest TEXT")
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=60)
         con.row_factory = sqlite3.Row
         return con
 
-    def add(self, grid: str, cells: list[Cell]) -> None:
-        """Register cells (those already present keep their state)."""
+    def add(self, grid: str, cells: list[Cell], digests: list[str]) -> int:
+        """Register cells with the digests of their recipes. A cell already present keeps
+        its state if its digest is unchanged and goes back to pending (no attempts, no
+        metrics) if not. Returns how many were reset that way."""
+        now = time.time()
         with self._connect() as con:
+            old = {r["key"]: r["digest"] for r in con.execute("SELECT key, digest FROM cells")}
+            stale = [(d, now, c.key) for c, d in zip(cells, digests)
+                     if c.key in old and old[c.key] != d]  # fmt: skip
+            con.executemany(
+                "UPDATE cells SET digest=?, status='pending', attempts=0, metrics=NULL, "
+                "error=NULL, updated=? WHERE key=?", stale)  # fmt: skip
             con.executemany(
                 "INSERT OR IGNORE INTO cells (key, grid, task, model, method, keep, seed, "
-                "updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(c.key, grid, c.task, c.model, c.method, c.keep, c.seed, time.time())
-                 for c in cells],
+                "digest, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(c.key, grid, c.task, c.model, c.method, c.keep, c.seed, d, now)
+                 for c, d in zip(cells, digests)],
             )  # fmt: skip
+        return len(stale)
 
     def todo(self, cells: list[Cell], max_attempts: int) -> list[Cell]:
         """The cells not done that still have attempts left, in grid order."""

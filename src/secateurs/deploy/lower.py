@@ -145,7 +145,8 @@ def _conv(op: Op, node: Node, q: QuantizedModel, shapes, sparse: str) -> None:
 def _requant_consts(op: Op, c) -> None:
     op.consts["bias"] = Const("int32_t", c.bias.numpy().astype(np.int64))
     op.consts["mult"] = Const("int32_t", c.multiplier.numpy().astype(np.int64))
-    op.consts["shift"] = Const("int32_t", c.shift.numpy().astype(np.int64))
+    # TFLite shifts lie in [-31, 30]: one byte each, not the int32 TFLite Micro spends
+    op.consts["shift"] = Const("int8_t", c.shift.numpy().astype(np.int64))
 
 
 def _linear(op: Op, node: Node, q: QuantizedModel, shapes) -> None:

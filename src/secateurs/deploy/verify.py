@@ -6,15 +6,20 @@ after another, so one process checks a whole batch.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .._io import write_atomic
+from ..measure.target import Target, get_target
 from ..quant.ptq import QuantizedModel
 
 CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2")
@@ -91,3 +96,63 @@ def verify_c(
     got = run_c(binary, x_q, expected.shape[1])
     diff = np.abs(got.astype(np.int32) - expected.astype(np.int32))
     return Verification(len(x_q), int((diff != 0).sum()), int(diff.max(initial=0)), binary)
+
+
+def count_instructions(binary: str | os.PathLike, x_q: torch.Tensor) -> int:
+    """Instructions per inference of the compiled harness on int8 inputs ``x_q`` (N, ...),
+    counted by ``valgrind --tool=callgrind``: (count for the N inputs - count for none) / N,
+    so start-up is not charged. Deterministic for a given binary and input."""
+    if shutil.which("valgrind") is None:
+        raise RuntimeError("counting instructions needs valgrind: apt-get install valgrind")
+    if len(x_q) == 0:
+        raise ValueError("count_instructions needs at least one input")
+
+    def count(data: bytes) -> int:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "callgrind.out"
+            result = subprocess.run(
+                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", str(binary)],
+                input=data, capture_output=True, timeout=1200,
+            )  # fmt: skip
+            if result.returncode != 0:
+                raise RuntimeError(f"callgrind on {binary} failed: {result.stderr[-2000:]!r}")
+            return int(re.search(r"^summary:\s*(\d+)", out.read_text(), re.M).group(1))
+
+    data = x_q.to(torch.int8).contiguous().numpy().tobytes()
+    return (count(data) - count(b"")) // len(x_q)
+
+
+ESTIMATE_MODEL = (
+    "instructions per inference counted on the host build (gcc -O2, valgrind callgrind), "
+    "times the target's cycles per instruction over its clock, times its active power: an "
+    "estimate that ranks models, not a measurement on the board"
+)
+
+
+def estimate_c(
+    qmodel: QuantizedModel,
+    outdir: str | os.PathLike,
+    x: torch.Tensor,
+    target: str | Target | None = None,
+) -> dict:
+    """Latency and energy per inference *estimated* from the instructions the exported C
+    executes on float inputs ``x`` (see :func:`count_instructions`), for ``target`` (default:
+    the export's). Added to ``outdir/report.json`` under ``"estimates"`` and returned."""
+    out = Path(outdir)
+    report_path = out / "report.json"
+    if not report_path.is_file():
+        raise FileNotFoundError(f"{out} holds no report.json; run sc.deploy.export_c first")
+    report = json.loads(report_path.read_text())
+    t = get_target(target if target is not None else report["target"])
+    n = count_instructions(compile_c(out), qmodel.quantize_input(x))
+    estimates = {
+        "target": t.name,
+        "instructions": n,
+        "inputs": len(x),
+        "latency_ms": t.latency_ms(n),
+        "energy_mj": t.energy_mj(n),
+        "model": ESTIMATE_MODEL,
+    }
+    report["estimates"] = estimates
+    write_atomic(report_path, json.dumps(report, indent=2))
+    return estimates

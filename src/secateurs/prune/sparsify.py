@@ -23,7 +23,7 @@ from .calibration import batches
 from .lrp import weight_relevance
 
 IMPORTANCES = ("magnitude", "taylor", "lrp", "lrp_magnitude", "random")
-SCOPES = ("global", "local")
+SCOPES = ("global", "local", "lamp")
 LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
 
 
@@ -149,8 +149,10 @@ def sparsify(
 ) -> SparsityReport:
     """Mask the least important weights of every convolution and linear layer (in place).
 
-    ``sparsity``: the fraction of weights zeroed, over all layers together (``"global"``) or in
-    each layer (``"local"``). ``granularity``: single weights, filterlets (the input-channel
+    ``sparsity``: the fraction of weights zeroed, over all layers together (``"global"``), in
+    each layer (``"local"``), or over all layers ranked by LAMP scores (``"lamp"``, Lee et
+    al. 2021, arXiv 2010.07611: each layer's scores normalized so that layers of any scale
+    compete fairly). ``granularity``: single weights, filterlets (the input-channel
     vector at one kernel position of one filter; DTMM, arXiv 2401.09068), ``"N:M"`` (N kept
     in every M consecutive input weights; the sparsity is then 1 - N/M), or square blocks of
     ``block_size``. Calling it again on a masked model raises the sparsity: masked weights
@@ -201,9 +203,25 @@ def sparsify(
     return sparsity_report(model)
 
 
+def lamp_scores(scores: torch.Tensor) -> torch.Tensor:
+    """LAMP (Lee et al. 2021, arXiv 2010.07611): each score squared over the sum of the
+    squares of every score in its layer at least as large. Ranking these globally sets
+    per-layer sparsities that no layer's scale can skew (conv weights before a BatchNorm
+    have none of their own), and the layer's largest unit scores 1, so no layer is emptied."""
+    flat = scores.flatten().double().square()
+    order = torch.argsort(flat, stable=True)
+    ranked = flat[order]
+    tail = torch.flip(torch.cumsum(torch.flip(ranked, [0]), 0), [0])  # sum over ranks >= i
+    out = torch.empty_like(flat)
+    out[order] = ranked / tail.clamp_min(torch.finfo(torch.float64).tiny)
+    return out.reshape(scores.shape)
+
+
 def _keep(unit_scores, sizes, sparsity: float, scope: str) -> dict[str, torch.Tensor]:
     """Keep masks over units: zero the lowest-scoring units until ``sparsity`` of the weights."""
     keep = {}
+    if scope == "lamp":
+        unit_scores = {n: lamp_scores(s) for n, s in unit_scores.items()}
     if scope == "local":
         for n, s in unit_scores.items():
             flat = s.flatten()

@@ -86,7 +86,7 @@ class QuantizedModel(nn.Module):
     def flash_bytes(self, encoding: str = "best") -> int:
         """Bytes of every constant the C model stores: weights at their bit width (packed,
         in the smallest sparse encoding when ``encoding="best"``), int32 biases, and an int32
-        multiplier and shift per output channel."""
+        multiplier and an int8 shift per output channel."""
         check_choice("encoding", encoding, ("best", "dense"))
         total = 0
         for index, c in self.layers.items():
@@ -95,7 +95,7 @@ class QuantizedModel(nn.Module):
                 total += math.ceil(c.weight.numel() * c.bits / 8)
             else:
                 total += smallest_encoding(c.weight, c.bits, is_conv)[1]
-            total += 4 * c.bias.numel() + 8 * c.multiplier.numel()
+            total += 4 * c.bias.numel() + 5 * c.multiplier.numel()
         for c in self.ops.values():
             total += 0 if c.table is None else c.table.numel()
         return total

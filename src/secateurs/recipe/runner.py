@@ -177,7 +177,7 @@ def run(
             teachers[name].eval()
         return teachers[name]
 
-    ctx = Context(task, parsed.seed, out, teacher, console)
+    ctx = Context(task, parsed.seed, out, teacher, console, target)
     if console is not None and done == len(stages):
         console.print(f"{out} holds this recipe's finished run; reporting it")
     elif console is not None and done:

@@ -314,14 +314,17 @@ class Evaluate(Args):
 
 class Export(Args):
     """Write the model out: ``c`` (``sc.deploy.export_c``, then compiled and checked bit for
-    bit against ``run_int8`` when ``verify``), ``tflite`` or ``onnx``; into ``path`` under
-    the run folder (default ``export/<stage name>``)."""
+    bit against ``run_int8`` when ``verify``; with ``instructions``, the instructions per
+    inference counted by callgrind on 4 test inputs and the latency they give on the
+    target), ``tflite`` or ``onnx``; into ``path`` under the run folder (default
+    ``export/<stage name>``)."""
 
     format: Literal["c", "onnx", "tflite"]
     target: str = None
     sparse: Literal["auto", "never", "always"] = None
     verify: bool = True
     verify_inputs: int = Field(default=64, ge=1)
+    instructions: bool = False
     path: str = None
 
     _target = _registered(TARGETS, "target")
@@ -336,8 +339,8 @@ class Export(Args):
 
     @model_validator(mode="after")
     def _applies(self) -> Export:
-        if self.format != "c" and {"target", "sparse"} & self.model_fields_set:
-            raise ValueError("target and sparse apply to format c only")
+        if self.format != "c" and {"target", "sparse", "instructions"} & self.model_fields_set:
+            raise ValueError("target, sparse and instructions apply to format c only")
         return self
 
 

@@ -19,8 +19,9 @@ from torch import nn
 from .._progress import RichProgress
 from .._registry import Registry
 from ..data.task import Task
-from ..deploy import export_c, export_onnx, export_tflite, verify_c
+from ..deploy import estimate_c, export_c, export_onnx, export_tflite, verify_c
 from ..distill import KD, distill
+from ..measure.target import Target
 from ..prune import (
     L1,
     L2,
@@ -52,6 +53,7 @@ class Context:
     out: Path
     teacher: Callable[[str], nn.Module]
     console: Console | None = None
+    target: Target | None = None  # the recipe's target
 
     def progress(self, label: str):
         return RichProgress(label, console=self.console) if self.console is not None else False
@@ -210,7 +212,8 @@ def export_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
         path = where.with_suffix(".tflite") if where.suffix != ".tflite" else where
         export_tflite(state.qmodel, path)
         return {"path": str(path.relative_to(ctx.out)), "bytes": path.stat().st_size}
-    report = export_c(state.qmodel, where, **a.kwargs("format", "verify", "verify_inputs", "path"))
+    skip = ("format", "verify", "verify_inputs", "instructions", "path")
+    report = export_c(state.qmodel, where, **a.kwargs(*skip))
     details = {
         "path": str(where.relative_to(ctx.out)),
         "flash_bytes": report["flash_bytes"],
@@ -228,4 +231,8 @@ def export_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
                 f"{check.mismatches} output values (largest difference {check.max_abs_diff}); "
                 f"the export is in {where}"
             )
+    if a.instructions:
+        target = a.target or (ctx.target.name if ctx.target else "generic")
+        est = estimate_c(state.qmodel, where, ctx.task.test.tensors[0][:4], target)
+        details.update({k: est[k] for k in ("instructions", "target", "latency_ms", "energy_mj")})
     return details

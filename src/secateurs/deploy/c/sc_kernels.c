@@ -63,7 +63,7 @@ static int32_t sc_div_round(int32_t sum, int32_t count) { /* half away from zero
 }
 
 void sc_conv(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
-             const int32_t *mult, const int32_t *shift, const sc_conv_params *p) {
+             const int32_t *mult, const int8_t *shift, const sc_conv_params *p) {
     /* loop order as in sc_conv_filterlet (a bounds check per kernel position, then a tight
      * loop over input channels), so dense and sparse differ only in what they skip */
     const int32_t cin_g = p->cin / p->groups;
@@ -105,7 +105,7 @@ void sc_conv(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
 
 void sc_conv_filterlet(const int8_t *x, int8_t *y, const int8_t *vals, const uint8_t *col,
                        const uint16_t *rowptr, const int32_t *bias, const int32_t *mult,
-                       const int32_t *shift, const sc_conv_params *p) {
+                       const int8_t *shift, const sc_conv_params *p) {
     const int32_t cin_g = p->cin / p->groups;
     const int32_t cout_g = p->cout / p->groups;
     const int32_t plane = p->h * p->w;
@@ -139,7 +139,7 @@ void sc_conv_filterlet(const int8_t *x, int8_t *y, const int8_t *vals, const uin
 }
 
 void sc_linear(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
-               const int32_t *mult, const int32_t *shift, const sc_linear_params *p) {
+               const int32_t *mult, const int8_t *shift, const sc_linear_params *p) {
     int32_t o, i;
     for (o = 0; o < p->out_features; ++o) {
         const int8_t *wo = w + o * p->in_features;

@@ -21,17 +21,17 @@ typedef struct {
 
 /* Dense weights, int8 [cout][cin/groups][kh][kw]. */
 void sc_conv(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
-             const int32_t *mult, const int32_t *shift, const sc_conv_params *p);
+             const int32_t *mult, const int8_t *shift, const sc_conv_params *p);
 
 /* Filterlet-CSR weights (DTMM): for each output channel oc, rows rowptr[oc]..rowptr[oc+1]
  * are kept filterlets, each a kernel position col[r] (ky * kw + kx) and cin/groups int8
  * weights at vals[r * cin/groups]. Skipped filterlets cost nothing. */
 void sc_conv_filterlet(const int8_t *x, int8_t *y, const int8_t *vals, const uint8_t *col,
                        const uint16_t *rowptr, const int32_t *bias, const int32_t *mult,
-                       const int32_t *shift, const sc_conv_params *p);
+                       const int8_t *shift, const sc_conv_params *p);
 
 void sc_linear(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
-               const int32_t *mult, const int32_t *shift, const sc_linear_params *p);
+               const int32_t *mult, const int8_t *shift, const sc_linear_params *p);
 
 /* Element i of an operand is at ((i / div) % mod): div 1, mod n for a full tensor; div
  * inner size, mod channels for a per-channel operand broadcast over space. */
