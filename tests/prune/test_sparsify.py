@@ -169,7 +169,11 @@ def test_encoding_bytes_match_hand_counts():
     conv = torch.zeros(2, 3, 3, 3)
     conv[0, :, 1, 1] = 1.0  # one filterlet of 3 weights
     sizes = encoding_bytes(conv, bits=8, is_conv=True)
-    assert sizes["filterlet_csr"] == 3 + 1 + 3 * 2 and sizes["dense"] == 54
+    # 3 weights, their position index, a filterlet count per filter
+    assert sizes["filterlet_csr"] == 3 + 1 + 2 and sizes["dense"] == 54
+    big = torch.zeros(2, 1, 16, 16)  # 256 positions: two-byte indices and row pointers
+    big[1, 0, 3, 3] = 1.0
+    assert encoding_bytes(big, bits=8, is_conv=True)["filterlet_csr"] == 1 + 2 + 3 * 2
 
 
 def test_flash_takes_the_smallest_encoding(trained, digits):

@@ -99,7 +99,7 @@ def _call(i: int, op: Op, program: Program, memory: Plan) -> str:
     if op.kernel == "sc_conv":
         args = [x[0], y, c["w"], c["bias"], c["mult"], c["shift"], f"&sc_op{i}_params"]
     elif op.kernel == "sc_conv_filterlet":
-        args = [x[0], y, c["vals"], c["col"], c["rowptr"], c["bias"], c["mult"], c["shift"],
+        args = [x[0], y, c["vals"], c["col"], c["count"], c["bias"], c["mult"], c["shift"],
                 f"&sc_op{i}_params"]  # fmt: skip
     elif op.kernel == "sc_linear":
         args = [x[0], y, c["w"], c["bias"], c["mult"], c["shift"], f"&sc_op{i}_params"]

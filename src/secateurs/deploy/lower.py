@@ -93,7 +93,7 @@ def _use_filterlets(weight: torch.Tensor, sparse: str) -> bool:
     cout, cin_g = weight.shape[:2]
     positions = math.prod(weight.shape[2:])
     kept = int((weight.reshape(cout, cin_g, positions) != 0).any(1).sum())
-    if positions > 255 or kept > 65535 or sparse == "never":
+    if positions > 255 or sparse == "never":  # one-byte column indices and row counts
         return False
     if sparse == "always":
         return True
@@ -129,11 +129,12 @@ def _conv(op: Op, node: Node, q: QuantizedModel, shapes, sparse: str) -> None:
         keep = (flat != 0).any(1)  # cout x positions
         rows, cols = keep.nonzero(as_tuple=True)
         vals = flat.permute(0, 2, 1)[rows, cols]  # kept filterlets x cin_g
-        rowptr = torch.cat([torch.zeros(1, dtype=torch.int64), keep.sum(1).cumsum(0)])
         op.kernel, op.encoding = "sc_conv_filterlet", "filterlet"
         op.consts["vals"] = Const("int8_t", vals.numpy().astype(np.int8))
         op.consts["col"] = Const("uint8_t", cols.numpy().astype(np.uint8))
-        op.consts["rowptr"] = Const("uint16_t", rowptr.numpy().astype(np.uint16))
+        # filterlets per filter (at most kh·kw ≤ 255): a byte each, where row pointers
+        # would take two or four
+        op.consts["count"] = Const("uint8_t", keep.sum(1).numpy().astype(np.uint8))
         op.macs = int(keep.sum()) * cin_g * oh * ow
     else:
         op.kernel, op.encoding = "sc_conv", "dense"

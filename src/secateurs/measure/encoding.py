@@ -6,7 +6,9 @@
   columns, else 2, else 4) and row pointers (2 bytes while the count fits, else 4);
 - filterlet CSR (convolutions; DTMM, Han, Xiao & Li 2024, arXiv 2401.09068): the kept
   filterlets (all input-channel weights at one kernel position of one filter) stored whole,
-  a one-byte column index each where kh·kw ≤ 255 (DTMM spends an int16), row pointers.
+  a one-byte column index each where kh·kw ≤ 255 (DTMM spends an int16) and a one-byte
+  count of filterlets per filter (in place of row pointers; the C kernel keeps a running
+  offset); beyond 255 positions, two-byte indices and row pointers.
 """
 
 from __future__ import annotations
@@ -39,8 +41,11 @@ def encoding_bytes(weight: torch.Tensor, bits: int, is_conv: bool) -> dict[str, 
         cin = w.shape[1]
         positions = math.prod(w.shape[2:])
         kept = int((w.flatten(2).abs().sum(1) > 0).sum())  # nonzero filterlets
-        index = 1 if positions <= 255 else 2
-        sizes["filterlet_csr"] = value_bytes(kept * cin) + kept * index + (rows + 1) * pointer
+        if positions <= 255:
+            index_bytes = kept + rows  # column index, filterlets per filter
+        else:
+            index_bytes = 2 * kept + (rows + 1) * pointer
+        sizes["filterlet_csr"] = value_bytes(kept * cin) + index_bytes
     return sizes
 
 

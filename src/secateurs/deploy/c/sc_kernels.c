@@ -104,18 +104,19 @@ void sc_conv(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
 }
 
 void sc_conv_filterlet(const int8_t *x, int8_t *y, const int8_t *vals, const uint8_t *col,
-                       const uint16_t *rowptr, const int32_t *bias, const int32_t *mult,
+                       const uint8_t *count, const int32_t *bias, const int32_t *mult,
                        const int8_t *shift, const sc_conv_params *p) {
     const int32_t cin_g = p->cin / p->groups;
     const int32_t cout_g = p->cout / p->groups;
     const int32_t plane = p->h * p->w;
-    int32_t oc, oy, ox, ic, r;
+    int32_t oc, oy, ox, ic, r, start = 0;
     for (oc = 0; oc < p->cout; ++oc) {
         const int8_t *xg = x + (oc / cout_g) * cin_g * plane;
+        const int32_t end = start + count[oc]; /* filter oc's filterlets: [start, end) */
         for (oy = 0; oy < p->oh; ++oy) {
             for (ox = 0; ox < p->ow; ++ox) {
                 int32_t acc = 0;
-                for (r = rowptr[oc]; r < rowptr[oc + 1]; ++r) {
+                for (r = start; r < end; ++r) {
                     const int32_t ky = col[r] / p->kw;
                     const int32_t kx = col[r] - ky * p->kw;
                     const int32_t iy = oy * p->stride_h - p->pad_top + ky * p->dil_h;
@@ -135,6 +136,7 @@ void sc_conv_filterlet(const int8_t *x, int8_t *y, const int8_t *vals, const uin
                     p->act_min, p->act_max);
             }
         }
+        start = end;
     }
 }
 

@@ -23,11 +23,11 @@ typedef struct {
 void sc_conv(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
              const int32_t *mult, const int8_t *shift, const sc_conv_params *p);
 
-/* Filterlet-CSR weights (DTMM): for each output channel oc, rows rowptr[oc]..rowptr[oc+1]
- * are kept filterlets, each a kernel position col[r] (ky * kw + kx) and cin/groups int8
+/* Filterlet-CSR weights (DTMM): output channel oc has count[oc] kept filterlets, stored
+ * after those of the channels before it, each a kernel position col[r] (ky * kw + kx) and cin/groups int8
  * weights at vals[r * cin/groups]. Skipped filterlets cost nothing. */
 void sc_conv_filterlet(const int8_t *x, int8_t *y, const int8_t *vals, const uint8_t *col,
-                       const uint16_t *rowptr, const int32_t *bias, const int32_t *mult,
+                       const uint8_t *count, const int32_t *bias, const int32_t *mult,
                        const int8_t *shift, const sc_conv_params *p);
 
 void sc_linear(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
