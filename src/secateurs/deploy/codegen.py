@@ -89,7 +89,7 @@ def _pointer(v: int, program: Program, memory: Plan) -> str:
     b = program.buffer(v)
     if b == program.buffer(program.input):
         return "input"
-    return f"(sc_arena + {memory.offsets[b]})"
+    return f"(sc_arena + {memory.offsets[b] + program.offset(v)})"
 
 
 def _call(i: int, op: Op, program: Program, memory: Plan) -> str:

@@ -65,11 +65,27 @@ class Program:
     input: int
     output: int
     alias: dict[int, int]  # value id -> the value whose buffer it is (views)
+    # value id -> (value, byte offset): stored inside that value's bytes, such as an input
+    # of a concatenation written straight into its slice of the output
+    slices: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def _parent(self, v: int) -> tuple[int, int] | None:
+        if v in self.alias:
+            return self.alias[v], 0
+        return self.slices.get(v)
 
     def buffer(self, v: int) -> int:
-        while v in self.alias:
-            v = self.alias[v]
+        """The value that owns ``v``'s bytes."""
+        while (parent := self._parent(v)) is not None:
+            v = parent[0]
         return v
+
+    def offset(self, v: int) -> int:
+        """Where ``v`` starts in its buffer's bytes."""
+        total = 0
+        while (parent := self._parent(v)) is not None:
+            v, total = parent[0], total + parent[1]
+        return total
 
 
 def _per_sample(shape) -> tuple[int, ...]:

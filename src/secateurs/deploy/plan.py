@@ -1,8 +1,10 @@
 """Static memory plan: every activation gets an offset in one arena.
 
 Liveness runs over the kernel order: a buffer lives from the op that writes it to the last
-op that reads it (views share their input's buffer). An elementwise op whose input dies
-there writes over it (in place). Buffers are then placed greedily, largest first, at the
+op that reads it (views share their input's buffer). A concatenation of whole tensors
+costs no copy and no second buffer: its inputs' producers write straight into their
+slices of the output (as in TinyEngine's in-place memory scheduling, Lin et al. 2020,
+arXiv 2007.10319). An elementwise op whose input dies there writes over it (in place). Buffers are then placed greedily, largest first, at the
 lowest offset free during their whole lifetime (first fit); a few other orders are tried
 when that misses the lower bound (the largest sum of bytes live at one op): other sort keys,
 then size orders with seeded random jitter.
@@ -30,6 +32,37 @@ class Plan:
     lower_bound: int
     lifetimes: dict[int, tuple[int, int]]  # buffer -> (first op, last op)
     inplace: list[int]  # indices of ops that write over their input
+    concats: list[int]  # graph nodes of the concatenations done without a copy
+
+
+def _apply_concat_slices(program: Program) -> list[int]:
+    """Drop every copy that only concatenates whole tensors, each written by an earlier
+    op and stored nowhere else, and place those tensors in their slices of its output."""
+    producer = {op.output: i for i, op in enumerate(program.ops)}
+    done, keep = [], []
+    for i, op in enumerate(program.ops):
+        runs = op.consts["runs"].values if op.kind == "move" else None
+        if runs is not None and _whole_concat(program, op, runs, producer, i):
+            for _dst, k, _off, _n in runs:
+                program.slices[op.inputs[k]] = (op.output, int(_dst))
+            done.append(op.index)
+        else:
+            keep.append(op)
+    program.ops[:] = keep
+    return done
+
+
+def _whole_concat(program: Program, op, runs, producer: dict[int, int], i: int) -> bool:
+    srcs = [int(r[1]) for r in runs]
+    if len(set(srcs)) != len(srcs) or len(srcs) != len(op.inputs) or min(srcs) < 0:
+        return False  # padding, or an input split or repeated
+    for dst, k, off, n in runs:
+        v = op.inputs[k]
+        if off != 0 or n != program.sizes[v] or v in (program.input, program.output):
+            return False
+        if v in program.alias or v in program.slices or producer.get(v, i) >= i:
+            return False  # a view, already placed, or not written by an earlier op
+    return True
 
 
 def _apply_inplace(program: Program) -> list[int]:
@@ -40,7 +73,7 @@ def _apply_inplace(program: Program) -> list[int]:
     protected = {program.buffer(program.input), program.buffer(program.output)}
     done = []
     for i, op in enumerate(program.ops):
-        if not op.elementwise:
+        if not op.elementwise or op.output in program.slices:
             continue
         count = program.sizes[op.output]
         for k, v in enumerate(op.inputs):
@@ -93,6 +126,7 @@ def _place(order, lives, sizes) -> tuple[dict[int, int], int]:
 def plan(program: Program) -> Plan:
     """Offsets of every buffer of ``program`` (in-place decisions are written into its
     aliases), the arena size and its lower bound."""
+    concats = _apply_concat_slices(program)
     inplace = _apply_inplace(program)
     lives = _lifetimes(program)
     sizes = {b: _aligned(program.sizes[b]) for b in lives}
@@ -119,4 +153,4 @@ def plan(program: Program) -> Plan:
             best = (offsets, arena)
         if arena == bound:
             break
-    return Plan(best[0], best[1], bound, lives, inplace)
+    return Plan(best[0], best[1], bound, lives, inplace, concats)
