@@ -206,7 +206,8 @@ def cmd_bench(args, console: Console) -> int:
             runner = search.RayBackend(args.address) if args.backend == "ray" else args.backend
             try:
                 done = bench.run_grid(args.grid, args.store, root=args.root or None,
-                                      backend=runner, console=console)  # fmt: skip
+                                      backend=runner, console=console,
+                                      rerun=args.rerun)  # fmt: skip
             finally:
                 if args.backend == "ray":
                     runner.close()
@@ -290,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="serial", choices=("serial", "process", "ray"))
     p.add_argument("--address", default="local",
                    help="for --backend ray: local, auto, or ray://host:port")  # fmt: skip
+    p.add_argument("--rerun", action="append", default=[], metavar="METHOD",
+                   help="run this method's cells again even if done (after a code change; "
+                   "repeatable)")  # fmt: skip
     p.add_argument("--out", default="", help="the report folder (for report)")
     p.set_defaults(func=cmd_bench)
 

@@ -105,6 +105,19 @@ def test_editing_a_method_reruns_its_cells_only(tiny, tmp_path):
     assert all(after[k]["digest"] != before[k]["digest"] for k in changed)
 
 
+def test_rerun_runs_a_methods_cells_again_and_names_unknown_methods(tiny, tmp_path):
+    store = tmp_path / "s.sqlite"
+    store.write_bytes(tiny[0].read_bytes())
+    before = _stable(sc.bench.Store(store).rows())
+    result = sc.bench.run_grid(TINY, store, root=tmp_path / "runs", rerun=["random"])
+    assert (result.ran, result.skipped) == (4, 6)
+    rows = sc.bench.Store(store).rows()
+    assert all(r["attempts"] == 1 and r["status"] == "done" for r in rows)
+    assert _stable(rows) == before  # the same cells, run again, give the same numbers
+    with pytest.raises(ValueError, match=r"rerun names methods \['l2'\]"):
+        sc.bench.run_grid(TINY, store, rerun=["l2"])
+
+
 def test_a_store_from_before_digests_reruns_everything(tmp_path):
     import sqlite3
 

@@ -183,7 +183,7 @@ def test_concatenations_of_whole_tensors_cost_no_copy(digits, tmp_path):
     assert ghost and len(memory.concats) == len(ghost)  # every ghost module's concat
     assert not [op for op in program.ops if op.kernel == "sc_copy"]
     for v, (owner, offset) in program.slices.items():
-        assert 0 <= offset and offset + program.sizes[v] <= program.sizes[owner]
+        assert offset >= 0 and offset + program.sizes[v] <= program.sizes[owner]
     sc.deploy.export_c(q, tmp_path)
     assert sc.deploy.verify_c(q, tmp_path, digits.test.tensors[0][:16]).bit_exact
 

@@ -8,7 +8,9 @@ cell's recipe run resumes from its own last finished stage.
 from __future__ import annotations
 
 import math
+import shutil
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,16 @@ from ..models.checkpoint import save_checkpoint
 from ..recipe import run as run_recipe
 from ..search.candidate import get_backend
 from ..train import evaluate, fit
-from .grid import Grid, cell_digest, cell_recipe, cells, load_grid, parent_digest, parse_grid
+from .grid import (
+    CONTROL,
+    Grid,
+    cell_digest,
+    cell_recipe,
+    cells,
+    load_grid,
+    parent_digest,
+    parse_grid,
+)
 from .store import Store
 
 METRICS = ("accuracy", "params", "nonzero_params", "macs", "nonzero_macs", "flash_bytes",
@@ -29,6 +40,10 @@ METRICS = ("accuracy", "params", "nonzero_params", "macs", "nonzero_macs", "flas
 def parent_path(grid: Grid, root: Path, task: str, model: str, seed: int) -> Path:
     digest = parent_digest(grid, model)
     return root / "parents" / f"{task}-{model}-{seed}-{digest}.pt"
+
+
+def cell_folder(root: Path, grid: Grid, cell) -> Path:
+    return root / "cells" / f"{cell.key.replace('/', '__')}-{cell_digest(grid, cell)}"
 
 
 def train_parent(grid: Grid, task: str, model: str, seed: int, root: str) -> float:
@@ -46,8 +61,7 @@ def run_cell(grid: Grid, cell, root: str) -> dict:
     """One cell's recipe run (resumable, in ``root/cells``); its final metrics, or the
     error. Never raises, so one failing cell does not stop a round."""
     try:
-        folder = f"{cell.key.replace('/', '__')}-{cell_digest(grid, cell)}"
-        out = Path(root) / "cells" / folder
+        out = cell_folder(Path(root), grid, cell)
         recipe = cell_recipe(grid, cell, parent_path(grid, Path(root), *cell.parent))
         result = run_recipe(recipe, out, resume=True)
         final = result.records[-1]
@@ -81,17 +95,28 @@ def run_grid(
     backend="serial",
     max_attempts: int = 3,
     console: Console | None = None,
+    rerun: Iterable[str] = (),
 ) -> GridRun:
     """Run every cell of ``grid`` (a path or a validated Grid) that ``store`` does not
     hold as done. ``root`` (default: beside the store) keeps the parents and each cell's
     run folder. ``backend``: "serial", "process", "ray" (a local Ray instance) or any
-    object with ``map(fn, jobs)``, such as ``sc.search.RayBackend("auto")``."""
+    object with ``map(fn, jobs)``, such as ``sc.search.RayBackend("auto")``. ``rerun``:
+    methods whose cells run again from scratch although done (the digests see a changed
+    grid, not changed code)."""
     grid = grid if isinstance(grid, Grid) else (
         parse_grid(grid) if isinstance(grid, dict) else load_grid(grid))  # fmt: skip
     db = Store(store)
     root = Path(root) if root is not None else Path(store).with_suffix("")
     everything = cells(grid)
     db.add(grid.name, everything, [cell_digest(grid, c) for c in everything])
+    unknown = sorted(set(rerun) - set(grid.methods) - {CONTROL})
+    if unknown:
+        raise ValueError(f"rerun names methods {unknown} the grid lacks; its methods: "
+                         f"{sorted(grid.methods)}")  # fmt: skip
+    again = [c for c in everything if c.method in set(rerun)]
+    db.reset([c.key for c in again])
+    for c in again:
+        shutil.rmtree(cell_folder(Path(root), grid, c), ignore_errors=True)
     todo = db.todo(everything, max_attempts)
     runner = get_backend(backend)
     backend_owned = isinstance(backend, str)

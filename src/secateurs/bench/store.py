@@ -76,6 +76,13 @@ class Store:
             )  # fmt: skip
         return len(stale)
 
+    def reset(self, keys: list[str]) -> None:
+        """Put these cells back to pending, without attempts or metrics."""
+        with self._connect() as con:
+            con.executemany("UPDATE cells SET status='pending', attempts=0, metrics=NULL, "
+                            "error=NULL, updated=? WHERE key=?",
+                            [(time.time(), k) for k in keys])  # fmt: skip
+
     def todo(self, cells: list[Cell], max_attempts: int) -> list[Cell]:
         """The cells not done that still have attempts left, in grid order."""
         with self._connect() as con:

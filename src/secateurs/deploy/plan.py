@@ -4,10 +4,11 @@ Liveness runs over the kernel order: a buffer lives from the op that writes it t
 op that reads it (views share their input's buffer). A concatenation of whole tensors
 costs no copy and no second buffer: its inputs' producers write straight into their
 slices of the output (as in TinyEngine's in-place memory scheduling, Lin et al. 2020,
-arXiv 2007.10319). An elementwise op whose input dies there writes over it (in place). Buffers are then placed greedily, largest first, at the
-lowest offset free during their whole lifetime (first fit); a few other orders are tried
-when that misses the lower bound (the largest sum of bytes live at one op): other sort keys,
-then size orders with seeded random jitter.
+arXiv 2007.10319). An elementwise op whose input dies there writes over it (in place).
+Buffers are then placed greedily, largest first, at the lowest offset free during their
+whole lifetime (first fit); a few other orders are tried when that misses the lower bound
+(the largest sum of bytes live at one op): other sort keys, then size orders with seeded
+random jitter.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def _whole_concat(program: Program, op, runs, producer: dict[int, int], i: int) 
     srcs = [int(r[1]) for r in runs]
     if len(set(srcs)) != len(srcs) or len(srcs) != len(op.inputs) or min(srcs) < 0:
         return False  # padding, or an input split or repeated
-    for dst, k, off, n in runs:
+    for _dst, k, off, n in runs:
         v = op.inputs[k]
         if off != 0 or n != program.sizes[v] or v in (program.input, program.output):
             return False

@@ -41,10 +41,8 @@ def encoding_bytes(weight: torch.Tensor, bits: int, is_conv: bool) -> dict[str, 
         cin = w.shape[1]
         positions = math.prod(w.shape[2:])
         kept = int((w.flatten(2).abs().sum(1) > 0).sum())  # nonzero filterlets
-        if positions <= 255:
-            index_bytes = kept + rows  # column index, filterlets per filter
-        else:
-            index_bytes = 2 * kept + (rows + 1) * pointer
+        # a column index per filterlet and a count per filter, or wide indices and pointers
+        index_bytes = kept + rows if positions <= 255 else 2 * kept + (rows + 1) * pointer
         sizes["filterlet_csr"] = value_bytes(kept * cin) + index_bytes
     return sizes
 
