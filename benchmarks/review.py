@@ -33,9 +33,18 @@ RESULTS = ROOT / "benchmarks" / "results" / "review.json"
 def summarize(rows: list[dict]) -> dict:
     table = sc.bench.aggregate(rows)
     by_point: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    control, instructions = {}, {}
     for (task, _model, method, keep), s in table.items():
-        if method != sc.bench.CONTROL:
+        if method == sc.bench.CONTROL:
+            control[task] = {"accuracy": round(100 * s["accuracy"], 2),
+                             "std": round(100 * s["accuracy_std"], 2), "seeds": s["seeds"],
+                             "macs": s["macs"], "flash_bytes": s["flash_bytes"]}  # fmt: skip
+        else:
             by_point[(task, keep)][method] = s
+        if "instructions" in s:
+            instructions[f"{task}/{method}/{keep:g}"] = {
+                "instructions": round(s["instructions"]), "macs": s["macs"],
+                "cortex_m4_ms": round(s["target_latency_ms"], 2)}  # fmt: skip
     summary, wins = {}, defaultdict(int)
     for (task, keep), methods in sorted(by_point.items(), key=lambda e: (e[0][0], -e[0][1])):
         ranked = sorted(methods, key=lambda m: -methods[m]["accuracy"])
@@ -63,8 +72,9 @@ def summarize(rows: list[dict]) -> dict:
                 for i, m in enumerate(sorted(methods, key=lambda m: -methods[m]["accuracy"])):
                     ranks[m].append(i + 1)
         mean_rank[task] = {m: round(statistics.mean(r), 2) for m, r in sorted(ranks.items())}
-    return {"points": summary, "wins": {f"{t}/{m}": n for (t, m), n in sorted(wins.items())},
-            "mean_rank": mean_rank}  # fmt: skip
+    return {"control": control, "points": summary,
+            "wins": {f"{t}/{m}": n for (t, m), n in sorted(wins.items())},
+            "mean_rank": mean_rank, "c_instructions": instructions}  # fmt: skip
 
 
 def main(argv=None) -> int:

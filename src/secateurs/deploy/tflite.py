@@ -29,6 +29,10 @@ from ..quant.capture import Node, QuantError
 from ..quant.ptq import QuantizedModel
 
 PAD_ND = torch.ops.aten.constant_pad_nd
+CAT = torch.ops.aten.cat
+# PyTorch dimension (batch included) -> TFLite axis, by rank: NCHW -> NHWC, (N, C, L) ->
+# (1, 1, L, C), (N, F) -> (1, F)
+CAT_AXES = {4: {1: 3, 2: 1, 3: 2}, 3: {1: 3, 2: 2}, 2: {1: 1}}
 RELU_FAMILY = {(0.0, None): "RELU", (0.0, 6.0): "RELU6", (-1.0, 1.0): "RELU_N1_TO_1"}
 
 
@@ -198,10 +202,33 @@ def _linear(w: _Writer, index: int, node: Node) -> None:
     w.values[node.outputs[0]] = y
 
 
+def _concat(w: _Writer, node: Node) -> None:
+    """CONCATENATION; every input shares the output's scale and zero point (the quantizer
+    sees to that), so LiteRT copies bytes as ``run_int8`` does."""
+    q, args = w.q, node.attrs["args"]
+    values = [v for _, v in args[0]]
+    dim = args[1] if len(args) > 1 else node.attrs["kwargs"].get("dim", 0)
+    rank = len(q.graph.shapes[values[0]])
+    axis = CAT_AXES.get(rank, {}).get(dim % rank)
+    if axis is None:
+        _fail(node, f"concatenates along dimension {dim} of a rank-{rank} tensor")
+    out = node.outputs[0]
+    if any(q.qparams[v] != q.qparams[out] for v in values):
+        _fail(node, "concatenates tensors of different scales")
+    y = w.activation(node, out)
+    opt = w.s.ConcatenationOptionsT()
+    opt.axis, opt.fusedActivationFunction = axis, w.s.ActivationFunctionType.NONE
+    w.op("CONCATENATION", [w.values[v] for v in values], [y], opt, "ConcatenationOptions")
+    w.values[out] = y
+
+
 def _move(w: _Writer, node: Node) -> None:
-    """Shape-only moves (an alias when the TFLite shape stays), zero padding, and flattening
-    a feature map to (N, F)."""
+    """Shape-only moves (an alias when the TFLite shape stays), zero padding, flattening a
+    feature map to (N, F), and concatenation."""
     q = w.q
+    if node.attrs["func"].overloadpacket is CAT and len(node.outputs) == 1:
+        _concat(w, node)
+        return
     if len(node.outputs) != 1 or len(set(node.inputs)) != 1:
         _fail(node, "splits or concatenates tensors")
     (src,) = node.inputs[:1]
