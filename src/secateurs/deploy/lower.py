@@ -105,6 +105,28 @@ def _pair(values, one_d: bool, fill: int) -> tuple[int, int]:
     return (fill, values[0]) if one_d else (values[0], values[1])
 
 
+def pack(values: np.ndarray, bits: int) -> np.ndarray:
+    """Integers of ``bits`` (4 or 2) bits, two's complement, packed low bits first: what
+    ``sc_unpack`` in the C kernels reads back."""
+    per = 8 // bits
+    flat = values.reshape(-1).astype(np.int64) & ((1 << bits) - 1)
+    flat = np.concatenate([flat, np.zeros(-len(flat) % per, dtype=np.int64)])
+    shifts = np.arange(per, dtype=np.int64) * bits
+    return (flat.reshape(-1, per) << shifts).sum(1).astype(np.uint8)
+
+
+def _dense_weights(op: Op, values: np.ndarray, bits: int, kernel: str, per_output: int) -> None:
+    """Dense int8 weights, or below 8 bits packed, with a scratch row to unpack into."""
+    if bits == 8:
+        op.kernel = kernel
+        op.consts["w"] = Const("int8_t", values.astype(np.int8))
+    else:
+        op.kernel = f"{kernel}_packed"
+        op.consts["w"] = Const("uint8_t", pack(values, bits))
+        op.params.update(bits=bits, scratch=per_output)
+    op.encoding = "dense" if bits == 8 else f"packed{bits}"
+
+
 def _use_filterlets(weight: torch.Tensor, sparse: str) -> bool:
     cout, cin_g = weight.shape[:2]
     positions = math.prod(weight.shape[2:])
@@ -141,7 +163,7 @@ def _conv(op: Op, node: Node, q: QuantizedModel, shapes, sparse: str) -> None:
     cin_g = cin // a["groups"]
     op.dense_weight_bytes = weight.numel()
     flat = weight.reshape(cout, cin_g, kh * kw)
-    if _use_filterlets(weight, sparse):
+    if c.bits == 8 and _use_filterlets(weight, sparse):  # sub-8-bit weights stay packed
         keep = (flat != 0).any(1)  # cout x positions
         rows, cols = keep.nonzero(as_tuple=True)
         vals = flat.permute(0, 2, 1)[rows, cols]  # kept filterlets x cin_g
@@ -153,8 +175,7 @@ def _conv(op: Op, node: Node, q: QuantizedModel, shapes, sparse: str) -> None:
         op.consts["count"] = Const("uint8_t", keep.sum(1).numpy().astype(np.uint8))
         op.macs = int(keep.sum()) * cin_g * oh * ow
     else:
-        op.kernel, op.encoding = "sc_conv", "dense"
-        op.consts["w"] = Const("int8_t", flat.numpy().astype(np.int8))
+        _dense_weights(op, flat.numpy(), c.bits, "sc_conv", cin_g * kh * kw)
         op.macs = cout * cin_g * kh * kw * oh * ow
     _requant_consts(op, c)
 
@@ -179,8 +200,7 @@ def _linear(op: Op, node: Node, q: QuantizedModel, shapes) -> None:
     out_features, in_features = c.weight.shape
     op.params = dict(in_features=in_features, out_features=out_features, in_zp=xq.zero_point,
                      out_zp=yq.zero_point, act_min=lo, act_max=hi)  # fmt: skip
-    op.kernel, op.encoding = "sc_linear", "dense"
-    op.consts["w"] = Const("int8_t", c.weight.numpy().astype(np.int8))
+    _dense_weights(op, c.weight.numpy(), c.bits, "sc_linear", in_features)
     op.dense_weight_bytes = c.weight.numel()
     op.macs = in_features * out_features
     _requant_consts(op, c)

@@ -62,44 +62,78 @@ static int32_t sc_div_round(int32_t sum, int32_t count) { /* half away from zero
     return sum > 0 ? (sum + count / 2) / count : -((-sum + count / 2) / count);
 }
 
-void sc_conv(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
-             const int32_t *mult, const int8_t *shift, const sc_conv_params *p) {
-    /* loop order as in sc_conv_filterlet (a bounds check per kernel position, then a tight
-     * loop over input channels), so dense and sparse differ only in what they skip */
+/* One output channel oc of a dense convolution, from its weights wo [cin/groups][kh][kw].
+ * Loop order as in sc_conv_filterlet (a bounds check per kernel position, then a tight loop
+ * over input channels), so dense and sparse differ only in what they skip. */
+static void sc_conv_channel(const int8_t *x, int8_t *y, const int8_t *wo, int32_t oc,
+                            int32_t bias, int32_t mult, int32_t shift,
+                            const sc_conv_params *p) {
     const int32_t cin_g = p->cin / p->groups;
     const int32_t cout_g = p->cout / p->groups;
     const int32_t plane = p->h * p->w;
     const int32_t taps = p->kh * p->kw;
-    int32_t oc, oy, ox, ic, ky, kx;
-    for (oc = 0; oc < p->cout; ++oc) {
-        const int8_t *xg = x + (oc / cout_g) * cin_g * plane;
-        const int8_t *wo = w + (int32_t)oc * cin_g * taps;
-        for (oy = 0; oy < p->oh; ++oy) {
-            for (ox = 0; ox < p->ow; ++ox) {
-                int32_t acc = 0;
-                for (ky = 0; ky < p->kh; ++ky) {
-                    const int32_t iy = oy * p->stride_h - p->pad_top + ky * p->dil_h;
-                    if (iy < 0 || iy >= p->h) {
+    const int8_t *xg = x + (oc / cout_g) * cin_g * plane;
+    int32_t oy, ox, ic, ky, kx;
+    for (oy = 0; oy < p->oh; ++oy) {
+        for (ox = 0; ox < p->ow; ++ox) {
+            int32_t acc = 0;
+            for (ky = 0; ky < p->kh; ++ky) {
+                const int32_t iy = oy * p->stride_h - p->pad_top + ky * p->dil_h;
+                if (iy < 0 || iy >= p->h) {
+                    continue;
+                }
+                for (kx = 0; kx < p->kw; ++kx) {
+                    const int32_t ix = ox * p->stride_w - p->pad_left + kx * p->dil_w;
+                    const int8_t *xp;
+                    const int8_t *wp = wo + ky * p->kw + kx;
+                    if (ix < 0 || ix >= p->w) {
                         continue;
                     }
-                    for (kx = 0; kx < p->kw; ++kx) {
-                        const int32_t ix = ox * p->stride_w - p->pad_left + kx * p->dil_w;
-                        const int8_t *xp;
-                        const int8_t *wp = wo + ky * p->kw + kx;
-                        if (ix < 0 || ix >= p->w) {
-                            continue;
-                        }
-                        xp = xg + iy * p->w + ix;
-                        for (ic = 0; ic < cin_g; ++ic) {
-                            acc += ((int32_t)xp[ic * plane] - p->in_zp) * wp[ic * taps];
-                        }
+                    xp = xg + iy * p->w + ix;
+                    for (ic = 0; ic < cin_g; ++ic) {
+                        acc += ((int32_t)xp[ic * plane] - p->in_zp) * wp[ic * taps];
                     }
                 }
-                y[(oc * p->oh + oy) * p->ow + ox] = sc_clamp8(
-                    sc_requantize((int64_t)acc + bias[oc], mult[oc], shift[oc]) + p->out_zp,
-                    p->act_min, p->act_max);
             }
+            y[(oc * p->oh + oy) * p->ow + ox] = sc_clamp8(
+                sc_requantize((int64_t)acc + bias, mult, shift) + p->out_zp, p->act_min,
+                p->act_max);
         }
+    }
+}
+
+void sc_conv(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
+             const int32_t *mult, const int8_t *shift, const sc_conv_params *p) {
+    const int32_t per_channel = p->cin / p->groups * p->kh * p->kw;
+    int32_t oc;
+    for (oc = 0; oc < p->cout; ++oc) {
+        sc_conv_channel(x, y, w + oc * per_channel, oc, bias[oc], mult[oc], shift[oc], p);
+    }
+}
+
+/* Weights first..first+count-1 of a tensor packed at bits (4 or 2) per weight, low bits
+ * first, two's complement, into int8. */
+static void sc_unpack(const uint8_t *packed, int32_t first, int32_t count, int32_t bits,
+                      int8_t *out) {
+    const int32_t per_byte = 8 / bits;
+    const int32_t mask = (1 << bits) - 1;
+    const int32_t sign = 1 << (bits - 1);
+    int32_t i;
+    for (i = 0; i < count; ++i) {
+        const int32_t k = first + i;
+        const int32_t v = (packed[k / per_byte] >> ((k % per_byte) * bits)) & mask;
+        out[i] = (int8_t)((v ^ sign) - sign);
+    }
+}
+
+void sc_conv_packed(const int8_t *x, int8_t *y, const uint8_t *w, int32_t bits,
+                    int8_t *scratch, const int32_t *bias, const int32_t *mult,
+                    const int8_t *shift, const sc_conv_params *p) {
+    const int32_t per_channel = p->cin / p->groups * p->kh * p->kw;
+    int32_t oc;
+    for (oc = 0; oc < p->cout; ++oc) {
+        sc_unpack(w, oc * per_channel, per_channel, bits, scratch);
+        sc_conv_channel(x, y, scratch, oc, bias[oc], mult[oc], shift[oc], p);
     }
 }
 
@@ -140,17 +174,31 @@ void sc_conv_filterlet(const int8_t *x, int8_t *y, const int8_t *vals, const uin
     }
 }
 
+static int8_t sc_linear_row(const int8_t *x, const int8_t *wo, int32_t bias, int32_t mult,
+                            int32_t shift, const sc_linear_params *p) {
+    int32_t i, acc = 0;
+    for (i = 0; i < p->in_features; ++i) {
+        acc += ((int32_t)x[i] - p->in_zp) * wo[i];
+    }
+    return sc_clamp8(SC_REQUANTIZE_LINEAR((int64_t)acc + bias, mult, shift) + p->out_zp,
+                     p->act_min, p->act_max);
+}
+
 void sc_linear(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
                const int32_t *mult, const int8_t *shift, const sc_linear_params *p) {
-    int32_t o, i;
+    int32_t o;
     for (o = 0; o < p->out_features; ++o) {
-        const int8_t *wo = w + o * p->in_features;
-        int32_t acc = 0;
-        for (i = 0; i < p->in_features; ++i) {
-            acc += ((int32_t)x[i] - p->in_zp) * wo[i];
-        }
-        y[o] = sc_clamp8(SC_REQUANTIZE_LINEAR((int64_t)acc + bias[o], mult[o], shift[o]) + p->out_zp,
-                         p->act_min, p->act_max);
+        y[o] = sc_linear_row(x, w + o * p->in_features, bias[o], mult[o], shift[o], p);
+    }
+}
+
+void sc_linear_packed(const int8_t *x, int8_t *y, const uint8_t *w, int32_t bits,
+                      int8_t *scratch, const int32_t *bias, const int32_t *mult,
+                      const int8_t *shift, const sc_linear_params *p) {
+    int32_t o;
+    for (o = 0; o < p->out_features; ++o) {
+        sc_unpack(w, o * p->in_features, p->in_features, bits, scratch);
+        y[o] = sc_linear_row(x, scratch, bias[o], mult[o], shift[o], p);
     }
 }
 

@@ -23,15 +23,27 @@ typedef struct {
 void sc_conv(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
              const int32_t *mult, const int8_t *shift, const sc_conv_params *p);
 
+/* Dense weights of 4 or 2 bits, packed in that order (low bits first, two's complement);
+ * each output channel's weights are unpacked into scratch (cin/groups * kh * kw bytes)
+ * before it is computed. */
+void sc_conv_packed(const int8_t *x, int8_t *y, const uint8_t *w, int32_t bits,
+                    int8_t *scratch, const int32_t *bias, const int32_t *mult,
+                    const int8_t *shift, const sc_conv_params *p);
+
 /* Filterlet-CSR weights (DTMM): output channel oc has count[oc] kept filterlets, stored
- * after those of the channels before it, each a kernel position col[r] (ky * kw + kx) and cin/groups int8
- * weights at vals[r * cin/groups]. Skipped filterlets cost nothing. */
+ * after those of the channels before it, each a kernel position col[r] (ky * kw + kx)
+ * and cin/groups int8 weights at vals[r * cin/groups]. Skipped filterlets cost nothing. */
 void sc_conv_filterlet(const int8_t *x, int8_t *y, const int8_t *vals, const uint8_t *col,
                        const uint8_t *count, const int32_t *bias, const int32_t *mult,
                        const int8_t *shift, const sc_conv_params *p);
 
 void sc_linear(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
                const int32_t *mult, const int8_t *shift, const sc_linear_params *p);
+
+/* Weights of 4 or 2 bits, packed as for sc_conv_packed; scratch holds in_features bytes. */
+void sc_linear_packed(const int8_t *x, int8_t *y, const uint8_t *w, int32_t bits,
+                      int8_t *scratch, const int32_t *bias, const int32_t *mult,
+                      const int8_t *shift, const sc_linear_params *p);
 
 /* Element i of an operand is at ((i / div) % mod): div 1, mod n for a full tensor; div
  * inner size, mod channels for a per-channel operand broadcast over space. */
