@@ -4,8 +4,9 @@ inference, and dense against filterlet-sparse kernels.
 For each zoo model on digits and MNIST-1D (trained 3 epochs, PTQ int8): export C with
 ``sparse="never"``, compile the host harness (gcc -O2) and count instructions per inference
 with ``valgrind --tool=callgrind`` (deterministic; (count for 4 inferences - count for
-none) / 4). Then, for the convolutional models, prune filterlets (``sc.prune.sparsify``,
-granularity "filterlet", magnitude, the same ratio in every layer) to 50, 70, 80 and 90%
+none) / 4). Then, for some convolutional models, prune filterlets (``sc.prune.sparsify``,
+granularity "filterlet", magnitude, the same ratio in every layer; fully connected layers
+lose single weights, so the two MLPs measure the bitmask kernel) to 50, 70, 80 and 90%
 sparsity, fine-tune 2 epochs (Adam 1e-3) with the masks held, export with
 ``sparse="auto"`` and compare flash and instructions with the dense export of the same
 weights, next to the ideal ratio (executed MACs over dense MACs). Every export is checked
@@ -39,7 +40,7 @@ ZOO = [
     ("shufflenet_v1", {"width": 0.5}), ("shufflenet_v2", {"width": 0.5}),
     ("ghostnet", {"width": 0.3}), ("elm", {}),
 ]  # fmt: skip
-SPARSE_MODELS = ("lenet5", "resnet8", "ds_cnn", "mobilenet_v2")
+SPARSE_MODELS = ("lenet5", "resnet8", "ds_cnn", "mobilenet_v2", "mlp", "lenet_300_100")
 SPARSITIES = (0.5, 0.7, 0.8, 0.9)
 
 

@@ -166,6 +166,9 @@ def test_encoding_bytes_match_hand_counts():
     w[0, 1] = w[0, 5] = w[2, 0] = w[3, 7] = w[3, 2] = 1.0
     sizes = encoding_bytes(w, bits=8, is_conv=False)
     assert sizes == {"dense": 32, "bitmask": 4 + 5, "csr": 5 + 5 * 1 + 5 * 2}
+    rows = torch.zeros(2, 10)  # each row's mask padded to a byte: 2 x 2 bytes
+    rows[0, 9] = rows[1, 0] = rows[1, 3] = 1.0
+    assert encoding_bytes(rows, bits=8, is_conv=False)["bitmask"] == 2 * 2 + 3
     conv = torch.zeros(2, 3, 3, 3)
     conv[0, :, 1, 1] = 1.0  # one filterlet of 3 weights
     sizes = encoding_bytes(conv, bits=8, is_conv=True)

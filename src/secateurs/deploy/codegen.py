@@ -29,6 +29,7 @@ STRUCTS = {
     "sc_conv_filterlet": "sc_conv_params",
     "sc_linear": "sc_linear_params",
     "sc_conv_packed": "sc_conv_params",
+    "sc_linear_bitmask": "sc_linear_params",
     "sc_linear_packed": "sc_linear_params",
     "sc_add": "sc_binary_params",
     "sc_mul": "sc_binary_params",
@@ -105,6 +106,9 @@ def _call(i: int, op: Op, program: Program, memory: Plan) -> str:
                 f"&sc_op{i}_params"]  # fmt: skip
     elif op.kernel == "sc_linear":
         args = [x[0], y, c["w"], c["bias"], c["mult"], c["shift"], f"&sc_op{i}_params"]
+    elif op.kernel == "sc_linear_bitmask":
+        args = [x[0], y, c["mask"], c["vals"], c["bias"], c["mult"], c["shift"],
+                f"&sc_op{i}_params"]  # fmt: skip
     elif op.kernel in ("sc_conv_packed", "sc_linear_packed"):
         args = [x[0], y, c["w"], str(op.params["bits"]), "sc_scratch", c["bias"], c["mult"],
                 c["shift"], f"&sc_op{i}_params"]  # fmt: skip
@@ -234,8 +238,9 @@ def export_c(
     """Write the C model of ``qmodel`` into ``outdir`` and return its report (also saved as
     ``report.json``): flash bytes, arena bytes and their lower bound, a row per kernel.
 
-    ``sparse``: "auto" stores a convolution as filterlet CSR (DTMM) where that is both
-    smaller and fewer instructions than dense, "always" wherever it applies, "never" not.
+    ``sparse``: "auto" stores a convolution as filterlet CSR (DTMM), and a fully connected
+    layer as a bitmask, where that is both smaller and fewer instructions than dense;
+    "always" wherever it applies, "never" not.
     Fails, before writing anything, when the model needs an op ``target`` lacks or does
     not fit its flash or SRAM.
     """

@@ -187,7 +187,22 @@ def _requant_consts(op: Op, c) -> None:
     op.consts["shift"] = Const("int8_t", c.shift.numpy().astype(np.int64))
 
 
-def _linear(op: Op, node: Node, q: QuantizedModel, shapes) -> None:
+def _use_bitmask(weight: torch.Tensor, bits: int, sparse: str) -> bool:
+    if bits != 8 or sparse == "never":
+        return False
+    if sparse == "always":
+        return True
+    rows, cols = weight.shape
+    kept = int(torch.count_nonzero(weight))
+    smaller = encoding_bytes(weight, 8, False)["bitmask"] < weight.numel()
+    # instructions, roughly: a MAC per weight, against a test per mask byte and a MAC plus
+    # about 2 to find the bit per kept weight (on the host: dense wins at 50% sparsity,
+    # the bitmask from about 70%; see docs/benchmarks.md)
+    cheaper = 3 * kept + rows * ((cols + 7) // 8) < rows * cols
+    return smaller and cheaper
+
+
+def _linear(op: Op, node: Node, q: QuantizedModel, shapes, sparse: str) -> None:
     c = q.layers[op.index]
     x_shape = shapes[node.inputs[0]]
     if len(x_shape) != 1:
@@ -200,9 +215,17 @@ def _linear(op: Op, node: Node, q: QuantizedModel, shapes) -> None:
     out_features, in_features = c.weight.shape
     op.params = dict(in_features=in_features, out_features=out_features, in_zp=xq.zero_point,
                      out_zp=yq.zero_point, act_min=lo, act_max=hi)  # fmt: skip
-    _dense_weights(op, c.weight.numpy(), c.bits, "sc_linear", in_features)
     op.dense_weight_bytes = c.weight.numel()
     op.macs = in_features * out_features
+    if _use_bitmask(c.weight, c.bits, sparse):
+        flat = c.weight.reshape(-1)
+        bits = np.packbits((c.weight != 0).numpy().astype(np.uint8), axis=1, bitorder="little")
+        op.kernel, op.encoding = "sc_linear_bitmask", "bitmask"
+        op.consts["mask"] = Const("uint8_t", bits)
+        op.consts["vals"] = Const("int8_t", flat[flat != 0].numpy().astype(np.int8))
+        op.macs = int(torch.count_nonzero(flat))
+    else:
+        _dense_weights(op, c.weight.numpy(), c.bits, "sc_linear", in_features)
     _requant_consts(op, c)
 
 
@@ -320,7 +343,7 @@ def lower(qmodel: QuantizedModel, sparse: str = "auto") -> Program:
         if node.kind == "conv":
             _conv(op, node, qmodel, shapes, sparse)
         elif node.kind == "linear":
-            _linear(op, node, qmodel, shapes)
+            _linear(op, node, qmodel, shapes, sparse)
         elif node.kind in ("add", "mul"):
             _binary(op, node, qmodel, shapes)
         elif node.kind == "mean":

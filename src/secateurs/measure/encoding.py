@@ -1,7 +1,8 @@
 """Bytes of a weight tensor under the encodings a microcontroller kernel can read.
 
 - dense: every weight at ``bits``;
-- bitmask: one bit per weight, then the nonzero weights;
+- bitmask: one bit per weight, each output channel's bits padded to a byte, then the
+  nonzero weights;
 - CSR: rows are output channels; nonzero values, a column index each (1 byte up to 256
   columns, else 2, else 4) and row pointers (2 bytes while the count fits, else 4);
 - filterlet CSR (convolutions; DTMM, Han, Xiao & Li 2024, arXiv 2401.09068): the kept
@@ -34,7 +35,7 @@ def encoding_bytes(weight: torch.Tensor, bits: int, is_conv: bool) -> dict[str, 
     pointer = 2 if nnz < 65536 else 4
     sizes = {
         "dense": value_bytes(numel),
-        "bitmask": math.ceil(numel / 8) + value_bytes(nnz),
+        "bitmask": rows * math.ceil(cols / 8) + value_bytes(nnz),
         "csr": value_bytes(nnz) + nnz * _index_bytes(cols) + (rows + 1) * pointer,
     }
     if is_conv and w.dim() >= 3:

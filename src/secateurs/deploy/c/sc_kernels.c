@@ -202,6 +202,31 @@ void sc_linear_packed(const int8_t *x, int8_t *y, const uint8_t *w, int32_t bits
     }
 }
 
+static const uint8_t sc_lowest_bit[16] = {0, 0, 1, 0, 2, 0, 1, 0, 3, 0, 1, 0, 2, 0, 1, 0};
+
+void sc_linear_bitmask(const int8_t *x, int8_t *y, const uint8_t *mask, const int8_t *vals,
+                       const int32_t *bias, const int32_t *mult, const int8_t *shift,
+                       const sc_linear_params *p) {
+    const int32_t row_bytes = (p->in_features + 7) / 8;
+    const int8_t *v = vals;
+    int32_t o, j;
+    for (o = 0; o < p->out_features; ++o) {
+        const uint8_t *m = mask + o * row_bytes;
+        int32_t acc = 0;
+        for (j = 0; j < row_bytes; ++j) {
+            uint32_t b = m[j]; /* kept weights among inputs 8j .. 8j + 7 */
+            const int8_t *xj = x + 8 * j;
+            while (b != 0) {
+                const int32_t i = (b & 15) ? sc_lowest_bit[b & 15] : 4 + sc_lowest_bit[b >> 4];
+                acc += ((int32_t)xj[i] - p->in_zp) * *v++;
+                b &= b - 1; /* clear that bit */
+            }
+        }
+        y[o] = sc_clamp8(SC_REQUANTIZE_LINEAR((int64_t)acc + bias[o], mult[o], shift[o]) + p->out_zp,
+                         p->act_min, p->act_max);
+    }
+}
+
 void sc_add(const int8_t *a, const int8_t *b, int8_t *y, const sc_binary_params *p) {
     int32_t i;
     for (i = 0; i < p->count; ++i) {

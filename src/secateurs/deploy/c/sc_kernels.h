@@ -45,6 +45,13 @@ void sc_linear_packed(const int8_t *x, int8_t *y, const uint8_t *w, int32_t bits
                       int8_t *scratch, const int32_t *bias, const int32_t *mult,
                       const int8_t *shift, const sc_linear_params *p);
 
+/* Unstructured sparse weights: a bitmask per output row, (in + 7) / 8 bytes, input i at
+ * bit i % 8 of byte i / 8, then the kept int8 weights, row by row. The kernel visits only
+ * set bits: a byte of pruned weights costs one test. */
+void sc_linear_bitmask(const int8_t *x, int8_t *y, const uint8_t *mask, const int8_t *vals,
+                       const int32_t *bias, const int32_t *mult, const int8_t *shift,
+                       const sc_linear_params *p);
+
 /* Element i of an operand is at ((i / div) % mod): div 1, mod n for a full tensor; div
  * inner size, mod channels for a per-channel operand broadcast over space. */
 typedef struct {
