@@ -1,5 +1,6 @@
 """Unstructured pruning in the shape of Han et al. 2015, Table 1: how sparse can LeNets get
-without losing accuracy, by magnitude, LRP and learned masks, beside PyTorch's own
+without losing accuracy, by magnitude (global, and with LAMP's layer-adaptive scores, Lee
+et al. 2021, arXiv 2010.07611), LRP and learned masks, beside PyTorch's own
 ``torch.nn.utils.prune.global_unstructured`` (L1) on the same sparsity and budget.
 
 For each task (digits, MNIST-1D), model (LeNet-300-100, LeNet-5) and seed: train the dense
@@ -34,7 +35,7 @@ import secateurs as sc
 
 RESULTS = Path(__file__).parent / "results" / "unstructured.json"
 SPARSITIES = (0.5, 0.75, 0.875, 0.92, 0.95, 0.97, 0.98)
-METHODS = ("magnitude", "lrp", "lrp_magnitude", "learned", "torch_l1")
+METHODS = ("magnitude", "lamp", "lrp", "lrp_magnitude", "learned", "torch_l1")
 MODELS = ("lenet_300_100", "lenet5")
 STEPS, RETRAIN, LR = 8, 3, 1e-3
 
@@ -57,6 +58,8 @@ def _prune(method: str, parent: nn.Module, task, sparsity: float, seed: int) -> 
             torch_prune.global_unstructured(
                 [(m, "weight") for m in layers], torch_prune.L1Unstructured, amount=amount
             )
+        elif method == "lamp":  # magnitude, layers' shares set by LAMP scores
+            sc.prune.sparsify(model, target, importance="magnitude", scope="lamp")
         else:
             sc.prune.sparsify(model, target, importance=method, data=task, seed=seed)
         done = target
