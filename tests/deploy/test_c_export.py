@@ -55,7 +55,9 @@ def test_every_zoo_model_compiles_and_matches_run_int8_bit_for_bit(
     assert result.inputs == 64
     assert result.bit_exact, f"{result.mismatches} values differ, by up to {result.max_abs_diff}"
     assert report["arena_lower_bound"] <= report["arena_bytes"]
-    assert report["flash_bytes"] >= q.flash_bytes("dense") - 1
+    # never below the smallest encodings sc.measure counts (ELM's elastic-net head is
+    # sparse enough for the bitmask)
+    assert report["flash_bytes"] >= q.flash_bytes() - 1
     assert report["macs"] > 0
 
 
