@@ -44,8 +44,8 @@ def _apply_concat_slices(program: Program) -> list[int]:
     for i, op in enumerate(program.ops):
         runs = op.consts["runs"].values if op.kind == "move" else None
         if runs is not None and _whole_concat(program, op, runs, producer, i):
-            for _dst, k, _off, _n in runs:
-                program.slices[op.inputs[k]] = (op.output, int(_dst))
+            for dst, k, _off, _n in runs:
+                program.slices[op.inputs[k]] = (op.output, int(dst))
             done.append(op.index)
         else:
             keep.append(op)
