@@ -109,11 +109,12 @@ def run_grid(
     root = Path(root) if root is not None else Path(store).with_suffix("")
     everything = cells(grid)
     db.add(grid.name, everything, [cell_digest(grid, c) for c in everything])
-    unknown = sorted(set(rerun) - set(grid.methods) - {CONTROL})
+    rerun = set(rerun)
+    unknown = sorted(rerun - set(grid.methods) - {CONTROL})
     if unknown:
         raise ValueError(f"rerun names methods {unknown} the grid lacks; its methods: "
                          f"{sorted(grid.methods)}")  # fmt: skip
-    again = [c for c in everything if c.method in set(rerun)]
+    again = [c for c in everything if c.method in rerun]
     db.reset([c.key for c in again])
     for c in again:
         shutil.rmtree(cell_folder(Path(root), grid, c), ignore_errors=True)

@@ -39,6 +39,11 @@ CREATE TABLE IF NOT EXISTS cells (
 """
 
 
+def _reset(con: sqlite3.Connection, keys: list[str], now: float) -> None:
+    con.executemany("UPDATE cells SET status='pending', attempts=0, metrics=NULL, error=NULL, "
+                    "updated=? WHERE key=?", [(now, k) for k in keys])  # fmt: skip
+
+
 class Store:
     """The SQLite file at ``path`` (created on first use)."""
 
@@ -63,11 +68,10 @@ class Store:
         now = time.time()
         with self._connect() as con:
             old = {r["key"]: r["digest"] for r in con.execute("SELECT key, digest FROM cells")}
-            stale = [(d, now, c.key) for c, d in zip(cells, digests)
+            stale = [(d, c.key) for c, d in zip(cells, digests)
                      if c.key in old and old[c.key] != d]  # fmt: skip
-            con.executemany(
-                "UPDATE cells SET digest=?, status='pending', attempts=0, metrics=NULL, "
-                "error=NULL, updated=? WHERE key=?", stale)  # fmt: skip
+            _reset(con, [key for _, key in stale], now)
+            con.executemany("UPDATE cells SET digest=? WHERE key=?", stale)
             con.executemany(
                 "INSERT OR IGNORE INTO cells (key, grid, task, model, method, keep, seed, "
                 "digest, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -79,9 +83,7 @@ class Store:
     def reset(self, keys: list[str]) -> None:
         """Put these cells back to pending, without attempts or metrics."""
         with self._connect() as con:
-            con.executemany("UPDATE cells SET status='pending', attempts=0, metrics=NULL, "
-                            "error=NULL, updated=? WHERE key=?",
-                            [(time.time(), k) for k in keys])  # fmt: skip
+            _reset(con, keys, time.time())
 
     def todo(self, cells: list[Cell], max_attempts: int) -> list[Cell]:
         """The cells not done that still have attempts left, in grid order."""

@@ -162,8 +162,9 @@ def _model_c(qmodel: QuantizedModel, program: Program, memory: Plan) -> str:
         '#include "model.h"\n#include "sc_kernels.h"\n#include "weights.h"\n\n',
         f"static int8_t sc_arena[{max(memory.arena_bytes, 1)}];\n",
     ]
-    if scratch_bytes(program):  # one row of unpacked sub-8-bit weights
-        parts.append(f"static int8_t sc_scratch[{scratch_bytes(program)}];\n")
+    scratch = scratch_bytes(program)
+    if scratch:  # one row of unpacked sub-8-bit weights
+        parts.append(f"static int8_t sc_scratch[{scratch}];\n")
     parts.append("\n")
     for i, op in enumerate(program.ops):
         struct = STRUCTS.get(op.kernel)
@@ -214,17 +215,17 @@ def _report(qmodel, program: Program, memory: Plan, target: Target) -> dict:
             "output_bytes": program.sizes[op.output], "in_place": i in memory.inplace,
         })  # fmt: skip
     flash = sum(row["const_bytes"] for row in layers)
+    scratch = scratch_bytes(program)
     return {
         "target": target.name,
         "flash_bytes": flash,
         "arena_bytes": memory.arena_bytes,
         "arena_lower_bound": memory.lower_bound,
-        "scratch_bytes": scratch_bytes(program),
+        "scratch_bytes": scratch,
         "input_bytes": program.sizes[program.input],
         "output_bytes": program.sizes[program.output],
         "macs": sum(row["macs"] for row in layers),
-        "fits": flash <= target.flash_bytes
-        and memory.arena_bytes + scratch_bytes(program) <= target.sram_bytes,
+        "fits": flash <= target.flash_bytes and memory.arena_bytes + scratch <= target.sram_bytes,
         "layers": layers,
     }
 

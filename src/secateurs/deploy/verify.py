@@ -134,17 +134,20 @@ def estimate_c(
     outdir: str | os.PathLike,
     x: torch.Tensor,
     target: str | Target | None = None,
+    binary: str | os.PathLike | None = None,
 ) -> dict:
     """Latency and energy per inference *estimated* from the instructions the exported C
     executes on float inputs ``x`` (see :func:`count_instructions`), for ``target`` (default:
-    the export's). Added to ``outdir/report.json`` under ``"estimates"`` and returned."""
+    the export's). ``binary``: the harness already built from ``outdir`` (by ``verify_c``,
+    say); compiled here when not given. Added to ``outdir/report.json`` under
+    ``"estimates"`` and returned."""
     out = Path(outdir)
     report_path = out / "report.json"
     if not report_path.is_file():
         raise FileNotFoundError(f"{out} holds no report.json; run sc.deploy.export_c first")
     report = json.loads(report_path.read_text())
     t = get_target(target if target is not None else report["target"])
-    n = count_instructions(compile_c(out), qmodel.quantize_input(x))
+    n = count_instructions(binary or compile_c(out), qmodel.quantize_input(x))
     estimates = {
         "target": t.name,
         "instructions": n,

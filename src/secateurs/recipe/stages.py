@@ -233,6 +233,7 @@ def export_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
             )
     if a.instructions:
         target = a.target or (ctx.target.name if ctx.target else "generic")
-        est = estimate_c(state.qmodel, where, ctx.task.test.tensors[0][:4], target)
+        binary = check.binary if a.verify else None  # built by verify_c just above
+        est = estimate_c(state.qmodel, where, ctx.task.test.tensors[0][:4], target, binary)
         details.update({k: est[k] for k in ("instructions", "target", "latency_ms", "energy_mj")})
     return details
