@@ -213,8 +213,33 @@ def test_lrp_sparsifies_a_chain_and_rejects_other_models(trained, digits):
     assert report.sparsity == pytest.approx(0.5, abs=1e-3)
     sc.prune.sparsify(model, 0.6, importance="lrp", data=digits, scope="local")  # masked again
     resnet = sc.models.create("resnet8", digits)
-    with pytest.raises(ValueError, match="LRP walks chains .* is a BatchNorm2d"):
+    with pytest.raises(ValueError, match="not its layers one after another"):
         sc.prune.sparsify(resnet, 0.5, importance="lrp", data=digits)
+    with pytest.raises(ValueError, match="LRP walks chains .* '1' is a Upsample"):
+        sc.prune.lrp.chain(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Upsample(scale_factor=2)))
+
+
+def test_lrp_walks_padding_and_batchnorm_of_a_ds_cnn(digits):
+    from secateurs.prune.lrp import relevance
+
+    torch.manual_seed(0)
+    model = sc.models.create("ds_cnn", digits).eval()
+    assert any(isinstance(m, nn.ConstantPad2d) for m in model.modules())
+    x, y = digits.test.tensors[0][:8], digits.test.tensors[1][:8]
+    per_layer, weights = relevance(model, x, y, eps=1e-9)
+    assert per_layer[0].shape == x.shape
+    convs = {n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    assert set(weights) == convs
+    # without biases and BatchNorm shifts, relevance is conserved from logit to input
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.bias.data.zero_()
+            m.running_mean.zero_()
+        if isinstance(m, nn.Linear):
+            m.bias.data.zero_()
+    per_layer, _ = relevance(model, x, y, eps=1e-9)
+    total = float(per_layer[-1].sum())
+    assert float(per_layer[0].sum()) == pytest.approx(total, rel=1e-3)
 
 
 def test_lrp_magnitude_scores_are_the_geometric_mean_of_relevance_and_magnitude(trained, digits):

@@ -8,6 +8,7 @@ import secateurs as sc
 from secateurs.search import Budget, Space
 from secateurs.search.admm import _Augmented, _StructuredProjection
 from secateurs.search.metapruning import PruningNet
+from secateurs.search.sensitivity import overshoot_removed
 
 FAST = {
     "uniform": {},
@@ -32,6 +33,21 @@ def test_every_search_meets_the_budget_and_is_deterministic(method, trained_lene
         runs.append((result.structure, result.accuracy, prof.macs))
     assert runs[0] == runs[1]
     assert runs[0][1] > 0.7  # LeNet-5 at 40% of its MACs, two epochs of fine-tuning
+
+
+def test_sensitivity_gain_counts_only_overshoot_still_left(trained_lenet, digits):
+    space = Space(trained_lenet, digits.example_inputs(), Budget(macs=0.6, params=0.6))
+    full, lims = space.channels, space.limits
+    small = space.uniform()  # fits both limits
+    after = full.copy()
+    after[0] = space.minimum[0]  # the first conv: many MACs, few params
+    cf, ca = space.costs(full), space.costs(after)
+    assert ca.macs < lims["macs"] < cf.macs and ca.params > lims["params"]
+    # the MACs overshoot is removed only down to the limit; the params one in part
+    expected = (cf.macs - lims["macs"]) / lims["macs"] + (cf.params - ca.params) / lims["params"]
+    assert overshoot_removed(space, full, after) == pytest.approx(expected)
+    # once a limit is met, shrinking further removes nothing
+    assert overshoot_removed(space, small, space.minimum) == 0.0
 
 
 def test_admm_projection_keeps_exactly_the_budgeted_channels(trained_lenet, digits):

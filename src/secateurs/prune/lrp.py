@@ -3,8 +3,10 @@ criterion, Yeom et al. 2021, arXiv 1912.08881, and Wang et al. 2023).
 
 The relevance of the true class's logit is redistributed layer by layer toward the input:
 R_a = a ⊙ ∂/∂a [z · sg(R_z / (z + ε·sign z))] for each linear map z = f(a) (linear,
-convolution, pooling, flatten), unchanged through element-wise activations; a weight's
-relevance is w ⊙ ∂/∂w of the same product. Weights carrying little relevance are pruned.
+convolution, pooling, flatten, constant padding, and BatchNorm in eval mode, an affine map
+whose shift absorbs relevance like a bias), unchanged through element-wise activations; a
+weight's relevance is w ⊙ ∂/∂w of the same product. Weights carrying little relevance are
+pruned.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from torch import nn
 PASS_THROUGH = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.Sigmoid, nn.Tanh,
                 nn.Hardtanh, nn.GELU, nn.SiLU)  # fmt: skip
 WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-LINEAR_MAPS = (*WEIGHTED, nn.modules.pooling._AvgPoolNd,
-               nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd,
-               nn.Flatten)  # fmt: skip
+LINEAR_MAPS = (*WEIGHTED, nn.modules.pooling._AvgPoolNd, nn.modules.pooling._MaxPoolNd,
+               nn.modules.pooling._AdaptiveAvgPoolNd, nn.Flatten,
+               nn.modules.padding._ConstantPadNd, nn.modules.batchnorm._BatchNorm)  # fmt: skip
 
 
 def chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -32,8 +34,8 @@ def chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
     for name, m in layers:
         if not isinstance(m, PASS_THROUGH + LINEAR_MAPS):
             raise ValueError(
-                f"LRP walks chains of linear, convolution, pooling, flatten and activation "
-                f"layers; '{name}' is a {type(m).__name__}"
+                f"LRP walks chains of linear, convolution, pooling, padding, BatchNorm, "
+                f"flatten and activation layers; '{name}' is a {type(m).__name__}"
             )
     return layers
 
@@ -48,8 +50,17 @@ def relevance(model: nn.Module, x: torch.Tensor, target: torch.Tensor, eps: floa
     layers = chain(model)
     activations = [x]
     with torch.no_grad():
-        for _, m in layers:
-            activations.append(m(activations[-1]))
+        try:
+            for _, m in layers:
+                activations.append(m(activations[-1]))
+            is_chain = torch.allclose(model(x), activations[-1], rtol=1e-4, atol=1e-4)
+        except RuntimeError:  # a layer met an input of the wrong shape
+            is_chain = False
+    if not is_chain:
+        raise ValueError(
+            "LRP walks plain chains, but this model's forward is not its layers one after "
+            "another (a residual or branching model?); use importance 'magnitude' or 'taylor'"
+        )
     logits = activations[-1]
     r = torch.zeros_like(logits).scatter_(
         1, target.view(-1, 1), logits.gather(1, target.view(-1, 1))

@@ -1,10 +1,14 @@
 """The baseline every search must beat: greedy layer-wise sensitivity.
 
-Prune each group alone to a ladder of kept fractions, measure the validation accuracy
-(no fine-tuning) and the budget saved; then, from the full model, repeatedly take the
-one-rung step with the least accuracy lost per unit of budget saved until the budget is
-met (the sensitivity analysis of Li et al. 2016, arXiv 1608.08710, turned into an
-allocation).
+Prune each group alone to a ladder of kept fractions and measure the validation accuracy
+(no fine-tuning); then, from the full model, repeatedly take the one-rung step with the
+least accuracy lost per unit of overshoot removed until the budget is met (the
+sensitivity analysis of Li et al. 2016, arXiv 1608.08710, turned into an allocation).
+
+The overshoot a step removes is measured at the structure reached so far, not read from a
+table of single-group cuts made on the full model: with several limits (MACs and peak
+SRAM, say) the binding one changes as the model shrinks, and a step that saved much on
+the full model can save nothing later.
 """
 
 from __future__ import annotations
@@ -59,11 +63,8 @@ def greedy_sensitivity(
                              importance=importance, ignored=space.ignored, seed=seed))  # fmt: skip
             where.append((g, r))
     drop = np.zeros((len(space), len(fractions)))
-    saved = np.zeros_like(drop)
-    full = space.excess(space.channels)
-    for (g, r), acc, job in zip(where, get_backend(backend).map(evaluate_candidate, jobs), jobs):
+    for (g, r), acc in zip(where, get_backend(backend).map(evaluate_candidate, jobs)):
         drop[g, r] = max(base - acc, 0.0)
-        saved[g, r] = full - space.excess(list(job["keep"].values()))
     drop = np.maximum.accumulate(drop, axis=1)  # a deeper cut never counts as cheaper
 
     level = np.zeros(len(space), dtype=int)
@@ -75,8 +76,10 @@ def greedy_sensitivity(
             r = level[g]
             if r + 1 >= len(fractions) or rungs[r + 1][g] == current[g]:
                 continue
-            gain = saved[g, r + 1] - saved[g, r]
-            rate = (drop[g, r + 1] - drop[g, r] + 1e-6) / max(gain, 1e-9)
+            step = current.copy()
+            step[g] = rungs[r + 1][g]
+            gain = overshoot_removed(space, current, step)  # at the structure reached so far
+            rate = (drop[g, r + 1] - drop[g, r] + 1e-6) / gain if gain > 0 else np.inf
             if rate < best_rate:
                 best, best_rate = g, rate
         if best is None:
@@ -88,6 +91,13 @@ def greedy_sensitivity(
                         "excess": space.excess(current)})  # fmt: skip
     return finish("sensitivity", space, model, current, task, finetune_epochs, lr, seed,
                   start, len(jobs), history, importance)  # fmt: skip
+
+
+def overshoot_removed(space: Space, before, after) -> float:
+    """The part of each exceeded limit that going from ``before`` to ``after`` removes, as a
+    fraction of the limit, summed over the limits."""
+    cb, ca = space.costs(before), space.costs(after)
+    return sum(max(0.0, cb.get(m) - max(ca.get(m), lim)) / lim for m, lim in space.limits.items())
 
 
 def uniform(
