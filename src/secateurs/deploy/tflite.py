@@ -10,10 +10,13 @@ PADV2 with -128 before max pooling) followed by a VALID op, since SAME padding p
 odd pixel on the other side from PyTorch. Flattening a feature map transposes it to NCHW
 first, so that FULLY_CONNECTED sees PyTorch's order.
 
-Supported: conv (dense and depthwise), linear, add, mul, global mean, average and max
-pooling, ReLU-family clamps and shape-only moves. Grouped (non-depthwise) convolution,
-tables (sigmoid, hard-swish) and data movement such as channel shuffle are refused with
-the op and its module; ``export_c`` covers them.
+Supported: conv (dense, depthwise, and grouped as SPLIT, one CONV_2D per group and
+CONCATENATION), linear, add, mul, global mean, average and max pooling, ReLU-family
+clamps, lookup tables (sigmoid, hard-swish: CAST to int32, ADD the offset, GATHER from the
+table), concatenation, and data movement that selects or reorders channels (channel
+shuffle, channel splits: moves through tensors of rank 5 are composed and written as one
+GATHER along channels). Other moves are refused with the op and its module; ``export_c``
+covers them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 
 from .._io import write_atomic
 from ..quant.capture import Node, QuantError
+from ..quant.executor import run_move
 from ..quant.ptq import QuantizedModel
 
 PAD_ND = torch.ops.aten.constant_pad_nd
@@ -57,6 +61,9 @@ class _Writer:
         self.ops: list = []
         self.codes: dict[int, int] = {}
         self.values: dict[int, int] = {}  # graph value id -> tensor index
+        # graph value id -> (materialized value, flat NCHW offsets into it, -1 for padding)
+        # for moves through tensors TFLite does not hold (rank 5, a channel shuffle's)
+        self.pending: dict[int, tuple[int, torch.Tensor]] = {}
         self.layout: dict[int, str] = {}  # value id -> "nhwc" or "flat"
 
     def tensor(self, shape, qparams=None, dtype="int8", data=None, name="", axis=0, scales=None):
@@ -181,9 +188,40 @@ def _conv(w: _Writer, index: int, node: Node) -> None:
         opt.depthMultiplier = cout // cin
         opt.dilationHFactor, opt.dilationWFactor, opt.fusedActivationFunction = *dil, act
         w.op("DEPTHWISE_CONV_2D", [x, filt, bias], [y], opt, "DepthwiseConv2DOptions")
-    else:
-        _fail(node, f"is a grouped convolution ({groups} groups), which TFLite Micro lacks")
+    else:  # grouped: SPLIT the channels, a CONV_2D per group, CONCATENATION (a copy)
+        _grouped(w, node, x, y, weight, c, groups, stride, dil, act)
     w.values[node.outputs[0]] = y
+
+
+def _grouped(w: _Writer, node: Node, x: int, y: int, weight, c, groups: int, stride, dil, act):
+    s, q = w.s, w.q
+    cout, cin_g, kh, kw = weight.shape
+    n, h, wd, _ = w.tensors[x].shape
+    qx, qy = q.qparams[node.inputs[0]], q.qparams[node.outputs[0]]
+    axis = w.tensor([], dtype="int32", data=np.array([3], dtype=np.int32))
+    parts = [w.tensor([n, h, wd, cin_g], qx, name=f"split{len(w.tensors)}_{i}")
+             for i in range(groups)]  # fmt: skip
+    opt = s.SplitOptionsT()
+    opt.numSplits = groups
+    w.op("SPLIT", [axis, x], parts, opt, "SplitOptions")
+    per, outs = cout // groups, []
+    out_shape = list(w.tensors[y].shape)
+    for i, part in enumerate(parts):
+        rows = slice(i * per, (i + 1) * per)
+        scales = c.weight_scale[rows]
+        filt = w.tensor([per, kh, kw, cin_g], data=weight[rows].transpose(0, 2, 3, 1),
+                        scales=scales.tolist(), axis=0)  # fmt: skip
+        bias = w.tensor([per], dtype="int32", data=c.bias[rows].numpy().astype(np.int32),
+                        scales=(qx.scale * scales).tolist())  # fmt: skip
+        out = w.tensor([*out_shape[:3], per], qy, name=f"group{len(w.tensors)}_{i}")
+        copt = s.Conv2DOptionsT()
+        copt.padding, copt.strideH, copt.strideW = s.Padding.VALID, stride[0], stride[1]
+        copt.dilationHFactor, copt.dilationWFactor, copt.fusedActivationFunction = *dil, act
+        w.op("CONV_2D", [part, filt, bias], [out], copt, "Conv2DOptions")
+        outs.append(out)
+    cat = s.ConcatenationOptionsT()
+    cat.axis, cat.fusedActivationFunction = 3, s.ActivationFunctionType.NONE
+    w.op("CONCATENATION", outs, [y], cat, "ConcatenationOptions")
 
 
 def _linear(w: _Writer, index: int, node: Node) -> None:
@@ -229,13 +267,17 @@ def _move(w: _Writer, node: Node) -> None:
     if node.attrs["func"].overloadpacket is CAT and len(node.outputs) == 1:
         _concat(w, node)
         return
-    if len(node.outputs) != 1 or len(set(node.inputs)) != 1:
-        _fail(node, "splits or concatenates tensors")
+    if len(set(node.inputs)) != 1:
+        _fail(node, "moves data between several tensors")
     (src,) = node.inputs[:1]
-    (out,) = node.outputs
+    out = node.outputs[0]
     s_shape, o_shape = q.graph.shapes[src][1:], q.graph.shapes[out][1:]
-    if _nhwc(s_shape) == _nhwc(o_shape) and node.attrs["func"].overloadpacket is not PAD_ND:
-        w.values[out] = w.values[src]
+    same = src not in w.pending and len(node.outputs) == 1 and _nhwc(s_shape) == _nhwc(o_shape)
+    if same and (_offsets(w, node, src)[0].reshape(-1) == torch.arange(np.prod(o_shape))).all():
+        w.values[out] = w.values[src]  # the same bytes in the same order: an alias
+        return
+    if src in w.pending or len(node.outputs) != 1 or len(o_shape) > len(s_shape):
+        _compose(w, node, src)
         return
     x = w.values[src]
     if node.attrs["func"].overloadpacket is PAD_ND and len(s_shape) in (2, 3):
@@ -260,6 +302,79 @@ def _move(w: _Writer, node: Node) -> None:
     opt.newShape = [1, int(o_shape[0])]
     w.op("RESHAPE", [x, shape], [y], opt, "ReshapeOptions")
     w.values[out] = y
+
+
+def _offsets(w: _Writer, node: Node, src: int) -> list[torch.Tensor]:
+    """For each output of a move, the flat (NCHW) offset of each element in the tensor
+    TFLite holds for ``src`` (the base of a pending chain), -1 for padding."""
+    if src in w.pending:
+        index = w.pending[src][1]
+    else:
+        shape = w.q.graph.shapes[src][1:]
+        index = torch.arange(int(np.prod(shape)), dtype=torch.int64).reshape(1, *shape)
+    return run_move(node, {src: index}, pad_value=-1)
+
+
+def _compose(w: _Writer, node: Node, src: int) -> None:
+    """Follow a chain of moves on element offsets into the last tensor TFLite holds; write
+    an output of that tensor's rank as a GATHER of channels (or an alias), keep one of a
+    higher rank (a channel shuffle's (N, groups, C/groups, H, W)) pending."""
+    base = w.pending[src][0] if src in w.pending else src
+    rank = len(w.q.graph.shapes[base])
+    for v, idx in zip(node.outputs, _offsets(w, node, src)):
+        if idx.dim() > rank:
+            w.pending[v] = (base, idx)
+        else:
+            w.values[v] = _gather_channels(w, node, base, idx[0], v)
+
+
+def _gather_channels(w: _Writer, node: Node, base: int, idx: torch.Tensor, v: int) -> int:
+    """``idx`` (offsets into ``base``, shaped like ``v``) as one GATHER along channels."""
+    q = w.q
+    b_shape = tuple(q.graph.shapes[base][1:])
+    o_shape = tuple(idx.shape)
+    spatial = int(np.prod(b_shape[1:])) if len(b_shape) > 1 else 1
+    channels = idx // spatial
+    ok = len(b_shape) in (2, 3) and o_shape[1:] == b_shape[1:] and bool((idx >= 0).all())
+    if ok:
+        pos = torch.arange(spatial).reshape(b_shape[1:])
+        sel = channels.reshape(len(idx), -1)[:, 0]
+        ok = bool((idx == sel.reshape(-1, *[1] * (idx.dim() - 1)) * spatial + pos).all())
+    if not ok:
+        _fail(node, f"moves data from {b_shape} to {o_shape} other than by selecting channels")
+    if o_shape == b_shape and bool((sel == torch.arange(b_shape[0])).all()):
+        return w.values[base]
+    if q.qparams[v] != q.qparams[base]:
+        _fail(node, "moves channels into a tensor of another scale")
+    indices = w.tensor([len(sel)], dtype="int32", data=sel.numpy().astype(np.int32))
+    y = w.activation(node, v)
+    opt = w.s.GatherOptionsT()
+    opt.axis, opt.batchDims = 3, 0
+    w.op("GATHER", [w.values[base], indices], [y], opt, "GatherOptions")
+    return y
+
+
+def _lut(w: _Writer, index: int, node: Node) -> None:
+    """A lookup table as integer ops every TFLite runtime has: CAST the int8 input to
+    int32, ADD the offset of its smallest value, GATHER from the table (a constant)."""
+    q = w.q
+    x, qx = w.values[node.inputs[0]], q.qparams[node.inputs[0]]
+    shape = w.tensors[x].shape
+    wide = w.tensor(shape, dtype="int32", name=f"cast{index}")
+    w.op("CAST", [x], [wide], w.s.CastOptionsT(), "CastOptions")
+    offset = w.tensor([], dtype="int32", data=np.array([-qx.qmin], dtype=np.int32))
+    at = w.tensor(shape, dtype="int32", name=f"index{index}")
+    add = w.s.AddOptionsT()
+    add.fusedActivationFunction = w.s.ActivationFunctionType.NONE
+    w.op("ADD", [wide, offset], [at], add, "AddOptions")
+    qy = q.qparams[node.outputs[0]]
+    table = q.ops[index].table.numpy().astype(np.int8)
+    values = w.tensor([len(table)], qy, data=table, name=f"table{index}")
+    y = w.activation(node, node.outputs[0])
+    opt = w.s.GatherOptionsT()
+    opt.axis, opt.batchDims = 0, 0
+    w.op("GATHER", [values, at], [y], opt, "GatherOptions")
+    w.values[node.outputs[0]] = y
 
 
 def _mean(w: _Writer, index: int, node: Node) -> None:
@@ -344,6 +459,8 @@ def tflite_model(qmodel: QuantizedModel) -> bytes:
     w.values[graph.input] = w.tensor(_nhwc(graph.shapes[graph.input][1:]),
                                      qmodel.input_qparams, name="input")  # fmt: skip
     for index, node in enumerate(graph.nodes):
+        if node.kind != "move" and w.pending.keys() & set(node.inputs):
+            _fail(node, "computes on an intermediate of a data move, which TFLite does not hold")
         if node.kind == "conv":
             _conv(w, index, node)
         elif node.kind == "linear":
@@ -358,6 +475,8 @@ def tflite_model(qmodel: QuantizedModel) -> bytes:
             _binary(w, node)
         elif node.kind == "clamp":
             _clamp(w, node)
+        elif node.kind == "lut":
+            _lut(w, index, node)
         else:
             _fail(node, "has no bit-exact TFLite counterpart")
     w.tensors[w.values[graph.output]].name = "output"
