@@ -8,10 +8,11 @@ structured ADMM with purification, ABC, AutoPrune, MetaPruning), fine-tune it 5 
 lr 3e-3 (the same for all), and record test accuracy, the measured costs, whether the
 budget is met, and the wall time of the whole method (search plus fine-tuning).
 
-    python benchmarks/auto_pruning.py [--seeds 3] [--tasks digits mnist1d]
+    python benchmarks/auto_pruning.py [--seeds 3] [--tasks digits mnist1d] [--rerun METHOD]
 
 Cells are merged one by one into benchmarks/results/auto_pruning.json under a file lock
-(atomically), so one process per task can run at once; a rerun resumes.
+(atomically), so one process per task can run at once; a rerun resumes. ``--rerun``
+drops a method's cells of the given tasks first, to measure it again after a change.
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ def run_task(task_name: str, seeds: int) -> None:
                       f"{cell['seconds']:.0f}s", flush=True)  # fmt: skip
 
 
+def _without(cells: dict, tasks, methods) -> dict:
+    """``cells`` less those of ``methods`` on ``tasks`` (keys task/budget/method/seed)."""
+    return {k: v for k, v in cells.items()
+            if not (k.split("/")[0] in tasks and k.split("/")[2] in methods)}  # fmt: skip
+
+
 def summarize(results: dict, seeds: int) -> dict:
     cells = results.get("cells", {})
     summary = {}
@@ -107,8 +114,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--rerun", action="append", default=[], choices=METHODS,
+                        help="measure this method's cells again (repeatable)")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.rerun:
+        _update(lambda r: r.__setitem__("cells", _without(r.get("cells", {}), args.tasks,
+                                                          args.rerun)))  # fmt: skip
     _update(lambda r: r.update({
         "benchmark": "auto_pruning", "machine": machine(),
         "command": f"python benchmarks/auto_pruning.py --seeds {args.seeds} "
