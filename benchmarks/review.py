@@ -30,15 +30,20 @@ OUT = ROOT / "docs" / "results" / "review"
 RESULTS = ROOT / "benchmarks" / "results" / "review.json"
 
 
-def summarize(rows: list[dict]) -> dict:
+def summarize(rows: list[dict], seeds: int) -> dict:
+    """Winners, margins and mean ranks among the methods done on all ``seeds`` seeds of a
+    point; a method with fewer so far is listed under ``partial`` with its seed count."""
     table = sc.bench.aggregate(rows)
     by_point: dict[tuple, dict[str, dict]] = defaultdict(dict)
-    control, instructions = {}, {}
+    control, instructions, partial = {}, {}, {}
     for (task, _model, method, keep), s in table.items():
         if method == sc.bench.CONTROL:
             control[task] = {"accuracy": round(100 * s["accuracy"], 2),
                              "std": round(100 * s["accuracy_std"], 2), "seeds": s["seeds"],
                              "macs": s["macs"], "flash_bytes": s["flash_bytes"]}  # fmt: skip
+        elif s["seeds"] < seeds:
+            partial.setdefault(f"{task}/{keep:g}", {})[method] = {
+                "accuracy": round(100 * s["accuracy"], 2), "seeds": s["seeds"]}  # fmt: skip
         else:
             by_point[(task, keep)][method] = s
         if "instructions" in s:
@@ -74,7 +79,8 @@ def summarize(rows: list[dict]) -> dict:
         mean_rank[task] = {m: round(statistics.mean(r), 2) for m, r in sorted(ranks.items())}
     return {"control": control, "points": summary,
             "wins": {f"{t}/{m}": n for (t, m), n in sorted(wins.items())},
-            "mean_rank": mean_rank, "c_instructions": instructions}  # fmt: skip
+            "mean_rank": mean_rank, "c_instructions": instructions,
+            "partial": partial}  # fmt: skip
 
 
 def main(argv=None) -> int:
@@ -92,7 +98,7 @@ def main(argv=None) -> int:
     rows = [r for r in store.rows("done") if r["seed"] in args.seeds]
     result = {"benchmark": "review", "machine": machine(),
               "command": f"python benchmarks/review.py --seeds {' '.join(map(str, args.seeds))}",
-              "cells_done": len(rows), **summarize(rows)}  # fmt: skip
+              "cells_done": len(rows), **summarize(rows, len(args.seeds))}  # fmt: skip
     save_json(RESULTS, result)
     return 0
 

@@ -14,8 +14,8 @@ Supported: conv (dense, depthwise, and grouped as SPLIT, one CONV_2D per group a
 CONCATENATION), linear, add, mul, global mean, average and max pooling, ReLU-family
 clamps, lookup tables (sigmoid, hard-swish: CAST to int32, ADD the offset, GATHER from the
 table), concatenation, and data movement that selects or reorders channels (channel
-shuffle, channel splits: moves through tensors of rank 5 are composed and written as one
-GATHER along channels). Other moves are refused with the op and its module; ``export_c``
+shuffle, channel splits: a chain of moves through a higher rank, such as a shuffle's
+(N, groups, C/groups, H, W) view, is composed and written as one GATHER along channels). Other moves are refused with the op and its module; ``export_c``
 covers them.
 """
 
@@ -62,7 +62,7 @@ class _Writer:
         self.codes: dict[int, int] = {}
         self.values: dict[int, int] = {}  # graph value id -> tensor index
         # graph value id -> (materialized value, flat NCHW offsets into it, -1 for padding)
-        # for moves through tensors TFLite does not hold (rank 5, a channel shuffle's)
+        # for moves through tensors TFLite does not hold (of a higher rank: a shuffle's view)
         self.pending: dict[int, tuple[int, torch.Tensor]] = {}
         self.layout: dict[int, str] = {}  # value id -> "nhwc" or "flat"
 
