@@ -15,8 +15,8 @@ CONCATENATION), linear, add, mul, global mean, average and max pooling, ReLU-fam
 clamps, lookup tables (sigmoid, hard-swish: CAST to int32, ADD the offset, GATHER from the
 table), concatenation, and data movement that selects or reorders channels (channel
 shuffle, channel splits: a chain of moves through a higher rank, such as a shuffle's
-(N, groups, C/groups, H, W) view, is composed and written as one GATHER along channels). Other moves are refused with the op and its module; ``export_c``
-covers them.
+(N, groups, C/groups, H, W) view, is composed and written as one GATHER along
+channels). Other moves are refused with the op and its module; ``export_c`` covers them.
 """
 
 from __future__ import annotations
