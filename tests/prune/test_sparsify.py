@@ -223,7 +223,7 @@ def test_lrp_walks_padding_and_batchnorm_of_a_ds_cnn(digits):
     from secateurs.prune.lrp import relevance
 
     torch.manual_seed(0)
-    model = sc.models.create("ds_cnn", digits).eval()
+    model = sc.models.create("ds_cnn", digits).train()  # dropout on: relevance uses eval
     assert any(isinstance(m, nn.ConstantPad2d) for m in model.modules())
     x, y = digits.test.tensors[0][:8], digits.test.tensors[1][:8]
     per_layer, weights = relevance(model, x, y, eps=1e-9)
@@ -238,6 +238,7 @@ def test_lrp_walks_padding_and_batchnorm_of_a_ds_cnn(digits):
         if isinstance(m, nn.Linear):
             m.bias.data.zero_()
     per_layer, _ = relevance(model, x, y, eps=1e-9)
+    assert model.training  # left as it was
     total = float(per_layer[-1].sum())
     assert float(per_layer[0].sum()) == pytest.approx(total, rel=1e-3)
 

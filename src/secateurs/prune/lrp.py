@@ -46,16 +46,26 @@ def _stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
 
 def relevance(model: nn.Module, x: torch.Tensor, target: torch.Tensor, eps: float = 1e-6):
     """Per-layer input relevances (first is the model input's) and per-weight relevances
-    ({layer name: tensor shaped like its weight}) for one batch, summed over it."""
+    ({layer name: tensor shaped like its weight}) for one batch, summed over it, of the
+    model in eval mode."""
+    was_training = model.training
+    model.eval()  # the inference network: BatchNorm's running statistics, no dropout
+    try:
+        return _relevance(model, x, target, eps)
+    finally:
+        model.train(was_training)
+
+
+def _relevance(model: nn.Module, x: torch.Tensor, target: torch.Tensor, eps: float):
     layers = chain(model)
     activations = [x]
-    with torch.no_grad():
-        try:
+    try:
+        with torch.no_grad():
             for _, m in layers:
                 activations.append(m(activations[-1]))
             is_chain = torch.allclose(model(x), activations[-1], rtol=1e-4, atol=1e-4)
-        except RuntimeError:  # a layer met an input of the wrong shape
-            is_chain = False
+    except RuntimeError:  # a layer met an input of the wrong shape
+        is_chain = False
     if not is_chain:
         raise ValueError(
             "LRP walks plain chains, but this model's forward is not its layers one after "
@@ -92,13 +102,8 @@ def relevance(model: nn.Module, x: torch.Tensor, target: torch.Tensor, eps: floa
 def weight_relevance(model: nn.Module, batches, eps: float = 1e-6) -> dict[str, torch.Tensor]:
     """|relevance| of every weight, summed over calibration batches."""
     totals: dict[str, torch.Tensor] = {}
-    was_training = model.training
-    model.eval()
-    try:
-        for x, y in batches:
-            _, weights = relevance(model, x, y, eps)
-            for name, w in weights.items():
-                totals[name] = totals.get(name, 0) + w.abs()
-    finally:
-        model.train(was_training)
+    for x, y in batches:
+        _, weights = relevance(model, x, y, eps)
+        for name, w in weights.items():
+            totals[name] = totals.get(name, 0) + w.abs()
     return totals
