@@ -51,6 +51,15 @@ def _litert_outputs(path, x_q):
     return np.stack(rows)
 
 
+def _litert_and_reference(q, task, tmp_path):
+    """32 quantized test inputs, ``run_int8``'s outputs on them, and LiteRT's outputs for
+    the ``.tflite`` exported from ``q``."""
+    path = sc.deploy.export_tflite(q, tmp_path / "model.tflite")
+    x_q = q.quantize_input(task.test.tensors[0][:32])
+    expected = q.run_int8(x_q).reshape(32, -1).numpy()
+    return x_q, expected, _litert_outputs(path, x_q)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("task_name", "name", "kwargs"), EXACT, ids=[f"{t}-{n}" for t, n, _ in EXACT]
@@ -62,10 +71,8 @@ def test_litert_runs_the_export_bit_for_bit_like_run_int8_and_the_c(
     model = sc.models.create(name, task, seed=0, **kwargs)
     sc.fit(model, task, epochs=1, lr=3e-3, seed=0, progress=False)
     q = sc.quant.quantize(model, task, rounding="litert")
-    path = sc.deploy.export_tflite(q, tmp_path / "model.tflite")
-    x_q = q.quantize_input(task.test.tensors[0][:32])
-    expected = q.run_int8(x_q).reshape(32, -1).numpy()
-    assert (_litert_outputs(path, x_q) == expected).all()
+    x_q, expected, litert_out = _litert_and_reference(q, task, tmp_path)
+    assert (litert_out == expected).all()
     sc.deploy.export_c(q, tmp_path / "c")
     c_out = sc.deploy.run_c(sc.deploy.compile_c(tmp_path / "c"), x_q, expected.shape[1])
     assert (c_out == expected).all()
@@ -83,11 +90,9 @@ def test_litert_runs_shuffles_splits_groups_and_tables_like_run_int8(
     with torch.no_grad():  # BatchNorm statistics from data, so outputs depend on the input
         model.train()(task.train.tensors[0][:256])
     q = sc.quant.quantize(model.eval(), task, rounding="litert")
-    path = sc.deploy.export_tflite(q, tmp_path / "model.tflite")
-    x_q = q.quantize_input(task.test.tensors[0][:32])
-    expected = q.run_int8(x_q).reshape(32, -1).numpy()
+    _, expected, litert_out = _litert_and_reference(q, task, tmp_path)
     assert len(np.unique(expected)) > 10  # outputs that vary, not a constant
-    assert (_litert_outputs(path, x_q) == expected).all()
+    assert (litert_out == expected).all()
 
 
 class Shuffle1d(nn.Module):
@@ -110,11 +115,9 @@ class Shuffle1d(nn.Module):
 def test_a_1d_shuffle_split_and_grouped_conv_run_bit_for_bit_in_litert(mnist1d, tmp_path):
     torch.manual_seed(0)
     q = sc.quant.quantize(Shuffle1d(), mnist1d, rounding="litert")
-    path = sc.deploy.export_tflite(q, tmp_path / "model.tflite")
-    x_q = q.quantize_input(mnist1d.test.tensors[0][:32])
-    expected = q.run_int8(x_q).reshape(32, -1).numpy()
+    _, expected, litert_out = _litert_and_reference(q, mnist1d, tmp_path)
     assert len(np.unique(expected)) > 10
-    assert (_litert_outputs(path, x_q) == expected).all()
+    assert (litert_out == expected).all()
 
 
 class Concatenations(nn.Module):
@@ -138,11 +141,9 @@ def test_concatenations_run_bit_for_bit_in_litert(digits, tmp_path):
     model = Concatenations()
     sc.fit(model, digits, epochs=3, lr=3e-3, seed=0, progress=False)
     q = sc.quant.quantize(model, digits, rounding="litert")
-    path = sc.deploy.export_tflite(q, tmp_path / "model.tflite")
-    x_q = q.quantize_input(digits.test.tensors[0][:32])
-    expected = q.run_int8(x_q).reshape(32, -1).numpy()
+    _, expected, litert_out = _litert_and_reference(q, digits, tmp_path)
     assert len(set(expected.argmax(1))) > 1  # the model says something
-    assert (_litert_outputs(path, x_q) == expected).all()
+    assert (litert_out == expected).all()
 
 
 def test_rounding_modes_differ_only_in_rare_ties(digits):

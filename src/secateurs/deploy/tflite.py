@@ -64,7 +64,6 @@ class _Writer:
         # graph value id -> (materialized value, flat NCHW offsets into it, -1 for padding)
         # for moves through tensors TFLite does not hold (of a higher rank: a shuffle's view)
         self.pending: dict[int, tuple[int, torch.Tensor]] = {}
-        self.layout: dict[int, str] = {}  # value id -> "nhwc" or "flat"
 
     def tensor(self, shape, qparams=None, dtype="int8", data=None, name="", axis=0, scales=None):
         s = self.s
