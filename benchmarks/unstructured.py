@@ -6,14 +6,16 @@ et al. 2021, arXiv 2010.07611), LRP and learned masks, beside PyTorch's own
 For each task (digits, MNIST-1D), model (LeNet-300-100, LeNet-5) and seed: train the dense
 parent (15 epochs); then for each target sparsity, prune a copy in 8 steps that follow
 Zhu & Gupta's cubic ramp (arXiv 1710.01878), each followed by 3 epochs of retraining
-(learned masks: 24 epochs of mask learning at the target); report test accuracy. The
+(learned masks: 24 epochs of mask learning at the target, with each layer's share of the
+zeros set by LAMP, ``learn_masks``'s default); report test accuracy. The
 figure of merit is the highest sparsity whose mean accuracy over seeds stays within 0.1
 point of the dense model's.
 
-    python benchmarks/unstructured.py [--seeds 3]
+    python benchmarks/unstructured.py [--seeds 3] [--rerun METHOD]
 
 Results are kept cell by cell in benchmarks/results/unstructured.json (written atomically),
-so an interrupted run resumes.
+so an interrupted run resumes; ``--rerun`` drops one method's cells first, to measure it
+again after a change.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import secateurs as sc
 
 RESULTS = Path(__file__).parent / "results" / "unstructured.json"
 SPARSITIES = (0.5, 0.75, 0.875, 0.92, 0.95, 0.97, 0.98)
-METHODS = ("magnitude", "lamp", "lrp", "lrp_magnitude", "learned", "torch_l1")
+METHODS = ("magnitude", "lamp", "lrp", "lrp_magnitude", "lrp_magnitude_lamp", "learned", "torch_l1")
 MODELS = ("lenet_300_100", "lenet5")
 STEPS, RETRAIN, LR = 8, 3, 1e-3
 
@@ -60,6 +62,9 @@ def _prune(method: str, parent: nn.Module, task, sparsity: float, seed: int) -> 
             )
         elif method == "lamp":  # magnitude, layers' shares set by LAMP scores
             sc.prune.sparsify(model, target, importance="magnitude", scope="lamp")
+        elif method == "lrp_magnitude_lamp":  # the same, ranking sqrt(relevance * |w|)
+            sc.prune.sparsify(model, target, importance="lrp_magnitude", scope="lamp",
+                              data=task, seed=seed)  # fmt: skip
         else:
             sc.prune.sparsify(model, target, importance=method, data=task, seed=seed)
         done = target
@@ -77,9 +82,14 @@ def _sparsity(model: nn.Module) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--rerun", action="append", default=[], choices=METHODS,
+                        help="measure this method's cells again (repeatable)")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    if args.rerun:
+        results["cells"] = {key: cell for key, cell in results.get("cells", {}).items()
+                            if key.split("/")[2] not in args.rerun}  # fmt: skip
     results.update(
         {
             "benchmark": "unstructured",

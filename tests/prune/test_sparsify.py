@@ -279,6 +279,23 @@ def test_learned_masks_train_to_the_target_sparsity(digits):
         assert torch.equal(model(x), before)
 
 
+def test_learned_masks_take_their_layer_shares_from_the_scope(trained):
+    def shares(model):
+        return [float((m.hard_mask() == 0).double().mean())
+                for m in model.modules() if isinstance(m, sc.prune.LearnedMask)]  # fmt: skip
+
+    local = sc.prune.learn_masks(_copy(trained), 0.9, scope="local")
+    assert shares(local) == pytest.approx([0.9] * len(shares(local)), abs=1e-2)
+    lamp = sc.prune.learn_masks(_copy(trained), 0.9)  # the default: LAMP's layer shares
+    reference = sc.prune.sparsify(_copy(trained), 0.9, scope="lamp")
+    assert shares(lamp) == pytest.approx([layer.zeros / layer.numel
+                                          for layer in reference.layers])  # fmt: skip
+    assert max(shares(lamp)) - min(shares(lamp)) > 0.05  # not one share for all
+    assert sc.prune.sparsity_report(lamp).sparsity == pytest.approx(0.9, abs=1e-3)
+    with pytest.raises(ValueError, match="scope"):
+        sc.prune.learn_masks(_copy(trained), 0.9, scope="layerwise")
+
+
 def test_lamp_scores_match_the_definition_and_ignore_layer_scale(trained):
     scores = torch.tensor([3.0, 1.0, 2.0])
     # squared, over the sum of the squares at least as large: 9/9, 1/14, 4/13

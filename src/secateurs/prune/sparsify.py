@@ -374,16 +374,31 @@ class LearnedMask(nn.Module):
         return weight * (hard + (self.scores - self.scores.detach()))  # exactly hard, forward
 
 
-def learn_masks(model: nn.Module, sparsity: float, ignored: Iterable[str] = ()) -> nn.Module:
+def learn_masks(
+    model: nn.Module, sparsity: float, ignored: Iterable[str] = (), scope: str = "lamp"
+) -> nn.Module:
     """Attach a :class:`LearnedMask` to every convolution and linear weight (in place); train
-    with ``sc.fit`` (weights and scores learn together), then :func:`fix_masks`."""
+    with ``sc.fit`` (weights and scores learn together), then :func:`fix_masks`.
+
+    ``scope`` sets each layer's share of the zeros, which stays fixed while the masks learn
+    which weights they are: ``"local"`` gives every layer ``sparsity``; ``"lamp"`` (the
+    default) gives each layer the share that LAMP ranking of the current weights would
+    (Lee et al. 2021, arXiv 2010.07611), so small layers such as a first convolution keep
+    more of their weights; ``"global"`` ranks the weight magnitudes across layers.
+    """
     sparsity = check_float("sparsity", sparsity, minimum=0.0)
     if sparsity >= 1:
         raise ValueError(f"sparsity is the fraction of weights zeroed, in [0, 1); got {sparsity}")
-    for module in _layers(model, ignored).values():
+    check_choice("scope", scope, SCOPES)
+    layers = _layers(model, ignored)
+    for module in layers.values():
         if parametrize.is_parametrized(module, "weight"):
             raise ValueError("learn_masks needs weights without masks; strip the model first")
-        parametrize.register_parametrization(module, "weight", LearnedMask(module.weight, sparsity))
+    magnitudes = {n: m.weight.detach().abs() for n, m in layers.items()}
+    keep = _keep(magnitudes, dict.fromkeys(layers, 1), sparsity, scope)
+    for name, module in layers.items():
+        share = 1.0 - float(keep[name].double().mean())
+        parametrize.register_parametrization(module, "weight", LearnedMask(module.weight, share))
     return model
 
 
