@@ -294,6 +294,9 @@ def test_learned_masks_take_their_layer_shares_from_the_scope(trained):
     assert sc.prune.sparsity_report(lamp).sparsity == pytest.approx(0.9, abs=1e-3)
     with pytest.raises(ValueError, match="scope"):
         sc.prune.learn_masks(_copy(trained), 0.9, scope="layerwise")
+    every = [name for name, m in trained.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with pytest.raises(ValueError, match="no convolution or linear layer"):
+        sc.prune.learn_masks(_copy(trained), 0.9, ignored=every)
 
 
 def test_lamp_scores_match_the_definition_and_ignore_layer_scale(trained):

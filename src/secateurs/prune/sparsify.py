@@ -391,6 +391,11 @@ def learn_masks(
         raise ValueError(f"sparsity is the fraction of weights zeroed, in [0, 1); got {sparsity}")
     check_choice("scope", scope, SCOPES)
     layers = _layers(model, ignored)
+    if not layers:
+        raise ValueError(
+            f"learn_masks found no convolution or linear layer in {type(model).__name__} "
+            "outside `ignored`; leave at least one layer to mask"
+        )
     for module in layers.values():
         if parametrize.is_parametrized(module, "weight"):
             raise ValueError("learn_masks needs weights without masks; strip the model first")
