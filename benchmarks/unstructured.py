@@ -37,7 +37,8 @@ import secateurs as sc
 
 RESULTS = Path(__file__).parent / "results" / "unstructured.json"
 SPARSITIES = (0.5, 0.75, 0.875, 0.92, 0.95, 0.97, 0.98)
-METHODS = ("magnitude", "lamp", "lrp", "lrp_magnitude", "lrp_magnitude_lamp", "learned", "torch_l1")
+METHODS = ("magnitude", "lamp", "lrp", "lrp_magnitude", "lrp_magnitude_lamp", "learned",
+           "learned_lrp", "torch_l1")  # fmt: skip
 MODELS = ("lenet_300_100", "lenet5")
 STEPS, RETRAIN, LR = 8, 3, 1e-3
 
@@ -48,8 +49,9 @@ def _targets(final: float) -> list[float]:
 
 def _prune(method: str, parent: nn.Module, task, sparsity: float, seed: int) -> nn.Module:
     model = copy.deepcopy(parent)
-    if method == "learned":
-        sc.prune.learn_masks(model, sparsity)
+    if method in ("learned", "learned_lrp"):  # learned_lrp: starting from LRP x magnitude
+        importance = "lrp_magnitude" if method == "learned_lrp" else "magnitude"
+        sc.prune.learn_masks(model, sparsity, importance=importance, data=task, seed=seed)
         sc.fit(model, task, epochs=STEPS * RETRAIN, lr=LR, seed=seed, progress=False)
         return sc.prune.fix_masks(model)
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Linear))]

@@ -294,9 +294,27 @@ def test_learned_masks_take_their_layer_shares_from_the_scope(trained):
     assert sc.prune.sparsity_report(lamp).sparsity == pytest.approx(0.9, abs=1e-3)
     with pytest.raises(ValueError, match="scope"):
         sc.prune.learn_masks(_copy(trained), 0.9, scope="layerwise")
+    with pytest.raises(ValueError, match="importance"):
+        sc.prune.learn_masks(_copy(trained), 0.9, importance="gradient")
     every = [name for name, m in trained.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     with pytest.raises(ValueError, match="no convolution or linear layer"):
         sc.prune.learn_masks(_copy(trained), 0.9, ignored=every)
+
+
+def test_lrp_driven_mask_learning_starts_from_the_lrp_masks(trained, digits):
+    model = sc.prune.learn_masks(_copy(trained), 0.8, importance="lrp_magnitude", data=digits)
+    reference = _copy(trained)
+    sc.prune.sparsify(reference, 0.8, importance="lrp_magnitude", scope="lamp", data=digits)
+    learned = [m for m in model.modules() if isinstance(m, sc.prune.LearnedMask)]
+    fixed = [m.parametrizations["weight"][0].mask for m in _layers(reference)]
+    assert all(torch.equal(a.hard_mask(), b) for a, b in zip(learned, fixed, strict=True))
+    for mask, layer in zip(learned, _layers(trained)):  # scores at the weights' scale
+        assert float(mask.scores.detach().mean()) == pytest.approx(
+            float(layer.weight.detach().abs().mean())
+        )
+    start = sc.evaluate(model, digits)
+    sc.fit(model, digits, epochs=2, lr=1e-3, progress=False)
+    assert sc.evaluate(model, digits) > max(start, 0.85)
 
 
 def test_lamp_scores_match_the_definition_and_ignore_layer_scale(trained):

@@ -357,10 +357,13 @@ class LearnedMask(nn.Module):
     would get (mask learning; Wang et al. 2023, in the manner of Ramanujan et al. 2020,
     arXiv 1911.13299)."""
 
-    def __init__(self, weight: torch.Tensor, sparsity: float) -> None:
+    def __init__(
+        self, weight: torch.Tensor, sparsity: float, scores: torch.Tensor | None = None
+    ) -> None:
         super().__init__()
         self.sparsity = sparsity
-        self.scores = nn.Parameter(weight.detach().abs().clone())
+        start = weight.detach().abs() if scores is None else scores.detach().to(weight.dtype)
+        self.scores = nn.Parameter(start.clone())
 
     def hard_mask(self) -> torch.Tensor:
         flat = self.scores.detach().flatten()
@@ -375,21 +378,32 @@ class LearnedMask(nn.Module):
 
 
 def learn_masks(
-    model: nn.Module, sparsity: float, ignored: Iterable[str] = (), scope: str = "lamp"
+    model: nn.Module,
+    sparsity: float,
+    ignored: Iterable[str] = (),
+    scope: str = "lamp",
+    importance: str = "magnitude",
+    data=None,
+    seed: int = 0,
 ) -> nn.Module:
     """Attach a :class:`LearnedMask` to every convolution and linear weight (in place); train
     with ``sc.fit`` (weights and scores learn together), then :func:`fix_masks`.
 
-    ``scope`` sets each layer's share of the zeros, which stays fixed while the masks learn
-    which weights they are: ``"local"`` gives every layer ``sparsity``; ``"lamp"`` (the
-    default) gives each layer the share that LAMP ranking of the current weights would
-    (Lee et al. 2021, arXiv 2010.07611), so small layers such as a first convolution keep
-    more of their weights; ``"global"`` ranks the weight magnitudes across layers.
+    ``importance`` (as in :func:`sparsify`; ``data`` for the data-driven ones) gives the
+    scores the masks start from: ``"lrp"`` or ``"lrp_magnitude"`` make it LRP-driven mask
+    learning (Wang et al. 2023). Each layer's scores are rescaled to the mean magnitude of
+    its weights, so the optimizer moves them at the same pace whatever the importance.
+    ``scope`` sets each layer's share of the zeros from those scores, and the share stays
+    fixed while the masks learn which weights they are: ``"local"`` gives every layer
+    ``sparsity``; ``"lamp"`` (the default) gives each layer the share that LAMP ranking of
+    the scores would (Lee et al. 2021, arXiv 2010.07611), so small layers such as a first
+    convolution keep more of their weights; ``"global"`` ranks the raw scores across layers.
     """
     sparsity = check_float("sparsity", sparsity, minimum=0.0)
     if sparsity >= 1:
         raise ValueError(f"sparsity is the fraction of weights zeroed, in [0, 1); got {sparsity}")
     check_choice("scope", scope, SCOPES)
+    check_choice("importance", importance, IMPORTANCES)
     layers = _layers(model, ignored)
     if not layers:
         raise ValueError(
@@ -399,11 +413,16 @@ def learn_masks(
     for module in layers.values():
         if parametrize.is_parametrized(module, "weight"):
             raise ValueError("learn_masks needs weights without masks; strip the model first")
-    magnitudes = {n: m.weight.detach().abs() for n, m in layers.items()}
-    keep = _keep(magnitudes, dict.fromkeys(layers, 1), sparsity, scope)
+    with torch.no_grad():
+        scores = _scores(model, layers, importance, data, seed)
+    keep = _keep(scores, dict.fromkeys(layers, 1), sparsity, scope)
     for name, module in layers.items():
         share = 1.0 - float(keep[name].double().mean())
-        parametrize.register_parametrization(module, "weight", LearnedMask(module.weight, share))
+        start = scores[name].clamp_min(0)
+        if float(start.mean()) > 0:
+            start = start * (module.weight.detach().abs().mean() / start.mean())
+        mask = LearnedMask(module.weight, share, start)
+        parametrize.register_parametrization(module, "weight", mask)
     return model
 
 
