@@ -1,5 +1,5 @@
-"""What every benchmark script shares: the machine line, atomic JSON results, and the check
-that the comparison tool is installed."""
+"""What every benchmark script shares: the machine line, atomic JSON results, the check
+that the comparison tool is installed, and what resuming and rerunning need."""
 
 from __future__ import annotations
 
@@ -49,3 +49,21 @@ def has_torch_pruning() -> bool:
         print("this benchmark compares with Torch-Pruning: pip install torch-pruning")
         return False
     return True
+
+
+def check_reproduced(what: str, score: float, stored: float | None, results: Path) -> None:
+    """A resumed run trains ``what`` again; its new cells are comparable with the stored ones
+    only if it is the same model, so its ``score`` must equal the ``stored`` one (if any)."""
+    if stored is not None and score != stored:
+        raise RuntimeError(
+            f"{what}: retrained, it scores {score}, the stored one {stored}; training is not "
+            f"reproducible here, so the stored cells do not belong to it: delete {results} "
+            "and rerun every cell"
+        )
+
+
+def without_methods(cells: dict, methods, tasks=None) -> dict:
+    """``cells`` less those of ``methods`` (on ``tasks``, if given), for keys that start
+    task/<anything>/method/..."""
+    return {k: v for k, v in cells.items() if not (
+        k.split("/")[2] in methods and (tasks is None or k.split("/")[0] in tasks))}  # fmt: skip

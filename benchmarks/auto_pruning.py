@@ -30,7 +30,7 @@ import secateurs as sc
 from secateurs.measure.target import Target
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import locked_update, machine  # noqa: E402
+from _common import locked_update, machine, without_methods  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "auto_pruning.json"
 TASKS = {"digits": 10, "mnist1d": 15}  # training epochs
@@ -77,12 +77,6 @@ def run_task(task_name: str, seeds: int) -> None:
                       f"{cell['seconds']:.0f}s", flush=True)  # fmt: skip
 
 
-def _without(cells: dict, tasks, methods) -> dict:
-    """``cells`` less those of ``methods`` on ``tasks`` (keys task/budget/method/seed)."""
-    return {k: v for k, v in cells.items()
-            if not (k.split("/")[0] in tasks and k.split("/")[2] in methods)}  # fmt: skip
-
-
 def summarize(results: dict, seeds: int) -> dict:
     cells = results.get("cells", {})
     summary = {}
@@ -119,8 +113,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.rerun:
-        _update(lambda r: r.__setitem__("cells", _without(r.get("cells", {}), args.tasks,
-                                                          args.rerun)))  # fmt: skip
+        _update(lambda r: r.__setitem__("cells", without_methods(r.get("cells", {}), args.rerun,
+                                                                 args.tasks)))  # fmt: skip
     _update(lambda r: r.update({
         "benchmark": "auto_pruning", "machine": machine(),
         "command": f"python benchmarks/auto_pruning.py --seeds {args.seeds} "

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import locked_update, machine
+from _common import check_reproduced, locked_update, machine
 
 import secateurs as sc
 
@@ -104,13 +104,8 @@ def run_task(task_name: str, seeds: int) -> None:
                       **{k: _size(_student(k, teacher, task, seed), task) for k in STUDENTS}},
         }  # fmt: skip
         key = f"{task_name}/{seed}"
-        stored = _update(lambda r: None).get("teachers", {}).get(key)
-        if stored is not None and stored["teacher"] != info["teacher"]:
-            raise RuntimeError(
-                f"{key}: the retrained teacher scores {info['teacher']}, the stored one "
-                f"{stored['teacher']}; training is not reproducible here, so the stored cells "
-                f"do not belong to this teacher: delete {RESULTS} and rerun every cell"
-            )
+        stored = _update(lambda r: None).get("teachers", {}).get(key, {})
+        check_reproduced(f"the teacher of {key}", info["teacher"], stored.get("teacher"), RESULTS)
         _update(lambda r, key=key, info=info: r.setdefault("teachers", {}).__setitem__(key, info))
         print(f"{task_name} seed {seed}: teacher {info['teacher']:.4f}, with coordinate "
               f"attention {info['enhanced_teacher']:.4f}, {STRONG} {info['strong_teacher']:.4f}",

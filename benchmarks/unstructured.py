@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import machine, save_json
+from _common import machine, save_json, without_methods
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
@@ -90,8 +90,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     if args.rerun:
-        results["cells"] = {key: cell for key, cell in results.get("cells", {}).items()
-                            if key.split("/")[2] not in args.rerun}  # fmt: skip
+        results["cells"] = without_methods(results.get("cells", {}), args.rerun)
     results.update(
         {
             "benchmark": "unstructured",
