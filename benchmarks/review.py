@@ -18,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import yaml
+from scipy.stats import rankdata
 
 import secateurs as sc
 
@@ -73,9 +74,11 @@ def summarize(rows: list[dict], seeds: int) -> dict:
     for task in tasks:
         ranks = defaultdict(list)
         for (t, _), methods in by_point.items():
-            if t == task:
-                for i, m in enumerate(sorted(methods, key=lambda m: -methods[m]["accuracy"])):
-                    ranks[m].append(i + 1)
+            if t == task:  # tied methods share the mean of their places, whatever the order
+                names = list(methods)
+                places = rankdata([-methods[m]["accuracy"] for m in names], method="average")
+                for m, place in zip(names, places):
+                    ranks[m].append(float(place))
         mean_rank[task] = {m: round(statistics.mean(r), 2) for m, r in sorted(ranks.items())}
     return {"control": control, "points": summary,
             "wins": {f"{t}/{m}": n for (t, m), n in sorted(wins.items())},

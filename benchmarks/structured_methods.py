@@ -9,7 +9,7 @@ at 0.5 MACs, time every pruned model against its parent (torch eager and onnxrun
 (callgrind, as in benchmarks/deploy.py), and report speedup / MAC reduction.
 
     pip install torch-pruning   # for the Torch-Pruning column only
-    python benchmarks/structured_methods.py [--seeds 3] [--quick]
+    python benchmarks/structured_methods.py [--seeds 3] [--quick] [--recount-c]
 
 Results are kept cell by cell in benchmarks/results/structured_methods.json (rewritten
 atomically after each cell), so an interrupted run resumes where it stopped.
@@ -156,6 +156,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="one seed, ratio 0.5, digits only")
+    parser.add_argument("--recount-c", action="store_true",
+                        help="count the C instructions again (after a kernel change)")  # fmt: skip
     args = parser.parse_args(argv)
     if not has_torch_pruning():
         return 2
@@ -187,10 +189,10 @@ def main(argv=None) -> int:
                     key = f"{task_name}/{method}/{keep}/{seed}"
                     if (
                         key in cells
-                        and "efficiency_c_int8" not in cells[key]
+                        and ("efficiency_c_int8" not in cells[key] or args.recount_c)
                         and "speedup_eager_b1" in cells[key]
                     ):
-                        # a cell from before the C count: the pruned structure is rebuilt
+                        # a cell without a current C count: the pruned structure is rebuilt
                         # (pruning is deterministic; fine-tuning changes no channel count)
                         if parent is None:
                             parent = _parent(task, seed)

@@ -6,6 +6,7 @@ import copy
 import json
 import re
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -319,3 +320,87 @@ def test_unknown_target_and_bad_arguments_are_named(digits, tmp_path):
         sc.deploy.export_c(q, tmp_path, sparse="sometimes")
     with pytest.raises(TypeError, match="QuantizedModel"):
         sc.deploy.export_c(sc.models.create("mlp", digits), tmp_path)
+
+
+REQUANTIZE_HARNESS = """#include <stdio.h>
+#include "sc_kernels.c"
+
+int main(void) {
+    int64_t acc;
+    int32_t mult, shift;
+    while (fread(&acc, 8, 1, stdin) == 1 && fread(&mult, 4, 1, stdin) == 1 &&
+           fread(&shift, 4, 1, stdin) == 1) {
+        const int32_t r = sc_requantize(acc, mult, shift);
+        fwrite(&r, 4, 1, stdout);
+    }
+    return 0;
+}
+"""
+
+
+def test_c_requantization_equals_the_integer_reference_at_every_shift(tmp_path):
+    """The kernels' requantization (offset floors, no shifts of negatives) against
+    multiply_by_quantized_multiplier: ties, saturation, zero, every TFLite shift."""
+    sc.deploy.export_c(sc.quant.quantize(Odd(), sc.data.load("digits")), tmp_path)
+    (tmp_path / "rq.c").write_text(REQUANTIZE_HARNESS)
+    binary = tmp_path / "rq"
+    subprocess.run(["gcc", *sc.deploy.verify.CFLAGS, "-Wno-unused-function", "-o", str(binary),
+                    str(tmp_path / "rq.c")], check=True, cwd=tmp_path)  # fmt: skip
+    rng = np.random.default_rng(0)
+    shift = np.repeat(np.arange(-31, 31), 3000)
+    n = len(shift)
+    mult = rng.integers(2**30, 2**31, n)
+    mult[::7] = 2**30  # exact halves
+    mult[1::7] = 2**31 - 1
+    mult[2::7] = 0
+    acc = rng.integers(-(2**31), 2**31, n)
+    acc[::5] = rng.integers(-3000, 3000, n)[::5]  # the usual accumulators
+    acc[1::5] = rng.choice([0, 1, -1, 2**31 - 1, -(2**31), 2**33, -(2**33)], n)[1::5]
+    acc[2::5] = (rng.integers(-64, 64, n) * 2 + 1)[2::5] << rng.integers(0, 20, n)[2::5]
+    record = np.zeros(n, dtype=[("acc", "<i8"), ("mult", "<i4"), ("shift", "<i4")])
+    record["acc"], record["mult"], record["shift"] = acc, mult, shift
+    out = subprocess.run([str(binary)], input=record.tobytes(), capture_output=True, check=True)
+    got = np.frombuffer(out.stdout, dtype="<i4")
+    expected = sc.quant.multiply_by_quantized_multiplier(
+        torch.from_numpy(acc), torch.from_numpy(mult), torch.from_numpy(shift)
+    ).numpy()
+    assert len(got) == n
+    np.testing.assert_array_equal(got, expected)
+
+
+class Geometry(nn.Module):
+    """Convolutions the zoo has few of: stride 2 and 3, dilation 2, grouped with two input
+    channels per group, a 1x5 kernel, depthwise with odd padding, a width-1 row."""
+
+    def __init__(self):
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(4, 4, 3, dilation=2, padding=2, groups=2), nn.ReLU(),
+            nn.Conv2d(4, 6, (1, 5), padding=(0, 2)), nn.ReLU(),
+            nn.Conv2d(6, 6, 3, stride=3, padding=1, groups=6), nn.ReLU(),
+            nn.Conv2d(6, 8, (2, 1), stride=(1, 2)),
+        )  # fmt: skip
+        self.fc = nn.Linear(8 * 1 * 1, 10)
+
+    def forward(self, x):
+        return self.fc(self.convs(x).flatten(1))
+
+
+@pytest.mark.parametrize("sparse", ["never", "always"])
+def test_row_by_row_convolutions_are_exact_at_every_stride_dilation_and_group(
+    sparse, digits, tmp_path
+):
+    model = Geometry()
+    sc.fit(model, digits, epochs=1, lr=3e-3, seed=0, progress=False)
+    if sparse == "always":
+        sc.prune.sparsify(model, sparsity=0.5, granularity="filterlet")
+        sc.prune.strip(model)
+    q = sc.quant.quantize(model, digits)
+    report = sc.deploy.export_c(q, tmp_path, sparse=sparse)
+    kernels = {r["kernel"] for r in report["layers"] if r["kind"] == "conv"}
+    assert kernels == {"sc_conv_filterlet" if sparse == "always" else "sc_conv"}
+    assert report["scratch_bytes"] == 4 * 4  # the widest output row: 4 int32 columns
+    x = digits.test.tensors[0][:64]
+    assert sc.deploy.verify_c(q, tmp_path, x).bit_exact
+    assert sc.deploy.verify_c(q, tmp_path, x[:8], sanitize=True).bit_exact

@@ -100,10 +100,11 @@ def _call(i: int, op: Op, program: Program, memory: Plan) -> str:
     y = _pointer(op.output, program, memory)
     c = {name: f"sc_op{i}_{name}" for name in op.consts}
     if op.kernel == "sc_conv":
-        args = [x[0], y, c["w"], c["bias"], c["mult"], c["shift"], f"&sc_op{i}_params"]
+        args = [x[0], y, c["w"], c["bias"], c["mult"], c["shift"], "sc_acc",
+                f"&sc_op{i}_params"]  # fmt: skip
     elif op.kernel == "sc_conv_filterlet":
         args = [x[0], y, c["vals"], c["col"], c["count"], c["bias"], c["mult"], c["shift"],
-                f"&sc_op{i}_params"]  # fmt: skip
+                "sc_acc", f"&sc_op{i}_params"]  # fmt: skip
     elif op.kernel == "sc_linear":
         args = [x[0], y, c["w"], c["bias"], c["mult"], c["shift"], f"&sc_op{i}_params"]
     elif op.kernel == "sc_linear_bitmask":
@@ -111,7 +112,9 @@ def _call(i: int, op: Op, program: Program, memory: Plan) -> str:
                 f"&sc_op{i}_params"]  # fmt: skip
     elif op.kernel in ("sc_conv_packed", "sc_linear_packed"):
         args = [x[0], y, c["w"], str(op.params["bits"]), "sc_scratch", c["bias"], c["mult"],
-                c["shift"], f"&sc_op{i}_params"]  # fmt: skip
+                c["shift"]]  # fmt: skip
+        args += ["sc_acc"] if op.kernel == "sc_conv_packed" else []
+        args.append(f"&sc_op{i}_params")
     elif op.kernel in ("sc_add", "sc_mul"):
         args = [x[0], x[1], y, f"&sc_op{i}_params"]
     elif op.kernel in ("sc_mean", "sc_avg_pool", "sc_max_pool"):
@@ -162,9 +165,12 @@ def _model_c(qmodel: QuantizedModel, program: Program, memory: Plan) -> str:
         '#include "model.h"\n#include "sc_kernels.h"\n#include "weights.h"\n\n',
         f"static int8_t sc_arena[{max(memory.arena_bytes, 1)}];\n",
     ]
-    scratch = scratch_bytes(program)
-    if scratch:  # one row of unpacked sub-8-bit weights
-        parts.append(f"static int8_t sc_scratch[{scratch}];\n")
+    unpack = unpack_bytes(program)
+    if unpack:  # one output channel's sub-8-bit weights, unpacked
+        parts.append(f"static int8_t sc_scratch[{unpack}];\n")
+    columns = accumulator_columns(program)
+    if columns:  # one output row of a convolution, in int32
+        parts.append(f"static int32_t sc_acc[{columns}];\n")
     parts.append("\n")
     for i, op in enumerate(program.ops):
         struct = STRUCTS.get(op.kernel)
@@ -199,9 +205,23 @@ def _weights(program: Program) -> tuple[str, str]:
     return "".join(c), "".join(h)
 
 
-def scratch_bytes(program: Program) -> int:
+CONV_KERNELS = ("sc_conv", "sc_conv_packed", "sc_conv_filterlet")
+
+
+def unpack_bytes(program: Program) -> int:
     """SRAM for unpacking the weights of one output channel of a sub-8-bit layer."""
     return max((op.params.get("scratch", 0) for op in program.ops), default=0)
+
+
+def accumulator_columns(program: Program) -> int:
+    """The widest output row of any convolution: its int32 accumulators are scratch."""
+    return max((op.params["ow"] for op in program.ops if op.kernel in CONV_KERNELS), default=0)
+
+
+def scratch_bytes(program: Program) -> int:
+    """SRAM outside the arena: unpacked sub-8-bit weights and a convolution's row of int32
+    accumulators."""
+    return unpack_bytes(program) + 4 * accumulator_columns(program)
 
 
 def _report(qmodel, program: Program, memory: Plan, target: Target) -> dict:
@@ -255,7 +275,7 @@ def export_c(
     if not report["fits"]:
         raise ValueError(
             f"the model does not fit {t.name}: flash {report['flash_bytes']} B of "
-            f"{t.flash_bytes} B, arena {report['arena_bytes']} B and weight scratch "
+            f"{t.flash_bytes} B, arena {report['arena_bytes']} B and scratch "
             f"{report['scratch_bytes']} B of {t.sram_bytes} B of SRAM; "
             "prune or quantize further, or pick a larger target"
         )

@@ -98,7 +98,7 @@ def check(model, target: str | Target = "cortex-m4", example=None, sparse: str =
             return Fit(t.name, 0, 0, problems)
         program, memory = build_program(model, sparse)
         flash = sum(c.nbytes for op in program.ops for c in op.consts.values())
-        sram = memory.arena_bytes + scratch_bytes(program)  # the arena, unpacked weights
+        sram = memory.arena_bytes + scratch_bytes(program)  # arena, unpacked weights, row
     else:
         from .profile import profile
 
@@ -112,6 +112,6 @@ def check(model, target: str | Target = "cortex-m4", example=None, sparse: str =
     if flash > t.flash_bytes:
         problems.append(f"flash {flash} B exceeds the {t.flash_bytes} B of {t.name}")
     if sram > t.sram_bytes:
-        problems.append(f"activation arena {sram} B (with any weight scratch) exceeds the "
+        problems.append(f"activation arena {sram} B (with the kernels' scratch) exceeds the "
                         f"{t.sram_bytes} B of SRAM")  # fmt: skip
     return Fit(t.name, flash, sram, problems)

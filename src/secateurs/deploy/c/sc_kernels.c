@@ -6,29 +6,50 @@
 #define SC_INT32_MIN (-2147483647 - 1)
 #define SC_INT32_MAX 2147483647
 
-static int32_t sc_saturate(int64_t x) {
-    return x < SC_INT32_MIN ? SC_INT32_MIN : (x > SC_INT32_MAX ? SC_INT32_MAX : (int32_t)x);
+static int64_t sc_saturate(int64_t x) {
+    return x < SC_INT32_MIN ? SC_INT32_MIN : (x > SC_INT32_MAX ? SC_INT32_MAX : x);
 }
 
-static int32_t sc_srdhm(int32_t a, int32_t b) {
-    int64_t ab;
-    int64_t nudge;
-    if (a == SC_INT32_MIN && b == SC_INT32_MIN) {
-        return SC_INT32_MAX;
+/* One requantization, x * mult * 2^(shift - 31) rounded as TFLite rounds it, with what
+ * depends on the shift alone worked out once per output channel. mult is TFLite's, in
+ * [2^30, 2^31) or 0, so SaturatingRoundingDoublingHighMul never meets its one saturating
+ * case (both operands INT32_MIN). */
+typedef struct {
+    int32_t mult, left, right;
+    int32_t half, half_neg; /* what RoundingDivideByPOT adds before flooring */
+} sc_rq;
+
+static sc_rq sc_rq_make(int32_t mult, int32_t shift) {
+    sc_rq q;
+    q.mult = mult;
+    q.left = shift > 0 ? shift : 0;
+    q.right = shift > 0 ? 0 : -shift;
+    q.half = (int32_t)(((int64_t)1 << q.right) >> 1);
+    q.half_neg = q.right > 0 ? q.half - 1 : 0;
+    return q;
+}
+
+/* Both roundings are floors of non-negative values (an offset added, then taken away), so
+ * no right shift of a negative number is needed: the result does not depend on how the
+ * compiler shifts those.
+ * SaturatingRoundingDoublingHighMul: round(x * mult / 2^31), halves up (|x * mult| < 2^62).
+ * RoundingDivideByPOT: round(v / 2^right), halves away from zero. */
+static inline int32_t sc_rq_apply(int64_t acc, const sc_rq *q) {
+    int64_t x = sc_saturate(acc);
+    int64_t v;
+    if (q->left > 0) {
+        x = sc_saturate(x * ((int64_t)1 << q->left));
     }
-    ab = (int64_t)a * (int64_t)b;
-    nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
-    return (int32_t)((ab + nudge) / ((int64_t)1 << 31)); /* C division truncates */
+    v = (int64_t)((uint64_t)(x * q->mult + ((int64_t)1 << 62) + ((int64_t)1 << 30)) >> 31) -
+        ((int64_t)1 << 31);
+    v += v < 0 ? q->half_neg : q->half;
+    return (int32_t)((int64_t)((uint64_t)(v + ((int64_t)1 << 31)) >> q->right) -
+                     ((int64_t)1 << (31 - q->right)));
 }
 
-static int32_t sc_rdbp(int32_t x, int32_t exponent) {
-    const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
-    const int32_t remainder = x & mask;
-    const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
-    /* arithmetic shift of negatives, as TFLite assumes; written as a floor division */
-    const int32_t floor = x >= 0 ? (x >> exponent)
-                                 : (int32_t)(-((-(int64_t)x + mask) >> exponent));
-    return floor + (remainder > threshold ? 1 : 0);
+static int32_t sc_requantize(int64_t acc, int32_t mult, int32_t shift) {
+    const sc_rq q = sc_rq_make(mult, shift);
+    return sc_rq_apply(acc, &q);
 }
 
 #if SC_LITERT_ROUNDING
@@ -40,13 +61,6 @@ static int32_t sc_requantize_single(int64_t acc, int32_t mult, int32_t shift) {
     return (int32_t)(r >= 0 ? (r >> total) : -((-r + (((int64_t)1 << total) - 1)) >> total));
 }
 #endif
-
-static int32_t sc_requantize(int64_t acc, int32_t mult, int32_t shift) {
-    const int32_t left = shift > 0 ? shift : 0;
-    const int32_t right = shift > 0 ? 0 : -shift;
-    const int32_t x = sc_saturate(acc);
-    return sc_rdbp(sc_srdhm(sc_saturate((int64_t)x * ((int64_t)1 << left)), mult), right);
-}
 
 #if SC_LITERT_ROUNDING
 #define SC_REQUANTIZE_LINEAR sc_requantize_single
@@ -62,52 +76,94 @@ static int32_t sc_div_round(int32_t sum, int32_t count) { /* half away from zero
     return sum > 0 ? (sum + count / 2) / count : -((-sum + count / 2) / count);
 }
 
-/* One output channel oc of a dense convolution, from its weights wo [cin/groups][kh][kw].
- * Loop order as in sc_conv_filterlet (a bounds check per kernel position, then a tight loop
- * over input channels), so dense and sparse differ only in what they skip. */
+/* Convolutions run row by row: one int32 accumulator per column of an output row (acc,
+ * ow of them), and for each kernel position, dense or a kept filterlet, the bounds of the
+ * columns it reaches are worked out once per row, not once per output. Dense and sparse
+ * share this loop, so they differ only in the positions they skip. */
+
+/* The output columns [*lo, *hi) whose input column ox * stride + off lies in [0, w). */
+static void sc_span(int32_t off, int32_t stride, int32_t w, int32_t ow, int32_t *lo,
+                    int32_t *hi) {
+    const int32_t first = off < 0 ? (-off + stride - 1) / stride : 0;
+    int32_t end = off < w ? (w - 1 - off) / stride + 1 : 0;
+    end = end < ow ? end : ow;
+    *lo = first;
+    *hi = end > first ? end : first;
+}
+
+/* acc[ox] += sum over ic of (x[ic][iy][ox * stride_w + off] - in_zp) * w[ic * wstep], for
+ * every column ox that kernel column reaches; xrow is row iy of the group's first input
+ * channel. */
+static inline void sc_conv_tap(const int8_t *xrow, const int8_t *w, int32_t wstep, int32_t off,
+                        int32_t *acc, const sc_conv_params *p) {
+    const int32_t cin_g = p->cin / p->groups;
+    const int32_t plane = p->h * p->w;
+    const int32_t sw = p->stride_w;
+    const int32_t zp = p->in_zp;
+    int32_t lo, hi, ox, ic;
+    sc_span(off, sw, p->w, p->ow, &lo, &hi);
+    if (lo >= hi) {
+        return;
+    }
+    if (cin_g == 1) { /* depthwise, or a single input channel */
+        const int32_t wv = w[0];
+        const int8_t *xp = xrow + lo * sw + off;
+        for (ox = lo; ox < hi; ++ox, xp += sw) {
+            acc[ox] += ((int32_t)*xp - zp) * wv;
+        }
+        return;
+    }
+    for (ox = lo; ox < hi; ++ox) {
+        const int8_t *xp = xrow + ox * sw + off;
+        int32_t sum = 0;
+        for (ic = 0; ic < cin_g; ++ic) {
+            sum += ((int32_t)xp[ic * plane] - zp) * w[ic * wstep];
+        }
+        acc[ox] += sum;
+    }
+}
+
+static void sc_conv_row_out(const int32_t *acc, int8_t *y, int32_t bias, const sc_rq *q,
+                            const sc_conv_params *p) {
+    int32_t ox;
+    for (ox = 0; ox < p->ow; ++ox) {
+        y[ox] = sc_clamp8(sc_rq_apply((int64_t)acc[ox] + bias, q) + p->out_zp, p->act_min,
+                          p->act_max);
+    }
+}
+
+/* One output channel oc of a dense convolution, from its weights wo [cin/groups][kh][kw]. */
 static void sc_conv_channel(const int8_t *x, int8_t *y, const int8_t *wo, int32_t oc,
-                            int32_t bias, int32_t mult, int32_t shift,
+                            int32_t bias, int32_t mult, int32_t shift, int32_t *acc,
                             const sc_conv_params *p) {
     const int32_t cin_g = p->cin / p->groups;
-    const int32_t cout_g = p->cout / p->groups;
     const int32_t plane = p->h * p->w;
-    const int32_t taps = p->kh * p->kw;
-    const int8_t *xg = x + (oc / cout_g) * cin_g * plane;
-    int32_t oy, ox, ic, ky, kx;
+    const int8_t *xg = x + (oc / (p->cout / p->groups)) * cin_g * plane;
+    const sc_rq q = sc_rq_make(mult, shift);
+    int32_t oy, ky, kx;
     for (oy = 0; oy < p->oh; ++oy) {
-        for (ox = 0; ox < p->ow; ++ox) {
-            int32_t acc = 0;
-            for (ky = 0; ky < p->kh; ++ky) {
-                const int32_t iy = oy * p->stride_h - p->pad_top + ky * p->dil_h;
-                if (iy < 0 || iy >= p->h) {
-                    continue;
-                }
-                for (kx = 0; kx < p->kw; ++kx) {
-                    const int32_t ix = ox * p->stride_w - p->pad_left + kx * p->dil_w;
-                    const int8_t *xp;
-                    const int8_t *wp = wo + ky * p->kw + kx;
-                    if (ix < 0 || ix >= p->w) {
-                        continue;
-                    }
-                    xp = xg + iy * p->w + ix;
-                    for (ic = 0; ic < cin_g; ++ic) {
-                        acc += ((int32_t)xp[ic * plane] - p->in_zp) * wp[ic * taps];
-                    }
-                }
+        memset(acc, 0, (size_t)p->ow * sizeof(int32_t));
+        for (ky = 0; ky < p->kh; ++ky) {
+            const int32_t iy = oy * p->stride_h - p->pad_top + ky * p->dil_h;
+            if (iy < 0 || iy >= p->h) {
+                continue;
             }
-            y[(oc * p->oh + oy) * p->ow + ox] = sc_clamp8(
-                sc_requantize((int64_t)acc + bias, mult, shift) + p->out_zp, p->act_min,
-                p->act_max);
+            for (kx = 0; kx < p->kw; ++kx) {
+                sc_conv_tap(xg + iy * p->w, wo + ky * p->kw + kx, p->kh * p->kw,
+                            kx * p->dil_w - p->pad_left, acc, p);
+            }
         }
+        sc_conv_row_out(acc, y + (oc * p->oh + oy) * p->ow, bias, &q, p);
     }
 }
 
 void sc_conv(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
-             const int32_t *mult, const int8_t *shift, const sc_conv_params *p) {
+             const int32_t *mult, const int8_t *shift, int32_t *acc, const sc_conv_params *p) {
     const int32_t per_channel = p->cin / p->groups * p->kh * p->kw;
     int32_t oc;
     for (oc = 0; oc < p->cout; ++oc) {
-        sc_conv_channel(x, y, w + oc * per_channel, oc, bias[oc], mult[oc], shift[oc], p);
+        sc_conv_channel(x, y, w + oc * per_channel, oc, bias[oc], mult[oc], shift[oc], acc,
+                        p);
     }
 }
 
@@ -128,47 +184,39 @@ static void sc_unpack(const uint8_t *packed, int32_t first, int32_t count, int32
 
 void sc_conv_packed(const int8_t *x, int8_t *y, const uint8_t *w, int32_t bits,
                     int8_t *scratch, const int32_t *bias, const int32_t *mult,
-                    const int8_t *shift, const sc_conv_params *p) {
+                    const int8_t *shift, int32_t *acc, const sc_conv_params *p) {
     const int32_t per_channel = p->cin / p->groups * p->kh * p->kw;
     int32_t oc;
     for (oc = 0; oc < p->cout; ++oc) {
         sc_unpack(w, oc * per_channel, per_channel, bits, scratch);
-        sc_conv_channel(x, y, scratch, oc, bias[oc], mult[oc], shift[oc], p);
+        sc_conv_channel(x, y, scratch, oc, bias[oc], mult[oc], shift[oc], acc, p);
     }
 }
 
 void sc_conv_filterlet(const int8_t *x, int8_t *y, const int8_t *vals, const uint8_t *col,
                        const uint8_t *count, const int32_t *bias, const int32_t *mult,
-                       const int8_t *shift, const sc_conv_params *p) {
+                       const int8_t *shift, int32_t *acc, const sc_conv_params *p) {
     const int32_t cin_g = p->cin / p->groups;
     const int32_t cout_g = p->cout / p->groups;
     const int32_t plane = p->h * p->w;
-    int32_t oc, oy, ox, ic, r, start = 0;
+    int32_t oc, oy, r, start = 0;
     for (oc = 0; oc < p->cout; ++oc) {
         const int8_t *xg = x + (oc / cout_g) * cin_g * plane;
         const int32_t end = start + count[oc]; /* filter oc's filterlets: [start, end) */
+        const sc_rq q = sc_rq_make(mult[oc], shift[oc]);
         for (oy = 0; oy < p->oh; ++oy) {
-            for (ox = 0; ox < p->ow; ++ox) {
-                int32_t acc = 0;
-                for (r = start; r < end; ++r) {
-                    const int32_t ky = col[r] / p->kw;
-                    const int32_t kx = col[r] - ky * p->kw;
-                    const int32_t iy = oy * p->stride_h - p->pad_top + ky * p->dil_h;
-                    const int32_t ix = ox * p->stride_w - p->pad_left + kx * p->dil_w;
-                    const int8_t *wr = vals + r * cin_g;
-                    const int8_t *xp;
-                    if (iy < 0 || iy >= p->h || ix < 0 || ix >= p->w) {
-                        continue;
-                    }
-                    xp = xg + iy * p->w + ix;
-                    for (ic = 0; ic < cin_g; ++ic) {
-                        acc += ((int32_t)xp[ic * plane] - p->in_zp) * wr[ic];
-                    }
+            memset(acc, 0, (size_t)p->ow * sizeof(int32_t));
+            for (r = start; r < end; ++r) {
+                const int32_t ky = col[r] / p->kw;
+                const int32_t kx = col[r] - ky * p->kw;
+                const int32_t iy = oy * p->stride_h - p->pad_top + ky * p->dil_h;
+                if (iy < 0 || iy >= p->h) {
+                    continue;
                 }
-                y[(oc * p->oh + oy) * p->ow + ox] = sc_clamp8(
-                    sc_requantize((int64_t)acc + bias[oc], mult[oc], shift[oc]) + p->out_zp,
-                    p->act_min, p->act_max);
+                sc_conv_tap(xg + iy * p->w, vals + r * cin_g, 1, kx * p->dil_w - p->pad_left,
+                            acc, p);
             }
+            sc_conv_row_out(acc, y + (oc * p->oh + oy) * p->ow, bias[oc], &q, p);
         }
         start = end;
     }

@@ -19,23 +19,24 @@ typedef struct {
     int32_t in_features, out_features, in_zp, out_zp, act_min, act_max;
 } sc_linear_params;
 
-/* Dense weights, int8 [cout][cin/groups][kh][kw]. */
+/* Convolutions work one output row at a time in acc, ow int32 accumulators of scratch.
+ * Dense weights, int8 [cout][cin/groups][kh][kw]. */
 void sc_conv(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
-             const int32_t *mult, const int8_t *shift, const sc_conv_params *p);
+             const int32_t *mult, const int8_t *shift, int32_t *acc, const sc_conv_params *p);
 
 /* Dense weights of 4 or 2 bits, packed in that order (low bits first, two's complement);
  * each output channel's weights are unpacked into scratch (cin/groups * kh * kw bytes)
  * before it is computed. */
 void sc_conv_packed(const int8_t *x, int8_t *y, const uint8_t *w, int32_t bits,
                     int8_t *scratch, const int32_t *bias, const int32_t *mult,
-                    const int8_t *shift, const sc_conv_params *p);
+                    const int8_t *shift, int32_t *acc, const sc_conv_params *p);
 
 /* Filterlet-CSR weights (DTMM): output channel oc has count[oc] kept filterlets, stored
  * after those of the channels before it, each a kernel position col[r] (ky * kw + kx)
  * and cin/groups int8 weights at vals[r * cin/groups]. Skipped filterlets cost nothing. */
 void sc_conv_filterlet(const int8_t *x, int8_t *y, const int8_t *vals, const uint8_t *col,
                        const uint8_t *count, const int32_t *bias, const int32_t *mult,
-                       const int8_t *shift, const sc_conv_params *p);
+                       const int8_t *shift, int32_t *acc, const sc_conv_params *p);
 
 void sc_linear(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
                const int32_t *mult, const int8_t *shift, const sc_linear_params *p);
