@@ -25,8 +25,9 @@ def _rows(accuracies: dict[str, float], keep: float) -> list[dict]:
                    peak_sram_bytes=1, wall_s=1.0)  # fmt: skip
     rows = [dict(task="t", model="m", method="control", keep=1.0, seed=0,
                  metrics=dict(metrics, accuracy=0.9))]  # fmt: skip
-    rows += [dict(task="t", model="m", method=name, keep=keep, seed=0,
-                  metrics=dict(metrics, accuracy=acc)) for name, acc in accuracies.items()]  # fmt: skip
+    for name, acc in accuracies.items():
+        rows.append(dict(task="t", model="m", method=name, keep=keep, seed=0,
+                         metrics=dict(metrics, accuracy=acc)))  # fmt: skip
     return rows
 
 

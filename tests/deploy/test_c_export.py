@@ -369,19 +369,21 @@ def test_c_requantization_equals_the_integer_reference_at_every_shift(tmp_path):
 
 
 class Geometry(nn.Module):
-    """Convolutions the zoo has few of: stride 2 and 3, dilation 2, grouped with two input
-    channels per group, a 1x5 kernel, depthwise with odd padding, a width-1 row."""
+    """Convolutions the zoo has few of: a 4x4 kernel (16 positions: a byte per filterlet
+    count) at stride 2, dilation 2, grouped with two input channels per group, a 1x5
+    kernel, depthwise at stride 3, a width-1 row, a 1x1 kernel with an odd channel count."""
 
     def __init__(self):
         super().__init__()
         self.convs = nn.Sequential(
-            nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(1, 4, 4, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(4, 4, 3, dilation=2, padding=2, groups=2), nn.ReLU(),
             nn.Conv2d(4, 6, (1, 5), padding=(0, 2)), nn.ReLU(),
             nn.Conv2d(6, 6, 3, stride=3, padding=1, groups=6), nn.ReLU(),
-            nn.Conv2d(6, 8, (2, 1), stride=(1, 2)),
+            nn.Conv2d(6, 8, (2, 1), stride=(1, 2)), nn.ReLU(),
+            nn.Conv2d(8, 5, 1),
         )  # fmt: skip
-        self.fc = nn.Linear(8 * 1 * 1, 10)
+        self.fc = nn.Linear(5 * 1 * 1, 10)
 
     def forward(self, x):
         return self.fc(self.convs(x).flatten(1))
@@ -404,3 +406,33 @@ def test_row_by_row_convolutions_are_exact_at_every_stride_dilation_and_group(
     x = digits.test.tensors[0][:64]
     assert sc.deploy.verify_c(q, tmp_path, x).bit_exact
     assert sc.deploy.verify_c(q, tmp_path, x[:8], sanitize=True).bit_exact
+
+
+def test_filters_without_filterlets_become_one_constant_byte(digits, tmp_path):
+    from secateurs.measure.encoding import encoding_bytes
+
+    model = Geometry()
+    sc.fit(model, digits, epochs=1, lr=3e-3, seed=0, progress=False)
+    sc.prune.sparsify(model, sparsity=0.5, granularity="filterlet")
+    sc.prune.strip(model)
+    with torch.no_grad():  # filters with nothing left: their outputs are constants
+        model.convs[4].weight[[1, 4]] = 0
+        model.convs[0].weight[2] = 0
+    q = sc.quant.quantize(model, digits)
+    report = sc.deploy.export_c(q, tmp_path, sparse="always")
+    assert sc.deploy.verify_c(q, tmp_path, digits.test.tensors[0][:64]).bit_exact
+    program, _ = sc.deploy.build_program(q, "always")
+    fills = []
+    for op, row in zip(program.ops, report["layers"]):
+        if op.kernel != "sc_conv_filterlet":
+            continue
+        weight = q.layers[op.index].weight
+        empty = int((weight.flatten(1) == 0).all(1).sum())
+        fills.append(len(op.consts["fill"].values))
+        assert fills[-1] == empty
+        kept = len(weight) - empty
+        assert len(op.consts["bias"].values) == len(op.consts["shift"].values) == kept
+        # as sc.measure counts it: the CSR, 9 bytes per filter with weights, 1 without
+        csr = encoding_bytes(weight, 8, True)["filterlet_csr"]
+        assert row["const_bytes"] == csr + 9 * kept + empty
+    assert fills[0] >= 1 and fills[2] >= 2

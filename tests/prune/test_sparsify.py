@@ -172,8 +172,14 @@ def test_encoding_bytes_match_hand_counts():
     conv = torch.zeros(2, 3, 3, 3)
     conv[0, :, 1, 1] = 1.0  # one filterlet of 3 weights
     sizes = encoding_bytes(conv, bits=8, is_conv=True)
-    # 3 weights, their position index, a filterlet count per filter
-    assert sizes["filterlet_csr"] == 3 + 1 + 2 and sizes["dense"] == 54
+    # 3 weights, their position index, a filterlet count per filter: two nibbles, 1 byte
+    assert sizes["filterlet_csr"] == 3 + 1 + 1 and sizes["dense"] == 54
+    pointwise = torch.zeros(3, 4, 1, 1)  # one position: no index; 3 nibbles in 2 bytes
+    pointwise[1, :, 0, 0] = 1.0
+    assert encoding_bytes(pointwise, bits=8, is_conv=True)["filterlet_csr"] == 4 + 0 + 2
+    wide = torch.zeros(2, 1, 4, 4)  # 16 positions: a byte per count
+    wide[0, 0, 1, 2] = 1.0
+    assert encoding_bytes(wide, bits=8, is_conv=True)["filterlet_csr"] == 1 + 1 + 2
     big = torch.zeros(2, 1, 16, 16)  # 256 positions: two-byte indices and row pointers
     big[1, 0, 3, 3] = 1.0
     assert encoding_bytes(big, bits=8, is_conv=True)["filterlet_csr"] == 1 + 2 + 3 * 2
@@ -205,6 +211,31 @@ def test_lrp_relevance_is_conserved_layer_to_layer(digits):
     assert set(weights) == {"1", "3", "5"} and weights["1"].shape == (32, 64)
     # a weight's relevances over its outputs add up to its input neuron's relevance
     assert torch.allclose(weights["5"].sum(0), per_layer[5].sum(0), atol=1e-5)
+
+
+def test_lrp_pruning_scores_count_each_sample_s_relevance_by_its_size(digits):
+    """The criterion sums |a·w·s| over samples: one sample gives |signed relevance|; over a
+    batch it is at least the size of the signed sum, and more where samples disagree."""
+    from secateurs.prune.lrp import relevance, weight_relevance
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    x, y = digits.test.tensors[0][:16], digits.test.tensors[1][:16]
+    _, signed = relevance(net, x[:1], y[:1])
+    _, absolute = relevance(net, x[:1], y[:1], absolute=True)
+    for name in signed:
+        assert torch.allclose(absolute[name], signed[name].abs(), atol=1e-6)
+    _, signed = relevance(net, x, y)
+    totals = weight_relevance(net, [(x, y)])
+    for name in signed:
+        assert (totals[name] >= signed[name].abs() - 1e-5).all()
+    # inputs of either sign: samples disagree on the first layer's weights, and add up
+    assert ((totals["1"] - signed["1"].abs()) > 0.1 * totals["1"].mean()).float().mean() > 0.1
+    conv = sc.models.create("ds_cnn", digits)
+    _, signed = relevance(conv, x[:1], y[:1])
+    _, absolute = relevance(conv, x[:1], y[:1], absolute=True)
+    for name in signed:  # a shared weight: |sum over positions| <= sum of |.|
+        assert (absolute[name] >= signed[name].abs() - 1e-5).all()
 
 
 def test_lrp_sparsifies_a_chain_and_rejects_other_models(trained, digits):

@@ -98,13 +98,15 @@ def _pointer(v: int, program: Program, memory: Plan) -> str:
 def _call(i: int, op: Op, program: Program, memory: Plan) -> str:
     x = [_pointer(v, program, memory) for v in op.inputs]
     y = _pointer(op.output, program, memory)
-    c = {name: f"sc_op{i}_{name}" for name in op.consts}
+    # an empty array (no index for a 1x1 kernel, no constant filter) is a null pointer
+    c = {name: f"sc_op{i}_{name}" if const.values.size else "0"
+         for name, const in op.consts.items()}  # fmt: skip
     if op.kernel == "sc_conv":
         args = [x[0], y, c["w"], c["bias"], c["mult"], c["shift"], "sc_acc",
                 f"&sc_op{i}_params"]  # fmt: skip
     elif op.kernel == "sc_conv_filterlet":
         args = [x[0], y, c["vals"], c["col"], c["count"], c["bias"], c["mult"], c["shift"],
-                "sc_acc", f"&sc_op{i}_params"]  # fmt: skip
+                c["fill"], "sc_acc", f"&sc_op{i}_params"]  # fmt: skip
     elif op.kernel == "sc_linear":
         args = [x[0], y, c["w"], c["bias"], c["mult"], c["shift"], f"&sc_op{i}_params"]
     elif op.kernel == "sc_linear_bitmask":
@@ -198,6 +200,8 @@ def _weights(program: Program) -> tuple[str, str]:
     )
     for i, op in enumerate(program.ops):
         for name, const in op.consts.items():
+            if not const.values.size:
+                continue
             ident = f"sc_op{i}_{name}"
             c.append(_array(ident, const.ctype, const.values))
             h.append(f"extern const {const.ctype} {ident}[{max(const.values.size, 1)}];\n")

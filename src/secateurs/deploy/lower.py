@@ -18,6 +18,7 @@ import torch
 from ..measure.encoding import encoding_bytes
 from ..quant.capture import Node, QuantError
 from ..quant.executor import run_move
+from ..quant.fixedpoint import multiply_by_quantized_multiplier as mbqm
 from ..quant.integer import activation_range, mean_multiplier
 from ..quant.ptq import QuantizedModel
 
@@ -171,22 +172,42 @@ def _conv(op: Op, node: Node, q: QuantizedModel, shapes, sparse: str) -> None:
         vals = flat.permute(0, 2, 1)[rows, cols]  # kept filterlets x cin_g
         op.kernel, op.encoding = "sc_conv_filterlet", "filterlet"
         op.consts["vals"] = Const("int8_t", vals.numpy().astype(np.int8))
-        op.consts["col"] = Const("uint8_t", cols.numpy().astype(np.uint8))
-        # filterlets per filter (at most kh·kw ≤ 255): a byte each, where row pointers
-        # would take two or four
-        op.consts["count"] = Const("uint8_t", keep.sum(1).numpy().astype(np.uint8))
+        positions = kh * kw
+        index = cols.numpy().astype(np.uint8) if positions > 1 else np.zeros(0)  # 1x1: none
+        op.consts["col"] = Const("uint8_t", index)
+        op.consts["count"] = Const("uint8_t", pack_counts(keep.sum(1).numpy(), positions))
         op.macs = int(keep.sum()) * cin_g * oh * ow
+        # a filter with no filterlet left outputs one constant: a byte instead of its bias,
+        # multiplier and shift
+        empty = ~keep.any(1)
+        constant = mbqm(c.bias[empty], c.multiplier[empty], c.shift[empty]) + yq.zero_point
+        op.consts["fill"] = Const("int8_t", constant.clamp(lo, hi).numpy().astype(np.int64))
+        _requant_consts(op, c, ~empty)
     else:
         _dense_weights(op, flat.numpy(), c.bits, "sc_conv", cin_g * kh * kw)
         op.macs = cout * cin_g * kh * kw * oh * ow
-    _requant_consts(op, c)
+        _requant_consts(op, c)
 
 
-def _requant_consts(op: Op, c) -> None:
-    op.consts["bias"] = Const("int32_t", c.bias.numpy().astype(np.int64))
-    op.consts["mult"] = Const("int32_t", c.multiplier.numpy().astype(np.int64))
+def pack_counts(counts: np.ndarray, positions: int) -> np.ndarray:
+    """Kept filterlets per filter, where row pointers would take two or four bytes: two
+    counts to a byte (low nibble first) when a kernel has at most 15 positions (3x3 and
+    1x1 do), else a byte each (kh·kw ≤ 255)."""
+    counts = counts.astype(np.uint8)
+    if positions > 15:
+        return counts
+    padded = np.append(counts, np.zeros(len(counts) % 2, np.uint8))
+    return padded[0::2] | (padded[1::2] << 4)
+
+
+def _requant_consts(op: Op, c, channels: torch.Tensor | None = None) -> None:
+    """Per output channel (of ``channels`` only, where given): int32 bias and multiplier,
+    int8 shift."""
+    pick = slice(None) if channels is None else channels
+    op.consts["bias"] = Const("int32_t", c.bias[pick].numpy().astype(np.int64))
+    op.consts["mult"] = Const("int32_t", c.multiplier[pick].numpy().astype(np.int64))
     # TFLite shifts lie in [-31, 30]: one byte each, not the int32 TFLite Micro spends
-    op.consts["shift"] = Const("int8_t", c.shift.numpy().astype(np.int64))
+    op.consts["shift"] = Const("int8_t", c.shift[pick].numpy().astype(np.int64))
 
 
 def _use_bitmask(weight: torch.Tensor, bits: int, sparse: str) -> bool:

@@ -42,8 +42,13 @@ def encoding_bytes(weight: torch.Tensor, bits: int, is_conv: bool) -> dict[str, 
         cin = w.shape[1]
         positions = math.prod(w.shape[2:])
         kept = int((w.flatten(2).abs().sum(1) > 0).sum())  # nonzero filterlets
-        # a column index per filterlet and a count per filter, or wide indices and pointers
-        index_bytes = kept + rows if positions <= 255 else 2 * kept + (rows + 1) * pointer
+        # a column index per filterlet (none for a 1x1 kernel) and a count per filter (a
+        # nibble up to 15 positions), or wide indices and pointers, as export_c stores them
+        if positions <= 255:
+            counts = math.ceil(rows / 2) if positions <= 15 else rows
+            index_bytes = (kept if positions > 1 else 0) + counts
+        else:
+            index_bytes = 2 * kept + (rows + 1) * pointer
         sizes["filterlet_csr"] = value_bytes(kept * cin) + index_bytes
     return sizes
 

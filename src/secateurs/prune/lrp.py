@@ -5,8 +5,11 @@ The relevance of the true class's logit is redistributed layer by layer toward t
 R_a = a ⊙ ∂/∂a [z · sg(R_z / (z + ε·sign z))] for each linear map z = f(a) (linear,
 convolution, pooling, flatten, constant padding, and BatchNorm in eval mode, an affine map
 whose shift absorbs relevance like a bias), unchanged through element-wise activations; a
-weight's relevance is w ⊙ ∂/∂w of the same product. Weights carrying little relevance are
-pruned.
+weight's relevance is w ⊙ ∂/∂w of the same product. As a pruning criterion a weight
+scores the relevance it passes on in absolute value, summed over samples (each sample's
+message a·w·s counted whether it adds to the logit or takes from it; summed with signs,
+a weight that matters to many samples in opposite ways would look idle). Weights carrying
+little relevance are pruned.
 """
 
 from __future__ import annotations
@@ -44,19 +47,32 @@ def _stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
     return z + eps * torch.where(z >= 0, torch.ones_like(z), -torch.ones_like(z))
 
 
-def relevance(model: nn.Module, x: torch.Tensor, target: torch.Tensor, eps: float = 1e-6):
+def relevance(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    eps: float = 1e-6,
+    absolute: bool = False,
+):
     """Per-layer input relevances (first is the model input's) and per-weight relevances
     ({layer name: tensor shaped like its weight}) for one batch, summed over it, of the
-    model in eval mode."""
+    model in eval mode. ``absolute``: each sample's (and, in a convolution, each
+    position's) relevance through a weight counts by its absolute value,
+    |w| ⊙ ∂/∂w [f(|a|) · |s|]."""
     was_training = model.training
     model.eval()  # the inference network: BatchNorm's running statistics, no dropout
     try:
-        return _relevance(model, x, target, eps)
+        return _relevance(model, x, target, eps, absolute)
     finally:
         model.train(was_training)
 
 
-def _relevance(model: nn.Module, x: torch.Tensor, target: torch.Tensor, eps: float):
+def _weight_forward(m: nn.Module, a: torch.Tensor, w: torch.Tensor, bias) -> torch.Tensor:
+    return F.linear(a, w, bias) if isinstance(m, nn.Linear) else m._conv_forward(a, w, bias)
+
+
+def _relevance(model: nn.Module, x: torch.Tensor, target: torch.Tensor, eps: float,
+               absolute: bool):  # fmt: skip
     layers = chain(model)
     activations = [x]
     try:
@@ -86,24 +102,28 @@ def _relevance(model: nn.Module, x: torch.Tensor, target: torch.Tensor, eps: flo
             if isinstance(m, WEIGHTED):  # the weight as used (masks applied), taken once
                 w = m.weight
                 inputs.append(w)
-                linear = isinstance(m, nn.Linear)
-                z = F.linear(a, w, m.bias) if linear else m._conv_forward(a, w, m.bias)
+                z = _weight_forward(m, a, w, m.bias)
             else:
                 z = m(a)
             s = (r / _stabilize(z, eps)).detach()
             grads = torch.autograd.grad((z * s).sum(), inputs)
+            if absolute and len(grads) > 1:  # sum of |a·w·s| over samples and positions
+                flow = (_weight_forward(m, a.detach().abs(), w, None) * s.abs()).sum()
+                grads = (grads[0], torch.autograd.grad(flow, w)[0])
         r = (a * grads[0]).detach()
         if len(grads) > 1:
-            weights[name] = (m.weight.detach() * grads[1]).detach()
+            w = m.weight.detach()
+            weights[name] = ((w.abs() if absolute else w) * grads[1]).detach()
         per_layer.append(r)
     return list(reversed(per_layer)), weights
 
 
 def weight_relevance(model: nn.Module, batches, eps: float = 1e-6) -> dict[str, torch.Tensor]:
-    """|relevance| of every weight, summed over calibration batches."""
+    """The relevance every weight passes on, in absolute value per sample, summed over the
+    calibration batches (``relevance(..., absolute=True)``)."""
     totals: dict[str, torch.Tensor] = {}
     for x, y in batches:
-        _, weights = relevance(model, x, y, eps)
+        _, weights = relevance(model, x, y, eps, absolute=True)
         for name, w in weights.items():
-            totals[name] = totals.get(name, 0) + w.abs()
+            totals[name] = totals.get(name, 0) + w
     return totals

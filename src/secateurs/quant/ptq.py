@@ -86,16 +86,22 @@ class QuantizedModel(nn.Module):
     def flash_bytes(self, encoding: str = "best") -> int:
         """Bytes of every constant the C model stores: weights at their bit width (packed,
         in the smallest sparse encoding when ``encoding="best"``), int32 biases, and an int32
-        multiplier and an int8 shift per output channel."""
+        multiplier and an int8 shift per output channel; filterlet storage keeps one byte,
+        the constant output, for a filter with no weight left."""
         check_choice("encoding", encoding, ("best", "dense"))
         total = 0
         for index, c in self.layers.items():
             is_conv = self.graph.nodes[index].kind == "conv"
+            constant = 0
             if encoding == "dense":
                 total += math.ceil(c.weight.numel() * c.bits / 8)
             else:
-                total += smallest_encoding(c.weight, c.bits, is_conv)[1]
-            total += 4 * c.bias.numel() + 5 * c.multiplier.numel()
+                name, size = smallest_encoding(c.weight, c.bits, is_conv)
+                total += size
+                if name == "filterlet_csr":
+                    constant = int((c.weight.flatten(1) == 0).all(1).sum())
+            total += 4 * (c.bias.numel() - constant) + 5 * (c.multiplier.numel() - constant)
+            total += constant
         for c in self.ops.values():
             total += 0 if c.table is None else c.table.numel()
         return total

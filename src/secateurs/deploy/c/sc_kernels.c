@@ -195,20 +195,29 @@ void sc_conv_packed(const int8_t *x, int8_t *y, const uint8_t *w, int32_t bits,
 
 void sc_conv_filterlet(const int8_t *x, int8_t *y, const int8_t *vals, const uint8_t *col,
                        const uint8_t *count, const int32_t *bias, const int32_t *mult,
-                       const int8_t *shift, int32_t *acc, const sc_conv_params *p) {
+                       const int8_t *shift, const int8_t *fill, int32_t *acc,
+                       const sc_conv_params *p) {
     const int32_t cin_g = p->cin / p->groups;
     const int32_t cout_g = p->cout / p->groups;
     const int32_t plane = p->h * p->w;
-    int32_t oc, oy, r, start = 0;
+    const int32_t taps = p->kh * p->kw;
+    int32_t oc, oy, r, start = 0, k = 0; /* k: filters with filterlets so far */
     for (oc = 0; oc < p->cout; ++oc) {
         const int8_t *xg = x + (oc / cout_g) * cin_g * plane;
-        const int32_t end = start + count[oc]; /* filter oc's filterlets: [start, end) */
-        const sc_rq q = sc_rq_make(mult[oc], shift[oc]);
+        const int32_t n = taps <= 15 ? (count[oc >> 1] >> ((oc & 1) << 2)) & 15 : count[oc];
+        const int32_t end = start + n; /* filter oc's filterlets: [start, end) */
+        sc_rq q;
+        if (n == 0) { /* nothing to add up: the requantized bias, everywhere */
+            memset(y + oc * p->oh * p->ow, *fill++, (size_t)(p->oh * p->ow));
+            continue;
+        }
+        q = sc_rq_make(mult[k], shift[k]);
         for (oy = 0; oy < p->oh; ++oy) {
             memset(acc, 0, (size_t)p->ow * sizeof(int32_t));
             for (r = start; r < end; ++r) {
-                const int32_t ky = col[r] / p->kw;
-                const int32_t kx = col[r] - ky * p->kw;
+                const int32_t at = taps == 1 ? 0 : col[r]; /* a 1x1 kernel stores no index */
+                const int32_t ky = at / p->kw;
+                const int32_t kx = at - ky * p->kw;
                 const int32_t iy = oy * p->stride_h - p->pad_top + ky * p->dil_h;
                 if (iy < 0 || iy >= p->h) {
                     continue;
@@ -216,9 +225,10 @@ void sc_conv_filterlet(const int8_t *x, int8_t *y, const int8_t *vals, const uin
                 sc_conv_tap(xg + iy * p->w, vals + r * cin_g, 1, kx * p->dil_w - p->pad_left,
                             acc, p);
             }
-            sc_conv_row_out(acc, y + (oc * p->oh + oy) * p->ow, bias[oc], &q, p);
+            sc_conv_row_out(acc, y + (oc * p->oh + oy) * p->ow, bias[k], &q, p);
         }
         start = end;
+        ++k;
     }
 }
 

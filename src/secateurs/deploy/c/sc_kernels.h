@@ -31,12 +31,17 @@ void sc_conv_packed(const int8_t *x, int8_t *y, const uint8_t *w, int32_t bits,
                     int8_t *scratch, const int32_t *bias, const int32_t *mult,
                     const int8_t *shift, int32_t *acc, const sc_conv_params *p);
 
-/* Filterlet-CSR weights (DTMM): output channel oc has count[oc] kept filterlets, stored
- * after those of the channels before it, each a kernel position col[r] (ky * kw + kx)
- * and cin/groups int8 weights at vals[r * cin/groups]. Skipped filterlets cost nothing. */
+/* Filterlet-CSR weights (DTMM): output channel oc has count[oc] kept filterlets (two
+ * counts to a byte, low nibble first, when kh * kw <= 15), stored after those of the
+ * channels before it, each a kernel position col[r] (ky * kw + kx; none stored for a 1x1
+ * kernel) and cin/groups int8 weights at vals[r * cin/groups]. Skipped filterlets cost
+ * nothing.
+ * bias, mult and shift list only the channels with filterlets; a channel without any is
+ * filled with its constant output, the next of fill. */
 void sc_conv_filterlet(const int8_t *x, int8_t *y, const int8_t *vals, const uint8_t *col,
                        const uint8_t *count, const int32_t *bias, const int32_t *mult,
-                       const int8_t *shift, int32_t *acc, const sc_conv_params *p);
+                       const int8_t *shift, const int8_t *fill, int32_t *acc,
+                       const sc_conv_params *p);
 
 void sc_linear(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
                const int32_t *mult, const int8_t *shift, const sc_linear_params *p);
