@@ -94,8 +94,8 @@ static void sc_span(int32_t off, int32_t stride, int32_t w, int32_t ow, int32_t 
 /* acc[ox] += sum over ic of (x[ic][iy][ox * stride_w + off] - in_zp) * w[ic * wstep], for
  * every column ox that kernel column reaches; xrow is row iy of the group's first input
  * channel. */
-static inline void sc_conv_tap(const int8_t *xrow, const int8_t *w, int32_t wstep, int32_t off,
-                        int32_t *acc, const sc_conv_params *p) {
+static inline void sc_conv_tap(const int8_t *xrow, const int8_t *w, int32_t wstep,
+                               int32_t off, int32_t *acc, const sc_conv_params *p) {
     const int32_t cin_g = p->cin / p->groups;
     const int32_t plane = p->h * p->w;
     const int32_t sw = p->stride_w;
