@@ -62,6 +62,26 @@ def test_every_zoo_model_compiles_and_matches_run_int8_bit_for_bit(
     assert report["macs"] > 0
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("task_name", ["digits", "mnist1d"])
+@pytest.mark.parametrize(("name", "kwargs"), ZOO, ids=[n for n, _ in ZOO])
+def test_every_zoo_model_is_bit_exact_with_sparse_kernels(
+    name, kwargs, task_name, request, tmp_path
+):
+    """90% of filterlets (single weights in fully connected layers) pruned, every layer
+    that can be stored sparse stored sparse, including the filters that keep nothing and
+    become constants (most of a 1x1 or depthwise layer's at this sparsity)."""
+    task = request.getfixturevalue(task_name)
+    model = sc.models.create(name, task, seed=0, **kwargs)
+    sc.prune.sparsify(model, sparsity=0.9, scope="local", granularity="filterlet")
+    sc.prune.strip(model)
+    q = sc.quant.quantize(model, task)
+    report = sc.deploy.export_c(q, tmp_path, sparse="always")
+    assert any(r["encoding"] in ("filterlet", "bitmask") for r in report["layers"])
+    result = sc.deploy.verify_c(q, tmp_path, task.test.tensors[0][:16])
+    assert result.bit_exact, f"{result.mismatches} values differ, by up to {result.max_abs_diff}"
+
+
 @pytest.mark.parametrize("bits", [4, 2, "mixed"])
 def test_sub_8_bit_weights_are_packed_in_c_and_bit_exact(bits, digits, tmp_path):
     model, _ = _quantized("resnet8", digits)
