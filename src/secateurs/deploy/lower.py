@@ -184,7 +184,10 @@ def _conv(op: Op, node: Node, q: QuantizedModel, shapes, sparse: str) -> None:
         op.consts["fill"] = Const("int8_t", constant.clamp(lo, hi).numpy().astype(np.int64))
         _requant_consts(op, c, ~empty)
     else:
-        _dense_weights(op, flat.numpy(), c.bits, "sc_conv", cin_g * kh * kw)
+        # [cout][kh·kw][cin/groups], as filterlets are stored: a kernel position's weights
+        # are contiguous, so dense and sparse read them alike
+        by_position = flat.permute(0, 2, 1).contiguous().numpy()
+        _dense_weights(op, by_position, c.bits, "sc_conv", cin_g * kh * kw)
         op.macs = cout * cin_g * kh * kw * oh * ow
         _requant_consts(op, c)
 

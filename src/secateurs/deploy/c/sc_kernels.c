@@ -91,11 +91,11 @@ static void sc_span(int32_t off, int32_t stride, int32_t w, int32_t ow, int32_t 
     *hi = end > first ? end : first;
 }
 
-/* acc[ox] += sum over ic of (x[ic][iy][ox * stride_w + off] - in_zp) * w[ic * wstep], for
+/* acc[ox] += sum over ic of (x[ic][iy][ox * stride_w + off] - in_zp) * w[ic], for
  * every column ox that kernel column reaches; xrow is row iy of the group's first input
  * channel. */
-static inline void sc_conv_tap(const int8_t *xrow, const int8_t *w, int32_t wstep,
-                               int32_t off, int32_t *acc, const sc_conv_params *p) {
+static inline void sc_conv_tap(const int8_t *xrow, const int8_t *w, int32_t off,
+                               int32_t *acc, const sc_conv_params *p) {
     const int32_t cin_g = p->cin / p->groups;
     const int32_t plane = p->h * p->w;
     const int32_t sw = p->stride_w;
@@ -117,7 +117,7 @@ static inline void sc_conv_tap(const int8_t *xrow, const int8_t *w, int32_t wste
         const int8_t *xp = xrow + ox * sw + off;
         int32_t sum = 0;
         for (ic = 0; ic < cin_g; ++ic) {
-            sum += ((int32_t)xp[ic * plane] - zp) * w[ic * wstep];
+            sum += ((int32_t)xp[ic * plane] - zp) * w[ic];
         }
         acc[ox] += sum;
     }
@@ -132,7 +132,8 @@ static void sc_conv_row_out(const int32_t *acc, int8_t *y, int32_t bias, const s
     }
 }
 
-/* One output channel oc of a dense convolution, from its weights wo [cin/groups][kh][kw]. */
+/* One output channel oc of a dense convolution, from its weights wo [kh][kw][cin/groups]
+ * (each kernel position's weights contiguous, as a filterlet's are). */
 static void sc_conv_channel(const int8_t *x, int8_t *y, const int8_t *wo, int32_t oc,
                             int32_t bias, int32_t mult, int32_t shift, int32_t *acc,
                             const sc_conv_params *p) {
@@ -149,7 +150,7 @@ static void sc_conv_channel(const int8_t *x, int8_t *y, const int8_t *wo, int32_
                 continue;
             }
             for (kx = 0; kx < p->kw; ++kx) {
-                sc_conv_tap(xg + iy * p->w, wo + ky * p->kw + kx, p->kh * p->kw,
+                sc_conv_tap(xg + iy * p->w, wo + (ky * p->kw + kx) * cin_g,
                             kx * p->dil_w - p->pad_left, acc, p);
             }
         }
@@ -222,8 +223,8 @@ void sc_conv_filterlet(const int8_t *x, int8_t *y, const int8_t *vals, const uin
                 if (iy < 0 || iy >= p->h) {
                     continue;
                 }
-                sc_conv_tap(xg + iy * p->w, vals + r * cin_g, 1, kx * p->dil_w - p->pad_left,
-                            acc, p);
+                sc_conv_tap(xg + iy * p->w, vals + r * cin_g, kx * p->dil_w - p->pad_left, acc,
+                            p);
             }
             sc_conv_row_out(acc, y + (oc * p->oh + oy) * p->ow, bias[k], &q, p);
         }

@@ -20,7 +20,8 @@ typedef struct {
 } sc_linear_params;
 
 /* Convolutions work one output row at a time in acc, ow int32 accumulators of scratch.
- * Dense weights, int8 [cout][cin/groups][kh][kw]. */
+ * Dense weights, int8 [cout][kh][kw][cin/groups]: a kernel position's weights are
+ * contiguous, as in a filterlet. */
 void sc_conv(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
              const int32_t *mult, const int8_t *shift, int32_t *acc, const sc_conv_params *p);
 
