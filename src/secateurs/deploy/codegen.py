@@ -83,9 +83,9 @@ def _c_literal(value: int, ctype: str) -> str:
 
 def _array(name: str, ctype: str, values: np.ndarray) -> str:
     flat = [_c_literal(v, ctype) for v in np.asarray(values).reshape(-1)]
-    lines = [", ".join(flat[i : i + 16]) for i in range(0, len(flat), 16)] or ["0"]
+    lines = [", ".join(flat[i : i + 16]) for i in range(0, len(flat), 16)]
     body = ",\n    ".join(lines)
-    return f"const {ctype} {name}[{max(len(flat), 1)}] = {{\n    {body}\n}};\n"
+    return f"const {ctype} {name}[{len(flat)}] = {{\n    {body}\n}};\n"
 
 
 def _pointer(v: int, program: Program, memory: Plan) -> str:
@@ -204,7 +204,7 @@ def _weights(program: Program) -> tuple[str, str]:
                 continue
             ident = f"sc_op{i}_{name}"
             c.append(_array(ident, const.ctype, const.values))
-            h.append(f"extern const {const.ctype} {ident}[{max(const.values.size, 1)}];\n")
+            h.append(f"extern const {const.ctype} {ident}[{const.values.size}];\n")
     h.append("\n#endif\n")
     return "".join(c), "".join(h)
 
