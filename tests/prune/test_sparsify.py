@@ -183,6 +183,10 @@ def test_encoding_bytes_match_hand_counts():
     big = torch.zeros(2, 1, 16, 16)  # 256 positions: two-byte indices and row pointers
     big[1, 0, 3, 3] = 1.0
     assert encoding_bytes(big, bits=8, is_conv=True)["filterlet_csr"] == 1 + 2 + 3 * 2
+    unread = torch.zeros(4, 8, 1, 1)  # no filter reads inputs other than 2 and 5
+    unread[:, [2, 5]] = 1.0
+    # filterlets store those 2 weights, not 8; the layer lists the 2 channels
+    assert encoding_bytes(unread, bits=8, is_conv=True)["filterlet_csr"] == 4 * 2 + 2 + 2
 
 
 def test_flash_takes_the_smallest_encoding(trained, digits):

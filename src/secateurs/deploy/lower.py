@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..measure.encoding import encoding_bytes
+from ..measure.encoding import encoding_bytes, live_channels
 from ..quant.capture import Node, QuantError
 from ..quant.executor import run_move
-from ..quant.fixedpoint import multiply_by_quantized_multiplier as mbqm
-from ..quant.integer import activation_range, mean_multiplier
+from ..quant.fold import constant_outputs, fold_constant_channels
+from ..quant.integer import LayerConsts, activation_range, mean_multiplier
 from ..quant.ptq import QuantizedModel
 
 SPARSE = ("auto", "never", "always")
@@ -35,7 +35,8 @@ class Const:
 
     @property
     def nbytes(self) -> int:
-        return int(self.values.size) * {"int8_t": 1, "uint8_t": 1, "uint16_t": 2}.get(self.ctype, 4)
+        width = {"int8_t": 1, "uint8_t": 1, "int16_t": 2, "uint16_t": 2}.get(self.ctype, 4)
+        return int(self.values.size) * width
 
 
 @dataclass
@@ -69,6 +70,12 @@ class Program:
     # value id -> (value, byte offset): stored inside that value's bytes, such as an input
     # of a concatenation written straight into its slice of the output
     slices: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def short_runs(self) -> bool:
+        """Copy runs are stored as int16 (every one of the model fits)."""
+        copies = [op for op in self.ops if op.kernel == "sc_copy"]
+        return any(op.consts["runs"].ctype == "int16_t" for op in copies)
 
     def _parent(self, v: int) -> tuple[int, int] | None:
         if v in self.alias:
@@ -144,8 +151,7 @@ def _use_filterlets(weight: torch.Tensor, sparse: str) -> bool:
     return smaller and cheaper
 
 
-def _conv(op: Op, node: Node, q: QuantizedModel, shapes, sparse: str) -> None:
-    c = q.layers[op.index]
+def _conv(op: Op, node: Node, q: QuantizedModel, c: LayerConsts, shapes, sparse: str) -> None:
     x_shape, y_shape = shapes[node.inputs[0]], shapes[node.outputs[0]]
     one_d = len(x_shape) == 2
     cin, h, w = _as_hw(x_shape)
@@ -161,7 +167,7 @@ def _conv(op: Op, node: Node, q: QuantizedModel, shapes, sparse: str) -> None:
         cin=cin, h=h, w=w, cout=cout, kh=kh, kw=kw, oh=oh, ow=ow, stride_h=stride[0],
         stride_w=stride[1], dil_h=dil[0], dil_w=dil[1], pad_top=pads[0][0],
         pad_left=pads[1][0], groups=a["groups"], in_zp=xq.zero_point, out_zp=yq.zero_point,
-        act_min=lo, act_max=hi,
+        act_min=lo, act_max=hi, live=cin // a["groups"],
     )  # fmt: skip
     cin_g = cin // a["groups"]
     op.dense_weight_bytes = weight.numel()
@@ -171,18 +177,22 @@ def _conv(op: Op, node: Node, q: QuantizedModel, shapes, sparse: str) -> None:
         rows, cols = keep.nonzero(as_tuple=True)
         vals = flat.permute(0, 2, 1)[rows, cols]  # kept filterlets x cin_g
         op.kernel, op.encoding = "sc_conv_filterlet", "filterlet"
+        live = live_channels(weight)
+        if live is not None:  # store only the input channels some filter reads
+            vals = vals[:, live]
+            op.params["live"] = len(live)
+        op.consts["chan"] = Const("uint8_t", np.zeros(0) if live is None else live.numpy())
         op.consts["vals"] = Const("int8_t", vals.numpy().astype(np.int8))
         positions = kh * kw
         index = cols.numpy().astype(np.uint8) if positions > 1 else np.zeros(0)  # 1x1: none
         op.consts["col"] = Const("uint8_t", index)
         op.consts["count"] = Const("uint8_t", pack_counts(keep.sum(1).numpy(), positions))
-        op.macs = int(keep.sum()) * cin_g * oh * ow
+        op.macs = int(keep.sum()) * op.params["live"] * oh * ow
         # a filter with no filterlet left outputs one constant: a byte instead of its bias,
         # multiplier and shift
-        empty = ~keep.any(1)
-        constant = mbqm(c.bias[empty], c.multiplier[empty], c.shift[empty]) + yq.zero_point
-        op.consts["fill"] = Const("int8_t", constant.clamp(lo, hi).numpy().astype(np.int64))
-        _requant_consts(op, c, ~empty)
+        fill = list(constant_outputs(c, node, q.qparams).values())  # in channel order
+        op.consts["fill"] = Const("int8_t", np.array(fill, dtype=np.int64))
+        _requant_consts(op, c, keep.any(1))
     else:
         # [cout][kh·kw][cin/groups], as filterlets are stored: a kernel position's weights
         # are contiguous, so dense and sparse read them alike
@@ -347,6 +357,7 @@ def _runs(source: torch.Tensor) -> np.ndarray:
 def lower(qmodel: QuantizedModel, sparse: str = "auto") -> Program:
     """The kernel calls, tensor sizes and aliases of ``qmodel`` at batch 1."""
     graph = qmodel.graph
+    layers = fold_constant_channels(qmodel)  # exact: pruned filters' outputs folded away
     shapes = {v: _per_sample(s) for v, s in graph.shapes.items()}
     sizes = {v: _numel(s) for v, s in shapes.items()}
     ops: list[Op] = []
@@ -367,7 +378,7 @@ def lower(qmodel: QuantizedModel, sparse: str = "auto") -> Program:
             continue
         op = Op(index, node.kind, "", list(node.inputs), node.outputs[0], node.module)
         if node.kind == "conv":
-            _conv(op, node, qmodel, shapes, sparse)
+            _conv(op, node, qmodel, layers[index], shapes, sparse)
         elif node.kind == "linear":
             _linear(op, node, qmodel, shapes, sparse)
         elif node.kind in ("add", "mul"):
@@ -385,4 +396,8 @@ def lower(qmodel: QuantizedModel, sparse: str = "auto") -> Program:
         else:
             raise QuantError(f"no C kernel for op kind {node.kind!r} in '{node.module}'")
         ops.append(op)
+    runs = [op.consts["runs"] for op in ops if op.kernel == "sc_copy"]
+    if all(int(np.abs(r.values).max()) < 2**15 for r in runs):  # two bytes a field will do
+        for r in runs:
+            r.ctype = "int16_t"
     return Program(ops, sizes, graph.input, graph.output, alias)

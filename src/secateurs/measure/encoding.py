@@ -9,7 +9,9 @@
   filterlets (all input-channel weights at one kernel position of one filter) stored whole,
   a one-byte column index each where kh·kw ≤ 255 (DTMM spends an int16) and a one-byte
   count of filterlets per filter (in place of row pointers; the C kernel keeps a running
-  offset); beyond 255 positions, two-byte indices and row pointers.
+  offset); beyond 255 positions, two-byte indices and row pointers. Where at most 3 in 4
+  input channels have a weight in some filter and dropping the others saves bytes, each
+  filterlet stores only those, and the layer lists them (a byte each, up to 256).
 """
 
 from __future__ import annotations
@@ -23,6 +25,21 @@ ENCODINGS = ("dense", "bitmask", "csr", "filterlet_csr")
 
 def _index_bytes(count: int) -> int:
     return 1 if count <= 256 else 2 if count <= 65536 else 4
+
+
+def live_channels(weight: torch.Tensor) -> torch.Tensor | None:
+    """The input channels (of a group) that some filter of a convolution reads, where
+    storing each filterlet's weights for those alone, plus their one-byte list, is smaller
+    than storing them all, and at most 3 in 4 channels are read (the kernel then reads the
+    list once per row and channel; with more, that costs more instructions than the
+    multiplies it saves: ResNet-8 with 94% of its channels read took 5% more); else None."""
+    cin = weight.shape[1]
+    if cin == 1 or cin > 256:
+        return None
+    live = (weight != 0).transpose(0, 1).flatten(1).any(1).nonzero().flatten()
+    kept = int((weight.flatten(2) != 0).any(1).sum())
+    pays = 4 * len(live) <= 3 * cin and kept * (cin - len(live)) > len(live)
+    return live if pays else None
 
 
 def encoding_bytes(weight: torch.Tensor, bits: int, is_conv: bool) -> dict[str, int]:
@@ -49,7 +66,10 @@ def encoding_bytes(weight: torch.Tensor, bits: int, is_conv: bool) -> dict[str, 
             index_bytes = (kept if positions > 1 else 0) + counts
         else:
             index_bytes = 2 * kept + (rows + 1) * pointer
-        sizes["filterlet_csr"] = value_bytes(kept * cin) + index_bytes
+        live = live_channels(w)
+        stored = cin if live is None else len(live)
+        index_bytes += 0 if live is None else len(live)
+        sizes["filterlet_csr"] = value_bytes(kept * stored) + index_bytes
     return sizes
 
 

@@ -16,6 +16,7 @@ from ..measure.encoding import smallest_encoding
 from .capture import QGraph, QuantError, capture
 from .executor import folded_weights, run_float
 from .fixedpoint import ROUNDINGS
+from .fold import fold_constant_channels
 from .integer import LayerConsts, OpConsts, layer_consts, op_consts, run_integer
 from .observers import CALIBRATIONS, QParams, RangeObserver, affine_qparams
 
@@ -87,10 +88,11 @@ class QuantizedModel(nn.Module):
         """Bytes of every constant the C model stores: weights at their bit width (packed,
         in the smallest sparse encoding when ``encoding="best"``), int32 biases, and an int32
         multiplier and an int8 shift per output channel; filterlet storage keeps one byte,
-        the constant output, for a filter with no weight left."""
+        the constant output, for a filter with no weight left. Counted after the exact
+        folding of constant channels that ``export_c`` applies (``quant/fold.py``)."""
         check_choice("encoding", encoding, ("best", "dense"))
         total = 0
-        for index, c in self.layers.items():
+        for index, c in fold_constant_channels(self).items():
             is_conv = self.graph.nodes[index].kind == "conv"
             constant = 0
             if encoding == "dense":

@@ -93,9 +93,10 @@ static void sc_span(int32_t off, int32_t stride, int32_t w, int32_t ow, int32_t 
 
 /* acc[ox] += sum over ic of (x[ic][iy][ox * stride_w + off] - in_zp) * w[ic], for
  * every column ox that kernel column reaches; xrow is row iy of the group's first input
- * channel. */
-static inline void sc_conv_tap(const int8_t *xrow, const int8_t *w, int32_t off,
-                               int32_t *acc, const sc_conv_params *p) {
+ * channel. ic runs over the group's cin/groups channels, or, where chan is not null, over
+ * the p->live channels it lists (the others have no weight in the layer). */
+static inline void sc_conv_tap(const int8_t *xrow, const int8_t *w, const uint8_t *chan,
+                               int32_t off, int32_t *acc, const sc_conv_params *p) {
     const int32_t cin_g = p->cin / p->groups;
     const int32_t plane = p->h * p->w;
     const int32_t sw = p->stride_w;
@@ -103,6 +104,16 @@ static inline void sc_conv_tap(const int8_t *xrow, const int8_t *w, int32_t off,
     int32_t lo, hi, ox, ic;
     sc_span(off, sw, p->w, p->ow, &lo, &hi);
     if (lo >= hi) {
+        return;
+    }
+    if (chan) { /* channel by channel, so the list is read once per row */
+        for (ic = 0; ic < p->live; ++ic) {
+            const int32_t wv = w[ic];
+            const int8_t *xp = xrow + chan[ic] * plane + lo * sw + off;
+            for (ox = lo; ox < hi; ++ox, xp += sw) {
+                acc[ox] += ((int32_t)*xp - zp) * wv;
+            }
+        }
         return;
     }
     if (cin_g == 1) { /* depthwise, or a single input channel */
@@ -150,7 +161,7 @@ static void sc_conv_channel(const int8_t *x, int8_t *y, const int8_t *wo, int32_
                 continue;
             }
             for (kx = 0; kx < p->kw; ++kx) {
-                sc_conv_tap(xg + iy * p->w, wo + (ky * p->kw + kx) * cin_g,
+                sc_conv_tap(xg + iy * p->w, wo + (ky * p->kw + kx) * cin_g, 0,
                             kx * p->dil_w - p->pad_left, acc, p);
             }
         }
@@ -195,9 +206,9 @@ void sc_conv_packed(const int8_t *x, int8_t *y, const uint8_t *w, int32_t bits,
 }
 
 void sc_conv_filterlet(const int8_t *x, int8_t *y, const int8_t *vals, const uint8_t *col,
-                       const uint8_t *count, const int32_t *bias, const int32_t *mult,
-                       const int8_t *shift, const int8_t *fill, int32_t *acc,
-                       const sc_conv_params *p) {
+                       const uint8_t *count, const uint8_t *chan, const int32_t *bias,
+                       const int32_t *mult, const int8_t *shift, const int8_t *fill,
+                       int32_t *acc, const sc_conv_params *p) {
     const int32_t cin_g = p->cin / p->groups;
     const int32_t cout_g = p->cout / p->groups;
     const int32_t plane = p->h * p->w;
@@ -223,8 +234,8 @@ void sc_conv_filterlet(const int8_t *x, int8_t *y, const int8_t *vals, const uin
                 if (iy < 0 || iy >= p->h) {
                     continue;
                 }
-                sc_conv_tap(xg + iy * p->w, vals + r * cin_g, kx * p->dil_w - p->pad_left, acc,
-                            p);
+                sc_conv_tap(xg + iy * p->w, vals + r * p->live, chan,
+                            kx * p->dil_w - p->pad_left, acc, p);
             }
             sc_conv_row_out(acc, y + (oc * p->oh + oy) * p->ow, bias[k], &q, p);
         }

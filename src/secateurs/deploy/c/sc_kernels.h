@@ -13,6 +13,7 @@ typedef struct {
     int32_t cin, h, w, cout, kh, kw, oh, ow;
     int32_t stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, groups;
     int32_t in_zp, out_zp, act_min, act_max;
+    int32_t live; /* filterlet weights per kernel position: cin/groups, or chan's length */
 } sc_conv_params;
 
 typedef struct {
@@ -35,14 +36,15 @@ void sc_conv_packed(const int8_t *x, int8_t *y, const uint8_t *w, int32_t bits,
 /* Filterlet-CSR weights (DTMM): output channel oc has count[oc] kept filterlets (two
  * counts to a byte, low nibble first, when kh * kw <= 15), stored after those of the
  * channels before it, each a kernel position col[r] (ky * kw + kx; none stored for a 1x1
- * kernel) and cin/groups int8 weights at vals[r * cin/groups]. Skipped filterlets cost
- * nothing.
+ * kernel) and p->live int8 weights at vals[r * p->live]: one per input channel of the
+ * group, or, where chan is not null, one per input channel that chan lists (a channel no
+ * filter of the layer reads is not stored). Skipped filterlets cost nothing.
  * bias, mult and shift list only the channels with filterlets; a channel without any is
  * filled with its constant output, the next of fill. */
 void sc_conv_filterlet(const int8_t *x, int8_t *y, const int8_t *vals, const uint8_t *col,
-                       const uint8_t *count, const int32_t *bias, const int32_t *mult,
-                       const int8_t *shift, const int8_t *fill, int32_t *acc,
-                       const sc_conv_params *p);
+                       const uint8_t *count, const uint8_t *chan, const int32_t *bias,
+                       const int32_t *mult, const int8_t *shift, const int8_t *fill,
+                       int32_t *acc, const sc_conv_params *p);
 
 void sc_linear(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
                const int32_t *mult, const int8_t *shift, const sc_linear_params *p);
@@ -88,9 +90,15 @@ void sc_clamp(const int8_t *x, int8_t *y, int32_t count, int32_t lo, int32_t hi)
 void sc_lut(const int8_t *x, int8_t *y, int32_t count, const int8_t *table);
 
 /* Data movement as runs: copy len bytes from source src (or fill with fill when src < 0)
- * at src_off to dst_off of the output. */
+ * at src_off to dst_off of the output. Two bytes a field where every offset of the model
+ * fits (SC_SHORT_RUNS, set by the export), else four. */
+#if SC_SHORT_RUNS
+typedef int16_t sc_run_field;
+#else
+typedef int32_t sc_run_field;
+#endif
 typedef struct {
-    int32_t dst_off, src, src_off, len;
+    sc_run_field dst_off, src, src_off, len;
 } sc_copy_run;
 
 void sc_copy(const int8_t *const *srcs, int8_t *y, const sc_copy_run *runs, int32_t n_runs,
