@@ -458,3 +458,31 @@ def test_filters_without_filterlets_become_one_constant_byte(digits, tmp_path):
         csr = encoding_bytes(weight, 8, True)["filterlet_csr"]
         assert row["const_bytes"] == csr + 9 * kept + empty
     assert fills[0] >= 1 and fills[2] >= 2
+
+
+class Padded(nn.Module):
+    """Zero padding of a side x side image, a strided convolution and a classifier."""
+
+    def __init__(self, side: int):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 4, stride=16)
+        self.fc = nn.Linear(2 * ((side + 2 - 4) // 16 + 1) ** 2, 3)
+
+    def forward(self, x):
+        return self.fc(self.conv(nn.functional.pad(x, (1, 1, 1, 1))).flatten(1))
+
+
+@pytest.mark.parametrize("side", [20, 190])
+def test_copy_runs_take_int16_fields_where_every_offset_fits(side, tmp_path):
+    model = Padded(side)
+    x = torch.randn(8, 1, side, side, generator=torch.Generator().manual_seed(0))
+    q = sc.quant.quantize(model.eval(), x)
+    report = sc.deploy.export_c(q, tmp_path)
+    program, _ = sc.deploy.build_program(q)
+    (pad,) = [op for op in program.ops if op.kernel == "sc_copy"]
+    short = side == 20  # 22 x 22 bytes; 192 x 192 = 36,864 do not fit in int16
+    assert program.short_runs == short
+    assert f"#define SC_SHORT_RUNS {int(short)}" in (tmp_path / "sc_config.h").read_text()
+    assert pad.consts["runs"].nbytes == len(pad.consts["runs"].values) * 4 * (2 if short else 4)
+    assert report["layers"][0]["const_bytes"] == pad.consts["runs"].nbytes
+    assert sc.deploy.verify_c(q, tmp_path, x).bit_exact

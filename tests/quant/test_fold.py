@@ -77,3 +77,20 @@ def test_folded_channels_shrink_the_c_export_and_stay_bit_exact(digits, tmp_path
     unfolded = encoding_bytes(q.layers[last.index].weight, 8, True)["filterlet_csr"]
     # 4 filterlets of 4 weights, the channel list, 4 counts in 2 bytes, 9 bytes a filter
     assert row["const_bytes"] == 4 * 4 + 4 + 2 + 4 * 9 < unfolded + 4 * 9
+
+
+def test_grouped_convolution_stores_only_the_channels_its_groups_read(digits, tmp_path):
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 6, 1, groups=2), nn.ReLU(),  # 4 input channels a group
+        nn.Flatten(), nn.Linear(6 * 8 * 8, 10),
+    )  # fmt: skip
+    with torch.no_grad():
+        model[2].weight[:, [1, 3]] = 0  # no filter of either group reads its 2nd and 4th
+    q = sc.quant.quantize(model, digits)
+    sc.deploy.export_c(q, tmp_path, sparse="always")
+    assert sc.deploy.verify_c(q, tmp_path, digits.test.tensors[0][:32]).bit_exact
+    program, _ = sc.deploy.build_program(q, "always")
+    grouped = [op for op in program.ops if op.kernel == "sc_conv_filterlet"][1]
+    assert grouped.consts["chan"].values.tolist() == [0, 2] and grouped.params["live"] == 2
+    assert grouped.consts["vals"].values.shape == (6, 2)
