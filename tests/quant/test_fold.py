@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -94,3 +95,34 @@ def test_grouped_convolution_stores_only_the_channels_its_groups_read(digits, tm
     grouped = [op for op in program.ops if op.kernel == "sc_conv_filterlet"][1]
     assert grouped.consts["chan"].values.tolist() == [0, 2] and grouped.params["live"] == 2
     assert grouped.consts["vals"].values.shape == (6, 2)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_folding_random_chains_never_changes_an_output(seed, digits, tmp_path):
+    """Random convolution chains (groups, padding, ReLU or not) with random filters emptied
+    and random biases: the folded constants compute what run_int8 computes, and so does
+    the sparse C export."""
+    g = torch.Generator().manual_seed(seed)
+    pick = lambda options: options[int(torch.randint(len(options), (1,), generator=g))]  # noqa: E731
+    layers, channels = [], 1
+    for _ in range(4):
+        out = pick([4, 6, 8])
+        groups = pick([g_ for g_ in (1, 2, channels) if channels % g_ == 0 and out % g_ == 0])
+        kernel = pick([1, 3])
+        conv = nn.Conv2d(channels, out, kernel, padding=pick([0, kernel // 2]), groups=groups)
+        with torch.no_grad():
+            conv.weight[torch.rand(out, generator=g) < 0.5] = 0
+            conv.bias.copy_(torch.randn(out, generator=g))
+        layers += [conv] + ([nn.ReLU()] if pick([True, False]) else [])
+        channels = out
+    torch.manual_seed(seed)
+    model = nn.Sequential(*layers, nn.Flatten(), nn.LazyLinear(10))
+    model(digits.test.tensors[0][:2])  # size the classifier
+    q = sc.quant.quantize(model.eval(), digits)
+    folded = fold_constant_channels(q)
+    assert any(folded[i] is not q.layers[i] for i in folded)  # something was folded
+    x = q.quantize_input(digits.test.tensors[0][:64])
+    expected = q.run_int8(x).to(torch.int64)
+    assert torch.equal(run_integer(q.graph, q.qparams, folded, q.ops, x, q.rounding), expected)
+    sc.deploy.export_c(q, tmp_path, sparse="always")
+    assert sc.deploy.verify_c(q, tmp_path, digits.test.tensors[0][:16]).bit_exact
