@@ -91,6 +91,16 @@ static void sc_span(int32_t off, int32_t stride, int32_t w, int32_t ow, int32_t 
     *hi = end > first ? end : first;
 }
 
+/* acc[ox] += (xp[(ox - lo) * sw] - zp) * wv for the columns ox in [lo, hi): one input
+ * channel's row against one weight. */
+static inline void sc_conv_tap_channel(const int8_t *xp, int32_t wv, int32_t lo, int32_t hi,
+                                       int32_t sw, int32_t zp, int32_t *acc) {
+    int32_t ox;
+    for (ox = lo; ox < hi; ++ox, xp += sw) {
+        acc[ox] += ((int32_t)*xp - zp) * wv;
+    }
+}
+
 /* acc[ox] += sum over ic of (x[ic][iy][ox * stride_w + off] - in_zp) * w[ic], for
  * every column ox that kernel column reaches; xrow is row iy of the group's first input
  * channel. ic runs over the group's cin/groups channels, or, where chan is not null, over
@@ -108,20 +118,13 @@ static inline void sc_conv_tap(const int8_t *xrow, const int8_t *w, const uint8_
     }
     if (chan) { /* channel by channel, so the list is read once per row */
         for (ic = 0; ic < p->live; ++ic) {
-            const int32_t wv = w[ic];
-            const int8_t *xp = xrow + chan[ic] * plane + lo * sw + off;
-            for (ox = lo; ox < hi; ++ox, xp += sw) {
-                acc[ox] += ((int32_t)*xp - zp) * wv;
-            }
+            sc_conv_tap_channel(xrow + chan[ic] * plane + lo * sw + off, w[ic], lo, hi, sw, zp,
+                                acc);
         }
         return;
     }
     if (cin_g == 1) { /* depthwise, or a single input channel */
-        const int32_t wv = w[0];
-        const int8_t *xp = xrow + lo * sw + off;
-        for (ox = lo; ox < hi; ++ox, xp += sw) {
-            acc[ox] += ((int32_t)*xp - zp) * wv;
-        }
+        sc_conv_tap_channel(xrow + lo * sw + off, w[0], lo, hi, sw, zp, acc);
         return;
     }
     for (ox = lo; ox < hi; ++ox) {
