@@ -1,5 +1,5 @@
-"""Plain fine-tuning vs KD vs RKD vs feature KD vs KD from a coordinate-attention teacher,
-for a pruned student and a tiny one.
+"""Plain fine-tuning vs KD vs RKD vs feature KD vs layer-wise feature KD vs KD from a
+coordinate-attention teacher, for a pruned student and a tiny one.
 
 For each task (digits, MNIST-1D) and seed: train the teacher, a MobileNetV2 at width 0.5
 (15 epochs, Adam 3e-3), then train two students with every method:
@@ -9,7 +9,8 @@ For each task (digits, MNIST-1D) and seed: train the teacher, a MobileNetV2 at w
   trained from scratch 20 epochs (Adam 3e-3).
 Methods (``sc.distill`` defaults): finetune (cross-entropy only), kd (alpha 0.5, T 4),
 rkd (CE + distance 25, angle 50 on the classifier input), feature (CE + FeatureKD on the
-last stage output with a 1x1 adapter), ca_kd (KD + FeatureKD from the teacher with
+last stage output with a 1x1 adapter), layerwise (CE + FeatureKD on every block output,
+``sc.distill.block_outputs``), ca_kd (KD + FeatureKD from the teacher with
 coordinate attention on its last stage, trained 3 epochs with it), kd_strong (KD with
 alpha 0.1, T 4 from a stronger teacher of another architecture: a ResNet-8 trained like
 the MobileNetV2 teacher, 15 epochs, Adam 3e-3).
@@ -41,7 +42,7 @@ import secateurs as sc
 
 RESULTS = Path(__file__).parent / "results" / "distillation.json"
 TASKS = ("digits", "mnist1d")
-METHODS = ("finetune", "kd", "rkd", "feature", "ca_kd", "kd_strong")
+METHODS = ("finetune", "kd", "rkd", "feature", "layerwise", "ca_kd", "kd_strong")
 STUDENTS = {"pruned": 10, "tiny": 20}  # training epochs
 TEACHER = {"width": 0.5}
 TINY = {"width": 0.1, "last_channels": 128}

@@ -50,6 +50,38 @@ def test_pruned_student_maps_its_layers_to_the_teacher_by_path(trained_resnet8, 
     assert auto.pairs == [(p, p) for p in ("stack1", "stack2", "stack3")]
 
 
+def test_block_outputs_are_the_weighted_top_level_feature_maps(digits, mnist1d):
+    resnet = sc.models.create("resnet8", digits, seed=0)
+    assert sc.distill.block_outputs(resnet, digits) == ["stem", "stack1", "stack2", "stack3"]
+    assert sc.distill.stage_outputs(resnet, digits) == ["stack1", "stack2", "stack3"]
+    ds_cnn = sc.models.create("ds_cnn", mnist1d, seed=0)
+    assert hasattr(ds_cnn, "pad")  # an input padding: a feature map, but nothing to learn
+    assert sc.distill.block_outputs(ds_cnn, mnist1d) == ["stem", *(f"block{i}" for i in
+                                                                  range(1, 5))]  # fmt: skip
+
+
+def test_layerwise_distillation_hints_every_block_of_a_pruned_student(trained_resnet8, digits):
+    student = _pruned(trained_resnet8, digits)
+    pruned_acc = sc.evaluate(student, digits)
+    teacher, (term,) = sc.distill.METHODS.get("layerwise")(
+        trained_resnet8, digits, sc.distill.flow.Options()
+    )
+    assert teacher is trained_resnet8 and isinstance(term, sc.distill.FeatureKD)
+    history = sc.fit(student, digits, epochs=3, lr=2e-3, teacher=teacher, losses=[term],
+                     progress=False)  # fmt: skip
+    blocks = ["stem", "stack1", "stack2", "stack3"]
+    assert term.pairs == [(b, b) for b in blocks]
+    x = digits.example_inputs()
+    s_shapes = sc.distill.taps.probe(student, x, blocks, "s")
+    t_shapes = sc.distill.taps.probe(trained_resnet8, x, blocks, "t")
+    thinned = {b for b in blocks if s_shapes[b][1] < t_shapes[b][1]}
+    assert thinned and {k.replace("/", ".") for k in term.adapters} == thinned
+    losses = history["loss/feature_kd"]
+    assert losses[-1] < 0.7 * losses[0]
+    teacher_acc = sc.evaluate(trained_resnet8, digits)
+    assert sc.evaluate(student, digits) > pruned_acc + 0.5 * (teacher_acc - pruned_acc)
+
+
 def test_a_layer_mismatch_fails_naming_the_layers(trained_resnet8, digits):
     student = _pruned(trained_resnet8, digits)
     fit = lambda term: sc.fit(student, digits, epochs=1, teacher=trained_resnet8,  # noqa: E731
@@ -128,7 +160,7 @@ def test_unknown_method_lists_the_known_ones(trained_resnet8, digits):
     with pytest.raises(ValueError, match="unknown distillation method 'fitnet'.*'?kd"):
         sc.distill.distill(copy.deepcopy(trained_resnet8), trained_resnet8, digits,
                            method="fitnet")  # fmt: skip
-    assert {"finetune", "kd", "rkd", "feature", "attention", "ca_kd"} <= set(
+    assert {"finetune", "kd", "rkd", "feature", "layerwise", "attention", "ca_kd"} <= set(
         sc.distill.METHODS.names()
     )
 

@@ -8,7 +8,7 @@ from .features import AttentionKD, FeatureKD, attention_map
 from .flow import METHODS, distill
 from .kd import KD, kd_loss
 from .relational import RKD, rkd_angle, rkd_distance
-from .taps import classifier_path, stage_outputs
+from .taps import block_outputs, classifier_path, stage_outputs
 
 __all__ = [
     "AttentionKD",
@@ -18,6 +18,7 @@ __all__ = [
     "METHODS",
     "RKD",
     "attention_map",
+    "block_outputs",
     "classifier_path",
     "distill",
     "enhance_teacher",

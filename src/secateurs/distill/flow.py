@@ -19,6 +19,7 @@ from .attention import enhance_teacher
 from .features import AttentionKD, FeatureKD
 from .kd import KD
 from .relational import RKD
+from .taps import block_outputs
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,16 @@ def _feature(teacher, task, o: Options):
     return teacher, [FeatureKD(o.layers, o.feature_weight)]
 
 
+@METHODS.register("layerwise")
+def _layerwise(teacher, task, o: Options):
+    """FitNets hints (Romero et al. 2015, arXiv 1412.6550) at every block's output, not only
+    the last stage's: layer-wise distillation, as used to recover pruned models (Sun et al.
+    2019, patient KD, arXiv 1908.09355; Xia, Zhong & Chen 2022, CoFi, arXiv 2204.00408).
+    A student pruned from its teacher has every block under the same path."""
+    layers = block_outputs(teacher, task) if o.layers is None else o.layers
+    return teacher, [FeatureKD(layers, o.feature_weight)]
+
+
 @METHODS.register("attention")
 def _attention(teacher, task, o: Options):
     return teacher, [AttentionKD(o.layers, o.attention_weight)]
@@ -89,7 +100,7 @@ def distill(
     **fit_kwargs,
 ) -> History:
     """Train ``student`` in place for ``epochs`` with the distillation ``method`` (one of
-    ``METHODS``: finetune, kd, rkd, feature, attention, ca_kd) and return its History.
+    ``METHODS``: finetune, kd, rkd, feature, layerwise, attention, ca_kd) and return its History.
 
     ``fit_kwargs`` go to :func:`sc.fit` (optimizer, batch_size, callbacks, progress...);
     the teacher is never changed.

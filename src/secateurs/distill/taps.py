@@ -83,20 +83,32 @@ def probe(model: nn.Module, x: torch.Tensor, paths: Sequence[str], who: str, inp
 
 
 @torch.no_grad()
-def stage_outputs(model: nn.Module, task: Task) -> list[str]:
-    """Top-level children whose output is a feature map, the last one at each resolution:
-    the ends of the network's stages, where attention transfer compares (Zagoruyko &
-    Komodakis 2017)."""
-    children = [name for name, _ in model.named_children()]
+def _block_shapes(model: nn.Module, task: Task) -> dict[str, tuple[int, ...]]:
+    children = [name for name, m in model.named_children() if any(True for _ in m.parameters())]
     shapes = probe(model, task.example_inputs(), children, "model")
-    spatial = [(n, shapes[n]) for n in children if n in shapes and len(shapes[n]) >= 3]
-    if not spatial:
+    blocks = {n: shapes[n] for n in children if n in shapes and len(shapes[n]) >= 3}
+    if not blocks:
         raise ValueError(
             f"{type(model).__name__} has no top-level module with a feature map output; "
             "name the layers to distill"
         )
-    return [n for i, (n, s) in enumerate(spatial) if i + 1 == len(spatial)
-            or spatial[i + 1][1][2:] != s[2:]]  # fmt: skip
+    return blocks
+
+
+def block_outputs(model: nn.Module, task: Task) -> list[str]:
+    """Top-level children that have weights and output a feature map, in order: the
+    network's blocks, where layer-wise distillation hints. Parameter-free ones (an input
+    padding) are left out: there the student's output is the teacher's."""
+    return list(_block_shapes(model, task))
+
+
+def stage_outputs(model: nn.Module, task: Task) -> list[str]:
+    """Of :func:`block_outputs`, the last one at each resolution: the ends of the network's
+    stages, where attention transfer compares (Zagoruyko & Komodakis 2017)."""
+    shapes = _block_shapes(model, task)
+    blocks = list(shapes)
+    return [n for i, n in enumerate(blocks) if i + 1 == len(blocks)
+            or shapes[blocks[i + 1]][2:] != shapes[n][2:]]  # fmt: skip
 
 
 def default_feature_layer(model: nn.Module, task: Task) -> str:
