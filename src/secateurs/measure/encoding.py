@@ -27,6 +27,12 @@ def _index_bytes(count: int) -> int:
     return 1 if count <= 256 else 2 if count <= 65536 else 4
 
 
+def _kept_filterlets(weight: torch.Tensor) -> int:
+    """Filterlets (one filter's input-channel weights at one kernel position) with a
+    nonzero weight."""
+    return int((weight.flatten(2) != 0).any(1).sum())
+
+
 def live_channels(weight: torch.Tensor) -> torch.Tensor | None:
     """The input channels (of a group) that some filter of a convolution reads, where
     storing each filterlet's weights for those alone, plus their one-byte list, is smaller
@@ -37,7 +43,7 @@ def live_channels(weight: torch.Tensor) -> torch.Tensor | None:
     if cin == 1 or cin > 256:
         return None
     live = (weight != 0).transpose(0, 1).flatten(1).any(1).nonzero().flatten()
-    kept = int((weight.flatten(2) != 0).any(1).sum())
+    kept = _kept_filterlets(weight)
     pays = 4 * len(live) <= 3 * cin and kept * (cin - len(live)) > len(live)
     return live if pays else None
 
@@ -58,7 +64,7 @@ def encoding_bytes(weight: torch.Tensor, bits: int, is_conv: bool) -> dict[str, 
     if is_conv and w.dim() >= 3:
         cin = w.shape[1]
         positions = math.prod(w.shape[2:])
-        kept = int((w.flatten(2).abs().sum(1) > 0).sum())  # nonzero filterlets
+        kept = _kept_filterlets(w)
         # a column index per filterlet (none for a 1x1 kernel) and a count per filter (a
         # nibble up to 15 positions), or wide indices and pointers, as export_c stores them
         if positions <= 255:
