@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..measure.encoding import encoding_bytes, live_channels
+from ..measure.encoding import encoding_bytes, kept_filterlets, live_channels
 from ..quant.capture import Node, QuantError
 from ..quant.executor import run_move
 from ..quant.fold import constant_outputs, fold_constant_channels
@@ -136,9 +136,9 @@ def _dense_weights(op: Op, values: np.ndarray, bits: int, kernel: str, per_outpu
 
 
 def _use_filterlets(weight: torch.Tensor, sparse: str) -> bool:
-    cout, cin_g = weight.shape[:2]
+    cout = weight.shape[0]
     positions = math.prod(weight.shape[2:])
-    kept = int((weight.reshape(cout, cin_g, positions) != 0).any(1).sum())
+    kept = kept_filterlets(weight)
     if positions > 255 or sparse == "never":  # one-byte column indices and row counts
         return False
     if sparse == "always":
@@ -163,13 +163,13 @@ def _conv(op: Op, node: Node, q: QuantizedModel, c: LayerConsts, shapes, sparse:
     pads = [(0, 0)] + list(a["padding"]) if one_d else list(a["padding"])
     xq, yq = q.qparams[node.inputs[0]], q.qparams[node.outputs[0]]
     lo, hi = activation_range(a["act"], yq)
+    cin_g = cin // a["groups"]
     op.params = dict(
         cin=cin, h=h, w=w, cout=cout, kh=kh, kw=kw, oh=oh, ow=ow, stride_h=stride[0],
         stride_w=stride[1], dil_h=dil[0], dil_w=dil[1], pad_top=pads[0][0],
         pad_left=pads[1][0], groups=a["groups"], in_zp=xq.zero_point, out_zp=yq.zero_point,
-        act_min=lo, act_max=hi, live=cin // a["groups"],
+        act_min=lo, act_max=hi, live=cin_g,
     )  # fmt: skip
-    cin_g = cin // a["groups"]
     op.dense_weight_bytes = weight.numel()
     flat = weight.reshape(cout, cin_g, kh * kw)
     if c.bits == 8 and _use_filterlets(weight, sparse):  # sub-8-bit weights stay packed

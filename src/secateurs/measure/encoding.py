@@ -27,7 +27,7 @@ def _index_bytes(count: int) -> int:
     return 1 if count <= 256 else 2 if count <= 65536 else 4
 
 
-def _kept_filterlets(weight: torch.Tensor) -> int:
+def kept_filterlets(weight: torch.Tensor) -> int:
     """Filterlets (one filter's input-channel weights at one kernel position) with a
     nonzero weight."""
     return int((weight.flatten(2) != 0).any(1).sum())
@@ -43,7 +43,7 @@ def live_channels(weight: torch.Tensor) -> torch.Tensor | None:
     if cin == 1 or cin > 256:
         return None
     live = (weight != 0).transpose(0, 1).flatten(1).any(1).nonzero().flatten()
-    kept = _kept_filterlets(weight)
+    kept = kept_filterlets(weight)
     pays = 4 * len(live) <= 3 * cin and kept * (cin - len(live)) > len(live)
     return live if pays else None
 
@@ -64,7 +64,7 @@ def encoding_bytes(weight: torch.Tensor, bits: int, is_conv: bool) -> dict[str, 
     if is_conv and w.dim() >= 3:
         cin = w.shape[1]
         positions = math.prod(w.shape[2:])
-        kept = _kept_filterlets(w)
+        kept = kept_filterlets(w)
         # a column index per filterlet (none for a 1x1 kernel) and a count per filter (a
         # nibble up to 15 positions), or wide indices and pointers, as export_c stores them
         if positions <= 255:
