@@ -120,7 +120,7 @@ def test_pruned_model_still_trains(digits):
             dict(ratio=0.5, importance="hessian"),
             ValueError,
             "unknown importance 'hessian'; known importances: bn_scale, fpgm, grad_magnitude, "
-            "hsic, l1, l2, linear_redundancy, random, taylor",
+            "group_l1, group_l2, hsic, l1, l2, linear_redundancy, random, taylor",
         ),
         (dict(ratio=0.5, scope="layer"), ValueError, "scope must be one of 'local', 'global'"),
         (dict(ratio=0.5, round_to=0), ValueError, "round_to must be >= 1"),

@@ -43,7 +43,9 @@ def _model(seed=0, **kw):
     return Net(**kw)
 
 
-@pytest.mark.parametrize("name", ["l1", "l2", "taylor", "grad_magnitude", "bn_scale"])
+@pytest.mark.parametrize(
+    "name", ["l1", "l2", "group_l1", "group_l2", "taylor", "grad_magnitude", "bn_scale"]
+)
 def test_a_dead_channel_ranks_lowest(name):
     model = _model(bn=name == "bn_scale")
     with torch.no_grad():
@@ -54,6 +56,44 @@ def test_a_dead_channel_ranks_lowest(name):
             model.bn.weight[2] = 0  # slimming: a zero BatchNorm scale
     scores = _scores(model, name, _task())
     assert int(np.argmin(scores)) == 2 and np.sum(scores == scores.min()) == 1
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_group_norms_count_every_coupled_weight_once(p):
+    """conv1's filter, its BatchNorm scale and conv2's input slice; a depthwise convolution
+    in between is counted once, though both its axes are in the group."""
+    torch.manual_seed(0)
+    plain = _model(bn=True)
+    depthwise = nn.Sequential(nn.Conv2d(3, 6, 3), nn.Conv2d(6, 6, 3, groups=6),
+                              nn.Conv2d(6, 4, 1), nn.Flatten())  # fmt: skip
+    x = _task().example_inputs()
+    for model, tied in (
+        (plain, [plain.conv1.weight, plain.bn.weight, plain.conv2.weight.transpose(0, 1)]),
+        (depthwise, [depthwise[0].weight, depthwise[0].bias, depthwise[1].weight,
+                     depthwise[1].bias, depthwise[2].weight.transpose(0, 1)]),
+    ):  # fmt: skip
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.weight.uniform_(0.5, 1.5)
+        graph = DependencyGraph(model.eval(), x)
+        group = graph.groups()[0]
+        expected = sum(t.detach().abs().pow(p).reshape(6, -1).sum(1) for t in tied) ** (1 / p)
+        scores = IMPORTANCE.get(f"group_l{p}")(graph, group)
+        np.testing.assert_allclose(scores, expected.double().numpy(), rtol=1e-6)
+
+
+def test_group_norms_see_a_channel_that_nothing_reads():
+    """Filter norms rank a channel by what produces it; group norms also by what reads it."""
+    model = _model()
+    with torch.no_grad():
+        w = model.conv1.weight
+        strongest = int(w.abs().sum((1, 2, 3)).argmax())
+        w[2] = w[strongest] * 1.01  # the largest filter ...
+        model.conv2.weight[:, 2] = 0  # ... that the next layer ignores
+    assert int(np.argmax(_scores(model, "l1", _task()))) == 2
+    for name in ("group_l1", "group_l2"):
+        assert int(np.argmin(_scores(model, name, _task()))) == 2
 
 
 def test_fpgm_ranks_the_filter_at_the_median_lowest():

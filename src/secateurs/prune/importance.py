@@ -7,7 +7,7 @@ import numpy as np
 
 from .._registry import Registry
 from ..graph import DependencyGraph, Group
-from ..graph.slices import PRODUCER_AXES, axis_norms
+from ..graph.slices import PRODUCER_AXES, axis_norms, axis_power_sums
 
 IMPORTANCE: Registry = Registry("importance")
 register_importance = IMPORTANCE.register
@@ -47,6 +47,40 @@ def l1(graph: DependencyGraph, group: Group, data=None, seed: int = 0) -> np.nda
 def l2(graph: DependencyGraph, group: Group, data=None, seed: int = 0) -> np.ndarray:
     """L2 norm of each channel's filters (Li et al. 2016, arXiv 1608.08710)."""
     return _norm_scores(graph, group, 2)
+
+
+def _depthwise(module) -> bool:
+    groups = getattr(module, "groups", 1)
+    return groups > 1 and module.in_channels == module.out_channels == groups
+
+
+def _group_norm_scores(graph: DependencyGraph, group: Group, p: int) -> np.ndarray:
+    """The p-norm of every weight tied to each channel across its group: the filters that
+    produce it, its BatchNorm scale, and the next layers' weights that read it."""
+    outputs = {m.module for m in group.members if m.axis == "out"}
+    sums, counted = [], []
+    for m in group.members:
+        module = graph.module(m.module)
+        # a depthwise convolution's input and output channel name the same weights
+        twin = m.axis == "in" and m.module in outputs and _depthwise(module)
+        counted.append(not twin)
+        sums.append(None if twin else axis_power_sums(module, m.axis, p).double().numpy())
+    total = group.per_channel(sums, np.array(counted))
+    return total if p == 1 else total ** (1.0 / p)
+
+
+@register_importance("group_l1")
+def group_l1(graph: DependencyGraph, group: Group, data=None, seed: int = 0) -> np.ndarray:
+    """L1 norm of all of a channel's coupled weights, in and out (group-level magnitude,
+    Fang et al. 2023, DepGraph, arXiv 2301.12900)."""
+    return _group_norm_scores(graph, group, 1)
+
+
+@register_importance("group_l2")
+def group_l2(graph: DependencyGraph, group: Group, data=None, seed: int = 0) -> np.ndarray:
+    """L2 norm of all of a channel's coupled weights, in and out (group-level magnitude,
+    Fang et al. 2023, DepGraph, arXiv 2301.12900)."""
+    return _group_norm_scores(graph, group, 2)
 
 
 @register_importance("random")
