@@ -4,7 +4,9 @@ Runs the grid's cells not yet in the store (on a process pool), then publishes: 
 store's cells as JSON lines and the report under docs/results/review/, and a summary in
 benchmarks/results/review.json: per task and operating point, each method's mean test
 accuracy and its rank, the winner and its margin over the runner-up and over L1 and
-random pruning.
+random pruning. Where the store does not exist yet (a new clone), it starts from the
+published cells (docs/results/review/cells.jsonl): only cells they lack run, and each
+parent trained again must score as its published control cell.
 
     python benchmarks/review.py [--seeds 0 1 2] [--store runs/review/review.sqlite]
 """
@@ -93,10 +95,13 @@ def main(argv=None) -> int:
     parser.add_argument("--no-run", action="store_true", help="only publish what is stored")
     args = parser.parse_args(argv)
     grid = yaml.safe_load(GRID.read_text()) | {"seeds": args.seeds}
-    if not args.no_run:
-        sc.bench.run_grid(grid, args.store, backend="process")
+    fresh = not Path(args.store).is_file()
     store = sc.bench.Store(args.store)
-    store.export(OUT / "cells.jsonl")
+    if not args.no_run:
+        if fresh and (OUT / "cells.jsonl").is_file():  # a new clone: run what is not published
+            added = store.import_cells(OUT / "cells.jsonl")
+            print(f"no store at {args.store}: {added} published cell(s) imported into it")
+        sc.bench.run_grid(grid, args.store, backend="process")
     sc.bench.write_bench_report(args.store, OUT)
     rows = [r for r in store.rows("done") if r["seed"] in args.seeds]
     result = {"benchmark": "review", "machine": machine(),

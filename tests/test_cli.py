@@ -135,3 +135,15 @@ def test_bench_runs_a_grid_and_reports_it(tmp_path):
     assert code == 0 and (tmp_path / "r" / "report.html").is_file()
     code, out = _run(["bench", "report", "--store", str(store)])
     assert code == 2 and "needs --out" in out
+
+    # a fresh store seeded with the published cells runs only what they lack
+    fresh = tmp_path / "fresh.sqlite"
+    code, out = _run(["bench", "import", str(tmp_path / "r" / "cells.jsonl"), "--store",
+                      str(fresh)])  # fmt: skip
+    assert code == 0 and "2 cell(s) added" in out
+    more = tmp_path / "more.yaml"
+    more.write_text(grid.read_text().replace(
+        "methods: {", "methods: {random: [{prune: {target_macs: '{keep}', importance: random}}], "
+    ))  # fmt: skip
+    code, out = _run(["bench", "run", str(more), "--store", str(fresh)])
+    assert code == 0 and "1 cell(s) run (0 failed), 2 done already" in out

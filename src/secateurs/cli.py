@@ -201,6 +201,13 @@ def cmd_bench(args, console: Console) -> int:
         raise ValueError("bench run needs the grid file: secateurs bench run GRID --store S")
     if args.action == "report" and not args.out:
         raise ValueError("bench report needs --out DIR for the report")
+    if args.action == "import":
+        if not args.grid:
+            raise ValueError("bench import needs the cells file: secateurs bench import "
+                             "CELLS.jsonl --store S")  # fmt: skip
+        added = bench.Store(args.store).import_cells(args.grid)
+        console.print(f"{added} cell(s) added to {args.store}; the ones it held are unchanged")
+        return 0
     if args.action == "run":
         try:
             runner = search.RayBackend(args.address) if args.backend == "ray" else args.backend
@@ -282,10 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="run a benchmark grid into a result store, or report on one",
         description="`bench run GRID --store S`: every cell of the grid not done yet; "
-        "`bench report --store S --out DIR`: Pareto plots and a leaderboard.",
+        "`bench report --store S --out DIR`: Pareto plots and a leaderboard; "
+        "`bench import CELLS.jsonl --store S`: the cells a report published (cells.jsonl), "
+        "so that a run adds only what they lack.",
     )
-    p.add_argument("action", choices=("run", "report"))
-    p.add_argument("grid", nargs="?", default="", help="the grid file (for run)")
+    p.add_argument("action", choices=("run", "report", "import"))
+    p.add_argument("grid", nargs="?", default="", metavar="FILE",
+                   help="the grid file (run) or the cells file (import)")  # fmt: skip
     p.add_argument("--store", required=True, help="the SQLite result store")
     p.add_argument("--root", default="", help="parents and cell runs (default: beside store)")
     p.add_argument("--backend", default="serial", choices=("serial", "process", "ray"))

@@ -171,6 +171,57 @@ def test_store_export_is_one_json_line_per_cell(tiny, tmp_path):
     assert len(lines) == 10 and json.loads(lines[0])["status"] == "done"
 
 
+def test_imported_cells_are_not_run_again_and_keep_their_state(tiny, tmp_path):
+    exported = sc.bench.Store(tiny[0]).export(tmp_path / "cells.jsonl")
+    fresh = sc.bench.Store(tmp_path / "fresh.sqlite")
+    assert fresh.import_cells(exported) == 10
+    assert fresh.import_cells(exported) == 0  # the cells it holds keep their own state
+    assert _stable(fresh.rows()) == _stable(sc.bench.Store(tiny[0]).rows())
+    assert {r["digest"] for r in fresh.rows()} == {r["digest"] for r in
+                                                    sc.bench.Store(tiny[0]).rows()}  # fmt: skip
+    result = sc.bench.run_grid(TINY, fresh.path, root=tmp_path / "runs")
+    assert (result.ran, result.skipped) == (0, 10)
+    assert not (tmp_path / "runs").exists()  # nothing to run: no parent trained
+
+
+def test_a_retrained_parent_must_score_as_its_imported_control(tiny, tmp_path):
+    """Cells imported without the parents' files: a new method trains the parents again,
+    which must match the published control cells, or the run stops before any cell."""
+    lines = sc.bench.Store(tiny[0]).export(tmp_path / "cells.jsonl").read_text().splitlines()
+    grid = yaml.safe_load(TINY.read_text())
+    grid["seeds"] = [0]
+    grid["methods"]["fpgm"] = [{"prune": {"target_macs": "{keep}", "importance": "fpgm"}}]
+    good = sc.bench.Store(tmp_path / "good.sqlite")
+    good.import_cells(tmp_path / "cells.jsonl")
+    result = sc.bench.run_grid(grid, good.path, root=tmp_path / "good")
+    assert (result.ran, result.failed) == (2, 0)  # fpgm at both points; the rest imported
+
+    rows = [json.loads(line) for line in lines]
+    for row in rows:
+        if row["key"] == "digits/mlp/control/1/0":
+            row["metrics"]["accuracy"] -= 0.01  # as if another machine had trained it
+    (tmp_path / "tampered.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    bad = sc.bench.Store(tmp_path / "bad.sqlite")
+    bad.import_cells(tmp_path / "tampered.jsonl")
+    with pytest.raises(RuntimeError, match=r"parent of digits/mlp, seed 0.*control/1/0"):
+        sc.bench.run_grid(grid, bad.path, root=tmp_path / "bad")
+    assert all(r["status"] != "running" for r in bad.rows())
+
+
+def test_importing_something_else_names_the_line(tmp_path):
+    store = sc.bench.Store(tmp_path / "s.sqlite")
+    (tmp_path / "x.jsonl").write_text('{"key": "a/b/c/1/0"}\n')
+    with pytest.raises(ValueError, match=r"x.jsonl:1: not a cell as Store.export writes it "
+                                         r"\(no grid, task"):  # fmt: skip
+        store.import_cells(tmp_path / "x.jsonl")
+    (tmp_path / "y.jsonl").write_text("\nnot json\n")
+    with pytest.raises(ValueError, match=r"y.jsonl:2: not a cell"):
+        store.import_cells(tmp_path / "y.jsonl")
+    with pytest.raises(FileNotFoundError, match="no cells file"):
+        store.import_cells(tmp_path / "none.jsonl")
+    assert store.rows() == []
+
+
 @pytest.mark.slow
 def test_ray_backend_gives_the_local_results(tmp_path):
     pytest.importorskip("ray", reason="the test extra installs ray")

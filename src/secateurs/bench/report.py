@@ -103,10 +103,13 @@ HEADER = ("model", "keep", "method", "accuracy (%)", "compression", "speedup", "
 
 def write_bench_report(store: str | Path, out: str | Path) -> tuple[Path, Path]:
     """Write ``report.md`` (plots under ``plots/``) and ``report.html`` for the done
-    cells of ``store``."""
-    rows = Store(store).rows("done")
+    cells of ``store``, and ``cells.jsonl``, every cell as :meth:`Store.export` writes it
+    (what ``Store.import_cells`` reads back to extend the grid elsewhere)."""
+    db = Store(store)
+    rows = db.rows("done")
     if not rows:
         raise ValueError(f"{store} holds no finished cell; run the grid first")
+    db.export(Path(out) / "cells.jsonl")
     table = aggregate(rows)
     out = Path(out)
     tasks = sorted({r["task"] for r in rows})

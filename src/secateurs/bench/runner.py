@@ -23,6 +23,7 @@ from ..search.candidate import get_backend
 from ..train import evaluate, fit
 from .grid import (
     CONTROL,
+    Cell,
     Grid,
     cell_digest,
     cell_recipe,
@@ -79,6 +80,23 @@ def run_cell(grid: Grid, cell, root: str) -> dict:
         return {"error": traceback.format_exc()[-4000:]}
 
 
+def _check_parents(db: Store, parents: list[tuple], scores: list[float]) -> None:
+    """Parents trained again for a store that holds their control cells (after their files
+    were lost, or cells imported from a published grid) must score as those did: else the
+    stored cells started from other models and new ones would not be comparable."""
+    done = {r["key"]: r["metrics"] for r in db.rows("done")}
+    for (task, model, seed), score in zip(parents, scores):
+        key = Cell(task, model, CONTROL, 1.0, seed).key
+        stored = (done.get(key) or {}).get("accuracy")
+        if stored is not None and score != stored:
+            raise RuntimeError(
+                f"the parent of {task}/{model}, seed {seed}, trained again, scores {score}; "
+                f"its stored control cell {key} scored {stored}. Training is not reproducible "
+                "here, so the stored cells do not belong to it: run them again (rerun= or "
+                "--rerun for each method) or start a new store"
+            )
+
+
 @dataclass
 class GridRun:
     """What one call did: cells run, failed, skipped as done already."""
@@ -128,7 +146,8 @@ def run_grid(
     if jobs:
         if console is not None:
             console.print(f"training {len(jobs)} parent model(s)")
-        runner.map(train_parent, jobs)
+        scores = runner.map(train_parent, jobs)
+        _check_parents(db, parents, scores)
 
     failed = 0
     rounds = math.ceil(len(todo) / width)

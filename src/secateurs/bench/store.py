@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS cells (
 """
 
 
+_COLUMNS = ("key", "grid", "task", "model", "method", "keep", "seed", "digest", "status",
+            "attempts", "metrics", "error", "updated")  # fmt: skip
+
+
 def _reset(con: sqlite3.Connection, keys: list[str], now: float) -> None:
     con.executemany("UPDATE cells SET status='pending', attempts=0, metrics=NULL, error=NULL, "
                     "updated=? WHERE key=?", [(now, k) for k in keys])  # fmt: skip
@@ -112,6 +116,36 @@ class Store:
         for r in out:
             r["metrics"] = json.loads(r["metrics"]) if r["metrics"] else None
         return out
+
+    def import_cells(self, path: str | Path) -> int:
+        """Add the cells of a file written by :meth:`export` (a published grid's
+        ``cells.jsonl``, say) with their status, metrics and digests, so that a run on this
+        store does only what the file lacks. Cells this store holds already keep their
+        own state. Returns how many were added."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no cells file at {path}; write one with Store.export")
+        rows = []
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                missing = [c for c in _COLUMNS if c not in row]
+            except (json.JSONDecodeError, TypeError):
+                row, missing = None, ["a JSON object"]
+            if missing:
+                raise ValueError(f"{path}:{number}: not a cell as Store.export writes it "
+                                 f"(no {', '.join(missing)})")  # fmt: skip
+            metrics = row["metrics"]
+            rows.append(tuple(row[c] for c in _COLUMNS if c != "metrics")
+                        + (None if metrics is None else json.dumps(metrics),))  # fmt: skip
+        names = [c for c in _COLUMNS if c != "metrics"] + ["metrics"]
+        with self._connect() as con:
+            before = con.total_changes
+            con.executemany(f"INSERT OR IGNORE INTO cells ({', '.join(names)}) "
+                            f"VALUES ({', '.join('?' * len(names))})", rows)  # fmt: skip
+            return con.total_changes - before
 
     def export(self, path: str | Path) -> Path:
         """Every cell as JSON lines, for publishing next to a report."""
