@@ -486,3 +486,31 @@ def test_copy_runs_take_int16_fields_where_every_offset_fits(side, tmp_path):
     assert pad.consts["runs"].nbytes == len(pad.consts["runs"].values) * 4 * (2 if short else 4)
     assert report["layers"][0]["const_bytes"] == pad.consts["runs"].nbytes
     assert sc.deploy.verify_c(q, tmp_path, x).bit_exact
+
+
+class _Broadcasts(nn.Module):
+    """Element-wise kernels on operands of both shapes: an addition and a product of a
+    feature map with its per-channel mean (broadcast), and with itself (not broadcast)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.head = nn.Linear(4, 10)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        m = y.mean((2, 3), keepdim=True)
+        z = (y + m) * m + y * y
+        return self.head(z.mean((2, 3)))
+
+
+def test_elementwise_kernels_are_exact_on_broadcast_and_whole_operands(digits, tmp_path):
+    torch.manual_seed(0)
+    model = _Broadcasts()
+    sc.fit(model, digits, epochs=1, lr=3e-3, seed=0, progress=False)
+    q = sc.quant.quantize(model, digits)
+    kinds = [n.kind for n in q.graph.nodes]
+    assert kinds.count("add") >= 2 and kinds.count("mul") >= 2
+    sc.deploy.export_c(q, tmp_path)
+    check = sc.deploy.verify_c(q, tmp_path, digits.test.tensors[0][:32])
+    assert check.bit_exact, check.mismatches

@@ -300,25 +300,38 @@ void sc_linear_bitmask(const int8_t *x, int8_t *y, const uint8_t *mask, const in
     }
 }
 
+/* Element i of a broadcast operand: a[(i / div) % mod], or a[i] when it is not broadcast
+ * (div 1, mod count), which spares the two divisions per element. */
+#define SC_OPERAND(x, div, mod, whole, i) ((whole) ? (x)[i] : (x)[((i) / (div)) % (mod)])
+
 void sc_add(const int8_t *a, const int8_t *b, int8_t *y, const sc_binary_params *p) {
+    const sc_rq qa = sc_rq_make(p->a_mult, p->a_shift);
+    const sc_rq qb = sc_rq_make(p->b_mult, p->b_shift);
+    const sc_rq qy = sc_rq_make(p->out_mult, p->out_shift);
+    const int a_whole = p->a_div == 1 && p->a_mod == p->count;
+    const int b_whole = p->b_div == 1 && p->b_mod == p->count;
     int32_t i;
     for (i = 0; i < p->count; ++i) {
-        const int32_t va = ((int32_t)a[(i / p->a_div) % p->a_mod] - p->a_zp) * (1 << 20);
-        const int32_t vb = ((int32_t)b[(i / p->b_div) % p->b_mod] - p->b_zp) * (1 << 20);
-        const int32_t sa = sc_requantize(va, p->a_mult, p->a_shift);
-        const int32_t sb = sc_requantize(vb, p->b_mult, p->b_shift);
-        y[i] = sc_clamp8(sc_requantize((int64_t)sa + sb, p->out_mult, p->out_shift) + p->out_zp,
-                         p->act_min, p->act_max);
+        const int32_t va = ((int32_t)SC_OPERAND(a, p->a_div, p->a_mod, a_whole, i) - p->a_zp) *
+                           (1 << 20);
+        const int32_t vb = ((int32_t)SC_OPERAND(b, p->b_div, p->b_mod, b_whole, i) - p->b_zp) *
+                           (1 << 20);
+        const int32_t sa = sc_rq_apply(va, &qa);
+        const int32_t sb = sc_rq_apply(vb, &qb);
+        y[i] = sc_clamp8(sc_rq_apply((int64_t)sa + sb, &qy) + p->out_zp, p->act_min,
+                         p->act_max);
     }
 }
 
 void sc_mul(const int8_t *a, const int8_t *b, int8_t *y, const sc_binary_params *p) {
+    const sc_rq qy = sc_rq_make(p->out_mult, p->out_shift);
+    const int a_whole = p->a_div == 1 && p->a_mod == p->count;
+    const int b_whole = p->b_div == 1 && p->b_mod == p->count;
     int32_t i;
     for (i = 0; i < p->count; ++i) {
-        const int32_t va = (int32_t)a[(i / p->a_div) % p->a_mod] - p->a_zp;
-        const int32_t vb = (int32_t)b[(i / p->b_div) % p->b_mod] - p->b_zp;
-        y[i] = sc_clamp8(sc_requantize(va * vb, p->out_mult, p->out_shift) + p->out_zp,
-                         p->act_min, p->act_max);
+        const int32_t va = (int32_t)SC_OPERAND(a, p->a_div, p->a_mod, a_whole, i) - p->a_zp;
+        const int32_t vb = (int32_t)SC_OPERAND(b, p->b_div, p->b_mod, b_whole, i) - p->b_zp;
+        y[i] = sc_clamp8(sc_rq_apply(va * vb, &qy) + p->out_zp, p->act_min, p->act_max);
     }
 }
 
