@@ -137,14 +137,13 @@ class Store:
             if missing:
                 raise ValueError(f"{path}:{number}: not a cell as Store.export writes it "
                                  f"(no {', '.join(missing)})")  # fmt: skip
-            metrics = row["metrics"]
-            rows.append(tuple(row[c] for c in _COLUMNS if c != "metrics")
-                        + (None if metrics is None else json.dumps(metrics),))  # fmt: skip
-        names = [c for c in _COLUMNS if c != "metrics"] + ["metrics"]
+            if row["metrics"] is not None:  # stored as JSON text, as finish() writes it
+                row["metrics"] = json.dumps(row["metrics"])
+            rows.append(tuple(row[c] for c in _COLUMNS))
         with self._connect() as con:
             before = con.total_changes
-            con.executemany(f"INSERT OR IGNORE INTO cells ({', '.join(names)}) "
-                            f"VALUES ({', '.join('?' * len(names))})", rows)  # fmt: skip
+            con.executemany(f"INSERT OR IGNORE INTO cells ({', '.join(_COLUMNS)}) "
+                            f"VALUES ({', '.join('?' * len(_COLUMNS))})", rows)  # fmt: skip
             return con.total_changes - before
 
     def export(self, path: str | Path) -> Path:
