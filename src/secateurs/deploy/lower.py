@@ -138,11 +138,11 @@ def _dense_weights(op: Op, values: np.ndarray, bits: int, kernel: str, per_outpu
 def _use_filterlets(weight: torch.Tensor, sparse: str) -> bool:
     cout = weight.shape[0]
     positions = math.prod(weight.shape[2:])
-    kept = kept_filterlets(weight)
     if positions > 255 or sparse == "never":  # one-byte column indices and row counts
         return False
     if sparse == "always":
         return True
+    kept = kept_filterlets(weight)
     dense = weight.numel()
     smaller = encoding_bytes(weight, 8, True)["filterlet_csr"] < dense
     # both kernels pay per output row and kernel position; a kept filterlet also decodes
