@@ -5,7 +5,8 @@ For each task (digits with a small MobileNet V2, MNIST-1D with DS-CNN), each see
 MAC keep-ratio: train the parent once; prune a copy with every method to the ratio; fine-tune
 every pruned model with the same budget; report test accuracy (mean ± std over seeds), and
 per ratio the criterion with the best validation accuracy, "the best criterion" picked
-without looking at the test split, beside Torch-Pruning. Then,
+without looking at the test split, beside Torch-Pruning, with the validation accuracy of
+both and of the parent (a second reading of the goals on the other small split). Then,
 at 0.5 MACs, time every pruned model against its parent (torch eager and onnxruntime, batch
 1 and 32, one thread), count the instructions of its int8 C export against the parent's
 (callgrind, as in benchmarks/deploy.py), and report speedup / MAC reduction.
@@ -191,7 +192,12 @@ def main(argv=None) -> int:
             key = f"{task_name}/parent/{seed}"
             if key not in cells:
                 parent = _parent(task, seed)
-                cells[key] = {"accuracy": sc.evaluate(parent, task)}
+                cells[key] = {"accuracy": sc.evaluate(parent, task),
+                              "val_accuracy": sc.evaluate(parent, task, "val")}  # fmt: skip
+                _save(results)
+            elif "val_accuracy" not in cells[key]:  # stored before validation was kept
+                parent = _checked_parent(task, seed, cells)
+                cells[key]["val_accuracy"] = sc.evaluate(parent, task, "val")
                 _save(results)
             for keep in ratios:
                 extra = ROUNDED if keep == 0.5 and seed == 0 else ()
@@ -272,19 +278,28 @@ def _summarize(results, tasks, ratios, seeds) -> None:
             method, val = _chosen_on_val(cells, task_name, keep, seeds)
             mean, std = table[f"{task_name}/{method}/{keep}"]
             table[f"{task_name}/chosen_on_val/{keep}"] = (mean, std)
-            chosen[f"{task_name}/{keep}"] = {"method": method, "val_mean": val}
             tp = table[f"{task_name}/torch_pruning/{keep}"][0]
+            tp_val = _val_mean(cells, f"{task_name}/torch_pruning/{keep}", seeds)
+            parent_val = _val_mean(cells, f"{task_name}/parent", seeds)
+            chosen[f"{task_name}/{keep}"] = {"method": method, "val_mean": val,
+                                             "torch_pruning_val_mean": tp_val,
+                                             "parent_val_mean": parent_val}  # fmt: skip
             print(f"    {keep}: {method} (val {val:.4f}) test {mean:.4f} ± {std:.4f}, "
-                  f"Torch-Pruning {tp:.4f}")  # fmt: skip
+                  f"Torch-Pruning {tp:.4f} (val {tp_val:.4f}); unpruned val "
+                  f"{parent_val:.4f}")  # fmt: skip
     summary = results.setdefault("summary", {})  # a --quick run updates only its own rows
     summary.update({k: {"mean": m, "std": s} for k, (m, s) in table.items()})
     results.setdefault("chosen_on_val", {}).update(chosen)
 
 
+def _val_mean(cells, prefix: str, seeds) -> float:
+    return statistics.mean(cells[f"{prefix}/{s}"]["val_accuracy"] for s in seeds)
+
+
 def _chosen_on_val(cells, task_name, keep, seeds) -> tuple[str, float]:
     """The secateurs method with the best mean validation accuracy at ``keep``: "the best
     criterion" picked without looking at the test split."""
-    val = {m: statistics.mean(cells[f"{task_name}/{m}/{keep}/{s}"]["val_accuracy"] for s in seeds)
+    val = {m: _val_mean(cells, f"{task_name}/{m}/{keep}", seeds)
            for m in METHODS if m != "torch_pruning"}  # fmt: skip
     best = max(val, key=val.get)
     return best, val[best]
