@@ -12,7 +12,7 @@ at 0.5 MACs, time every pruned model against its parent (torch eager and onnxrun
 (callgrind, as in benchmarks/deploy.py), and report speedup / MAC reduction.
 
     pip install torch-pruning   # for the Torch-Pruning column only
-    python benchmarks/structured_methods.py [--seeds 3] [--quick] [--recount-c]
+    python benchmarks/structured_methods.py [--seeds 5] [--quick] [--recount-c]
 
 Results are kept cell by cell in benchmarks/results/structured_methods.json (rewritten
 atomically after each cell), so an interrupted run resumes where it stopped.
@@ -165,7 +165,7 @@ def _add_c_speedup(cell: dict, parent, model, task, base: dict) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="one seed, ratio 0.5, digits only")
     parser.add_argument("--recount-c", action="store_true",
                         help="count the C instructions again (after a kernel change)")  # fmt: skip
