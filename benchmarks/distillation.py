@@ -18,7 +18,8 @@ Reported: test accuracy (mean ± std over seeds); the gain over plain fine-tunin
 pruned student, the share of the fine-tuned student's gap to the teacher that a method
 closes, ``(method - finetune) / (teacher - finetune)``, and the share of the accuracy lost
 at pruning (before any training) that it wins back, ``(method - pruned) / (teacher -
-pruned)``, both from the means; params, MACs and int8 flash of each student.
+pruned)``, both from the means, and the first per seed as well; params, MACs and int8 flash
+of each student.
 
     python benchmarks/distillation.py [--seeds 5] [--tasks digits mnist1d]
 
@@ -162,6 +163,11 @@ def summarize(results: dict, seeds: int) -> dict:
                         f"   {100 * (mean - base):+5.1f} vs finetune")  # fmt: skip
                 if kind == "pruned":  # shares of the accuracy pruning took
                     row["share_of_gap_to_teacher"] = (mean - base) / (teacher - base)
+                    row["share_of_gap_per_seed"] = [  # each seed against its own teacher
+                        (cells[k]["accuracy"] - cells[f]["accuracy"])
+                        / (teachers[f"{task_name}/{s}"]["teacher"] - cells[f]["accuracy"])
+                        for s, (k, f) in enumerate(zip(keys[method], keys["finetune"]))
+                    ]
                     row["share_of_pruning_loss"] = (mean - pruned) / (teacher - pruned)
                     line += (
                         f", {100 * row['share_of_gap_to_teacher']:5.1f}% of the finetuned "
