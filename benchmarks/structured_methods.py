@@ -274,13 +274,13 @@ def _summarize(results, tasks, ratios, seeds) -> None:
                 row.append(f"{keep}: {mean:.4f} ± {std:.4f}")
             print(f"  {method:18s} " + "   ".join(row))
         print("  chosen on validation, per ratio (test accuracy; Torch-Pruning's beside it):")
+        parent_val = _val_mean(cells, f"{task_name}/parent", seeds)
         for keep in ratios:
             method, val = _chosen_on_val(cells, task_name, keep, seeds)
             mean, std = table[f"{task_name}/{method}/{keep}"]
             table[f"{task_name}/chosen_on_val/{keep}"] = (mean, std)
             tp = table[f"{task_name}/torch_pruning/{keep}"][0]
             tp_val = _val_mean(cells, f"{task_name}/torch_pruning/{keep}", seeds)
-            parent_val = _val_mean(cells, f"{task_name}/parent", seeds)
             chosen[f"{task_name}/{keep}"] = {"method": method, "val_mean": val,
                                              "torch_pruning_val_mean": tp_val,
                                              "parent_val_mean": parent_val}  # fmt: skip

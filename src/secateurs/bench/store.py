@@ -39,10 +39,6 @@ CREATE TABLE IF NOT EXISTS cells (
 """
 
 
-_COLUMNS = ("key", "grid", "task", "model", "method", "keep", "seed", "digest", "status",
-            "attempts", "metrics", "error", "updated")  # fmt: skip
-
-
 def _reset(con: sqlite3.Connection, keys: list[str], now: float) -> None:
     con.executemany("UPDATE cells SET status='pending', attempts=0, metrics=NULL, error=NULL, "
                     "updated=? WHERE key=?", [(now, k) for k in keys])  # fmt: skip
@@ -125,25 +121,26 @@ class Store:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no cells file at {path}; write one with Store.export")
-        rows = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                missing = [c for c in _COLUMNS if c not in row]
-            except (json.JSONDecodeError, TypeError):
-                row, missing = None, ["a JSON object"]
-            if missing:
-                raise ValueError(f"{path}:{number}: not a cell as Store.export writes it "
-                                 f"(no {', '.join(missing)})")  # fmt: skip
-            if row["metrics"] is not None:  # stored as JSON text, as finish() writes it
-                row["metrics"] = json.dumps(row["metrics"])
-            rows.append(tuple(row[c] for c in _COLUMNS))
         with self._connect() as con:
+            columns = [r["name"] for r in con.execute("PRAGMA table_info(cells)")]
+            rows = []
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    missing = [c for c in columns if c not in row]
+                except (json.JSONDecodeError, TypeError):
+                    row, missing = None, ["a JSON object"]
+                if missing:
+                    raise ValueError(f"{path}:{number}: not a cell as Store.export writes it "
+                                     f"(no {', '.join(missing)})")  # fmt: skip
+                if row["metrics"] is not None:  # stored as JSON text, as finish() writes it
+                    row["metrics"] = json.dumps(row["metrics"])
+                rows.append(tuple(row[c] for c in columns))
             before = con.total_changes
-            con.executemany(f"INSERT OR IGNORE INTO cells ({', '.join(_COLUMNS)}) "
-                            f"VALUES ({', '.join('?' * len(_COLUMNS))})", rows)  # fmt: skip
+            con.executemany(f"INSERT OR IGNORE INTO cells ({', '.join(columns)}) "
+                            f"VALUES ({', '.join('?' * len(columns))})", rows)  # fmt: skip
             return con.total_changes - before
 
     def export(self, path: str | Path) -> Path:
