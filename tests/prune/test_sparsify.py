@@ -139,6 +139,14 @@ def test_magnitude_beats_random_without_retraining(trained, digits):
             "importance must be one of 'magnitude', 'taylor', 'lrp', 'lrp_magnitude', 'random'",
         ),
         (dict(sparsity=0.5, ignored=["nope"]), r"ignored names modules \['nope'\]"),
+        (
+            dict(sparsity=0.5, importance="lrp_magnitude", relevance_exponent=1.5),
+            "relevance_exponent must be <= 1.0",
+        ),
+        (
+            dict(sparsity=0.5, relevance_exponent=0.25),
+            "importance 'magnitude' does not use it",
+        ),
     ],
 )
 def test_bad_arguments_fail_clearly(trained, kwargs, message):
@@ -293,6 +301,30 @@ def test_lrp_magnitude_scores_are_the_geometric_mean_of_relevance_and_magnitude(
     sc.prune.sparsify(model, 0.6, importance="lrp_magnitude", data=digits)
     assert sc.prune.sparsity_report(model).sparsity == pytest.approx(0.6, abs=1e-3)
     assert sc.evaluate(model, digits) > keep - 0.08  # one-shot, no retraining (random: ~0.24)
+
+
+def test_relevance_exponent_blends_lrp_into_magnitude(trained, digits):
+    from secateurs.prune.lrp import weight_relevance
+    from secateurs.prune.sparsify import _layers, _scores
+
+    model = _copy(trained)
+    layers = _layers(model, ())
+    relevance = weight_relevance(model, sc.prune.calibration.batches(digits))
+    scores = _scores(model, layers, "lrp_magnitude", digits, 0, exponent=0.25)
+    for name, layer in layers.items():
+        expected = relevance[name] ** 0.25 * layer.weight.detach().abs() ** 0.75
+        assert torch.allclose(scores[name], expected)
+
+    def masks(**kwargs):  # p = 1 ranks as relevance alone, p = 0 as magnitude alone
+        model = _copy(trained)
+        sc.prune.sparsify(model, 0.7, data=digits, **kwargs)
+        return [m.parametrizations.weight[0].mask for m in _layers(model, ()).values()]
+
+    for p, alone in ((1.0, "lrp"), (0.0, "magnitude")):
+        blended = masks(importance="lrp_magnitude", relevance_exponent=p)
+        assert all(torch.equal(a, b) for a, b in zip(blended, masks(importance=alone)))
+    assert not all(torch.equal(a, b) for a, b in zip(masks(importance="lrp"),
+                                                     masks(importance="magnitude")))  # fmt: skip
 
 
 def test_learned_masks_train_to_the_target_sparsity(digits):

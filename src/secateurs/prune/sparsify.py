@@ -95,9 +95,9 @@ def _units(weight: torch.Tensor, granularity: str, is_conv: bool, block: int):
     return (lambda x: x), (lambda keep: keep)  # single weights
 
 
-def _scores(model, layers, importance, data, seed) -> dict[str, torch.Tensor]:
+def _scores(model, layers, importance, data, seed, exponent=0.5) -> dict[str, torch.Tensor]:
     """Per weight: |w| (masked weights score 0), |w·dL/dw| over calibration batches, LRP
-    relevance, sqrt(relevance·|w|), or random."""
+    relevance, relevance^exponent·|w|^(1 - exponent), or random."""
     weights = {n: m.weight.detach() for n, m in layers.items()}  # effective: masked are 0
     if importance == "magnitude":
         return {n: w.abs() for n, w in weights.items()}
@@ -106,8 +106,9 @@ def _scores(model, layers, importance, data, seed) -> dict[str, torch.Tensor]:
         return {n: torch.rand(w.shape, generator=g) * (w != 0) for n, w in weights.items()}
     if importance in ("lrp", "lrp_magnitude"):
         relevances = weight_relevance(model, batches(data))
-        if importance == "lrp_magnitude":  # geometric mean of relevance and |w|
-            return {n: (relevances[n].clamp_min(0) * weights[n].abs()).sqrt() for n in layers}
+        if importance == "lrp_magnitude":  # a weighted geometric mean of relevance and |w|
+            return {n: _blend(relevances[n].clamp_min(0), weights[n].abs(), exponent)
+                    for n in layers}  # fmt: skip
         return {n: relevances[n] * (weights[n] != 0) for n in layers}
     totals = {n: torch.zeros_like(w) for n, w in weights.items()}
     was_training = model.training
@@ -136,6 +137,22 @@ def _scores(model, layers, importance, data, seed) -> dict[str, torch.Tensor]:
     return totals
 
 
+def _blend(relevance: torch.Tensor, magnitude: torch.Tensor, exponent: float) -> torch.Tensor:
+    if exponent == 0.5:  # the plain geometric mean, computed as it always was
+        return (relevance * magnitude).sqrt()
+    return relevance**exponent * magnitude ** (1 - exponent)
+
+
+def _check_exponent(importance: str, exponent) -> float:
+    exponent = check_float("relevance_exponent", exponent, minimum=0.0, maximum=1.0)
+    if exponent != 0.5 and importance != "lrp_magnitude":
+        raise ValueError(
+            f"relevance_exponent weighs relevance against magnitude in importance "
+            f"'lrp_magnitude'; importance '{importance}' does not use it"
+        )
+    return exponent
+
+
 def sparsify(
     model: nn.Module,
     sparsity: float | None = None,
@@ -146,6 +163,7 @@ def sparsify(
     data=None,
     seed: int = 0,
     block_size: int = 4,
+    relevance_exponent: float = 0.5,
 ) -> SparsityReport:
     """Mask the least important weights of every convolution and linear layer (in place).
 
@@ -156,7 +174,9 @@ def sparsify(
     vector at one kernel position of one filter; DTMM, arXiv 2401.09068), ``"N:M"`` (N kept
     in every M consecutive input weights; the sparsity is then 1 - N/M), or square blocks of
     ``block_size``. Calling it again on a masked model raises the sparsity: masked weights
-    score zero and stay masked.
+    score zero and stay masked. ``relevance_exponent`` (``"lrp_magnitude"`` only): p in
+    the score relevance^p·|w|^(1 - p); 0.5, the geometric mean, by default, 1 ranks as
+    ``"lrp"`` and 0 as ``"magnitude"``.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -176,11 +196,12 @@ def sparsify(
     check_choice("importance", importance, IMPORTANCES)
     check_choice("scope", scope, SCOPES)
     block_size = check_int("block_size", block_size, minimum=1)
+    relevance_exponent = _check_exponent(importance, relevance_exponent)
     layers = _layers(model, ignored)
     if not layers:
         raise ValueError("the model has no convolution or linear layer to sparsify")
     with torch.no_grad():
-        scores = _scores(model, layers, importance, data, seed)
+        scores = _scores(model, layers, importance, data, seed, relevance_exponent)
         masks = {}
         if kind == "n:m":
             for n in layers:
@@ -385,14 +406,16 @@ def learn_masks(
     importance: str = "magnitude",
     data=None,
     seed: int = 0,
+    relevance_exponent: float = 0.5,
 ) -> nn.Module:
     """Attach a :class:`LearnedMask` to every convolution and linear weight (in place); train
     with ``sc.fit`` (weights and scores learn together), then :func:`fix_masks`.
 
-    ``importance`` (as in :func:`sparsify`; ``data`` for the data-driven ones) gives the
-    scores the masks start from: ``"lrp"`` or ``"lrp_magnitude"`` make it LRP-driven mask
-    learning (Wang et al. 2023). Each layer's scores are rescaled to the mean magnitude of
-    its weights, so the optimizer moves them at the same pace whatever the importance.
+    ``importance`` (as in :func:`sparsify`, with ``relevance_exponent``; ``data`` for the
+    data-driven ones) gives the scores the masks start from: ``"lrp"`` or
+    ``"lrp_magnitude"`` make it LRP-driven mask learning (Wang et al. 2023). Each layer's
+    scores are rescaled to the mean magnitude of its weights, so the optimizer moves them
+    at the same pace whatever the importance.
     ``scope`` sets each layer's share of the zeros from those scores, and the share stays
     fixed while the masks learn which weights they are: ``"local"`` gives every layer
     ``sparsity``; ``"lamp"`` (the default) gives each layer the share that LAMP ranking of
@@ -404,6 +427,7 @@ def learn_masks(
         raise ValueError(f"sparsity is the fraction of weights zeroed, in [0, 1); got {sparsity}")
     check_choice("scope", scope, SCOPES)
     check_choice("importance", importance, IMPORTANCES)
+    relevance_exponent = _check_exponent(importance, relevance_exponent)
     layers = _layers(model, ignored)
     if not layers:
         raise ValueError(
@@ -414,7 +438,7 @@ def learn_masks(
         if parametrize.is_parametrized(module, "weight"):
             raise ValueError("learn_masks needs weights without masks; strip the model first")
     with torch.no_grad():
-        scores = _scores(model, layers, importance, data, seed)
+        scores = _scores(model, layers, importance, data, seed, relevance_exponent)
     keep = _keep(scores, dict.fromkeys(layers, 1), sparsity, scope)
     for name, module in layers.items():
         share = 1.0 - float(keep[name].double().mean())
