@@ -17,6 +17,10 @@ Five seeds by default: digits' test split is 270 images, so in a mean over three
 0.1-point tolerance is less than one image.
 
     python benchmarks/unstructured.py [--seeds 5] [--tasks digits mnist1d] [--rerun METHOD]
+                                      [--held-out]
+
+``--held-out`` then runs the exponent chosen once on validation and torch's L1 pruning on
+seeds 5-9, which no choice saw, as a check of that choice (the JSON's ``held_out``).
 
 Results are merged cell by cell into benchmarks/results/unstructured.json under a file
 lock (atomically), so one process per task can run at once and an interrupted run
@@ -48,6 +52,8 @@ METHODS = ("magnitude", "lamp", "lrp", "lrp_magnitude", "lrp_magnitude_p0.25",
 # LRP-driven rankings relevance^p * |w|^(1-p), p = 1, 1/2, 1/4: the summary chooses p per
 # task and model on the validation split
 LRP_EXPONENTS = {"lrp": 1.0, "lrp_magnitude": 0.5, "lrp_magnitude_p0.25": 0.25}
+# --held-out: the exponent chosen once on validation (1/4) against torch, on new seeds
+HELD_OUT_SEEDS, HELD_OUT_METHODS = range(5, 10), ("lrp_magnitude_p0.25", "torch_l1")
 MODELS = ("lenet_300_100", "lenet5")
 TASKS = ("digits", "mnist1d")
 STEPS, RETRAIN, LR = 8, 3, 1e-3
@@ -110,13 +116,13 @@ def _scores(model: nn.Module, task) -> dict:
     return {"accuracy": sc.evaluate(model, task), "val_accuracy": sc.evaluate(model, task, "val")}
 
 
-def run_task(task_name: str, seeds: int) -> None:
-    for seed in range(seeds):
+def run_task(task_name: str, seeds, methods=METHODS) -> None:
+    for seed in seeds:
         task = sc.data.load(task_name, seed=seed)
         for model_name in MODELS:
             cells = _cells()
             keys = [f"{task_name}/{model_name}/dense/{seed}"] + [
-                f"{task_name}/{model_name}/{m}/{s}/{seed}" for s in SPARSITIES for m in METHODS
+                f"{task_name}/{model_name}/{m}/{s}/{seed}" for s in SPARSITIES for m in methods
             ]
             if all("val_accuracy" in cells.get(k, {}) for k in keys):
                 continue
@@ -127,7 +133,7 @@ def run_task(task_name: str, seeds: int) -> None:
             check_reproduced(f"the parent of {keys[0]}", dense["accuracy"], stored, RESULTS)
             _store(keys[0], dense)
             for sparsity in SPARSITIES:
-                for method in METHODS:
+                for method in methods:
                     key = f"{task_name}/{model_name}/{method}/{sparsity}/{seed}"
                     old = cells.get(key)
                     if old is not None and "val_accuracy" in old:
@@ -147,6 +153,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--held-out", action="store_true",
+                        help="also run the held-out check on seeds 5-9")  # fmt: skip
     parser.add_argument("--rerun", action="append", default=[], choices=METHODS,
                         help="measure this method's cells again (repeatable)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -158,7 +166,7 @@ def main(argv=None) -> int:
         results.update({
             "benchmark": "unstructured",
             "machine": machine(),
-            "command": f"python benchmarks/unstructured.py --seeds {args.seeds} "
+            "command": f"python benchmarks/unstructured.py --seeds {args.seeds} --held-out "
                        "[--tasks digits | mnist1d]",
             "budget": {"parent_epochs": 15, "steps": STEPS, "ramp": "cubic",
                        "retrain_epochs": RETRAIN, "lr": LR},
@@ -166,8 +174,15 @@ def main(argv=None) -> int:
 
     _update(start)
     for task_name in args.tasks:
-        run_task(task_name, args.seeds)
-    results = _update(lambda r: r.__setitem__("summary", summarize(r["cells"], args.seeds)))
+        run_task(task_name, range(args.seeds))
+        if args.held_out:
+            run_task(task_name, HELD_OUT_SEEDS, HELD_OUT_METHODS)
+
+    def summaries(results: dict) -> None:
+        results["summary"] = summarize(results["cells"], args.seeds)
+        results["held_out"] = held_out(results["cells"])
+
+    results = _update(summaries)
     for key, row in results["summary"].items():
         if "mean_accuracy" not in row:
             print(f"{key}: {row['method']}, compression on test {row['compression']}")
@@ -177,6 +192,9 @@ def main(argv=None) -> int:
             f"{key:40s} lossless to {row['max_lossless_sparsity']} on test, "
             f"{row['max_lossless_sparsity_val']} on val  {means}"
         )
+    for pair, row in results["held_out"]["pairs"].items():
+        print(f"held out, {pair}: " + ", ".join(
+            f"{m} {row[m]['compression']:.1f}x" for m in HELD_OUT_METHODS))  # fmt: skip
     return 0
 
 
@@ -185,19 +203,19 @@ def _lossless(means: dict, dense: float) -> float:
     return max((s for s, a in means.items() if a >= dense - 0.001), default=0.0)
 
 
-def _mean(cells: dict, prefix: str, metric: str, seeds: int) -> float:
-    return statistics.mean(cells[f"{prefix}/{seed}"][metric] for seed in range(seeds))
+def _mean(cells: dict, prefix: str, metric: str, seeds) -> float:
+    return statistics.mean(cells[f"{prefix}/{seed}"][metric] for seed in seeds)
 
 
 def summarize(cells: dict, seeds: int) -> dict:
     """Per task, model and method with every cell present: mean accuracy per sparsity on
     test and on validation, and the highest lossless sparsity on each."""
-    summary = {}
+    summary, seeds = {}, range(seeds)
     for task_name in TASKS:
         for model_name in MODELS:
             prefix = f"{task_name}/{model_name}"
-            keys = [f"{prefix}/dense/{s}" for s in range(seeds)] + [
-                f"{prefix}/{m}/{sp}/{s}" for m in METHODS for sp in SPARSITIES for s in range(seeds)
+            keys = [f"{prefix}/dense/{s}" for s in seeds] + [
+                f"{prefix}/{m}/{sp}/{s}" for m in METHODS for sp in SPARSITIES for s in seeds
             ]
             if not all("val_accuracy" in cells.get(k, {}) for k in keys):
                 continue
@@ -220,6 +238,30 @@ def summarize(cells: dict, seeds: int) -> dict:
     if all(f"{pair}/lrp" in summary for pair in pairs):
         summary["lrp_one_exponent_chosen_on_val"] = _one_exponent(summary, pairs)
     return summary
+
+
+def held_out(cells: dict) -> dict:
+    """The exponent chosen once on validation against torch's L1 pruning on seeds the
+    choice never saw: per task and model, each method's mean test accuracy per sparsity
+    and lossless compression over ``HELD_OUT_SEEDS``."""
+    out = {}
+    for task_name in TASKS:
+        for model_name in MODELS:
+            prefix = f"{task_name}/{model_name}"
+            keys = [f"{prefix}/dense/{s}" for s in HELD_OUT_SEEDS] + [
+                f"{prefix}/{m}/{sp}/{s}"
+                for m in HELD_OUT_METHODS for sp in SPARSITIES for s in HELD_OUT_SEEDS
+            ]  # fmt: skip
+            if not all(k in cells for k in keys):
+                continue
+            dense = _mean(cells, f"{prefix}/dense", "accuracy", HELD_OUT_SEEDS)
+            out[prefix] = {"dense": dense}
+            for method in HELD_OUT_METHODS:
+                means = {sp: _mean(cells, f"{prefix}/{method}/{sp}", "accuracy", HELD_OUT_SEEDS)
+                         for sp in SPARSITIES}  # fmt: skip
+                best = _lossless(means, dense)
+                out[prefix][method] = {"mean_accuracy": means, "compression": 1 / (1 - best)}
+    return {"seeds": list(HELD_OUT_SEEDS), "pairs": out}
 
 
 def _one_exponent(summary: dict, pairs: list[str]) -> dict:
