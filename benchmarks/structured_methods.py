@@ -12,7 +12,11 @@ at 0.5 MACs, time every pruned model against its parent (torch eager and onnxrun
 (callgrind, as in benchmarks/deploy.py), and report speedup / MAC reduction.
 
     pip install torch-pruning   # for the Torch-Pruning column only
-    python benchmarks/structured_methods.py [--seeds 5] [--quick] [--recount-c]
+    python benchmarks/structured_methods.py [--seeds 5] [--quick] [--recount-c] [--held-out]
+
+``--held-out`` then prunes with the criterion chosen on validation at each task and ratio,
+and with Torch-Pruning, on seeds 5-9, which the choice never saw (the JSON's
+``held_out``).
 
 Results are kept cell by cell in benchmarks/results/structured_methods.json (rewritten
 atomically after each cell), so an interrupted run resumes where it stopped.
@@ -52,6 +56,7 @@ SETUPS = {
     "mnist1d": ("ds_cnn", {}, 15),
 }
 FINETUNE = dict(epochs=8, lr=3e-3)
+HELD_OUT_SEEDS = range(5, 10)  # --held-out: new seeds for the choice made on validation
 
 
 def _save(results: dict) -> None:
@@ -167,6 +172,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="one seed, ratio 0.5, digits only")
+    parser.add_argument("--held-out", action="store_true",
+                        help="then check the choices on validation on seeds 5-9")  # fmt: skip
     parser.add_argument("--recount-c", action="store_true",
                         help="count the C instructions again (after a kernel change)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -229,15 +236,7 @@ def main(argv=None) -> int:
                     if key in cells:
                         continue
                     parent = parent or _checked_parent(task, seed, cells)
-                    start = time.perf_counter()
-                    model = _prune(method, parent, task, keep, seed)
-                    sc.fit(model, task, seed=seed, progress=False, **FINETUNE)
-                    prof = sc.measure.profile(model, task.example_inputs(), latency=False)
-                    base = sc.measure.profile(parent, task.example_inputs(), latency=False)
-                    cell = {"accuracy": sc.evaluate(model, task),
-                            "val_accuracy": sc.evaluate(model, task, "val"),
-                            "macs_kept": prof.macs / base.macs, "params": prof.params,
-                            "seconds": time.perf_counter() - start}  # fmt: skip
+                    model, cell = _new_cell(method, parent, task, keep, seed)
                     if keep == 0.5 and seed == 0:
                         for batch in (1, 32):
                             x = task.example_inputs(batch)
@@ -254,8 +253,63 @@ def main(argv=None) -> int:
                     print(f"{key:40s} acc {cell['accuracy']:.4f}  MACs {cell['macs_kept']:.3f}")
     _summarize(results, tasks, ratios, seeds)
     _save(results)
+    if args.held_out:
+        _held_out(results, tasks, ratios)
+        _save(results)
     print(f"wrote {RESULTS}")
     return 0
+
+
+def _new_cell(method, parent, task, keep, seed):
+    """``parent`` pruned by ``method`` to ``keep`` of its MACs and fine-tuned, and its cell."""
+    start = time.perf_counter()
+    model = _prune(method, parent, task, keep, seed)
+    sc.fit(model, task, seed=seed, progress=False, **FINETUNE)
+    prof = sc.measure.profile(model, task.example_inputs(), latency=False)
+    base = sc.measure.profile(parent, task.example_inputs(), latency=False)
+    cell = {"accuracy": sc.evaluate(model, task), "val_accuracy": sc.evaluate(model, task, "val"),
+            "macs_kept": prof.macs / base.macs, "params": prof.params,
+            "seconds": time.perf_counter() - start}  # fmt: skip
+    return model, cell
+
+
+def _held_out(results, tasks, ratios) -> None:
+    """The criterion chosen on validation per task and ratio (``chosen_on_val``) against
+    Torch-Pruning on ``HELD_OUT_SEEDS``, which no choice saw: mean test accuracy of both
+    and of the parents (``held_out``)."""
+    cells, held_out = results["cells"], results.setdefault("held_out", {})
+    for task_name in tasks:
+        for seed in HELD_OUT_SEEDS:
+            task = sc.data.load(task_name, seed=seed)
+            key = f"{task_name}/parent/{seed}"
+            parent = None
+            if key not in cells:
+                parent = _parent(task, seed)
+                cells[key] = {"accuracy": sc.evaluate(parent, task),
+                              "val_accuracy": sc.evaluate(parent, task, "val")}  # fmt: skip
+                _save(results)
+            for keep in ratios:
+                chosen = results["chosen_on_val"][f"{task_name}/{keep}"]["method"]
+                for method in (chosen, "torch_pruning"):
+                    key = f"{task_name}/{method}/{keep}/{seed}"
+                    if key not in cells:
+                        parent = parent or _checked_parent(task, seed, cells)
+                        cells[key] = _new_cell(method, parent, task, keep, seed)[1]
+                        _save(results)
+                        print(f"{key:40s} acc {cells[key]['accuracy']:.4f}  held out")
+        for keep in ratios:
+            chosen = results["chosen_on_val"][f"{task_name}/{keep}"]["method"]
+            means = {name: statistics.mean(cells[f"{task_name}/{m}/{s}"]["accuracy"]
+                                           for s in HELD_OUT_SEEDS)
+                     for name, m in (("chosen", f"{chosen}/{keep}"),
+                                     ("torch_pruning", f"torch_pruning/{keep}"),
+                                     ("parent", "parent"))}  # fmt: skip
+            held_out[f"{task_name}/{keep}"] = {"method": chosen, "seeds": list(HELD_OUT_SEEDS),
+                                               **means}  # fmt: skip
+            print(
+                f"held out, {task_name} {keep}: {chosen} {means['chosen']:.4f}, "
+                f"Torch-Pruning {means['torch_pruning']:.4f}, unpruned {means['parent']:.4f}"
+            )
 
 
 def _summarize(results, tasks, ratios, seeds) -> None:
