@@ -138,7 +138,7 @@ def _scores(model, layers, importance, data, seed, exponent=0.5) -> dict[str, to
 
 
 def _blend(relevance: torch.Tensor, magnitude: torch.Tensor, exponent: float) -> torch.Tensor:
-    if exponent == 0.5:  # the plain geometric mean, computed as it always was
+    if exponent == 0.5:  # the default, the geometric mean, as one square root
         return (relevance * magnitude).sqrt()
     return relevance**exponent * magnitude ** (1 - exponent)
 
