@@ -91,6 +91,28 @@ def _train(method: str, student, teachers: dict, task, epochs: int, seed: int) -
         sc.distill.distill(student, teacher, task, method=method, **fit)
 
 
+def _teacher(task, seed: int) -> tuple:
+    """The seed's teacher, trained, and its test accuracy, which must equal the stored
+    teacher's (if any): the stored cells of that seed belong to it."""
+    teacher = sc.models.create("mobilenet_v2", task, seed=seed, **TEACHER)
+    sc.fit(teacher, task, epochs=15, lr=3e-3, seed=seed, progress=False)
+    key, accuracy = f"{task.name}/{seed}", sc.evaluate(teacher, task)
+    stored = _update(lambda r: None).get("teachers", {}).get(key, {})
+    check_reproduced(f"the teacher of {key}", accuracy, stored.get("teacher"), RESULTS)
+    return teacher, accuracy
+
+
+def _run_cell(key: str, method: str, kind: str, teachers: dict, task, seed: int) -> dict:
+    """Train the ``kind`` student of ``teachers["teacher"]`` with ``method``, store its cell
+    under ``key`` and return it."""
+    student = _student(kind, teachers["teacher"], task, seed)
+    start = time.perf_counter()
+    _train(method, student, teachers, task, STUDENTS[kind], seed)
+    cell = {"accuracy": sc.evaluate(student, task), "seconds": time.perf_counter() - start}
+    _update(lambda r: r.setdefault("cells", {}).__setitem__(key, cell))
+    return cell
+
+
 def _size(model, task) -> dict:
     profile = sc.measure.profile(model, task.example_inputs())
     flash = sc.quant.quantize(model, task).flash_bytes("dense")
@@ -104,14 +126,13 @@ def run_task(task_name: str, seeds: int) -> None:
         if all(k in done for k in keys):
             continue
         task = sc.data.load(task_name, seed=seed)
-        teacher = sc.models.create("mobilenet_v2", task, seed=seed, **TEACHER)
-        sc.fit(teacher, task, epochs=15, lr=3e-3, seed=seed, progress=False)
+        teacher, accuracy = _teacher(task, seed)
         enhanced = sc.distill.enhance_teacher(teacher, task, epochs=3, seed=seed)
         strong = sc.models.create(STRONG, task, seed=seed)
         sc.fit(strong, task, epochs=15, lr=3e-3, seed=seed, progress=False)
         teachers = {"teacher": teacher, "enhanced": enhanced, "strong": strong}
         info = {
-            "teacher": sc.evaluate(teacher, task),
+            "teacher": accuracy,
             "enhanced_teacher": sc.evaluate(enhanced, task),
             "strong_teacher": sc.evaluate(strong, task),
             "pruned_before_training": sc.evaluate(_student("pruned", teacher, task, seed), task),
@@ -119,24 +140,16 @@ def run_task(task_name: str, seeds: int) -> None:
                       **{k: _size(_student(k, teacher, task, seed), task) for k in STUDENTS}},
         }  # fmt: skip
         key = f"{task_name}/{seed}"
-        stored = _update(lambda r: None).get("teachers", {}).get(key, {})
-        check_reproduced(f"the teacher of {key}", info["teacher"], stored.get("teacher"), RESULTS)
         _update(lambda r, key=key, info=info: r.setdefault("teachers", {}).__setitem__(key, info))
         print(f"{task_name} seed {seed}: teacher {info['teacher']:.4f}, with coordinate "
               f"attention {info['enhanced_teacher']:.4f}, {STRONG} {info['strong_teacher']:.4f}",
               flush=True)  # fmt: skip
-        for kind, epochs in STUDENTS.items():
+        for kind in STUDENTS:
             for method in METHODS:
                 key = f"{task_name}/{kind}/{method}/{seed}"
                 if key in done:
                     continue
-                student = _student(kind, teacher, task, seed)
-                start = time.perf_counter()
-                _train(method, student, teachers, task, epochs, seed)
-                cell = {"accuracy": sc.evaluate(student, task),
-                        "seconds": time.perf_counter() - start}  # fmt: skip
-                _update(lambda r, key=key, cell=cell: r.setdefault("cells", {}).__setitem__(
-                    key, cell))  # fmt: skip
+                cell = _run_cell(key, method, kind, teachers, task, seed)
                 print(f"{key:32s} acc {cell['accuracy']:.4f}  {cell['seconds']:.0f}s", flush=True)
 
 
@@ -149,23 +162,14 @@ def run_held_out(task_name: str) -> None:
         if all(k in done for k in keys):
             continue
         task = sc.data.load(task_name, seed=seed)
-        teacher = sc.models.create("mobilenet_v2", task, seed=seed, **TEACHER)
-        sc.fit(teacher, task, epochs=15, lr=3e-3, seed=seed, progress=False)
-        key, accuracy = f"{task_name}/{seed}", sc.evaluate(teacher, task)
-        stored = _update(lambda r: None).get("teachers", {}).get(key, {})
-        check_reproduced(f"the teacher of {key}", accuracy, stored.get("teacher"), RESULTS)
+        teacher, accuracy = _teacher(task, seed)
+        key = f"{task_name}/{seed}"
         _update(lambda r, key=key, a=accuracy: r.setdefault("teachers", {}).setdefault(
             key, {}).__setitem__("teacher", a))  # fmt: skip
         for method, key in zip(HELD_OUT_METHODS, keys):
             if key in done:
                 continue
-            student = _student("pruned", teacher, task, seed)
-            start = time.perf_counter()
-            _train(method, student, {"teacher": teacher}, task, STUDENTS["pruned"], seed)
-            cell = {"accuracy": sc.evaluate(student, task),
-                    "seconds": time.perf_counter() - start}  # fmt: skip
-            _update(lambda r, key=key, cell=cell: r.setdefault("cells", {}).__setitem__(
-                key, cell))  # fmt: skip
+            cell = _run_cell(key, method, "pruned", {"teacher": teacher}, task, seed)
             print(f"{key:32s} acc {cell['accuracy']:.4f}  held out", flush=True)
 
 
