@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+import secateurs as sc
+
 
 def machine() -> str:
     return (
@@ -67,3 +69,8 @@ def without_methods(cells: dict, methods, tasks=None) -> dict:
     task/<anything>/method/..."""
     return {k: v for k, v in cells.items() if not (
         k.split("/")[2] in methods and (tasks is None or k.split("/")[0] in tasks))}  # fmt: skip
+
+
+def accuracies(model, task) -> dict:
+    """Test and validation accuracy of ``model`` on ``task``, as benchmark cells store them."""
+    return {"accuracy": sc.evaluate(model, task), "val_accuracy": sc.evaluate(model, task, "val")}

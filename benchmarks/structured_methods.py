@@ -36,7 +36,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from _common import check_reproduced, has_torch_pruning, machine, save_json
+from _common import accuracies, check_reproduced, has_torch_pruning, machine, save_json
 
 import secateurs as sc
 from deploy import export_and_measure
@@ -68,6 +68,17 @@ def _parent(task, seed):
     model = sc.models.create(name, task, seed=seed, **kwargs)
     sc.fit(model, task, epochs=epochs, lr=3e-3, seed=seed, progress=False)
     return model.eval()
+
+
+def _new_parent(results, task, seed):
+    """The seed's parent, trained and stored, if the seed has none stored; else None."""
+    cells, key = results["cells"], f"{task.name}/parent/{seed}"
+    if key in cells:
+        return None
+    parent = _parent(task, seed)
+    cells[key] = accuracies(parent, task)
+    _save(results)
+    return parent
 
 
 def _checked_parent(task, seed, cells):
@@ -195,14 +206,9 @@ def main(argv=None) -> int:
     for task_name in tasks:
         for seed in seeds:
             task = sc.data.load(task_name, seed=seed)
-            parent = None
+            parent = _new_parent(results, task, seed)
             key = f"{task_name}/parent/{seed}"
-            if key not in cells:
-                parent = _parent(task, seed)
-                cells[key] = {"accuracy": sc.evaluate(parent, task),
-                              "val_accuracy": sc.evaluate(parent, task, "val")}  # fmt: skip
-                _save(results)
-            elif "val_accuracy" not in cells[key]:  # stored before validation was kept
+            if "val_accuracy" not in cells[key]:  # stored before validation was kept
                 parent = _checked_parent(task, seed, cells)
                 cells[key]["val_accuracy"] = sc.evaluate(parent, task, "val")
                 _save(results)
@@ -267,9 +273,8 @@ def _new_cell(method, parent, task, keep, seed):
     sc.fit(model, task, seed=seed, progress=False, **FINETUNE)
     prof = sc.measure.profile(model, task.example_inputs(), latency=False)
     base = sc.measure.profile(parent, task.example_inputs(), latency=False)
-    cell = {"accuracy": sc.evaluate(model, task), "val_accuracy": sc.evaluate(model, task, "val"),
-            "macs_kept": prof.macs / base.macs, "params": prof.params,
-            "seconds": time.perf_counter() - start}  # fmt: skip
+    cell = {**accuracies(model, task), "macs_kept": prof.macs / base.macs,
+            "params": prof.params, "seconds": time.perf_counter() - start}  # fmt: skip
     return model, cell
 
 
@@ -281,13 +286,7 @@ def _held_out(results, tasks, ratios) -> None:
     for task_name in tasks:
         for seed in HELD_OUT_SEEDS:
             task = sc.data.load(task_name, seed=seed)
-            key = f"{task_name}/parent/{seed}"
-            parent = None
-            if key not in cells:
-                parent = _parent(task, seed)
-                cells[key] = {"accuracy": sc.evaluate(parent, task),
-                              "val_accuracy": sc.evaluate(parent, task, "val")}  # fmt: skip
-                _save(results)
+            parent = _new_parent(results, task, seed)
             for keep in ratios:
                 chosen = results["chosen_on_val"][f"{task_name}/{keep}"]["method"]
                 for method in (chosen, "torch_pruning"):

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import check_reproduced, locked_update, machine, without_methods
+from _common import accuracies, check_reproduced, locked_update, machine, without_methods
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
@@ -111,10 +111,6 @@ def _store(key: str, cell: dict) -> None:
     _update(lambda r: r.setdefault("cells", {}).__setitem__(key, cell))
 
 
-def _scores(model: nn.Module, task) -> dict:
-    return {"accuracy": sc.evaluate(model, task), "val_accuracy": sc.evaluate(model, task, "val")}
-
-
 def run_task(task_name: str, seeds, methods=METHODS) -> None:
     for seed in seeds:
         task = sc.data.load(task_name, seed=seed)
@@ -127,7 +123,7 @@ def run_task(task_name: str, seeds, methods=METHODS) -> None:
                 continue
             parent = sc.models.create(model_name, task, seed=seed)
             sc.fit(parent, task, epochs=15, lr=3e-3, seed=seed, progress=False)
-            dense = _scores(parent, task)
+            dense = accuracies(parent, task)
             stored = cells.get(keys[0], {}).get("accuracy")
             check_reproduced(f"the parent of {keys[0]}", dense["accuracy"], stored, RESULTS)
             _store(keys[0], dense)
@@ -139,7 +135,7 @@ def run_task(task_name: str, seeds, methods=METHODS) -> None:
                         continue
                     start = time.perf_counter()
                     model = _prune(method, parent, task, sparsity, seed)
-                    cell = {**_scores(model, task), "sparsity": _sparsity(model),
+                    cell = {**accuracies(model, task), "sparsity": _sparsity(model),
                             "seconds": time.perf_counter() - start}  # fmt: skip
                     if old is not None:  # stored before validation accuracy was kept
                         check_reproduced(key, cell["accuracy"], old["accuracy"], RESULTS)
