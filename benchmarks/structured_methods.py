@@ -13,10 +13,21 @@ at 0.5 MACs, time every pruned model against its parent (torch eager and onnxrun
 
     pip install torch-pruning   # for the Torch-Pruning column only
     python benchmarks/structured_methods.py [--seeds 5] [--quick] [--recount-c] [--held-out]
+                                            [--latency-bound]
 
 ``--held-out`` then prunes with the criterion chosen on validation at each task and ratio,
 and with Torch-Pruning, on seeds 5-9, which the choice never saw (the JSON's
 ``held_out``).
+
+``--latency-bound`` then asks how much any channel pruning can buy in each runtime: the
+first seed's parent, its ``l1`` prune to 0.5 MACs and two "floors", whose every channel
+group keeps 8 or 16 channels (a few percent of the MACs, on the kernels' vector paths), are
+timed in turns. If a runtime's time is F + C * MACs kept (F paid per layer, which pruning
+channels cannot remove), pruning to keep-ratio k buys at most 1 / (f + (1 - f) k), with
+the fixed share f = F / T(parent) fitted from the parent and the floor that leaves the
+most room, and the 0.8 goal at 0.5 MACs needs f <= 0.25; the 0.5 prune checks the fit
+(the JSON's ``latency_bound``). Where kernels favour some channel counts (onnxruntime's
+blocked layouts) the fit is rough.
 
 Results are kept cell by cell in benchmarks/results/structured_methods.json (rewritten
 atomically after each cell), so an interrupted run resumes where it stopped.
@@ -185,6 +196,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="one seed, ratio 0.5, digits only")
     parser.add_argument("--held-out", action="store_true",
                         help="then check the choices on validation on seeds 5-9")  # fmt: skip
+    parser.add_argument("--latency-bound", action="store_true",
+                        help="then time a floor model to bound what pruning can buy")  # fmt: skip
     parser.add_argument("--recount-c", action="store_true",
                         help="count the C instructions again (after a kernel change)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -262,6 +275,9 @@ def main(argv=None) -> int:
     if args.held_out:
         _held_out(results, tasks, ratios)
         _save(results)
+    if args.latency_bound:
+        _latency_bound(results, tasks)
+        _save(results)
     print(f"wrote {RESULTS}")
     return 0
 
@@ -304,11 +320,91 @@ def _held_out(results, tasks, ratios) -> None:
                                      ("torch_pruning", f"torch_pruning/{keep}"),
                                      ("parent", "parent"))}  # fmt: skip
             held_out[f"{task_name}/{keep}"] = {"method": chosen, "seeds": list(HELD_OUT_SEEDS),
-                                               **means}  # fmt: skip
+                                               **means, **_paired(cells, task_name, chosen,
+                                                                  keep)}  # fmt: skip
+            row = held_out[f"{task_name}/{keep}"]
             print(
                 f"held out, {task_name} {keep}: {chosen} {means['chosen']:.4f}, "
-                f"Torch-Pruning {means['torch_pruning']:.4f}, unpruned {means['parent']:.4f}"
+                f"Torch-Pruning {means['torch_pruning']:.4f}, unpruned {means['parent']:.4f}; "
+                f"all seeds: {row['difference']:+.4f} ± {row['standard_error']:.4f}, "
+                f"{row['wins']} wins, {row['losses']} losses"
             )
+
+
+def _paired(cells, task_name, method, keep) -> dict:
+    """``method`` against Torch-Pruning at ``keep``, seed by seed over every seed both have:
+    the mean test-accuracy difference, its standard error, and the wins and losses."""
+    ours, theirs = f"{task_name}/{method}/{keep}", f"{task_name}/torch_pruning/{keep}"
+    seeds = [s for s in range(10) if f"{ours}/{s}" in cells and f"{theirs}/{s}" in cells]
+    diff = [cells[f"{ours}/{s}"]["accuracy"] - cells[f"{theirs}/{s}"]["accuracy"] for s in seeds]
+    return {"paired_seeds": seeds, "difference": statistics.mean(diff),
+            "standard_error": statistics.stdev(diff) / len(diff) ** 0.5,
+            "wins": sum(d > 0 for d in diff), "losses": sum(d < 0 for d in diff)}  # fmt: skip
+
+
+FLOOR_CHANNELS = (8, 16)  # --latency-bound: each floor model keeps this many per group
+BOUND_ROUNDS = 7  # --latency-bound: each model is timed this many times, in turns
+
+
+def _latency_bound(results, tasks) -> None:
+    """Per task, runtime and batch: the first seed's parent, its ``l1`` prune to 0.5 MACs
+    and the floors (:func:`_floor`), timed in turns (the median of ``BOUND_ROUNDS``
+    medians each), and what they imply (:func:`_bound_row`; ``latency_bound``)."""
+    bound = results.setdefault("latency_bound", {})
+    for task_name in tasks:
+        task = sc.data.load(task_name, seed=0)
+        parent = _checked_parent(task, 0, results["cells"])
+        x = task.example_inputs()
+        models = {"parent": parent, "l1_0.5": _prune("l1", parent, task, 0.5, 0),
+                  **{f"floor_{n}": _floor(parent, x, n) for n in FLOOR_CHANNELS}}  # fmt: skip
+        base = sc.measure.profile(parent, x, latency=False).macs
+        kept = {name: sc.measure.profile(m, x, latency=False).macs / base
+                for name, m in models.items()}  # fmt: skip
+        row = bound[task_name] = {"macs_kept": kept, "rounds": BOUND_ROUNDS}
+        for batch in (1, 32):
+            x = task.example_inputs(batch)
+            for engine, timer in (("eager", _latency_eager), ("onnx", _latency_onnx)):
+                times = {name: [] for name in models}
+                for _ in range(BOUND_ROUNDS):
+                    for name, model in models.items():
+                        times[name].append(timer(model, x))
+                ms = {name: statistics.median(t) for name, t in times.items()}
+                row[f"{engine}_b{batch}"] = _bound_row(ms, kept)
+                print(f"{task_name} {engine} batch {batch}: " + ", ".join(
+                    f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                    for k, v in row[f"{engine}_b{batch}"].items()))  # fmt: skip
+
+
+def _floor(parent, x, channels: int):
+    """``parent`` with every prunable channel group cut to ``channels`` channels: a model
+    of a few percent of the MACs with the parent's layers, on the kernels' vector paths
+    (runtimes with 16-wide blocked layouts fall off them at 8, hence two floors)."""
+    model = copy.deepcopy(parent)
+    keep = {sc.prune.group_name(g): min(channels, g.channels)
+            for g in sc.graph.DependencyGraph(model, x).groups()}  # fmt: skip
+    sc.prune.channels(model, x, keep=keep)
+    return model
+
+
+def _bound_row(ms: dict, kept: dict) -> dict:
+    """Latencies ``ms`` of the parent, the 0.5 prune and the floors, and what they imply.
+    If a runtime's time is T(k) = F + C k at MAC keep-ratio k (F paid per layer), a floor
+    and the parent fix the fixed share f = F / T(1), and pruning to 0.5 MACs can reach
+    at most the efficiency (speedup times MACs kept) 0.5 / (f + 0.5 (1 - f)). The floor
+    giving the smallest f (the most room for pruning) is used; the 0.5 prune's measured
+    efficiency checks the fit."""
+    parent, half = ms["parent"], ms["l1_0.5"]
+
+    def fixed_share(floor):
+        per_mac = (parent - ms[floor]) / (1 - kept[floor])
+        return (parent - per_mac) / parent
+
+    floor = min((name for name in ms if name.startswith("floor_")), key=fixed_share)
+    f = fixed_share(floor)
+    return {"parent_ms": parent, "l1_0.5_ms": half, "floor": floor, "floor_ms": ms[floor],
+            "floor_speedup": parent / ms[floor], "fixed_share": f,
+            "affine_efficiency_0.5": 0.5 / (f + (1 - f) * 0.5),
+            "l1_0.5_efficiency": parent / half * kept["l1_0.5"]}  # fmt: skip
 
 
 def _summarize(results, tasks, ratios, seeds) -> None:
