@@ -3,6 +3,7 @@ that the comparison tool is installed, and what resuming and rerunning need."""
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import json
 import os
@@ -74,3 +75,15 @@ def without_methods(cells: dict, methods, tasks=None) -> dict:
 def accuracies(model, task) -> dict:
     """Test and validation accuracy of ``model`` on ``task``, as benchmark cells store them."""
     return {"accuracy": sc.evaluate(model, task), "val_accuracy": sc.evaluate(model, task, "val")}
+
+
+def task_parser(doc: str, tasks, methods, held_out_help: str) -> argparse.ArgumentParser:
+    """The options the scripts that run one process per task share: ``--seeds``,
+    ``--tasks``, ``--held-out`` and ``--rerun`` (a method's cells measured again)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--tasks", nargs="+", default=list(tasks), choices=tasks)
+    parser.add_argument("--held-out", action="store_true", help=held_out_help)
+    parser.add_argument("--rerun", action="append", default=[], choices=methods,
+                        help="measure this method's cells again (repeatable)")  # fmt: skip
+    return parser

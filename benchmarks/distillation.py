@@ -34,7 +34,6 @@ Cells are merged one by one into benchmarks/results/distillation.json under a fi
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import sys
@@ -42,7 +41,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import check_reproduced, locked_update, machine, without_methods
+from _common import check_reproduced, locked_update, machine, task_parser, without_methods
 
 import secateurs as sc
 
@@ -248,13 +247,7 @@ def summarize(results: dict, seeds: int) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    parser.add_argument("--held-out", action="store_true",
-                        help="then the pruned student's check on seeds 5-9")  # fmt: skip
-    parser.add_argument("--rerun", action="append", default=[], choices=METHODS,
-                        help="measure this method's cells again (repeatable)")  # fmt: skip
+    parser = task_parser(__doc__, TASKS, METHODS, "then the pruned student's check on seeds 5-9")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 

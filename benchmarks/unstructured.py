@@ -31,7 +31,6 @@ change.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import sys
@@ -39,7 +38,14 @@ import time
 from pathlib import Path
 
 import torch
-from _common import accuracies, check_reproduced, locked_update, machine, without_methods
+from _common import (
+    accuracies,
+    check_reproduced,
+    locked_update,
+    machine,
+    task_parser,
+    without_methods,
+)
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
@@ -145,13 +151,7 @@ def run_task(task_name: str, seeds, methods=METHODS) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    parser.add_argument("--held-out", action="store_true",
-                        help="also run the held-out check on seeds 5-9")  # fmt: skip
-    parser.add_argument("--rerun", action="append", default=[], choices=METHODS,
-                        help="measure this method's cells again (repeatable)")  # fmt: skip
+    parser = task_parser(__doc__, TASKS, METHODS, "also run the held-out check on seeds 5-9")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
+from tests.bench.helpers import import_benchmark
 
 
 @pytest.fixture(scope="module")
 def review():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module("review")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return import_benchmark("review")
 
 
 def _rows(accuracies: dict[str, float], keep: float) -> list[dict]:

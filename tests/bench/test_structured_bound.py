@@ -3,24 +3,15 @@ floor models it is fitted on, and the seed-by-seed comparison with Torch-Pruning
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
 
 import secateurs as sc
-
-BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
+from tests.bench.helpers import import_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module("structured_methods")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return import_benchmark("structured_methods")
 
 
 def test_the_fit_recovers_the_fixed_share_of_an_affine_runtime(bench):

@@ -227,11 +227,25 @@ def quantize(
     the LiteRT runtime does, instead of TFLite Micro's double rounding. The model itself is
     not changed. Jacob et al. 2018 (arXiv 1712.05877); the TFLite int8 specification.
     """
+    check_choice("rounding", rounding, ROUNDINGS)
+    graph, scheme_obj, bits, qparams = calibrate(
+        model, data, scheme, calibration, num_batches, weight_bits
+    )
+    qmodel = build(graph, model, qparams, scheme_obj, bits)
+    qmodel.rounding = rounding
+    return qmodel
+
+
+def calibrate(
+    model: nn.Module, data, scheme: str, calibration: str, num_batches: int, weight_bits
+) -> tuple[QGraph, Scheme, dict[int, int], dict[int, QParams]]:
+    """What quantization and quantization-aware training start from: ``model``'s graph
+    captured on ``data``, the scheme, each layer's weight width, and the activation ranges
+    observed on ``num_batches`` batches of ``data`` (the model in eval mode meanwhile)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     scheme_obj = SCHEMES.get(scheme)
     check_choice("calibration", calibration, CALIBRATIONS)
-    check_choice("rounding", rounding, ROUNDINGS)
     num_batches = check_int("num_batches", num_batches, minimum=1)
     batches = calibration_batches(data, num_batches)
     check_batches(batches, data)
@@ -241,11 +255,9 @@ def quantize(
     model.eval()
     try:
         qparams = observe_ranges(graph, model, batches, calibration)
-        qmodel = build(graph, model, qparams, scheme_obj, bits)
-        qmodel.rounding = rounding
-        return qmodel
     finally:
         model.train(was_training)
+    return graph, scheme_obj, bits, qparams
 
 
 __all__ = ["QuantizedModel", "QuantError", "Scheme", "SCHEMES", "quantize"]

@@ -16,21 +16,12 @@ import math
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_float, check_int
+from .._checks import check_float
 from .capture import QGraph
 from .executor import folded_weights, run_float
 from .integer import weight_scale
-from .observers import CALIBRATIONS, QParams, affine_qparams
-from .ptq import (
-    SCHEMES,
-    QuantizedModel,
-    build,
-    calibration_batches,
-    capture_checked,
-    check_batches,
-    layer_bits,
-    observe_ranges,
-)
+from .observers import QParams, affine_qparams
+from .ptq import QuantizedModel, build, calibrate
 
 TYING = ("move", "max_pool", "avg_pool", "clamp")
 
@@ -148,22 +139,10 @@ def prepare_qat(
 ) -> QATModel:
     """Wrap ``model`` for quantization-aware training; ranges start from a PTQ calibration
     on ``data``. Train the result with ``sc.fit``, then call :func:`convert`."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    scheme_obj = SCHEMES.get(scheme)
-    check_choice("calibration", calibration, CALIBRATIONS)
-    num_batches = check_int("num_batches", num_batches, minimum=1)
     momentum = check_float("momentum", momentum, minimum=0.0, maximum=1.0)
-    batches = calibration_batches(data, num_batches)
-    check_batches(batches, data)
-    graph = capture_checked(model, batches[0][:2].float())
-    bits = layer_bits(graph, scheme_obj, weight_bits)
-    was_training = model.training
-    model.eval()
-    try:
-        qparams = observe_ranges(graph, model, batches, calibration)
-    finally:
-        model.train(was_training)
+    graph, scheme_obj, bits, qparams = calibrate(
+        model, data, scheme, calibration, num_batches, weight_bits
+    )
     return QATModel(model, graph, qparams, scheme_obj, bits, momentum, bool(lsq))
 
 
