@@ -13,11 +13,12 @@ at 0.5 MACs, time every pruned model against its parent (torch eager and onnxrun
 
     pip install torch-pruning   # for the Torch-Pruning column only
     python benchmarks/structured_methods.py [--seeds 5] [--quick] [--recount-c] [--held-out]
-                                            [--latency-bound]
+                                            [--every] [--latency-bound]
 
 ``--held-out`` then prunes with the criterion chosen on validation at each task and ratio,
 and with Torch-Pruning, on seeds 5-9, which the choice never saw (the JSON's
-``held_out``).
+``held_out``); with ``--every``, every method runs on those seeds as well, and each is
+compared with Torch-Pruning seed by seed over all ten (``all_seeds``).
 
 ``--latency-bound`` then asks how much any channel pruning can buy in each runtime: the
 first seed's parent, its ``l1`` prune to 0.5 MACs and two "floors", whose every channel
@@ -68,6 +69,7 @@ SETUPS = {
 }
 FINETUNE = dict(epochs=8, lr=3e-3)
 HELD_OUT_SEEDS = range(5, 10)  # --held-out: new seeds for the choice made on validation
+ALL_SEEDS = range(HELD_OUT_SEEDS.stop)  # the first seeds and the held-out ones
 
 
 def _save(results: dict) -> None:
@@ -196,6 +198,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="one seed, ratio 0.5, digits only")
     parser.add_argument("--held-out", action="store_true",
                         help="then check the choices on validation on seeds 5-9")  # fmt: skip
+    parser.add_argument("--every", action="store_true",
+                        help="with --held-out: run every method on seeds 5-9 too")  # fmt: skip
     parser.add_argument("--latency-bound", action="store_true",
                         help="then time a floor model to bound what pruning can buy")  # fmt: skip
     parser.add_argument("--recount-c", action="store_true",
@@ -273,7 +277,7 @@ def main(argv=None) -> int:
     _summarize(results, tasks, ratios, seeds)
     _save(results)
     if args.held_out:
-        _held_out(results, tasks, ratios)
+        _held_out(results, tasks, ratios, every=args.every)
         _save(results)
     if args.latency_bound:
         _latency_bound(results, tasks)
@@ -294,10 +298,12 @@ def _new_cell(method, parent, task, keep, seed):
     return model, cell
 
 
-def _held_out(results, tasks, ratios) -> None:
+def _held_out(results, tasks, ratios, every: bool = False) -> None:
     """The criterion chosen on validation per task and ratio (``chosen_on_val``) against
     Torch-Pruning on ``HELD_OUT_SEEDS``, which no choice saw: mean test accuracy of both
-    and of the parents (``held_out``)."""
+    and of the parents (``held_out``). With ``every``, every method runs on those seeds
+    too, and each is compared with Torch-Pruning seed by seed over all the seeds
+    (``all_seeds``)."""
     cells, held_out = results["cells"], results.setdefault("held_out", {})
     for task_name in tasks:
         for seed in HELD_OUT_SEEDS:
@@ -305,7 +311,7 @@ def _held_out(results, tasks, ratios) -> None:
             parent = _new_parent(results, task, seed)
             for keep in ratios:
                 chosen = results["chosen_on_val"][f"{task_name}/{keep}"]["method"]
-                for method in (chosen, "torch_pruning"):
+                for method in METHODS if every else (chosen, "torch_pruning"):
                     key = f"{task_name}/{method}/{keep}/{seed}"
                     if key not in cells:
                         parent = parent or _checked_parent(task, seed, cells)
@@ -314,8 +320,7 @@ def _held_out(results, tasks, ratios) -> None:
                         print(f"{key:40s} acc {cells[key]['accuracy']:.4f}  held out")
         for keep in ratios:
             chosen = results["chosen_on_val"][f"{task_name}/{keep}"]["method"]
-            means = {name: statistics.mean(cells[f"{task_name}/{m}/{s}"]["accuracy"]
-                                           for s in HELD_OUT_SEEDS)
+            means = {name: _mean_accuracy(cells, f"{task_name}/{m}", HELD_OUT_SEEDS)
                      for name, m in (("chosen", f"{chosen}/{keep}"),
                                      ("torch_pruning", f"torch_pruning/{keep}"),
                                      ("parent", "parent"))}  # fmt: skip
@@ -329,13 +334,34 @@ def _held_out(results, tasks, ratios) -> None:
                 f"all seeds: {row['difference']:+.4f} ± {row['standard_error']:.4f}, "
                 f"{row['wins']} wins, {row['losses']} losses"
             )
+    if every:
+        table = results.setdefault("all_seeds", {})
+        for task_name in tasks:
+            for keep in ratios:
+                for method in (m for m in METHODS if m != "torch_pruning"):
+                    row = _paired(cells, task_name, method, keep)
+                    prefix = f"{task_name}/{method}/{keep}"
+                    row["mean"] = _mean_accuracy(cells, prefix, row["paired_seeds"])
+                    table[prefix] = row
+                    print(f"all seeds, {task_name} {keep} {method:18s} {row['mean']:.4f}, "
+                          f"{row['difference']:+.4f} ± {row['standard_error']:.4f} "
+                          f"against Torch-Pruning")  # fmt: skip
+                tp = f"{task_name}/torch_pruning/{keep}"
+                table[tp] = {"mean": _mean_accuracy(cells, tp, ALL_SEEDS)}
+            table[f"{task_name}/parent"] = {
+                "mean": _mean_accuracy(cells, f"{task_name}/parent", ALL_SEEDS)
+            }
+
+
+def _mean_accuracy(cells, prefix: str, seeds) -> float:
+    return statistics.mean(cells[f"{prefix}/{s}"]["accuracy"] for s in seeds)
 
 
 def _paired(cells, task_name, method, keep) -> dict:
     """``method`` against Torch-Pruning at ``keep``, seed by seed over every seed both have:
     the mean test-accuracy difference, its standard error, and the wins and losses."""
     ours, theirs = f"{task_name}/{method}/{keep}", f"{task_name}/torch_pruning/{keep}"
-    seeds = [s for s in range(10) if f"{ours}/{s}" in cells and f"{theirs}/{s}" in cells]
+    seeds = [s for s in ALL_SEEDS if f"{ours}/{s}" in cells and f"{theirs}/{s}" in cells]
     diff = [cells[f"{ours}/{s}"]["accuracy"] - cells[f"{theirs}/{s}"]["accuracy"] for s in seeds]
     return {"paired_seeds": seeds, "difference": statistics.mean(diff),
             "standard_error": statistics.stdev(diff) / len(diff) ** 0.5,
@@ -439,6 +465,14 @@ def _summarize(results, tasks, ratios, seeds) -> None:
     summary = results.setdefault("summary", {})  # a --quick run updates only its own rows
     summary.update({k: {"mean": m, "std": s} for k, (m, s) in table.items()})
     results.setdefault("chosen_on_val", {}).update(chosen)
+    if tasks == tuple(SETUPS) and ratios == RATIOS:
+        # one criterion for every task and ratio: the best mean validation accuracy over all
+        val = {m: statistics.mean(_val_mean(cells, f"{t}/{m}/{k}", seeds) for t in tasks
+                                  for k in ratios)
+               for m in METHODS if m != "torch_pruning"}  # fmt: skip
+        best = max(val, key=val.get)
+        results["one_criterion_on_val"] = {"method": best, "val_mean": val[best]}
+        print(f"  one criterion for every task and ratio, chosen on validation: {best}")
 
 
 def _val_mean(cells, prefix: str, seeds) -> float:
