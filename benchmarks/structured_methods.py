@@ -8,17 +8,20 @@ per ratio the criterion with the best validation accuracy, "the best criterion" 
 without looking at the test split, beside Torch-Pruning, with the validation accuracy of
 both and of the parent (a second reading of the goals on the other small split). Then,
 at 0.5 MACs, time every pruned model against its parent (torch eager and onnxruntime, batch
-1 and 32, one thread), count the instructions of its int8 C export against the parent's
-(callgrind, as in benchmarks/deploy.py), and report speedup / MAC reduction.
+1 and 32, one thread, in turns), count the instructions of its int8 C export against the
+parent's (callgrind, as in benchmarks/deploy.py), and report speedup / MAC reduction.
 
     pip install torch-pruning   # for the Torch-Pruning column only
     python benchmarks/structured_methods.py [--seeds 5] [--quick] [--recount-c] [--held-out]
-                                            [--every] [--latency-bound]
+                                            [--every] [--retime] [--latency-bound]
 
 ``--held-out`` then prunes with the criterion chosen on validation at each task and ratio,
 and with Torch-Pruning, on seeds 5-9, which the choice never saw (the JSON's
 ``held_out``); with ``--every``, every method runs on those seeds as well, and each is
 compared with Torch-Pruning seed by seed over all ten (``all_seeds``).
+
+``--retime`` times the first seed's 0.5-MAC models again, all of them and the parent in
+turns, for speedups less exposed to the machine's drift than one timing each.
 
 ``--latency-bound`` then asks how much any channel pruning can buy in each runtime: the
 first seed's parent, its ``l1`` prune to 0.5 MACs and two "floors", whose every channel
@@ -68,6 +71,8 @@ SETUPS = {
     "mnist1d": ("ds_cnn", {}, 15),
 }
 FINETUNE = dict(epochs=8, lr=3e-3)
+ENGINES = ("eager", "onnx")  # torch eager and onnxruntime, one thread each
+CALLS = 200  # latency: calls timed per model, one at a time in turns with the others
 HELD_OUT_SEEDS = range(5, 10)  # --held-out: new seeds for the choice made on validation
 ALL_SEEDS = range(HELD_OUT_SEEDS.stop)  # the first seeds and the held-out ones
 
@@ -151,11 +156,10 @@ def _prune(method, parent, task, keep, seed):
     return model
 
 
-def _latency_eager(model, x, repeats=30):
-    return sc.measure.measure_latency(model, x, repeats=repeats, warmup=5, threads=1)
-
-
-def _latency_onnx(model, x, repeats=30):
+def _timers(model, x) -> dict:
+    """Per engine, a function of the inputs that returns a call running ``model`` once on
+    them (torch eager without gradients, or an onnxruntime session built once for any
+    batch size; one thread each)."""
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
@@ -166,15 +170,42 @@ def _latency_onnx(model, x, repeats=30):
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    feed = {"x": x.numpy()}
-    for _ in range(5):
-        session.run(None, feed)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+
+    def onnx(x):
+        feed = {"x": x.numpy()}
+        return lambda: session.run(None, feed)
+
+    def eager(x):
+        def run():
+            with torch.no_grad():
+                model(x)
+
+        return run
+
+    return {"eager": eager, "onnx": onnx}
+
+
+def _in_turns(timers: dict, x, engine: str) -> dict[str, float]:
+    """Each model's median latency in ms on ``engine`` (``timers``: name -> :func:`_timers`),
+    one call of each in turn, ``CALLS`` turns after a warm-up: this machine's speed drifts
+    by tens of percent within seconds, and calls taken in turns share the drift."""
+    runs = {name: timer[engine](x) for name, timer in timers.items()}
+    for run in runs.values():
+        for _ in range(5):
+            run()
+    times = {name: [] for name in runs}
+    for _ in range(CALLS):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+
+
+def _add_speedups(cell: dict, ms: dict, name: str, engine: str, batch: int) -> None:
+    ratio = ms["parent"] / ms[name]
+    cell[f"speedup_{engine}_b{batch}"] = ratio
+    cell[f"efficiency_{engine}_b{batch}"] = ratio * cell["macs_kept"]
 
 
 def _c_instructions(model, task) -> int:
@@ -200,8 +231,10 @@ def main(argv=None) -> int:
                         help="then check the choices on validation on seeds 5-9")  # fmt: skip
     parser.add_argument("--every", action="store_true",
                         help="with --held-out: run every method on seeds 5-9 too")  # fmt: skip
+    parser.add_argument("--retime", action="store_true",
+                        help="time the first seed's 0.5-MAC models again, in turns")  # fmt: skip
     parser.add_argument("--latency-bound", action="store_true",
-                        help="then time a floor model to bound what pruning can buy")  # fmt: skip
+                        help="then time floor models to bound what pruning can buy")  # fmt: skip
     parser.add_argument("--recount-c", action="store_true",
                         help="count the C instructions again (after a kernel change)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -261,15 +294,12 @@ def main(argv=None) -> int:
                     parent = parent or _checked_parent(task, seed, cells)
                     model, cell = _new_cell(method, parent, task, keep, seed)
                     if keep == 0.5 and seed == 0:
+                        x = task.example_inputs()
+                        timers = {"parent": _timers(parent, x), method: _timers(model, x)}
                         for batch in (1, 32):
-                            x = task.example_inputs(batch)
-                            for engine, timer in (
-                                ("eager", _latency_eager),
-                                ("onnx", _latency_onnx),
-                            ):
-                                ratio = timer(parent, x) / timer(model, x)
-                                cell[f"speedup_{engine}_b{batch}"] = ratio
-                                cell[f"efficiency_{engine}_b{batch}"] = ratio * cell["macs_kept"]
+                            for engine in ENGINES:
+                                ms = _in_turns(timers, task.example_inputs(batch), engine)
+                                _add_speedups(cell, ms, method, engine, batch)
                         _add_c_speedup(cell, parent, model, task, c_base)
                     cells[key] = cell
                     _save(results)
@@ -278,6 +308,9 @@ def main(argv=None) -> int:
     _save(results)
     if args.held_out:
         _held_out(results, tasks, ratios, every=args.every)
+        _save(results)
+    if args.retime:
+        _retime(results, tasks)
         _save(results)
     if args.latency_bound:
         _latency_bound(results, tasks)
@@ -369,13 +402,42 @@ def _paired(cells, task_name, method, keep) -> dict:
 
 
 FLOOR_CHANNELS = (8, 16)  # --latency-bound: each floor model keeps this many per group
-BOUND_ROUNDS = 7  # --latency-bound: each model is timed this many times, in turns
+
+
+def _retime(results, tasks) -> None:
+    """The speedups of every 0.5-MAC cell of the first seed measured again: each pruned
+    structure rebuilt from the parent (pruning is deterministic, and fine-tuning changes
+    no channel count), then all of them and the parent timed in turns (:func:`_in_turns`),
+    so that every ratio shares one measurement of the parent."""
+    cells = results["cells"]
+    for task_name in tasks:
+        task = sc.data.load(task_name, seed=0)
+        parent = _checked_parent(task, 0, cells)
+        x = task.example_inputs()
+        base = sc.measure.profile(parent, x, latency=False).macs
+        timers = {"parent": _timers(parent, x)}
+        for method in (*METHODS, *ROUNDED):
+            model = _prune(method, parent, task, 0.5, 0)
+            cell = cells[f"{task_name}/{method}/0.5/0"]
+            kept = sc.measure.profile(model, x, latency=False).macs / base
+            if abs(kept - cell["macs_kept"]) > 1e-9:
+                raise RuntimeError(f"{task_name}/{method}: rebuilt, it keeps {kept} of the "
+                                   f"MACs, the stored cell {cell['macs_kept']}")  # fmt: skip
+            timers[method] = _timers(model, x)
+        for batch in (1, 32):
+            for engine in ENGINES:
+                ms = _in_turns(timers, task.example_inputs(batch), engine)
+                for method in timers.keys() - {"parent"}:
+                    cell = cells[f"{task_name}/{method}/0.5/0"]
+                    _add_speedups(cell, ms, method, engine, batch)
+                    cell["timed_calls_in_turns"] = CALLS
+                print(f"{task_name} {engine} batch {batch}: parent {ms['parent']:.3f} ms")
 
 
 def _latency_bound(results, tasks) -> None:
     """Per task, runtime and batch: the first seed's parent, its ``l1`` prune to 0.5 MACs
-    and the floors (:func:`_floor`), timed in turns (the median of ``BOUND_ROUNDS``
-    medians each), and what they imply (:func:`_bound_row`; ``latency_bound``)."""
+    and the floors (:func:`_floor`), timed in turns (:func:`_in_turns`), and what they
+    imply (:func:`_bound_row`; ``latency_bound``)."""
     bound = results.setdefault("latency_bound", {})
     for task_name in tasks:
         task = sc.data.load(task_name, seed=0)
@@ -386,15 +448,11 @@ def _latency_bound(results, tasks) -> None:
         base = sc.measure.profile(parent, x, latency=False).macs
         kept = {name: sc.measure.profile(m, x, latency=False).macs / base
                 for name, m in models.items()}  # fmt: skip
-        row = bound[task_name] = {"macs_kept": kept, "rounds": BOUND_ROUNDS}
+        row = bound[task_name] = {"macs_kept": kept, "calls": CALLS}
+        timers = {name: _timers(model, x) for name, model in models.items()}
         for batch in (1, 32):
-            x = task.example_inputs(batch)
-            for engine, timer in (("eager", _latency_eager), ("onnx", _latency_onnx)):
-                times = {name: [] for name in models}
-                for _ in range(BOUND_ROUNDS):
-                    for name, model in models.items():
-                        times[name].append(timer(model, x))
-                ms = {name: statistics.median(t) for name, t in times.items()}
+            for engine in ENGINES:
+                ms = _in_turns(timers, task.example_inputs(batch), engine)
                 row[f"{engine}_b{batch}"] = _bound_row(ms, kept)
                 print(f"{task_name} {engine} batch {batch}: " + ", ".join(
                     f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"

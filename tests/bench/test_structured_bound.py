@@ -53,3 +53,16 @@ def test_paired_counts_wins_and_losses_seed_by_seed(bench):
     assert (row["wins"], row["losses"]) == (1, 1)
     assert row["difference"] == pytest.approx(-1 / 30)
     assert row["standard_error"] == pytest.approx(0.15275252 / 3**0.5)
+
+
+def test_models_are_timed_one_call_at_a_time_in_turns(bench, monkeypatch):
+    order = []
+
+    def timer(name):
+        return {"eager": lambda x: lambda: order.append(name)}
+
+    monkeypatch.setattr(bench, "CALLS", 4)
+    ms = bench._in_turns({"parent": timer("parent"), "model": timer("model")}, None, "eager")
+    warm_up = ["parent"] * 5 + ["model"] * 5
+    assert order == warm_up + ["parent", "model"] * 4
+    assert set(ms) == {"parent", "model"} and all(v >= 0 for v in ms.values())
