@@ -187,19 +187,9 @@ def _timers(model, x) -> dict:
 
 def _in_turns(timers: dict, x, engine: str) -> dict[str, float]:
     """Each model's median latency in ms on ``engine`` (``timers``: name -> :func:`_timers`),
-    one call of each in turn, ``CALLS`` turns after a warm-up: this machine's speed drifts
-    by tens of percent within seconds, and calls taken in turns share the drift."""
-    runs = {name: timer[engine](x) for name, timer in timers.items()}
-    for run in runs.values():
-        for _ in range(5):
-            run()
-    times = {name: [] for name in runs}
-    for _ in range(CALLS):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    one call of each in turn, ``CALLS`` turns: this machine's speed drifts by tens of
+    percent within seconds, and calls taken in turns share the drift."""
+    return sc.measure.time_in_turns({n: t[engine](x) for n, t in timers.items()}, CALLS)
 
 
 def _add_speedups(cell: dict, ms: dict, name: str, engine: str, batch: int) -> None:

@@ -10,6 +10,7 @@ PAGES = [
     "README.md",
     "docs/getting-started.md",
     "docs/pruning-graph.md",
+    "docs/measurement.md",
     "docs/methods/structured.md",
     "docs/methods/unstructured.md",
     "docs/methods/quantization.md",

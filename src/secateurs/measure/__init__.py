@@ -6,7 +6,7 @@ prof = sc.measure.profile(model, task.example_inputs())
 from __future__ import annotations
 
 from .encoding import ENCODINGS, encoding_bytes, smallest_encoding
-from .latency import measure_latency
+from .latency import compare_latency, measure_latency, time_in_turns
 from .memory import Lifetime, lifetimes, live_bytes
 from .profile import (
     ExecutedMACs,
@@ -32,6 +32,8 @@ __all__ = [
     "ENCODINGS",
     "effective_tensors",
     "measure_latency",
+    "compare_latency",
+    "time_in_turns",
     "trace",
     "Trace",
     "TracedOp",
