@@ -73,6 +73,7 @@ SETUPS = {
 FINETUNE = dict(epochs=8, lr=3e-3)
 ENGINES = ("eager", "onnx")  # torch eager and onnxruntime, one thread each
 CALLS = 200  # latency: calls timed per model, one at a time in turns with the others
+FLOOR_CHANNELS = (8, 16)  # --latency-bound: each floor model keeps this many per group
 HELD_OUT_SEEDS = range(5, 10)  # --held-out: new seeds for the choice made on validation
 ALL_SEEDS = range(HELD_OUT_SEEDS.stop)  # the first seeds and the held-out ones
 
@@ -389,9 +390,6 @@ def _paired(cells, task_name, method, keep) -> dict:
     return {"paired_seeds": seeds, "difference": statistics.mean(diff),
             "standard_error": statistics.stdev(diff) / len(diff) ** 0.5,
             "wins": sum(d > 0 for d in diff), "losses": sum(d < 0 for d in diff)}  # fmt: skip
-
-
-FLOOR_CHANNELS = (8, 16)  # --latency-bound: each floor model keeps this many per group
 
 
 def _retime(results, tasks) -> None:
