@@ -16,9 +16,20 @@ import torch
 import secateurs as sc
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (training differs between CPU models, so results name it)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or "unknown CPU"
+
+
 def machine() -> str:
     return (
-        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{platform.machine()} ({_cpu_model()}), {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, "
         f"{torch.get_num_threads()} torch thread(s), Python {platform.python_version()}"
     )
 

@@ -33,6 +33,9 @@ most room, and the 0.8 goal at 0.5 MACs needs f <= 0.25; the 0.5 prune checks th
 (the JSON's ``latency_bound``). Where kernels favour some channel counts (onnxruntime's
 blocked layouts) the fit is rough.
 
+Layer pruning, which removes whole blocks instead of channels, is compared with these
+criteria on the same setup by benchmarks/layer_pruning.py.
+
 Results are kept cell by cell in benchmarks/results/structured_methods.json (rewritten
 atomically after each cell), so an interrupted run resumes where it stopped.
 """

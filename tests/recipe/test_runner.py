@@ -278,3 +278,28 @@ def test_regularize_threshold_qgt_and_tflite_stages(tmp_path):
     tflite = tmp_path / "run" / "model.tflite"
     assert by["export-tflite"]["details"]["path"] == "model.tflite"
     assert tflite.read_bytes()[4:8] == b"TFL3"
+
+
+def test_prune_layers_stage_removes_blocks_and_survives_the_checkpoint(tmp_path):
+    v2 = {"cfg": [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 2, 1]], "last_channels": 64}
+    recipe = {
+        "task": "digits",
+        "model": {"name": "mobilenet_v2", "width": 0.5, "args": v2},
+        "stages": [
+            {"train": {"epochs": 3, "lr": 0.003}},
+            {"prune_layers": {"count": 1}},
+            {"prune": {"ratio": 0.3, "scope": "global"}},
+            {"finetune": {"epochs": 1, "lr": 0.002}},
+        ],
+    }
+    result = sc.recipe.run(recipe, tmp_path / "run")
+    by = {r["name"]: r for r in result.records}
+    (removed,) = by["prune_layers"]["details"]["layers_removed"]
+    assert removed in ("block1.conv.0", "block3", "block4", "block5")
+    assert by["prune_layers"]["profile"]["macs"] < by["train"]["profile"]["macs"]
+    task = sc.data.load("digits")
+    state = sc.recipe.load_state(result.out / "checkpoints" / "04-finetune.pt", task)
+    assert not list(state.model.get_submodule(removed).parameters())
+    assert sc.evaluate(state.model, task) == pytest.approx(by["finetune"]["accuracy"])
+    with pytest.raises(RecipeError, match="exactly one of target_macs, count"):
+        sc.recipe.run({**recipe, "stages": [{"prune_layers": {}}]}, tmp_path / "bad")

@@ -7,7 +7,7 @@ g.groups()[0].prune([0, 3])
 
 from __future__ import annotations
 
-from .graph import DependencyGraph, Group, Member, pruning_history, replay
+from .graph import DependencyGraph, Group, Member, pruning_history, remove_layer, replay
 from .persist import load_pruned, save_pruned
 from .surgery import prune_module
 from .tracer import Constraint, GraphError, Slot
@@ -22,6 +22,7 @@ __all__ = [
     "prune_module",
     "pruning_history",
     "replay",
+    "remove_layer",
     "save_pruned",
     "load_pruned",
 ]

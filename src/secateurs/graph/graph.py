@@ -299,8 +299,26 @@ def pruning_history(model: nn.Module) -> list[dict]:
     return list(model.__dict__.get(HISTORY_ATTR, []))
 
 
+def set_module(model: nn.Module, path: str, module: nn.Module) -> nn.Module:
+    """Put ``module`` at ``path`` in ``model``; returns the module that was there."""
+    parent, _, name = path.rpartition(".")
+    container = model.get_submodule(parent)
+    old = getattr(container, name)
+    setattr(container, name, module)
+    return old
+
+
+def remove_layer(model: nn.Module, path: str) -> nn.Module:
+    """Replace the module at ``path`` by the identity (an empty ``nn.Sequential``), in the
+    pruning history as ``{"module": path, "remove": True}``; returns the removed module."""
+    old = set_module(model, path, nn.Sequential())
+    model.__dict__.setdefault(HISTORY_ATTR, []).append({"module": path, "remove": True})
+    return old
+
+
 def replay(model: nn.Module, history: list[dict]) -> nn.Module:
-    """Apply a pruning history to a freshly built model, in place."""
+    """Apply a pruning history (channel removals, and layers removed by
+    :func:`remove_layer`) to a freshly built model, in place."""
     modules = dict(model.named_modules())
     for step in history:
         name = step["module"]
@@ -312,6 +330,9 @@ def replay(model: nn.Module, history: list[dict]) -> nn.Module:
                 "sc.prune.strip(model) before removing channels"
             )
     for step in history:
-        prune_module(modules[step["module"]], step["keep"])
+        if step.get("remove"):
+            set_module(model, step["module"], nn.Sequential())
+        else:
+            prune_module(modules[step["module"]], step["keep"])
     model.__dict__.setdefault(HISTORY_ATTR, []).extend(history)
     return model

@@ -1,6 +1,7 @@
 """Pruning: structured channel removal and the importance criteria behind it.
 
 report = sc.prune.channels(model, x, ratio=0.5, importance="l1", scope="global")
+report = sc.prune.layers(model, x, target_macs=0.5, data=task)   # whole blocks
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from .criteria import GradientTracking, SoftFilterPruning, compensate
 from .dynamic import ChannelGate, GateBudget, gate_channels
 from .importance import IMPORTANCE, list_importance, register_importance
 from .iterative import LoopReport, LoopStep, iterative
+from .layers import LayerReport, layers, removable
 from .regularizers import (
     L1,
     L2,
@@ -37,6 +39,9 @@ __all__ = [
     "channels",
     "plan",
     "group_name",
+    "layers",
+    "removable",
+    "LayerReport",
     "gate_channels",
     "ChannelGate",
     "GateBudget",

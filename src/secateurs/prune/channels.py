@@ -34,8 +34,32 @@ class GroupReport:
         return self.channels - len(self.removed)
 
 
+class SizeChange:
+    """What a structural pruning report shares: the params and MACs kept, and a summary of
+    both (the class sets ``params_before`` ... ``macs_after``)."""
+
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+
+    @property
+    def macs_kept(self) -> float:
+        return self.macs_after / self.macs_before if self.macs_before else 1.0
+
+    @property
+    def params_kept(self) -> float:
+        return self.params_after / self.params_before if self.params_before else 1.0
+
+    def _sizes(self) -> str:
+        return (
+            f"params {self.params_before:,} -> {self.params_after:,} ({self.params_kept:.1%}), "
+            f"MACs {self.macs_before:,} -> {self.macs_after:,} ({self.macs_kept:.1%})"
+        )
+
+
 @dataclass(frozen=True)
-class PruneReport:
+class PruneReport(SizeChange):
     """Per-group removals and the model's params and MACs before and after, measured."""
 
     groups: tuple[GroupReport, ...]
@@ -46,22 +70,10 @@ class PruneReport:
     ratio: float  # the removal ratio finally applied (searched when target_macs was given)
     history: list = field(default_factory=list, repr=False)
 
-    @property
-    def macs_kept(self) -> float:
-        return self.macs_after / self.macs_before if self.macs_before else 1.0
-
-    @property
-    def params_kept(self) -> float:
-        return self.params_after / self.params_before if self.params_before else 1.0
-
     def __str__(self) -> str:
         removed = sum(len(g.removed) for g in self.groups)
         total = sum(g.channels for g in self.groups)
-        return (
-            f"removed {removed}/{total} channels in {len(self.groups)} groups: "
-            f"params {self.params_before:,} -> {self.params_after:,} ({self.params_kept:.1%}), "
-            f"MACs {self.macs_before:,} -> {self.macs_after:,} ({self.macs_kept:.1%})"
-        )
+        return f"removed {removed}/{total} channels in {len(self.groups)} groups: " + self._sizes()
 
 
 def _cap(channels: int, count: int, max_layer_ratio: float, round_to: int) -> int:

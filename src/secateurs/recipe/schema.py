@@ -166,6 +166,22 @@ class Prune(Args):
         return self
 
 
+class PruneLayers(Args):
+    """Remove whole layers (blocks): ``sc.prune.layers`` (exactly one of target_macs, count)."""
+
+    target_macs: float = Field(default=None, gt=0, le=1)
+    count: int = Field(default=None, ge=0)
+    candidates: list[str] = None
+    num_batches: int = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_amount(self) -> PruneLayers:
+        given = [k for k in ("target_macs", "count") if k in self.model_fields_set]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of target_macs, count; got {given}")
+        return self
+
+
 class Sparsify(FitArgs):
     """Mask weights: ``sc.prune.sparsify``. With ``epochs``, the masks are applied on the
     ``ramp`` (``SparsitySchedule``: one_shot, iterative in ``steps``, or Zhu & Gupta's
@@ -349,6 +365,7 @@ STAGE_KINDS: dict[str, type[Args]] = {
     "finetune": Finetune,
     "regularize": Regularize,
     "prune": Prune,
+    "prune_layers": PruneLayers,
     "search": Search,
     "sparsify": Sparsify,
     "distill": Distill,
@@ -356,8 +373,8 @@ STAGE_KINDS: dict[str, type[Args]] = {
     "evaluate": Evaluate,
     "export": Export,
 }
-FLOAT_ONLY = {"train", "finetune", "regularize", "prune", "search", "sparsify", "distill",
-              "quantize"}  # fmt: skip
+FLOAT_ONLY = {"train", "finetune", "regularize", "prune", "prune_layers", "search", "sparsify",
+              "distill", "quantize"}  # fmt: skip
 
 
 class ModelSpec(BaseModel):

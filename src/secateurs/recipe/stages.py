@@ -30,6 +30,7 @@ from ..prune import (
     SmoothL12,
     SparsitySchedule,
     channels,
+    layers,
     sparsify,
     sparsity_report,
 )
@@ -103,6 +104,13 @@ def prune_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
         "params_kept": report.params_kept,
         "channels_removed": sum(len(g.removed) for g in report.groups),
     }
+
+
+@STAGES.register("prune_layers")
+def prune_layers_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
+    report = layers(state.model, ctx.task.example_inputs(), **stage.args.kwargs(), data=ctx.task)
+    return {"macs_kept": report.macs_kept, "params_kept": report.params_kept,
+            "layers_removed": list(report.removed)}  # fmt: skip
 
 
 @STAGES.register("search")
