@@ -88,12 +88,14 @@ def _cheapest(model, x, candidates, calibration, macs: int, floor: float, total:
     best = None
     for path in candidates:
         module = set_module(model, path, nn.Sequential())
-        after = profile(model, x, latency=False).macs
-        if floor <= after < macs:
-            cost = (_loss(model, calibration) - base) / ((macs - after) / total)
-            if best is None or cost < best[0]:
-                best = (cost, path, after)
-        set_module(model, path, module)
+        try:
+            after = profile(model, x, latency=False).macs
+            if floor <= after < macs:
+                cost = (_loss(model, calibration) - base) / ((macs - after) / total)
+                if best is None or cost < best[0]:
+                    best = (cost, path, after)
+        finally:  # the trial never outlives its scoring
+            set_module(model, path, module)
     return best
 
 
