@@ -80,22 +80,24 @@ def removable(model: nn.Module, example_inputs) -> list[str]:
     return [p for p in ok if not any(p.startswith(q + ".") for q in ok)]
 
 
-def _cheapest(model, x, candidates, calibration, macs: int, floor: float, total: int):
+def _cheapest(model, candidates, calibration, saved: dict[str, int], macs: int, floor: float,
+              total: int):  # fmt: skip
     """The candidate whose removal adds the least calibration loss per fraction of the
-    ``total`` MACs it removes, among those that keep at least ``floor`` MACs: (cost, path,
-    MACs after), or None."""
+    ``total`` MACs it removes (``saved``), among those after which at least ``floor`` of
+    the model's ``macs`` MACs are left: (cost, path, MACs after), or None."""
     base = _loss(model, calibration)
     best = None
     for path in candidates:
+        after = macs - saved[path]
+        if not (saved[path] > 0 and after >= floor):
+            continue
         module = set_module(model, path, nn.Sequential())
         try:
-            after = profile(model, x, latency=False).macs
-            if floor <= after < macs:
-                cost = (_loss(model, calibration) - base) / ((macs - after) / total)
-                if best is None or cost < best[0]:
-                    best = (cost, path, after)
+            cost = (_loss(model, calibration) - base) / (saved[path] / total)
         finally:  # the trial never outlives its scoring
             set_module(model, path, module)
+        if best is None or cost < best[0]:
+            best = (cost, path, after)
     return best
 
 
@@ -160,6 +162,13 @@ def layers(
         )
     calibration = batches(data, num_batches)
     before = profile(model, x, latency=False)
+    # the candidates keep their input's shape and do not nest, so what removing one saves
+    # is its own layers' MACs, whatever else has gone
+    saved = {
+        path: sum(op.macs for op in before.layers
+                  if op.module == path or op.module.startswith(path + "."))
+        for path in candidates
+    }  # fmt: skip
     # MACs: remove until at most ``goal`` are left, never going below ``floor``
     floor = 0.0 if target_macs is None else (target_macs - MAC_TOLERANCE) * before.macs
     goal = 0.0 if target_macs is None else (target_macs + MAC_TOLERANCE) * before.macs
@@ -170,7 +179,7 @@ def layers(
     macs = before.macs
     try:
         while candidates and (len(removed) < count if count is not None else macs > goal):
-            best = _cheapest(model, x, candidates, calibration, macs, floor, before.macs)
+            best = _cheapest(model, candidates, calibration, saved, macs, floor, before.macs)
             if best is None:  # every removal left would cross the target
                 break
             cost, path, macs = best
