@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import secateurs as sc
+from secateurs.deploy import cortex_m
 
 ZOO = [
     ("mlp", {}),
@@ -205,6 +206,8 @@ def test_generated_code_is_plain_c99_without_malloc_or_floats(digits, tmp_path):
             "sc_kernels.h",
             "weights.h",
             "sc_config.h",
+            "sc_kernels_dsp.h",  # where the compiler has the Arm DSP extension
+            "arm_acle.h",  # the compiler's own intrinsics, on that path only
         }
     header = (tmp_path / "model.h").read_text()
     assert "int secateurs_invoke(const int8_t *input, int8_t *output);" in header
@@ -422,10 +425,14 @@ def test_row_by_row_convolutions_are_exact_at_every_stride_dilation_and_group(
     report = sc.deploy.export_c(q, tmp_path, sparse=sparse)
     kernels = {r["kernel"] for r in report["layers"] if r["kind"] == "conv"}
     assert kernels == {"sc_conv_filterlet" if sparse == "always" else "sc_conv"}
-    assert report["scratch_bytes"] == 4 * 4  # the widest output row: 4 int32 columns
+    # sparse: the widest output row, 4 int32 columns; dense: the DSP path's largest need,
+    # the stem's input plane padded for a 4x4 kernel at stride 2 (10 x 10) and 4 bytes
+    assert report["scratch_bytes"] == (4 * 4 if sparse == "always" else 10 * 10 + 4)
     x = digits.test.tensors[0][:64]
     assert sc.deploy.verify_c(q, tmp_path, x).bit_exact
     assert sc.deploy.verify_c(q, tmp_path, x[:8], sanitize=True).bit_exact
+    if not cortex_m.toolchain_missing():  # the DSP paths, on the emulated Cortex-M4
+        assert sc.deploy.verify_c(q, tmp_path, x[:16], target="cortex-m4").bit_exact
 
 
 def test_filters_without_filterlets_become_one_constant_byte(digits, tmp_path):

@@ -1,7 +1,8 @@
-"""Compile the generated C on the host and compare it with the integer reference.
+"""Compile the generated C and compare it with the integer reference, on the host or on an
+emulated Cortex-M core (``cortex_m.py``).
 
-The harness reads int8 inputs from stdin and writes int8 outputs to stdout, one inference
-after another, so one process checks a whole batch.
+The host harness reads int8 inputs from stdin and writes int8 outputs to stdout, one
+inference after another, so one process checks a whole batch.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class Verification:
     mismatches: int  # output values that differ
     max_abs_diff: int
     binary: Path
+    target: str = "host"
+    instructions: float | None = None  # per inference on the core, where target is one
 
     @property
     def bit_exact(self) -> bool:
@@ -85,17 +88,54 @@ def run_c(binary: str | os.PathLike, x_q: torch.Tensor, output_size: int) -> np.
     return np.frombuffer(result.stdout, dtype=np.int8).reshape(len(x_q), output_size)
 
 
+def check_inputs(qmodel, x: torch.Tensor, what: str) -> None:
+    """Fail with a clear message unless ``x`` is a float batch the model takes."""
+    if not isinstance(qmodel, QuantizedModel):
+        raise TypeError(f"{what} takes a QuantizedModel (sc.quant.quantize(model, data)), "
+                        f"got {type(qmodel).__name__}")  # fmt: skip
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"{what} takes float inputs (it quantizes them itself), got "
+                        f"{getattr(x, 'dtype', type(x).__name__)}")  # fmt: skip
+    expected = tuple(qmodel.graph.shapes[qmodel.graph.input][1:])
+    if tuple(x.shape[1:]) != expected or len(x) == 0:
+        raise ValueError(f"{what} takes a batch of inputs of shape (N, "
+                         f"{', '.join(map(str, expected))}), got {tuple(x.shape)}")  # fmt: skip
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{what}: the inputs hold NaN or infinite values")
+
+
 def verify_c(
-    qmodel: QuantizedModel, outdir: str | os.PathLike, x: torch.Tensor, sanitize: bool = False
+    qmodel: QuantizedModel,
+    outdir: str | os.PathLike,
+    x: torch.Tensor,
+    sanitize: bool = False,
+    target: str | None = None,
+    opt: str = "-O2",
 ) -> Verification:
     """Compile ``outdir`` (from ``export_c(qmodel, outdir)``), run it on float inputs ``x``
-    and count the int8 outputs that differ from ``qmodel.run_int8``."""
+    and count the int8 outputs that differ from ``qmodel.run_int8``.
+
+    ``target``: None builds for the host with gcc (``sanitize``: with ASan and UBSan); a
+    Cortex-M core ("cortex-m4", see ``sc.deploy.cortex_m.CORES``) cross-compiles at
+    ``opt`` and runs on the board QEMU emulates for it, and records instructions per
+    inference, per kernel call and code sizes in ``report.json`` under ``"cortex_m"``."""
+    check_inputs(qmodel, x, "verify_c")
     x_q = qmodel.quantize_input(x)
     expected = qmodel.run_int8(x_q).reshape(len(x_q), -1).numpy()
-    binary = compile_c(outdir, sanitize=sanitize)
-    got = run_c(binary, x_q, expected.shape[1])
+    instructions = None
+    if target is None or target == "host":
+        binary = compile_c(outdir, sanitize=sanitize)
+        got = run_c(binary, x_q, expected.shape[1])
+    else:
+        from . import cortex_m
+
+        cortex_m.get_core(target)  # an unknown core fails here, listing the known ones
+        entry = cortex_m.measure(outdir, x_q, expected.shape[1], target, opt)
+        got, instructions = entry["_outputs"], entry["instructions_mean"]
+        binary = Path(outdir) / "cortex-m" / f"{entry['core']}{opt}" / "firmware.elf"
     diff = np.abs(got.astype(np.int32) - expected.astype(np.int32))
-    return Verification(len(x_q), int((diff != 0).sum()), int(diff.max(initial=0)), binary)
+    return Verification(len(x_q), int((diff != 0).sum()), int(diff.max(initial=0)), binary,
+                        target or "host", instructions)  # fmt: skip
 
 
 def count_instructions(binary: str | os.PathLike, x_q: torch.Tensor) -> int:

@@ -172,10 +172,23 @@ static void sc_conv_channel(const int8_t *x, int8_t *y, const int8_t *wo, int32_
     }
 }
 
+#if SC_DSP
+#include "sc_kernels_dsp.h"
+#endif
+
 void sc_conv(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
              const int32_t *mult, const int8_t *shift, int32_t *acc, const sc_conv_params *p) {
     const int32_t per_channel = p->cin / p->groups * p->kh * p->kw;
     int32_t oc;
+#if SC_DSP
+    if (p->cin == p->groups) {
+        sc_conv_dsp_depthwise(x, y, w, bias, mult, shift, (int8_t *)acc, p);
+        return;
+    }
+    if (sc_conv_dsp(x, y, w, bias, mult, shift, acc, p)) {
+        return;
+    }
+#endif
     for (oc = 0; oc < p->cout; ++oc) {
         sc_conv_channel(x, y, w + oc * per_channel, oc, bias[oc], mult[oc], shift[oc], acc,
                         p);
@@ -260,6 +273,10 @@ static int8_t sc_linear_row(const int8_t *x, const int8_t *wo, int32_t bias, int
 void sc_linear(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
                const int32_t *mult, const int8_t *shift, const sc_linear_params *p) {
     int32_t o;
+#if SC_DSP
+    sc_linear_dsp(x, y, w, bias, mult, shift, p);
+    return;
+#endif
     for (o = 0; o < p->out_features; ++o) {
         y[o] = sc_linear_row(x, w + o * p->in_features, bias[o], mult[o], shift[o], p);
     }
@@ -305,6 +322,12 @@ void sc_linear_bitmask(const int8_t *x, int8_t *y, const uint8_t *mask, const in
 #define SC_OPERAND(x, div, mod, whole, i) ((whole) ? (x)[i] : (x)[((i) / (div)) % (mod)])
 
 void sc_add(const int8_t *a, const int8_t *b, int8_t *y, const sc_binary_params *p) {
+#if SC_DSP
+    if (p->a_div == 1 && p->a_mod == p->count && p->b_div == 1 && p->b_mod == p->count) {
+        sc_add_dsp(a, b, y, p);
+        return;
+    }
+#endif
     const sc_rq qa = sc_rq_make(p->a_mult, p->a_shift);
     const sc_rq qb = sc_rq_make(p->b_mult, p->b_shift);
     const sc_rq qy = sc_rq_make(p->out_mult, p->out_shift);

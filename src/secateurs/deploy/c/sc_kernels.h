@@ -9,6 +9,15 @@
 
 #include "sc_config.h" /* SC_LITERT_ROUNDING: 0 for TFLite Micro's double rounding */
 
+/* The Arm DSP extension (Cortex-M4, M7, M33, M55): convolutions and fully connected layers
+ * take two multiply-accumulates per instruction (SXTB16, SMLAD). Other targets run the
+ * portable loops; both compute the same bytes. */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && !defined(SC_NO_DSP)
+#define SC_DSP 1
+#else
+#define SC_DSP 0
+#endif
+
 typedef struct {
     int32_t cin, h, w, cout, kh, kw, oh, ow;
     int32_t stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, groups;

@@ -1,0 +1,276 @@
+"""Generated C against CMSIS-NN on the target instruction set: executed Thumb instructions per
+layer on emulated Cortex-M cores, the same int8 layer, the same outputs.
+
+Each layer (the shapes of issue 29: a 3x3 convolution 16->32 on 16x16, a 3x3 depthwise
+convolution over 32 channels on 16x16, a 1x1 pointwise 32->64 on 16x16, a fully connected
+256->10, a 1-D convolution 16->32 with k=5 on L=40; each followed by ReLU) gets random
+weights (seed 0), is quantized per channel (PTQ, min/max on 64 random inputs) and exported
+with ``sc.deploy.export_c``. Our C is built for the core with ``arm-none-eabi-gcc`` and run
+on QEMU's board for it (``sc.deploy.cortex_m``); the kernel call is counted by the emulator
+plugin. CMSIS-NN (``../shared/third_party/cmsis-nn``, built from source with the same
+compiler and flags) gets the very constants our export stores (weights in its OHWI layout,
+biases, per-channel multipliers and shifts, zero points), the input in channel-last order,
+and its wrapper function is counted the same way; both outputs must equal ``run_int8``'s.
+The fully connected layer's weight sums, which TFLite Micro computes once at start-up for
+CMSIS-NN, are not counted. Cores: Cortex-M4 (DSP) and Cortex-M0+ (ARMv6-M code, run on
+the Cortex-M3 board); -O2 and -Os.
+
+    python benchmarks/cortex_m.py
+
+Writes benchmarks/results/cortex_m.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import machine, save_json
+from torch import nn
+
+import secateurs as sc
+from secateurs.deploy import cortex_m
+from secateurs.deploy.codegen import build_program
+
+RESULTS = Path(__file__).parent / "results" / "cortex_m.json"
+CMSIS = Path(__file__).resolve().parents[2] / "shared" / "third_party"
+CMSIS_DIRS = ("ConvolutionFunctions", "FullyConnectedFunctions", "NNSupportFunctions")
+
+LAYERS = {
+    "conv3x3 16->32 16x16": (lambda: nn.Conv2d(16, 32, 3, padding=1), (16, 16, 16)),
+    "depthwise3x3 32 16x16": (lambda: nn.Conv2d(32, 32, 3, padding=1, groups=32), (32, 16, 16)),
+    "pointwise 32->64 16x16": (lambda: nn.Conv2d(32, 64, 1), (32, 16, 16)),
+    "fully_connected 256->10": (lambda: nn.Linear(256, 10), (256,)),
+    "conv1d k5 16->32 L40": (lambda: nn.Conv1d(16, 32, 5, padding=2), (16, 40)),
+}  # fmt: skip
+
+INVOKE = """/* CMSIS-NN for one layer, behind the entry point the harness calls. */
+#include <string.h>
+#include "arm_nnfunctions.h"
+#include "model.h"
+#include "layer.h"
+
+static int8_t buffer[65536];
+
+int secateurs_invoke(const int8_t *input, int8_t *output) {
+    cmsis_nn_context ctx = {buffer, 0};
+    const cmsis_nn_dims in = {1, IN_H, IN_W, IN_C}, flt = {F_N, F_H, F_W, F_C};
+    const cmsis_nn_dims bias_dims = {1, 1, 1, OUT_C}, out = {1, OUT_H, OUT_W, OUT_C};
+    cmsis_nn_per_channel_quant_params quant = {(int32_t *)mult, (int32_t *)shift};
+#if KIND_CONV
+    const cmsis_nn_conv_params p = {-IN_ZP, OUT_ZP, {STRIDE_W, STRIDE_H}, {PAD_W, PAD_H},
+                                    {1, 1}, {ACT_MIN, ACT_MAX}};
+    ctx.size = arm_convolve_wrapper_s8_get_buffer_size(&p, &in, &flt, &out);
+    if (ctx.size > (int32_t)sizeof(buffer)) return 4;
+    return arm_convolve_wrapper_s8(&ctx, &p, &quant, &in, input, &flt, weights, &bias_dims,
+                                   bias, &out, output) != ARM_CMSIS_NN_SUCCESS;
+#elif KIND_DEPTHWISE
+    const cmsis_nn_dw_conv_params p = {-IN_ZP, OUT_ZP, 1, {STRIDE_W, STRIDE_H},
+                                       {PAD_W, PAD_H}, {1, 1}, {ACT_MIN, ACT_MAX}};
+    ctx.size = arm_depthwise_conv_wrapper_s8_get_buffer_size(&p, &in, &flt, &out);
+    if (ctx.size > (int32_t)sizeof(buffer)) return 4;
+    return arm_depthwise_conv_wrapper_s8(&ctx, &p, &quant, &in, input, &flt, weights,
+                                         &bias_dims, bias, &out, output) != ARM_CMSIS_NN_SUCCESS;
+#else
+    const cmsis_nn_fc_params p = {-IN_ZP, 0, OUT_ZP, {ACT_MIN, ACT_MAX}};
+    ctx.buf = 0;
+    return arm_fully_connected_per_channel_s8(&ctx, &p, &quant, &in, input, &flt, weights,
+                                              &bias_dims, bias, &out, output) !=
+           ARM_CMSIS_NN_SUCCESS;
+#endif
+}
+"""
+
+
+def _array(name: str, ctype: str, values) -> str:
+    body = ", ".join(str(int(v)) for v in np.asarray(values).ravel())
+    return f"static const {ctype} {name}[] = {{{body}}};\n"
+
+
+def cmsis_library(work: Path, core: str, opt: str) -> Path:
+    """CMSIS-NN's convolution, fully connected and support functions as a static library."""
+    lib = work / f"libcmsisnn{core}{opt}.a"
+    if lib.is_file():
+        return lib
+    objdir = work / f"cmsis{core}{opt}"
+    objdir.mkdir(parents=True, exist_ok=True)
+    flags = [*(f for f in cortex_m.compile_flags(cortex_m.get_core(core), opt)
+               if not f.startswith("-std")), "-std=gnu11",
+             f"-I{CMSIS / 'cmsis-nn' / 'Include'}",
+             f"-I{CMSIS / 'cmsis-core' / 'CMSIS' / 'Core' / 'Include'}"]  # fmt: skip
+    sources = sorted(
+        p
+        for d in CMSIS_DIRS
+        for p in (CMSIS / "cmsis-nn" / "Source" / d).glob("*.c")
+        if "_f16" not in p.name and "_f32" not in p.name
+    )  # int8 and support
+
+    def compile_one(src: Path) -> Path:
+        obj = objdir / (src.stem + ".o")
+        subprocess.run(["arm-none-eabi-gcc", *flags, "-c", "-o", str(obj), str(src)], check=True)
+        return obj
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        objects = list(pool.map(compile_one, sources))
+    subprocess.run(["arm-none-eabi-ar", "rcs", str(lib), *map(str, objects)], check=True)
+    return lib
+
+
+def layer_header(op, in_shape) -> str:
+    """The constants our export stores for ``op``, in the layout CMSIS-NN reads."""
+    p, c = op.params, op.consts
+    if op.kernel == "sc_linear":
+        dims = {"IN_H": 1, "IN_W": 1, "IN_C": p["in_features"], "OUT_H": 1, "OUT_W": 1,
+                "OUT_C": p["out_features"], "F_N": p["in_features"], "F_H": 1, "F_W": 1,
+                "F_C": p["out_features"], "STRIDE_W": 1, "STRIDE_H": 1, "PAD_W": 0,
+                "PAD_H": 0, "KIND_CONV": 0, "KIND_DEPTHWISE": 0}  # fmt: skip
+        weights = c["w"].values  # [out][in], as CMSIS-NN's fully connected reads it
+    else:
+        depthwise = p["groups"] == p["cin"] and p["groups"] > 1
+        w = c["w"].values.reshape(p["cout"], p["kh"], p["kw"], p["cin"] // p["groups"])
+        # CMSIS-NN: OHWI for a convolution, 1HWC (channels innermost) for a depthwise one
+        weights = w.transpose(3, 1, 2, 0) if depthwise else w
+        dims = {"IN_H": p["h"], "IN_W": p["w"], "IN_C": p["cin"], "OUT_H": p["oh"],
+                "OUT_W": p["ow"], "OUT_C": p["cout"], "F_N": 1 if depthwise else p["cout"],
+                "F_H": p["kh"], "F_W": p["kw"], "F_C": p["cout"] if depthwise else p["cin"],
+                "STRIDE_W": p["stride_w"], "STRIDE_H": p["stride_h"], "PAD_W": p["pad_left"],
+                "PAD_H": p["pad_top"], "KIND_CONV": int(not depthwise),
+                "KIND_DEPTHWISE": int(depthwise)}  # fmt: skip
+    dims |= {"IN_ZP": p["in_zp"], "OUT_ZP": p["out_zp"], "ACT_MIN": p["act_min"],
+             "ACT_MAX": p["act_max"]}  # fmt: skip
+    text = "".join(f"#define {k} {v}\n" for k, v in dims.items())
+    text += _array("weights", "int8_t", weights)
+    text += _array("bias", "int32_t", c["bias"].values)
+    text += _array("mult", "int32_t", c["mult"].values)
+    text += _array("shift", "int32_t", c["shift"].values)
+    return text
+
+
+def measure_layer(name: str, work: Path, cores, opts, inputs: int) -> list[dict]:
+    make, in_shape = LAYERS[name]
+    torch.manual_seed(0)
+    layer = make()
+    model = nn.Sequential(layer, nn.ReLU()).eval()
+    calib = torch.randn(64, *in_shape)
+    q = sc.quant.quantize(model, calib)
+    x = torch.randn(inputs, *in_shape)
+    x_q = q.quantize_input(x)
+    expected = q.run_int8(x_q).numpy()
+    out = work / name.replace(" ", "_").replace(">", "").replace("-", "_")
+    report = sc.deploy.export_c(q, out, sparse="never")
+    program, _ = build_program(q, "never")
+    (op,) = [o for o in program.ops if o.kernel in ("sc_conv", "sc_linear")]
+    cm_dir = out / "cmsis"
+    cm_dir.mkdir(exist_ok=True)
+    (cm_dir / "layer.h").write_text(layer_header(op, in_shape))
+    (cm_dir / "invoke.c").write_text(INVOKE)
+    size_in, size_out = int(np.prod(in_shape)), int(expected[0].size)
+    (cm_dir / "model.h").write_text(
+        f"#include <stdint.h>\n#define SECATEURS_INPUT_SIZE {size_in}\n"
+        f"#define SECATEURS_OUTPUT_SIZE {size_out}\n"
+        "int secateurs_invoke(const int8_t *input, int8_t *output);\n"
+    )
+    channel_last = (lambda t: t.permute(0, *range(2, t.dim()), 1)) if len(in_shape) > 1 else (
+        lambda t: t)  # fmt: skip
+    rows = []
+    for core in cores:
+        lib = {opt: cmsis_library(work, core, opt) for opt in opts}
+        for opt in opts:
+            ours = cortex_m.measure(out, x_q, size_out, core, opt, per_op=True)
+            if not np.array_equal(ours["_outputs"], expected.reshape(inputs, -1)):
+                raise AssertionError(f"{name} on {core}{opt}: our C differs from run_int8")
+            harness = cortex_m._copy_resource("harness.c", cm_dir / "harness.c")
+            fw = cortex_m.firmware(
+                [cm_dir / "invoke.c", harness], cm_dir / f"{core}{opt}", core, opt,
+                includes=(cm_dir, CMSIS / "cmsis-nn" / "Include",
+                          CMSIS / "cmsis-core" / "CMSIS" / "Core" / "Include"),
+                libraries=(lib[opt],),
+            )  # fmt: skip
+            run = cortex_m.run(fw, channel_last(x_q).contiguous(), size_out)
+            shape = channel_last(torch.from_numpy(expected)).shape[1:]
+            theirs = run.outputs.reshape(inputs, *shape)
+            if len(in_shape) > 1:  # back to channel-first
+                theirs = np.moveaxis(theirs, -1, 1)
+            if not np.array_equal(theirs.reshape(inputs, -1), expected.reshape(inputs, -1)):
+                raise AssertionError(f"{name} on {core}{opt}: CMSIS-NN differs from run_int8")
+            kernel = ours["per_op_instructions"][0]  # the layer's one kernel call
+            cmsis = float(np.mean(run.instructions))
+            rows.append({
+                "layer": name, "core": core, "opt": opt, "macs": report["macs"],
+                "secateurs_instructions": kernel, "cmsis_nn_instructions": cmsis,
+                "ratio": kernel / cmsis, "secateurs_per_mac": kernel / report["macs"],
+                "cmsis_nn_per_mac": cmsis / report["macs"],
+                "secateurs_kernels_text": ours["sizes"]["kernels"][".text"],
+            })  # fmt: skip
+            print(f"{name:26s} {core:14s} {opt}  ours {kernel:>9,}  CMSIS-NN {cmsis:>11,.0f}"
+                  f"  ratio {kernel / cmsis:.2f}", flush=True)  # fmt: skip
+    return rows
+
+
+MODELS = [("resnet8", {}), ("mobilenet_v2", {"width": 0.35, "last_channels": 128}),
+          ("ds_cnn", {}), ("lenet5", {})]  # fmt: skip
+
+
+def measure_models(work: Path, cores, opt: str) -> list[dict]:
+    """Whole zoo models on digits (one epoch of training, PTQ): instructions per inference on
+    each core, bit for bit against run_int8 on 8 test inputs."""
+    task = sc.data.load("digits")
+    rows = []
+    for name, kwargs in MODELS:
+        model = sc.models.create(name, task, seed=0, **kwargs)
+        sc.fit(model, task, epochs=1, lr=3e-3, seed=0, progress=False)
+        q = sc.quant.quantize(model, task)
+        out = work / f"model_{name}"
+        report = sc.deploy.export_c(q, out)
+        for core in cores:
+            check = sc.deploy.verify_c(q, out, task.test.tensors[0][:8], target=core, opt=opt)
+            if not check.bit_exact:
+                raise AssertionError(f"{name} on {core}: {check.mismatches} values differ")
+            entry = json.loads((out / "report.json").read_text())["cortex_m"]
+            sizes = entry[f"{core}{opt}"]["sizes"]
+            rows.append({
+                "model": name, "core": core, "opt": opt, "macs": report["macs"],
+                "instructions": check.instructions,
+                "per_mac": check.instructions / report["macs"],
+                "kernels_text": sizes["kernels"][".text"],
+                "model_rodata": sizes["model"][".rodata"],
+            })  # fmt: skip
+            print(f"{name:14s} {core:14s} {opt} {check.instructions:>12,.0f} instructions "
+                  f"({check.instructions / report['macs']:.2f} per MAC)", flush=True)  # fmt: skip
+    return rows
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cores", nargs="+", default=["cortex-m4", "cortex-m0plus"])
+    ap.add_argument("--opts", nargs="+", default=["-O2", "-Os"])
+    ap.add_argument("--inputs", type=int, default=4)
+    args = ap.parse_args(argv)
+    missing = cortex_m.toolchain_missing()
+    if missing:
+        sys.exit(f"needs {missing}: apt-get install {cortex_m.PACKAGES}")
+    if not (CMSIS / "cmsis-nn" / "Include").is_dir():
+        sys.exit(f"CMSIS-NN sources not found at {CMSIS}")
+    start = time.time()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in LAYERS:
+            rows += measure_layer(name, Path(tmp), args.cores, args.opts, args.inputs)
+        models = measure_models(Path(tmp), args.cores, "-O2")
+    save_json(RESULTS, {
+        "machine": machine(), "command": "python benchmarks/cortex_m.py " + " ".join(
+            sys.argv[1:]), "seconds": round(time.time() - start), "layers": rows,
+        "models": models,
+    })  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Generated C on emulated Cortex-M cores: bit for bit against the integer reference, exact
+instruction counts, code sizes, and the errors a missing toolchain or core gives."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import secateurs as sc
+from secateurs.deploy import cortex_m
+
+needs_toolchain = pytest.mark.skipif(
+    bool(cortex_m.toolchain_missing()),
+    reason=f"needs {cortex_m.toolchain_missing()}: apt-get install {cortex_m.PACKAGES}",
+)
+
+
+@pytest.fixture(scope="module")
+def small_model(digits):
+    """A residual CNN of every dense kernel kind the DSP paths take: a stem with one input
+    channel, a 3x3 convolution, a depthwise 3x3, a pointwise, a strided and a dilated
+    convolution, a residual add, a global mean and a fully connected head."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU())
+            self.conv = nn.Sequential(nn.Conv2d(8, 12, 3, padding=1), nn.ReLU())
+            self.dw = nn.Sequential(nn.Conv2d(12, 12, 3, padding=1, groups=12), nn.ReLU())
+            self.pw = nn.Conv2d(12, 8, 1)
+            self.down = nn.Sequential(nn.Conv2d(8, 10, 3, stride=2, padding=2, dilation=2),
+                                      nn.ReLU())  # fmt: skip
+            self.head = nn.Linear(10, 10)
+
+        def forward(self, x):
+            s = self.stem(x)
+            x = s + self.pw(self.dw(self.conv(s)))
+            return self.head(self.down(x).mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = Net()
+    sc.fit(model, digits, epochs=1, lr=3e-3, seed=0, progress=False)
+    return sc.quant.quantize(model, digits)
+
+
+@needs_toolchain
+@pytest.mark.slow
+@pytest.mark.parametrize("core", ["cortex-m4", "cortex-m0plus"])
+def test_small_model_on_emulated_core_matches_run_int8_bit_for_bit(
+    core, small_model, digits, tmp_path
+):
+    q = small_model
+    report = sc.deploy.export_c(q, tmp_path)
+    x = digits.test.tensors[0][:16]
+    result = sc.deploy.verify_c(q, tmp_path, x, target=core)
+    assert result.target == core
+    assert result.inputs == 16
+    assert result.bit_exact, f"{result.mismatches} values differ, by up to {result.max_abs_diff}"
+    saved = json.loads((tmp_path / "report.json").read_text())["cortex_m"][f"{core}-O2"]
+    # more than one instruction per MAC, and fewer than the bound of each core: this model
+    # has few MACs per output (9 in the stem, 12 in the pointwise), so requantizing weighs;
+    # the M4 runs it in about 6 per MAC, the M0+ (no 32x32->64 multiply) in about 23
+    bound = {"cortex-m4": 8, "cortex-m0plus": 28}[core]
+    assert report["macs"] < min(saved["instructions"])
+    assert max(saved["instructions"]) < bound * report["macs"]
+    # the per-kernel build accounts for the whole inference: one count per kernel call and
+    # one for the copy of the output, adding up to within the marks' own cost
+    per_op = saved["per_op_instructions"]
+    assert len(per_op) == len(report["layers"]) + 1
+    assert sum(per_op) == pytest.approx(saved["instructions"][0], rel=0.01)
+    assert saved["sizes"]["kernels"][".text"] > 0
+    assert saved["sizes"]["model"][".rodata"] >= report["flash_bytes"] - 64
+    assert saved["cycles_estimate"] > 0
+
+
+@needs_toolchain
+@pytest.mark.slow
+def test_instruction_count_is_exact_and_deterministic(small_model, digits, tmp_path):
+    q = small_model
+    sc.deploy.export_c(q, tmp_path)
+    x_q = q.quantize_input(digits.test.tensors[0][:4])
+    out_size = 10
+    fw = cortex_m.build(tmp_path, "cortex-m4")
+    first = cortex_m.run(fw, x_q, out_size)
+    again = cortex_m.run(fw, x_q, out_size)
+    assert first.instructions == again.instructions  # the same inputs, the same count
+    # one input run alone counts what it counted among others
+    alone = cortex_m.run(fw, x_q[2:3], out_size)
+    assert alone.instructions == [first.instructions[2]]
+    assert np.array_equal(alone.outputs[0], first.outputs[2])
+
+
+@needs_toolchain
+@pytest.mark.slow
+def test_dsp_path_takes_fewer_instructions_than_the_portable_loops(small_model, digits, tmp_path):
+    """The same C built for the Cortex-M4 with the DSP kernels and with them turned off
+    (SC_NO_DSP): equal outputs, and the DSP build at most 0.6x the instructions."""
+    q = small_model
+    sc.deploy.export_c(q, tmp_path)
+    x_q = q.quantize_input(digits.test.tensors[0][:4])
+    dsp = cortex_m.run(cortex_m.build(tmp_path, "cortex-m4"), x_q, 10)
+    harness = cortex_m._copy_resource("harness.c", tmp_path / "harness.c")
+    portable = cortex_m.firmware(
+        [*(tmp_path / s for s in cortex_m.MODEL_SOURCES), harness], tmp_path / "portable",
+        "cortex-m4", includes=(tmp_path,), defines=("SC_NO_DSP=1",))  # fmt: skip
+    plain = cortex_m.run(portable, x_q, 10)
+    assert np.array_equal(dsp.outputs, plain.outputs)
+    assert max(dsp.instructions) < 0.6 * min(plain.instructions)
+
+
+def test_unknown_core_lists_the_known_ones():
+    with pytest.raises(ValueError, match="known: cortex-m0plus, cortex-m3, cortex-m4"):
+        cortex_m.get_core("cortex-m99")
+
+
+def test_missing_toolchain_names_the_packages(monkeypatch, tmp_path):
+    monkeypatch.setattr(cortex_m.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="apt-get install gcc-arm-none-eabi"):
+        cortex_m.build(tmp_path, "cortex-m4")
+
+
+def test_verify_c_checks_its_inputs(small_model, tmp_path):
+    q = small_model
+    with pytest.raises(ValueError, match=r"shape \(N, 1, 8, 8\)"):
+        sc.deploy.verify_c(q, tmp_path, torch.zeros(4, 64))
+    with pytest.raises(TypeError, match="float inputs"):
+        sc.deploy.verify_c(q, tmp_path, torch.zeros(4, 1, 8, 8, dtype=torch.int8))
+    with pytest.raises(ValueError, match="NaN"):
+        sc.deploy.verify_c(q, tmp_path, torch.full((2, 1, 8, 8), float("nan")))
+    with pytest.raises(TypeError, match="QuantizedModel"):
+        sc.deploy.verify_c(nn.Linear(64, 10), tmp_path, torch.zeros(4, 64))
