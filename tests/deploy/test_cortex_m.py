@@ -133,3 +133,14 @@ def test_verify_c_checks_its_inputs(small_model, tmp_path):
         sc.deploy.verify_c(q, tmp_path, torch.full((2, 1, 8, 8), float("nan")))
     with pytest.raises(TypeError, match="QuantizedModel"):
         sc.deploy.verify_c(nn.Linear(64, 10), tmp_path, torch.zeros(4, 64))
+
+
+@needs_toolchain
+@pytest.mark.slow
+@pytest.mark.parametrize("core", ["cortex-m3", "cortex-m7", "cortex-m33", "cortex-m55"])
+def test_every_other_core_runs_the_model_bit_for_bit(core, small_model, digits, tmp_path):
+    q = small_model
+    sc.deploy.export_c(q, tmp_path)
+    result = sc.deploy.verify_c(q, tmp_path, digits.test.tensors[0][:8], target=core)
+    assert result.bit_exact, f"{result.mismatches} values differ on {core}"
+    assert result.instructions > 0

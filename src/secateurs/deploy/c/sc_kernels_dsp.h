@@ -33,7 +33,7 @@ static inline int32_t sc_rq_dsp(int32_t x, int32_t mult, int32_t left, int32_t r
     int32_t v, mask;
     if (left > 0) {
         x = x > (SC_INT32_MAX >> left) ? SC_INT32_MAX
-                                       : (x < (SC_INT32_MIN >> left) ? SC_INT32_MIN : x << left);
+                                       : (x < (SC_INT32_MIN >> left) ? SC_INT32_MIN : (int32_t)((uint32_t)x << left));
     }
     {
         uint32_t lo = (uint32_t)prod;
