@@ -103,10 +103,7 @@ def test_dsp_path_takes_fewer_instructions_than_the_portable_loops(small_model, 
     sc.deploy.export_c(q, tmp_path)
     x_q = q.quantize_input(digits.test.tensors[0][:4])
     dsp = cortex_m.run(cortex_m.build(tmp_path, "cortex-m4"), x_q, 10)
-    harness = cortex_m._copy_resource("harness.c", tmp_path / "harness.c")
-    portable = cortex_m.firmware(
-        [*(tmp_path / s for s in cortex_m.MODEL_SOURCES), harness], tmp_path / "portable",
-        "cortex-m4", includes=(tmp_path,), defines=("SC_NO_DSP=1",))  # fmt: skip
+    portable = cortex_m.build(tmp_path, "cortex-m4", defines=("SC_NO_DSP=1",))
     plain = cortex_m.run(portable, x_q, 10)
     assert np.array_equal(dsp.outputs, plain.outputs)
     assert max(dsp.instructions) < 0.6 * min(plain.instructions)

@@ -200,21 +200,23 @@ def compile_flags(core: Core, opt: str) -> list[str]:
 
 
 def build(outdir: str | os.PathLike, core: str | Core = "cortex-m4", opt: str = "-O2",
-          per_op: bool = False) -> Firmware:  # fmt: skip
+          per_op: bool = False, defines: tuple[str, ...] = ()) -> Firmware:  # fmt: skip
     """Cross-compile the ``export_c`` directory ``outdir`` for ``core`` at ``opt`` (-O2,
     -Os, -O3) into ``outdir/cortex-m/<core><opt>[-ops]/``. ``per_op``: mark after every
     kernel call, for instruction counts per kernel (the marks cost a few instructions
-    each, so totals come from the build without them)."""
+    each, so totals come from the build without them). ``defines``: extra macros, e.g.
+    ``("SC_NO_DSP=1",)`` for the portable loops (built into a folder of their own)."""
     _require_toolchain()
     c = get_core(core)
     src = Path(outdir)
     if not (src / "model.c").is_file():
         raise FileNotFoundError(f"{src} holds no model.c; run sc.deploy.export_c first")
-    out = src / "cortex-m" / f"{c.name}{opt}{'-ops' if per_op else ''}"
+    suffix = "".join("-" + d.split("=")[0].lower() for d in defines)
+    out = src / "cortex-m" / f"{c.name}{opt}{'-ops' if per_op else ''}{suffix}"
     out.mkdir(parents=True, exist_ok=True)
     harness = _copy_resource("harness.c", out / "harness.c")
     fw = firmware([*(src / s for s in MODEL_SOURCES), harness], out, c, opt, includes=(src,),
-                  defines=("SC_PROFILE=1",) if per_op else ())  # fmt: skip
+                  defines=(*defines, *(("SC_PROFILE=1",) if per_op else ())))  # fmt: skip
     fw.per_op = per_op
     fw.sizes = {
         "model": _section_sizes([out / "model.o", out / "weights.o"]),
