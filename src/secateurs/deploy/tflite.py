@@ -37,6 +37,13 @@ CAT = torch.ops.aten.cat
 # PyTorch dimension (batch included) -> TFLite axis, by rank: NCHW -> NHWC, (N, C, L) ->
 # (1, 1, L, C), (N, F) -> (1, F)
 CAT_AXES = {4: {1: 3, 2: 1, 3: 2}, 3: {1: 3, 2: 2}, 2: {1: 1}}
+# the operator versions the TFLite converter writes for int8 tensors (op_version.cc)
+OP_VERSIONS = {
+    "CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "ADD": 2, "MUL": 2,
+    "MEAN": 2, "AVERAGE_POOL_2D": 2, "MAX_POOL_2D": 2, "CONCATENATION": 2, "PAD": 2,
+    "PADV2": 2, "SPLIT": 2, "GATHER": 2, "TRANSPOSE": 2, "RELU": 2, "RELU6": 2,
+    "RELU_N1_TO_1": 2,
+}  # fmt: skip
 RELU_FAMILY = {(0.0, None): "RELU", (0.0, 6.0): "RELU6", (-1.0, 1.0): "RELU_N1_TO_1"}
 
 
@@ -152,6 +159,30 @@ def _padded(w: _Writer, node: Node, x: int, pads: list[tuple[int, int]], fill: i
     return out
 
 
+def _same_fits(sizes, outs, pads, kernel, stride, dil) -> bool:
+    """Whether TFLite's SAME padding places every window where PyTorch's ``pads`` do: the
+    same output size, ceil(n / stride), and the same padding before (SAME puts the odd
+    pixel after)."""
+    for n, o, (before, _), k, st, d in zip(sizes, outs, pads, kernel, stride, dil):
+        total = max((o - 1) * st + d * (k - 1) + 1 - n, 0)
+        if o != -(-n // st) or before != total // 2:
+            return False
+    return True
+
+
+def _conv_padding(w: _Writer, node: Node, pads, kernel, stride, dil):
+    """The convolution's input and padding: VALID without padding, SAME where it equals
+    PyTorch's, else an explicit PAD (filled with the zero point) before a VALID one."""
+    x = w.values[node.inputs[0]]
+    sizes = w.tensors[x].shape[1:3]
+    outs = _nhwc(w.q.graph.shapes[node.outputs[0]][1:])[1:3]
+    if not any(a or b for a, b in pads):
+        return x, w.s.Padding.VALID
+    if _same_fits(sizes, outs, pads, kernel, stride, dil):
+        return x, w.s.Padding.SAME
+    return _padded(w, node, x, pads, None), w.s.Padding.VALID
+
+
 def _conv(w: _Writer, index: int, node: Node) -> None:
     s, q = w.s, w.q
     c = q.layers[index]
@@ -167,7 +198,7 @@ def _conv(w: _Writer, index: int, node: Node) -> None:
     stride = [1, a["stride"][0]] if one_d else a["stride"]
     dil = [1, a["dilation"][0]] if one_d else a["dilation"]
     pads = [(0, 0), tuple(a["padding"][0])] if one_d else [tuple(p) for p in a["padding"]]
-    x = _padded(w, node, w.values[node.inputs[0]], pads, None)
+    x, padding = _conv_padding(w, node, pads, (kh, kw), stride, dil)
     bias = w.tensor([cout], dtype="int32", data=c.bias.numpy().astype(np.int32),
                     scales=(q.qparams[node.inputs[0]].scale * c.weight_scale).tolist())  # fmt: skip
     y = w.activation(node, node.outputs[0])
@@ -176,23 +207,23 @@ def _conv(w: _Writer, index: int, node: Node) -> None:
         filt = w.tensor([cout, kh, kw, cin], data=weight.transpose(0, 2, 3, 1),
                         scales=c.weight_scale.tolist(), axis=0)  # fmt: skip
         opt = s.Conv2DOptionsT()
-        opt.padding, opt.strideH, opt.strideW = s.Padding.VALID, stride[0], stride[1]
+        opt.padding, opt.strideH, opt.strideW = padding, stride[0], stride[1]
         opt.dilationHFactor, opt.dilationWFactor, opt.fusedActivationFunction = *dil, act
         w.op("CONV_2D", [x, filt, bias], [y], opt, "Conv2DOptions")
     elif groups == cin and cin_g == 1:
         filt = w.tensor([1, kh, kw, cout], data=weight.transpose(1, 2, 3, 0),
                         scales=c.weight_scale.tolist(), axis=3)  # fmt: skip
         opt = s.DepthwiseConv2DOptionsT()
-        opt.padding, opt.strideH, opt.strideW = s.Padding.VALID, stride[0], stride[1]
+        opt.padding, opt.strideH, opt.strideW = padding, stride[0], stride[1]
         opt.depthMultiplier = cout // cin
         opt.dilationHFactor, opt.dilationWFactor, opt.fusedActivationFunction = *dil, act
         w.op("DEPTHWISE_CONV_2D", [x, filt, bias], [y], opt, "DepthwiseConv2DOptions")
     else:  # grouped: SPLIT the channels, a CONV_2D per group, CONCATENATION (a copy)
-        _grouped(w, node, x, y, weight, c, groups, stride, dil, act)
+        _grouped(w, node, x, y, weight, c, groups, stride, dil, act, padding)
     w.values[node.outputs[0]] = y
 
 
-def _grouped(w: _Writer, node: Node, x: int, y: int, weight, c, groups: int, stride, dil, act):
+def _grouped(w, node: Node, x: int, y: int, weight, c, groups: int, stride, dil, act, padding):
     s, q = w.s, w.q
     cout, cin_g, kh, kw = weight.shape
     n, h, wd, _ = w.tensors[x].shape
@@ -214,7 +245,7 @@ def _grouped(w: _Writer, node: Node, x: int, y: int, weight, c, groups: int, str
                         scales=(qx.scale * scales).tolist())  # fmt: skip
         out = w.tensor([*out_shape[:3], per], qy, name=f"group{len(w.tensors)}_{i}")
         copt = s.Conv2DOptionsT()
-        copt.padding, copt.strideH, copt.strideW = s.Padding.VALID, stride[0], stride[1]
+        copt.padding, copt.strideH, copt.strideW = padding, stride[0], stride[1]
         copt.dilationHFactor, copt.dilationWFactor, copt.fusedActivationFunction = *dil, act
         w.op("CONV_2D", [part, filt, bias], [out], copt, "Conv2DOptions")
         outs.append(out)
@@ -399,22 +430,33 @@ def _mean(w: _Writer, index: int, node: Node) -> None:
 
 
 def _pool(w: _Writer, node: Node) -> None:
+    """Pooling. Padded max pooling, and average pooling that does not count the padding,
+    are SAME where that places the windows as PyTorch does (TFLite's SAME pooling skips
+    padded positions); otherwise a PAD (-128 before max pooling, the zero point before
+    average pooling that counts it) before a VALID op."""
     s, a = w.s, node.attrs
     if node.kind == "max_pool" and a["dilation"] != [1, 1]:
         _fail(node, "uses dilation")
-    if node.kind == "avg_pool" and any(a["padding"]) and not a["count_include_pad"]:
-        _fail(node, "pads without counting the padding, which TFLite cannot express")
     x_shape = w.q.graph.shapes[node.inputs[0]][2:]
     y_shape = w.q.graph.shapes[node.outputs[0]][2:]
     pads = []
     for size, out, k, st, p in zip(x_shape, y_shape, a["kernel"], a["stride"], a["padding"]):
         extra = (out - 1) * st + k - (size + 2 * p)  # ceil_mode's windows past the end
         pads.append((p, p + max(extra, 0)))
-    fill = -128 if node.kind == "max_pool" else None
-    x = _padded(w, node, w.values[node.inputs[0]], pads, fill)
+    skips_padding = node.kind == "max_pool" or not a["count_include_pad"]
+    x, padding = w.values[node.inputs[0]], s.Padding.VALID
+    if any(p for pair in pads for p in pair):
+        if skips_padding and _same_fits(x_shape, y_shape, pads, a["kernel"], a["stride"],
+                                        [1, 1]):  # fmt: skip
+            padding = s.Padding.SAME
+        elif node.kind == "avg_pool" and not a["count_include_pad"]:
+            _fail(node, "pads without counting the padding where SAME places the windows "
+                  "elsewhere, which TFLite cannot express")  # fmt: skip
+        else:
+            x = _padded(w, node, x, pads, -128 if node.kind == "max_pool" else None)
     y = w.activation(node, node.outputs[0])
     opt = s.Pool2DOptionsT()
-    opt.padding, opt.strideH, opt.strideW = s.Padding.VALID, *a["stride"]
+    opt.padding, opt.strideH, opt.strideW = padding, *a["stride"]
     opt.filterHeight, opt.filterWidth = a["kernel"]
     name = "MAX_POOL_2D" if node.kind == "max_pool" else "AVERAGE_POOL_2D"
     w.op(name, [x], [y], opt, "Pool2DOptions")
@@ -488,9 +530,11 @@ def tflite_model(qmodel: QuantizedModel) -> bytes:
     model.subgraphs, model.buffers = [sub], w.buffers
     codes = sorted(w.codes.items(), key=lambda kv: kv[1])
     model.operatorCodes = []
+    names = {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
     for code, _ in codes:
         oc = s.OperatorCodeT()
-        oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), 1
+        oc.builtinCode, oc.deprecatedBuiltinCode = code, min(code, 127)
+        oc.version = OP_VERSIONS.get(names[code], 1)
         model.operatorCodes.append(oc)
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")

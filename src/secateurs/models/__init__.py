@@ -18,10 +18,12 @@ from . import (  # noqa: F401  (each module registers its builders)
 )
 from .elm import ExtremeLearningMachine
 from .layers import ChannelShuffle, Grid, make_divisible
+from .random import random_net
 from .registry import MODELS, check_model_fits, create, list_models, register_model
 
 __all__ = [
     "create",
+    "random_net",
     "list_models",
     "register_model",
     "check_model_fits",

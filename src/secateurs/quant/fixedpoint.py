@@ -91,4 +91,7 @@ def multiply_by_quantized_multiplier_single(
     return (x * m + (torch.ones_like(total) << (total - 1))) >> total
 
 
-ROUNDINGS = ("double", "litert")  # TFLite Micro and CMSIS-NN everywhere; LiteRT's FC rule
+# the runtime whose int8 arithmetic run_int8 and the C reproduce: TensorFlow Lite Micro
+# (double rounding everywhere, as CMSIS-NN; MEAN folds 1/count into its multiplier), or
+# LiteRT (FULLY_CONNECTED rounds once; MEAN and MUL multipliers from float32 scales)
+ROUNDINGS = ("tflm", "litert")

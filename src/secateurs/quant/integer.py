@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -121,10 +122,6 @@ def op_consts(node: Node, qp: dict[int, QParams]) -> OpConsts:
             quantize_multiplier(ins[1].scale / twice_max),
             quantize_multiplier(twice_max / ((1 << ADD_LEFT_SHIFT) * out.scale)),
         ]
-    elif node.kind == "mul":
-        consts.multipliers = [quantize_multiplier(ins[0].scale * ins[1].scale / out.scale)]
-    elif node.kind == "mean":
-        consts.multipliers = [quantize_multiplier(ins[0].scale / out.scale)]
     elif node.kind == "lut":
         q = torch.arange(ins[0].qmin, ins[0].qmax + 1)
         real = out_of_place(node.attrs["func"])(
@@ -146,11 +143,12 @@ def run_integer(
     layers: dict[int, LayerConsts],
     ops: dict[int, OpConsts],
     x: torch.Tensor,
-    rounding: str = "double",
+    rounding: str = "tflm",
 ) -> torch.Tensor:
     """Execute the graph on int8 values ``x`` (any integer dtype); int64 values out.
-    ``rounding`` picks the requantization: "double" everywhere (TFLite Micro, CMSIS-NN), or
-    "litert", where linear layers round once, as the LiteRT runtime's FULLY_CONNECTED does."""
+    ``rounding`` picks the runtime whose arithmetic is reproduced: "tflm", TensorFlow Lite
+    Micro's reference kernels (double rounding everywhere, as CMSIS-NN), or "litert", the
+    LiteRT runtime's, where linear layers round once (see ``ROUNDINGS``)."""
     env = {graph.input: x.to(torch.int64)}
     for index, node in enumerate(graph.nodes):
         ins = [env[v] for v in node.inputs]
@@ -181,7 +179,8 @@ def run_integer(
         elif node.kind == "mul":
             c = ops[index]
             prod = (ins[0] - qin[0].zero_point) * (ins[1] - qin[1].zero_point)
-            outs = [torch.clamp(mbqm(prod, *c.multipliers[0]) + out.zero_point, c.lo, c.hi)]
+            m = mul_multiplier(qin[0], qin[1], out, rounding)
+            outs = [torch.clamp(mbqm(prod, *m) + out.zero_point, c.lo, c.hi)]
         elif node.kind == "mean":
             count = 1
             for d in a["dims"]:
@@ -212,21 +211,28 @@ def run_integer(
     return env[graph.output]
 
 
-def mean_multiplier(x: QParams, y: QParams, count: int, rounding: str) -> tuple[int, int, int]:
-    """(multiplier, shift, divisor) of a MEAN: TFLite Micro rescales by s_x/s_y and then
-    divides by the count with rounding; LiteRT folds the count into the multiplier."""
+def mul_multiplier(a: QParams, b: QParams, y: QParams, rounding: str) -> tuple[int, int]:
+    """(multiplier, shift) of an elementwise product: s_a*s_b/s_y, computed in double by
+    TensorFlow Lite Micro and in float32 (the scales' own type) by LiteRT."""
     if rounding == "litert":
-        return (*quantize_multiplier(x.scale / (y.scale * count)), 1)
-    return (*quantize_multiplier(x.scale / y.scale), count)
+        real = np.float32(np.float32(a.scale) * np.float32(b.scale)) / np.float32(y.scale)
+        return quantize_multiplier(float(np.float32(real)))
+    return quantize_multiplier(a.scale * b.scale / y.scale)
+
+
+def mean_multiplier(x: QParams, y: QParams, count: int, rounding: str) -> tuple[int, int]:
+    """(multiplier, shift) of a MEAN of ``count`` int8 values, applied to their sum less the
+    zero point. TFLite Micro (``QuantizedMeanOrSum``) quantizes s_x/s_y, then folds 1/count
+    into it in integer arithmetic: the multiplier is shifted left by floor(log2(count))
+    (at most 32, and no further than a right shift of 31 allows) and divided by the count,
+    truncating. LiteRT quantizes s_x/(s_y*count) directly."""
+    multiplier, shift = quantize_multiplier(x.scale / y.scale)
+    fold = min(count.bit_length() - 1, 32, 31 + shift)
+    return (multiplier << fold) // count, shift - fold
 
 
 def mean_requantize(acc, x: QParams, y: QParams, count: int, rounding: str):
-    m, s, divisor = mean_multiplier(x, y, count, rounding)
-    acc = mbqm(acc, m, s)
-    if divisor == 1:
-        return acc
-    half = divisor // 2
-    return torch.where(acc > 0, (acc + half) // divisor, -((-acc + half) // divisor))
+    return mbqm(acc, *mean_multiplier(x, y, count, rounding))
 
 
 def _avg_pool(x: torch.Tensor, params: QParams, a: dict) -> torch.Tensor:

@@ -46,10 +46,10 @@ class QuantizedModel(nn.Module):
     itself. ``run_int8`` is the integer reference alone, int8 in and int8 out.
     """
 
-    def __init__(self, graph, qparams, layers, ops, scheme, names, rounding="double") -> None:
+    def __init__(self, graph, qparams, layers, ops, scheme, names, rounding="tflm") -> None:
         super().__init__()
         check_choice("rounding", rounding, ROUNDINGS)
-        self.rounding = rounding  # "double": TFLite Micro; "litert": LiteRT's FC rounds once
+        self.rounding = rounding  # the runtime reproduced: "tflm" or "litert" (ROUNDINGS)
         self.graph: QGraph = graph
         self.qparams: dict[int, QParams] = qparams
         self.layers: dict[int, LayerConsts] = layers
@@ -65,16 +65,39 @@ class QuantizedModel(nn.Module):
     def output_qparams(self) -> QParams:
         return self.qparams[self.graph.output]
 
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input sample, without the batch dimension."""
+        return tuple(self.graph.shapes[self.graph.input][1:])
+
+    def _check_batch(self, x, what: str) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{what} takes a torch.Tensor, got {type(x).__name__}")
+        expected = self.input_shape()
+        if tuple(x.shape[1:]) != expected:
+            dims = ", ".join(map(str, expected))
+            raise ValueError(f"{what} takes a batch of shape (N, {dims}), got {tuple(x.shape)}")
+
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Float inputs (N, ...) as the model's int8 input values."""
+        self._check_batch(x, "quantize_input")
+        if not x.is_floating_point():
+            raise TypeError(f"quantize_input takes float inputs, got {x.dtype}")
+        if not torch.isfinite(x).all():
+            raise ValueError("quantize_input: the inputs hold NaN or infinite values")
         return self.input_qparams.quantize(x).to(torch.int8)
 
     def run_int8(self, x_q: torch.Tensor) -> torch.Tensor:
-        """The integer reference on int8 inputs; bit-exact with the generated C."""
+        """The integer reference on int8 inputs (N, ...); bit-exact with the generated C."""
+        self._check_batch(x_q, "run_int8")
         if x_q.dtype not in (torch.int8, torch.int16, torch.int32, torch.int64):
             raise TypeError(
                 f"run_int8 takes an integer tensor, got {x_q.dtype}; "
                 "use quantize_input(x) to quantize floats"
             )
+        qp = self.input_qparams
+        if len(x_q) and (int(x_q.min()) < qp.qmin or int(x_q.max()) > qp.qmax):
+            raise ValueError(f"run_int8 takes int8 values in [{qp.qmin}, {qp.qmax}], got "
+                             f"[{int(x_q.min())}, {int(x_q.max())}]")  # fmt: skip
         out = run_integer(self.graph, self.qparams, self.layers, self.ops, x_q, self.rounding)
         return out.to(torch.int8)
 
@@ -85,12 +108,23 @@ class QuantizedModel(nn.Module):
         return {self.layer_names[i]: c.bits for i, c in self.layers.items()}
 
     def flash_bytes(self, encoding: str = "best") -> int:
-        """Bytes of every constant the C model stores: weights at their bit width (packed,
-        in the smallest sparse encoding when ``encoding="best"``), int32 biases, and an int32
-        multiplier and an int8 shift per output channel; filterlet storage keeps one byte,
-        the constant output, for a filter with no weight left. Counted after the exact
-        folding of constant channels that ``export_c`` applies (``quant/fold.py``)."""
+        """Bytes of every constant ``export_c`` stores for this model: weights at their bit
+        width (packed), int32 biases, int32 multipliers and int8 shifts per output
+        channel, lookup tables and the tables of data movement, after the exact folding of
+        constant channels (``quant/fold.py``). ``encoding="best"``: sparse weights as
+        ``export_c(..., sparse="auto")`` stores them (filterlet CSR, bitmasks); ``"dense"``:
+        as ``sparse="never"``. A model ``export_c`` refuses is counted from its layers and
+        tables alone."""
         check_choice("encoding", encoding, ("best", "dense"))
+        from ..deploy.codegen import build_program  # deploy builds on quant
+
+        try:
+            program, _ = build_program(self, "auto" if encoding == "best" else "never")
+        except QuantError:
+            return self._constant_bytes(encoding)
+        return sum(c.nbytes for op in program.ops for c in op.consts.values())
+
+    def _constant_bytes(self, encoding: str) -> int:
         total = 0
         for index, c in fold_constant_channels(self).items():
             is_conv = self.graph.nodes[index].kind == "conv"
@@ -217,15 +251,17 @@ def quantize(
     calibration: str = "minmax",
     num_batches: int = 8,
     weight_bits: int | dict[str, int] | None = None,
-    rounding: str = "double",
+    rounding: str = "tflm",
 ) -> QuantizedModel:
     """Post-training quantization: calibrate activation ranges on ``data``, quantize weights.
 
     ``data`` is a Task (its training inputs), a tensor of inputs, or an iterable of batches.
     ``weight_bits`` overrides the scheme's weight width, for all layers or per module path
-    (mixed precision). ``rounding="litert"`` requantizes linear layers with one rounding, as
-    the LiteRT runtime does, instead of TFLite Micro's double rounding. The model itself is
-    not changed. Jacob et al. 2018 (arXiv 1712.05877); the TFLite int8 specification.
+    (mixed precision). ``rounding`` names the runtime whose integer arithmetic ``run_int8``
+    and the exported C reproduce bit for bit: "tflm", TensorFlow Lite Micro's reference
+    kernels (and CMSIS-NN's), or "litert", the LiteRT interpreter's reference kernels. The
+    model itself is not changed. Jacob et al. 2018 (arXiv 1712.05877); the TFLite int8
+    specification.
     """
     check_choice("rounding", rounding, ROUNDINGS)
     graph, scheme_obj, bits, qparams = calibrate(

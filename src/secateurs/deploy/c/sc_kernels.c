@@ -366,10 +366,7 @@ void sc_mean(const int8_t *x, int8_t *y, const sc_mean_params *p) {
             for (r = 0; r < p->reduce; ++r) {
                 acc += (int32_t)x[(o * p->reduce + r) * p->inner + i] - p->in_zp;
             }
-            acc = sc_requantize(acc, p->mult, p->shift);
-            if (p->divisor > 1) {
-                acc = sc_div_round(acc, p->divisor);
-            }
+            acc = sc_requantize(acc, p->mult, p->shift); /* 1/reduce folded in */
             y[o * p->inner + i] = sc_clamp8(acc + p->out_zp, -128, 127);
         }
     }

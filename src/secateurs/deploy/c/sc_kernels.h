@@ -82,7 +82,7 @@ void sc_add(const int8_t *a, const int8_t *b, int8_t *y, const sc_binary_params 
 void sc_mul(const int8_t *a, const int8_t *b, int8_t *y, const sc_binary_params *p);
 
 typedef struct {
-    int32_t outer, reduce, inner, in_zp, out_zp, mult, shift, divisor;
+    int32_t outer, reduce, inner, in_zp, out_zp, mult, shift;
 } sc_mean_params;
 
 void sc_mean(const int8_t *x, int8_t *y, const sc_mean_params *p);

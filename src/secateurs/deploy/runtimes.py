@@ -1,0 +1,109 @@
+"""Run an exported ``.tflite`` in the real runtimes and compare with the integer reference.
+
+Two runtimes, each optional: TensorFlow Lite Micro's Python interpreter (PyPI
+``tflite-micro``, the same C++ kernels a microcontroller runs) and the LiteRT interpreter
+(PyPI ``ai-edge-litert``) with its reference kernels. ``run_int8`` reproduces the one its
+model was quantized for: ``quantize(..., rounding="tflm")`` (the default) or
+``rounding="litert"``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..quant.ptq import QuantizedModel
+from .verify import Verification, check_inputs
+
+RUNTIMES = ("tflm", "litert")
+PACKAGES = {"tflm": "tflite-micro", "litert": "ai-edge-litert"}
+DEFAULT_ARENA = 8 << 20  # bytes: ample for the models a microcontroller holds
+
+
+def _to_tflite(sample: np.ndarray) -> np.ndarray:
+    """One PyTorch-layout sample to the exporter's TFLite layout (batch of one)."""
+    if sample.ndim == 3:  # C, H, W -> H, W, C
+        sample = sample.transpose(1, 2, 0)
+    elif sample.ndim == 2:  # C, L -> 1, L, C
+        sample = sample.T[None]
+    return sample[None]
+
+
+def _from_tflite(out: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A TFLite output back to the PyTorch-layout sample ``shape``, flattened."""
+    if len(shape) == 3:
+        return out.reshape(shape[1], shape[2], shape[0]).transpose(2, 0, 1).reshape(-1)
+    if len(shape) == 2:
+        return out.reshape(shape[1], shape[0]).T.reshape(-1)
+    return out.reshape(-1)
+
+
+def _import(runtime: str):
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    try:
+        if runtime == "tflm":
+            from tflite_micro.python.tflite_micro import runtime as module
+        else:
+            from ai_edge_litert import interpreter as module
+    except ImportError as e:
+        raise RuntimeError(
+            f"running a .tflite in {runtime} needs the {PACKAGES[runtime]} package: "
+            f"pip install {PACKAGES[runtime]} (or secateurs[tflite])"
+        ) from e
+    return module
+
+
+def run_tflite(
+    path: str | os.PathLike,
+    x_q: torch.Tensor,
+    output_shape: tuple[int, ...],
+    runtime: str = "tflm",
+    arena_size: int = DEFAULT_ARENA,
+) -> np.ndarray:
+    """int8 outputs (N, prod(output_shape)) of the ``.tflite`` at ``path`` for int8 inputs
+    ``x_q`` (N, ...) in PyTorch layout, one inference per input, in ``runtime``: "tflm"
+    (TensorFlow Lite Micro, with an arena of ``arena_size`` bytes) or "litert" (LiteRT's
+    reference kernels). Outputs come back in PyTorch layout, as ``run_int8`` gives them."""
+    module = _import(runtime)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no .tflite at {path}; write one with sc.deploy.export_tflite")
+    samples = x_q.to(torch.int8).numpy()
+    rows = []
+    if runtime == "tflm":
+        interp = module.Interpreter.from_file(str(path), arena_size=int(arena_size))
+        for sample in samples:
+            interp.set_input(_to_tflite(sample), 0)
+            interp.invoke()
+            rows.append(_from_tflite(interp.get_output(0), output_shape))
+    else:
+        ref = module.OpResolverType.BUILTIN_REF
+        interp = module.Interpreter(model_path=str(path), experimental_op_resolver_type=ref)
+        interp.allocate_tensors()
+        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+        for sample in samples:
+            interp.set_tensor(inp["index"], _to_tflite(sample).reshape(inp["shape"]))
+            interp.invoke()
+            rows.append(_from_tflite(interp.get_tensor(out["index"]), output_shape))
+    return np.stack(rows) if rows else np.zeros((0, int(np.prod(output_shape))), np.int8)
+
+
+def verify_tflite(
+    qmodel: QuantizedModel, path: str | os.PathLike, x: torch.Tensor, runtime: str | None = None
+) -> Verification:
+    """Run the ``.tflite`` at ``path`` (from ``export_tflite(qmodel, path)``) on float inputs
+    ``x`` in ``runtime`` and count the int8 outputs that differ from ``qmodel.run_int8``.
+    ``runtime`` defaults to the one ``qmodel`` was quantized for (its ``rounding``)."""
+    check_inputs(qmodel, x, "verify_tflite")
+    runtime = runtime or qmodel.rounding
+    x_q = qmodel.quantize_input(x)
+    expected = qmodel.run_int8(x_q).reshape(len(x_q), -1).numpy()
+    shape = tuple(qmodel.graph.shapes[qmodel.graph.output][1:])
+    got = run_tflite(path, x_q, shape, runtime)
+    diff = np.abs(got.astype(np.int32) - expected.astype(np.int32))
+    return Verification(len(x_q), int((diff != 0).sum()), int(diff.max(initial=0)), Path(path),
+                        runtime)  # fmt: skip

@@ -1,0 +1,96 @@
+"""The .tflite export run by TensorFlow Lite Micro's own kernels (and LiteRT's reference
+kernels in their rounding mode): bit for bit equal to run_int8 and to the generated C, on
+every zoo model and on random networks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import secateurs as sc
+
+pytest.importorskip("tflite_micro", reason="pip install tflite-micro (a test extra)")
+
+ZOO = [(task, name) for task in ("digits", "mnist1d", "kws_shaped")
+       for name in sc.models.list_models()]  # fmt: skip
+
+
+def _with_statistics(model, task, n=256):
+    """BatchNorm statistics from data, so an untrained model's outputs vary with the input
+    (the arithmetic checked is the same as a trained model's)."""
+    with torch.no_grad():
+        model.train()(task.train.tensors[0][:n])
+    return model.eval()
+
+
+def _outputs(q, x_q):
+    return q.run_int8(x_q).reshape(len(x_q), -1).numpy()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("task_name", "name"), ZOO, ids=[f"{t}-{n}" for t, n in ZOO])
+def test_every_zoo_model_runs_in_tflm_bit_for_bit_like_run_int8(task_name, name, request,
+                                                                 tmp_path):  # fmt: skip
+    task = request.getfixturevalue(task_name)
+    model = _with_statistics(sc.models.create(name, task, seed=0), task)
+    q = sc.quant.quantize(model, task)
+    assert q.rounding == "tflm"  # the default
+    path = sc.deploy.export_tflite(q, tmp_path / "m.tflite")
+    x = task.test.tensors[0][:32]
+    v = sc.deploy.verify_tflite(q, path, x)
+    assert v.target == "tflm" and v.inputs == len(x)
+    assert len(np.unique(_outputs(q, q.quantize_input(x)))) > 5  # outputs that vary
+    assert v.bit_exact, f"{v.mismatches} values differ, by up to {v.max_abs_diff}"
+
+
+def _random_case(seed: int):
+    rng = np.random.default_rng(seed)
+    if seed % 3:
+        side = int(rng.integers(4, 16))
+        shape = (int(rng.integers(1, 4)), side, side)
+    else:
+        shape = (int(rng.integers(1, 4)), int(rng.integers(8, 40)))
+    net = sc.models.random_net(seed, shape, num_classes=10)
+    return net, torch.randn(128, *shape, generator=torch.Generator().manual_seed(seed))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**6))
+def test_random_nets_run_bit_for_bit_in_tflm_litert_and_the_c(seed, tmp_path_factory):
+    net, x = _random_case(seed)
+    out = tmp_path_factory.mktemp("net")
+    for rounding in ("tflm", "litert"):
+        q = sc.quant.quantize(net, x, rounding=rounding)
+        path = sc.deploy.export_tflite(q, out / f"{rounding}.tflite")
+        v = sc.deploy.verify_tflite(q, path, x[:32])
+        assert v.target == rounding and v.bit_exact, (seed, rounding, v)
+    sc.deploy.export_c(q, out / "c")
+    assert sc.deploy.verify_c(q, out / "c", x[:32]).bit_exact
+
+
+def test_tflm_mean_folds_the_count_into_the_multiplier(tmp_path):
+    """A global mean over 7 positions whose output keeps its input's parameters: the old
+    rule (rescale, then divide by the count with rounding) is off by one on some inputs
+    that TFLM's folded multiplier gets right."""
+    from secateurs.quant.fixedpoint import multiply_by_quantized_multiplier as mbqm
+    from secateurs.quant.integer import mean_multiplier
+    from secateurs.quant.observers import QParams
+
+    x, y = QParams(0.02, -3), QParams(0.0137, 5)
+    m, s = mean_multiplier(x, y, 7, "tflm")
+    m0, s0 = sc.quant.fixedpoint.quantize_multiplier(0.02 / 0.0137)
+    assert s == s0 - 2 and m == (m0 << 2) // 7  # floor(log2(7)) = 2 bits folded in
+    sums = torch.arange(-900, 900)
+    old = mbqm(sums, m0, s0)
+    old = torch.where(old > 0, (old + 3) // 7, -((-old + 3) // 7))
+    assert (mbqm(sums, m, s) != old).any()  # the rules differ, so the test can tell them
+
+
+def test_run_tflite_names_the_missing_runtime_and_bad_paths(tmp_path):
+    with pytest.raises(ValueError, match="runtime must be one of tflm, litert"):
+        sc.deploy.run_tflite(tmp_path / "m.tflite", torch.zeros(1, 4), (4,), runtime="tfl")
+    with pytest.raises(FileNotFoundError, match="export_tflite"):
+        sc.deploy.run_tflite(tmp_path / "none.tflite", torch.zeros(1, 4), (4,))
