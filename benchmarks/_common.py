@@ -15,6 +15,14 @@ import torch
 
 import secateurs as sc
 
+# the zoo models the deployment benchmarks export, at widths that fit a microcontroller
+ZOO = [
+    ("mlp", {}), ("lenet_300_100", {}), ("lenet5", {}), ("resnet8", {}), ("ds_cnn", {}),
+    ("mobilenet_v1", {"width": 0.25}), ("mobilenet_v2", {"width": 0.35, "last_channels": 128}),
+    ("shufflenet_v1", {"width": 0.5}), ("shufflenet_v2", {"width": 0.5}),
+    ("ghostnet", {"width": 0.3}), ("elm", {}),
+]  # fmt: skip
+
 
 def _cpu_model() -> str:
     """The CPU's model name (training differs between CPU models, so results name it)."""

@@ -31,17 +31,11 @@ import time
 from pathlib import Path
 
 import torch
-from _common import machine, save_json
+from _common import ZOO, machine, save_json
 
 import secateurs as sc
 
 RESULTS = Path(__file__).parent / "results" / "deploy.json"
-ZOO = [
-    ("mlp", {}), ("lenet_300_100", {}), ("lenet5", {}), ("resnet8", {}), ("ds_cnn", {}),
-    ("mobilenet_v1", {"width": 0.25}), ("mobilenet_v2", {"width": 0.35, "last_channels": 128}),
-    ("shufflenet_v1", {"width": 0.5}), ("shufflenet_v2", {"width": 0.5}),
-    ("ghostnet", {"width": 0.3}), ("elm", {}),
-]  # fmt: skip
 SPARSE_MODELS = ("lenet5", "resnet8", "ds_cnn", "mobilenet_v2", "mlp", "lenet_300_100")
 SPARSITIES = (0.5, 0.7, 0.8, 0.9)
 

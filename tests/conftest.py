@@ -17,6 +17,11 @@ def mnist1d() -> Task:
     return sc.data.load("mnist1d")
 
 
+@pytest.fixture(scope="session")
+def kws() -> Task:
+    return sc.data.load("kws")
+
+
 def synthetic_task(input_shape, num_classes: int = 4, n: int = 24, seed: int = 0) -> Task:
     """A small random task of any input shape, for shape and cost tests."""
     rng = np.random.default_rng(seed)

@@ -14,7 +14,7 @@ import secateurs as sc
 
 pytest.importorskip("tflite_micro", reason="pip install tflite-micro (a test extra)")
 
-ZOO = [(task, name) for task in ("digits", "mnist1d", "kws_shaped")
+ZOO = [(task, name) for task in ("digits", "mnist1d", "kws")
        for name in sc.models.list_models()]  # fmt: skip
 
 
@@ -47,14 +47,8 @@ def test_every_zoo_model_runs_in_tflm_bit_for_bit_like_run_int8(task_name, name,
 
 
 def _random_case(seed: int):
-    rng = np.random.default_rng(seed)
-    if seed % 3:
-        side = int(rng.integers(4, 16))
-        shape = (int(rng.integers(1, 4)), side, side)
-    else:
-        shape = (int(rng.integers(1, 4)), int(rng.integers(8, 40)))
-    net = sc.models.random_net(seed, shape, num_classes=10)
-    return net, torch.randn(128, *shape, generator=torch.Generator().manual_seed(seed))
+    net = sc.models.random_net(seed)
+    return net, torch.randn(128, *net.input_shape, generator=torch.Generator().manual_seed(seed))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -94,3 +88,36 @@ def test_run_tflite_names_the_missing_runtime_and_bad_paths(tmp_path):
         sc.deploy.run_tflite(tmp_path / "m.tflite", torch.zeros(1, 4), (4,), runtime="tfl")
     with pytest.raises(FileNotFoundError, match="export_tflite"):
         sc.deploy.run_tflite(tmp_path / "none.tflite", torch.zeros(1, 4), (4,))
+
+
+class Strided(torch.nn.Module):
+    def __init__(self, cin=1):
+        super().__init__()
+        self.a = torch.nn.Conv2d(cin, 4, 3, padding=1)
+        self.b = torch.nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4)
+        self.pool = torch.nn.MaxPool2d(3, 2, padding=1)
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.pool(torch.relu(self.b(torch.relu(self.a(x))))).mean((2, 3)))
+
+
+@pytest.mark.parametrize(("side", "widen", "pads"), [(9, True, 0), (8, True, 1), (8, False, 2)])
+def test_padding_is_same_where_it_places_windows_as_pytorch_does(side, widen, pads, tmp_path):
+    """Stride 1, and stride 2 on an odd size, pad as SAME does (no PAD op). Stride 2 on an
+    even size starts its windows one pixel before SAME's: the convolution gains a zero row
+    and column and pads SAME (or keeps a PAD, ``widen_kernels=False``); max pooling, where
+    an extra tap would see a real pixel, keeps its PADV2."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 1, side, side)
+    q = sc.quant.quantize(Strided().eval(), x)
+    path = sc.deploy.export_tflite(q, tmp_path / "m.tflite", widen_kernels=widen)
+    assert sum(n in ("PAD", "PADV2") for n in sc.deploy.tflite_operators(path)) == pads
+    assert sc.deploy.verify_tflite(q, path, x[:16]).bit_exact
+
+
+def test_flattening_a_one_channel_input_into_a_linear_layer_copies_nothing(kws, tmp_path):
+    q = sc.quant.quantize(sc.models.create("mlp", kws, seed=0), kws)
+    path = sc.deploy.export_tflite(q, tmp_path / "m.tflite")
+    assert set(sc.deploy.tflite_operators(path)) == {"FULLY_CONNECTED"}
+    assert sc.deploy.verify_tflite(q, path, kws.test.tensors[0][:16]).bit_exact

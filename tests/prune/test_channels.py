@@ -135,22 +135,29 @@ def test_channels_validates_arguments_before_touching_the_model(digits, kwargs, 
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
-def test_layer_and_group_norm_prune_consistently():
+def test_norms_over_several_channels_keep_them_and_per_channel_norms_prune():
+    """LayerNorm and a GroupNorm with several channels per group compute their statistics
+    over those channels, so removing one would change the others: they are kept. A
+    GroupNorm with one channel per group is per channel, and prunes."""
+
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
             self.conv = nn.Conv2d(3, 16, 3, padding=1)
+            self.per_channel = nn.GroupNorm(16, 16)
+            self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
             self.gn = nn.GroupNorm(4, 16)
             self.proj = nn.Linear(16, 12)
             self.ln = nn.LayerNorm(12)
             self.out = nn.Linear(12, 5)
 
         def forward(self, x):
-            h = self.gn(self.conv(x)).mean((2, 3))
+            h = self.gn(self.conv2(torch.relu(self.per_channel(self.conv(x))))).mean((2, 3))
             return self.out(self.ln(self.proj(h)))
 
     model = Net().eval()
     sc.prune.channels(model, torch.randn(2, 3, 6, 6), ratio=0.5)
-    assert (model.conv.out_channels, model.gn.num_channels, model.gn.num_groups) == (8, 8, 4)
-    assert model.ln.normalized_shape == (6,) and model.proj.out_features == 6
+    assert (model.conv.out_channels, model.per_channel.num_groups) == (8, 8)
+    assert (model.conv2.out_channels, model.gn.num_channels, model.gn.num_groups) == (16, 16, 4)
+    assert model.ln.normalized_shape == (12,) and model.proj.out_features == 12
     assert model(torch.randn(2, 3, 6, 6)).shape == (2, 5)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from .codegen import build_program, export_c
 from .onnx import export_onnx, qdq_model
 from .runtimes import run_tflite, verify_tflite
-from .tflite import export_tflite, tflite_model
+from .tflite import export_tflite, tflite_model, tflite_operators
 from .verify import Verification, compile_c, count_instructions, estimate_c, run_c, verify_c
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "run_c",
     "run_tflite",
     "tflite_model",
+    "tflite_operators",
     "verify_c",
     "verify_tflite",
 ]

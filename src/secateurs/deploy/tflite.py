@@ -5,10 +5,14 @@ TensorFlow needed).
 TFLite tensors are channel-last (NHWC); 1-D feature maps (N, C, L) become (1, 1, L, C).
 Weights are per-channel int8 with their float32 scales, biases int32, activations int8
 with the scales and zero points of the QuantizedModel, so a runtime derives the very
-multipliers ``run_int8`` uses. Explicit convolution and pooling padding becomes a PAD (or
-PADV2 with -128 before max pooling) followed by a VALID op, since SAME padding puts the
-odd pixel on the other side from PyTorch. Flattening a feature map transposes it to NCHW
-first, so that FULLY_CONNECTED sees PyTorch's order.
+multipliers ``run_int8`` uses. Convolution and pooling padding is SAME where SAME places
+every window where PyTorch does (stride 1, or an odd size under stride 2); elsewhere SAME
+would put the odd pixel on the other side from PyTorch, so a PAD (PADV2 with -128 before
+max pooling) precedes a VALID op. Flattening a feature map transposes it to NCHW first, so
+that FULLY_CONNECTED sees PyTorch's order, unless the two orders agree (one channel, or
+one position) and only FULLY_CONNECTED layers read it: those flatten their input
+themselves, so nothing is copied. Operator versions are those the TFLite converter writes
+for int8 tensors.
 
 Supported: conv (dense, depthwise, and grouped as SPLIT, one CONV_2D per group and
 CONCATENATION), linear, add, mul, global mean, average and max pooling, ReLU-family
@@ -60,9 +64,10 @@ def _schema():
 
 
 class _Writer:
-    def __init__(self, schema, qmodel: QuantizedModel) -> None:
+    def __init__(self, schema, qmodel: QuantizedModel, widen: bool = True) -> None:
         self.s = schema
         self.q = qmodel
+        self.widen = widen  # zero taps instead of a PAD where that makes SAME fit
         self.buffers = [schema.BufferT()]
         self.tensors: list = []
         self.ops: list = []
@@ -163,24 +168,41 @@ def _same_fits(sizes, outs, pads, kernel, stride, dil) -> bool:
     """Whether TFLite's SAME padding places every window where PyTorch's ``pads`` do: the
     same output size, ceil(n / stride), and the same padding before (SAME puts the odd
     pixel after)."""
+    extra = _widening(sizes, outs, pads, kernel, stride, dil)
+    return extra is not None and not any(extra)
+
+
+def _widening(sizes, outs, pads, kernel, stride, dil) -> list[int] | None:
+    """Zero taps to append to the kernel, per dimension, so that SAME places every window
+    where PyTorch's ``pads`` do (a stride-2 3x3 convolution padded by 1 on an even size
+    becomes a 4x4 one whose last row and column are zero); None where no widening does."""
+    extra = []
     for n, o, (before, _), k, st, d in zip(sizes, outs, pads, kernel, stride, dil):
         total = max((o - 1) * st + d * (k - 1) + 1 - n, 0)
-        if o != -(-n // st) or before != total // 2:
-            return False
-    return True
+        if o != -(-n // st):
+            return None
+        e = next((e for e in range(0, 2 * before + 2) if (total + d * e) // 2 == before), None)
+        if e is None:
+            return None
+        extra.append(e)
+    return extra
 
 
-def _conv_padding(w: _Writer, node: Node, pads, kernel, stride, dil):
-    """The convolution's input and padding: VALID without padding, SAME where it equals
-    PyTorch's, else an explicit PAD (filled with the zero point) before a VALID one."""
+def _conv_padding(w: _Writer, node: Node, pads, weight, stride, dil):
+    """The convolution's input, padding and (HW-last) weight: VALID without padding; SAME
+    where it equals PyTorch's, or where it does once the kernel gains trailing zero taps
+    (``w.widen``: more MACs and weight bytes, no padded copy of the input in RAM); else an
+    explicit PAD (filled with the zero point) before a VALID one."""
     x = w.values[node.inputs[0]]
+    if not any(a or b for a, b in pads):
+        return x, w.s.Padding.VALID, weight
     sizes = w.tensors[x].shape[1:3]
     outs = _nhwc(w.q.graph.shapes[node.outputs[0]][1:])[1:3]
-    if not any(a or b for a, b in pads):
-        return x, w.s.Padding.VALID
-    if _same_fits(sizes, outs, pads, kernel, stride, dil):
-        return x, w.s.Padding.SAME
-    return _padded(w, node, x, pads, None), w.s.Padding.VALID
+    extra = _widening(sizes, outs, pads, weight.shape[2:], stride, dil)
+    if extra is not None and (not any(extra) or w.widen):
+        widened = np.pad(weight, [(0, 0), (0, 0), (0, extra[0]), (0, extra[1])])
+        return x, w.s.Padding.SAME, widened
+    return _padded(w, node, x, pads, None), w.s.Padding.VALID, weight
 
 
 def _conv(w: _Writer, index: int, node: Node) -> None:
@@ -193,12 +215,12 @@ def _conv(w: _Writer, index: int, node: Node) -> None:
     weight = c.weight.numpy().astype(np.int8)
     if one_d:
         weight = weight[:, :, None, :]  # (Cout, Cin/g, 1, K)
-    cout, cin_g, kh, kw = weight.shape
     groups = a["groups"]
     stride = [1, a["stride"][0]] if one_d else a["stride"]
     dil = [1, a["dilation"][0]] if one_d else a["dilation"]
     pads = [(0, 0), tuple(a["padding"][0])] if one_d else [tuple(p) for p in a["padding"]]
-    x, padding = _conv_padding(w, node, pads, (kh, kw), stride, dil)
+    x, padding, weight = _conv_padding(w, node, pads, weight, stride, dil)
+    cout, cin_g, kh, kw = weight.shape
     bias = w.tensor([cout], dtype="int32", data=c.bias.numpy().astype(np.int32),
                     scales=(q.qparams[node.inputs[0]].scale * c.weight_scale).tolist())  # fmt: skip
     y = w.activation(node, node.outputs[0])
@@ -320,7 +342,17 @@ def _move(w: _Writer, node: Node) -> None:
         return
     if len(o_shape) != 1 or int(np.prod(s_shape)) != o_shape[0]:
         _fail(node, f"moves data from {tuple(s_shape)} to {tuple(o_shape)}")
-    if len(s_shape) >= 2 and int(np.prod(s_shape[1:])) > 1:  # NHWC -> NCHW order first
+    consumers = [n for n in q.graph.nodes if out in n.inputs]
+    same_order = len(s_shape) < 2 or s_shape[0] == 1 or int(np.prod(s_shape[1:])) == 1
+    if (
+        same_order
+        and consumers
+        and all(n.kind == "linear" for n in consumers)
+        and (out != q.graph.output)
+    ):  # FULLY_CONNECTED flattens its input itself: no copy
+        w.values[out] = x
+        return
+    if not same_order:  # NHWC -> NCHW order first
         t = w.tensors[x]
         perm = w.tensor([4], dtype="int32", data=np.array([0, 3, 1, 2], dtype=np.int32))
         nchw = w.tensor([t.shape[0], t.shape[3], t.shape[1], t.shape[2]], q.qparams[src])
@@ -488,14 +520,17 @@ def _clamp(w: _Writer, node: Node) -> None:
     w.values[node.outputs[0]] = y
 
 
-def tflite_model(qmodel: QuantizedModel) -> bytes:
-    """The flatbuffer bytes of ``qmodel`` as an int8 TFLite model."""
+def tflite_model(qmodel: QuantizedModel, widen_kernels: bool = True) -> bytes:
+    """The flatbuffer bytes of ``qmodel`` as an int8 TFLite model. ``widen_kernels``: where
+    SAME padding would place a convolution's windows one pixel off PyTorch's (stride 2 on
+    an even size), append zero taps to the kernel so that SAME fits, rather than write a
+    PAD whose output the runtime holds in RAM beside its input."""
     if not isinstance(qmodel, QuantizedModel):
         raise TypeError(
             f"export_tflite takes a QuantizedModel (sc.quant.quantize), got {type(qmodel).__name__}"
         )
     flatbuffers, s = _schema()
-    w = _Writer(s, qmodel)
+    w = _Writer(s, qmodel, widen_kernels)
     graph = qmodel.graph
     w.values[graph.input] = w.tensor(_nhwc(graph.shapes[graph.input][1:]),
                                      qmodel.input_qparams, name="input")  # fmt: skip
@@ -541,6 +576,20 @@ def tflite_model(qmodel: QuantizedModel) -> bytes:
     return bytes(builder.Output())
 
 
-def export_tflite(qmodel: QuantizedModel, path: str | os.PathLike) -> Path:
-    """Write ``qmodel`` as an int8 ``.tflite`` file (atomically); returns the path."""
-    return write_atomic(path, tflite_model(qmodel))
+def tflite_operators(model: str | os.PathLike | bytes) -> list[str]:
+    """The builtin operator names of a ``.tflite`` file (or its bytes), in execution
+    order: what a runtime will run, for checking an export."""
+    _, s = _schema()
+    data = model if isinstance(model, bytes) else Path(model).read_bytes()
+    m = s.ModelT.InitFromObj(s.Model.GetRootAs(data, 0))
+    names = {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
+    codes = [names[c.builtinCode] for c in m.operatorCodes]
+    return [codes[op.opcodeIndex] for op in m.subgraphs[0].operators]
+
+
+def export_tflite(
+    qmodel: QuantizedModel, path: str | os.PathLike, widen_kernels: bool = True
+) -> Path:
+    """Write ``qmodel`` as an int8 ``.tflite`` file (atomically); returns the path. See
+    :func:`tflite_model` for ``widen_kernels``."""
+    return write_atomic(path, tflite_model(qmodel, widen_kernels))

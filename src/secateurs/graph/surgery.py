@@ -114,6 +114,8 @@ def prune_module(module: nn.Module, keep: dict[str, Sequence[int]]) -> None:
         k = get("chan", module.num_channels)
         _take(module, "weight", k)
         _take(module, "bias", k)
+        if module.num_groups == module.num_channels:  # one channel per group (the graph
+            module.num_groups = len(k)  # keeps the channels of larger groups)
         module.num_channels = len(k)
     elif isinstance(module, nn.PReLU) and "chan" in idx:
         _take(module, "weight", idx["chan"])

@@ -10,6 +10,7 @@ slots that must be removed together end up in one union-find class.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,9 +89,21 @@ SOFTMAX = _overloads(aten._softmax, aten.softmax, aten._log_softmax, aten.log_so
                      aten.cumsum)  # fmt: skip
 REDUCE = _overloads(aten.mean, aten.sum, aten.amax, aten.amin, aten.max, aten.min, aten.var,
                     aten.std, aten.prod, aten.logsumexp)  # fmt: skip
+# elementwise, though ATen does not tag them pointwise
+ELEMENTWISE = _overloads(aten.hardswish, aten.log_sigmoid_forward, aten.rrelu_with_noise)
 PRODUCT = _overloads(aten.mm, aten.bmm, aten.matmul, aten.addmm, aten.baddbmm, aten.einsum,
                      aten._scaled_dot_product_flash_attention_for_cpu,
                      aten.scaled_dot_product_attention)  # fmt: skip
+
+
+def _out_of_place(func):
+    """The out-of-place form of an in-place op (``hardswish_`` -> ``hardswish``): the same
+    values, written over the input, whose shadow the output then replaces."""
+    name = func._schema.name.split("::")[-1]
+    if not name.endswith("_") or name.startswith("_"):
+        return func
+    packet = getattr(aten, name[:-1], None)
+    return getattr(packet, func._overloadname, func) if packet is not None else func
 
 
 def _tensors(obj) -> list[torch.Tensor]:
@@ -121,6 +134,7 @@ class _Builder(TorchDispatchMode):
         self.opaque_flags: list[bool] = []
         self.opaque = 0
         self.ignored = ignored
+        self.ignored_outputs: dict[int, str] = {}  # tensor id -> the ignored module that made it
         self.modules = dict(model.named_modules())
         self._slot_cache: dict[tuple[str, str], range] = {}
 
@@ -171,7 +185,14 @@ class _Builder(TorchDispatchMode):
             self.constraints.append(Constraint(blocks, f"{reason} in '{self.where()}'"))
 
     def where(self) -> str:
-        return self.stack[-1] if self.stack else "(model)"
+        return self.stack[-1] if self.stack and self.stack[-1] else "(model)"
+
+    def advice(self) -> str:
+        """How to get past an op the graph refuses, in the module running it."""
+        if self.where() == "(model)":
+            return ("it runs in the model's own forward: wrap it in a submodule and pass that "
+                    "module's name in ignored=[...] to leave it as it is")  # fmt: skip
+        return f"pass ignored=['{self.where()}'] to leave it as it is"
 
     # --- module hooks ------------------------------------------------------------------
     def pre_hook(self, name: str):
@@ -192,6 +213,9 @@ class _Builder(TorchDispatchMode):
                 return  # a transparent module, or one nested inside an opaque one
             if name in self.ignored:
                 self.record_ignored(args, kwargs, output)
+                for t in _tensors(output):
+                    self.ignored_outputs[id(t)] = name
+                    self.keep.append(t)
             else:
                 self.record_module(name, module, args, kwargs, output)
 
@@ -219,16 +243,15 @@ class _Builder(TorchDispatchMode):
             self._per_channel(name, m.num_features, x, output, 1)
         elif isinstance(m, nn.GroupNorm):
             self._per_channel(name, m.num_channels, x, output, 1)
-            self.balance(
-                self.new_slots(name, "chan", m.num_channels),
-                m.num_channels // m.num_groups,
-                f"GroupNorm with {m.num_groups} groups",
-            )
+            if m.num_groups != m.num_channels:  # statistics over several channels per group
+                self.block(self.new_slots(name, "chan", m.num_channels))
         elif isinstance(m, nn.LayerNorm):
             if len(m.normalized_shape) != 1:
                 self.record_ignored(args, kwargs, output)
                 return
+            # its mean and variance run over the features: removing one changes the others
             self._per_channel(name, m.normalized_shape[0], x, output, x.dim() - 1)
+            self.block(self.new_slots(name, "chan", m.normalized_shape[0]))
         elif isinstance(m, nn.PReLU):
             if m.num_parameters == 1:
                 self.set_shadow(output, self.shadow(x))
@@ -283,6 +306,7 @@ class _Builder(TorchDispatchMode):
         return out
 
     def record_op(self, func, args, kwargs, out) -> None:
+        func = _out_of_place(func)
         inputs = _tensors((args, kwargs))
         shadowed = [t for t in inputs if id(t) in self.shadows]
         weights = [t for t in inputs if id(t) in self.forbidden]
@@ -296,7 +320,7 @@ class _Builder(TorchDispatchMode):
             raise GraphError(
                 f"op {func} in module '{self.where()}' computes with the weight of "
                 f"'{self.forbidden[id(weights[0])]}' outside that layer, which the graph cannot "
-                f"prune safely; pass ignored=['{self.where()}'] to leave it as it is"
+                f"prune safely; {self.advice()}"
             )
         outs = _tensors(out)
         if func in IDENTITY:
@@ -306,7 +330,7 @@ class _Builder(TorchDispatchMode):
             self._movement(func, args, kwargs, out)
         elif func in SHUFFLE:
             self._shuffle(func, args, kwargs, out)
-        elif torch.Tag.pointwise in func.tags:
+        elif torch.Tag.pointwise in func.tags or func in ELEMENTWISE:
             self._pointwise(inputs, outs)
         elif func in SPATIAL:
             self._spatial(self.shadow(shadowed[0]), args[0], outs)
@@ -319,12 +343,14 @@ class _Builder(TorchDispatchMode):
         elif func in PRODUCT:
             for t in shadowed:  # a product of activations mixes their channels
                 self.block(self.shadow(t).all_ids())
+            for t in outs:  # and what it computes depends on all of them
+                self.set_shadow(t, Shadow(blocked=True))
         elif func.__name__.split(".")[0].endswith("_like") or func.__name__.startswith("new_"):
             return  # a constant shaped like the input
         else:
             raise GraphError(
                 f"op {func} in module '{self.where()}' is not understood by the dependency "
-                f"graph; pass ignored=['{self.where()}'] to leave that module as it is"
+                f"graph; {self.advice()}"
             )
 
     def _as_ids(self, obj):
@@ -503,6 +529,19 @@ def trace_channels(model: nn.Module, example_inputs, ignored=()) -> TraceResult:
             for child, _ in module.named_children()
             if child != "parametrizations" and not isinstance(module, nn.MultiheadAttention)
         ]
+        foreign = [
+            type(f).__name__
+            for fs in getattr(module, "parametrizations", {}).values()
+            for f in fs
+            if not type(f).__module__.startswith("secateurs.")  # our masks: strip() bakes them
+        ]
+        if foreign and name not in ignored:
+            raise GraphError(
+                f"layer '{name or '(model)'}' has parametrized tensors ({', '.join(foreign)}, "
+                "as weight_norm makes), which channel surgery cannot resize; bake them in "
+                "first (torch.nn.utils.parametrize.remove_parametrizations(module, 'weight')) "
+                f"or pass ignored=['{name}']"
+            )
         if isinstance(module, KNOWN) and extra and name not in ignored:
             raise GraphError(
                 f"layer '{name}' carries submodules {extra} (a dynamic gate, say) that channel "
@@ -539,6 +578,15 @@ def trace_channels(model: nn.Module, example_inputs, ignored=()) -> TraceResult:
                 s = builder.shadow(t)
                 if s is not None:
                     builder.block(s.all_ids())
+                name = builder.ignored_outputs.get(id(t))
+                if name is not None and isinstance(builder.modules[name], KNOWN):
+                    warnings.warn(
+                        f"ignored=['{name}'] lists a layer that computes the model's output; "
+                        "outputs are kept without it, and ignoring the layer also freezes the "
+                        "channels it reads (the whole group before it): leave it out of "
+                        "ignored= to prune them",
+                        stacklevel=3,
+                    )
     finally:
         for h in handles:
             h.remove()

@@ -18,12 +18,13 @@ from . import (  # noqa: F401  (each module registers its builders)
 )
 from .elm import ExtremeLearningMachine
 from .layers import ChannelShuffle, Grid, make_divisible
-from .random import random_net
+from .random import random_input_shape, random_net
 from .registry import MODELS, check_model_fits, create, list_models, register_model
 
 __all__ = [
     "create",
     "random_net",
+    "random_input_shape",
     "list_models",
     "register_model",
     "check_model_fits",

@@ -1,7 +1,8 @@
 """Random convolutional networks, for checking that every exporter and runtime computes the
 same int8 numbers on architectures nobody wrote by hand.
 
-net = sc.models.random_net(seed=3, input_shape=(1, 12, 12), num_classes=10)
+net = sc.models.random_net(seed=3)                 # input shape drawn from the seed
+x = torch.randn(64, *net.input_shape)
 
 A seed fixes the architecture and the weights. The blocks are drawn from what small
 networks for microcontrollers are made of: dense, grouped and depthwise convolutions
@@ -94,11 +95,28 @@ class _Head(nn.Module):
         return self.fc(x)
 
 
+def random_input_shape(seed: int) -> tuple[int, ...]:
+    """An input shape drawn from ``seed``: one in three a 1-D signal (C, L) of 8 to 39
+    positions, else a square image (C, H, W) of side 4 to 15; 1 to 3 channels."""
+    rng = random.Random(seed)
+    channels = rng.randint(1, 3)
+    if seed % 3 == 0:
+        return (channels, rng.randint(8, 39))
+    side = rng.randint(4, 15)
+    return (channels, side, side)
+
+
 def random_net(
-    seed: int, input_shape: Sequence[int] = (1, 12, 12), num_classes: int = 10, depth: int = 4
+    seed: int,
+    input_shape: Sequence[int] | None = None,
+    num_classes: int = 10,
+    depth: int = 4,
 ) -> nn.Module:
-    """A random network for ``input_shape`` ((C, L) or (C, H, W)), with random BatchNorm
-    statistics and affine parameters, in eval mode. The same seed gives the same network."""
+    """A random network for ``input_shape`` ((C, L) or (C, H, W); drawn from the seed when
+    None, see :func:`random_input_shape`, and kept as ``net.input_shape``), with random
+    BatchNorm statistics and affine parameters, in eval mode. The same seed gives the same
+    network."""
+    input_shape = random_input_shape(seed) if input_shape is None else input_shape
     shape = tuple(int(n) for n in input_shape)
     nd = len(shape) - 1
     if nd not in _CONV or min(shape) < 1:
@@ -165,4 +183,5 @@ def random_net(
             m.running_var.uniform_(0.5, 2.0)
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.5, 0.5)
+    net.input_shape = shape
     return net.eval()

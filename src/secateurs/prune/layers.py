@@ -20,7 +20,7 @@ from ..measure import profile
 from .calibration import batches
 from .channels import SizeChange
 
-MAC_TOLERANCE = 0.02
+MAC_TOLERANCE = 0.02  # relative to the target
 
 
 @dataclass(frozen=True)
@@ -170,8 +170,8 @@ def layers(
         for path in candidates
     }  # fmt: skip
     # MACs: remove until at most ``goal`` are left, never going below ``floor``
-    floor = 0.0 if target_macs is None else (target_macs - MAC_TOLERANCE) * before.macs
-    goal = 0.0 if target_macs is None else (target_macs + MAC_TOLERANCE) * before.macs
+    floor = 0.0 if target_macs is None else target_macs * (1 - MAC_TOLERANCE) * before.macs
+    goal = 0.0 if target_macs is None else target_macs * (1 + MAC_TOLERANCE) * before.macs
     was_training = model.training
     model.eval()
     removed: list[str] = []

@@ -1,0 +1,141 @@
+"""Structures from models the project did not write: normalizations over channels,
+products of activations added back to a branch, in-place activations, parametrized
+weights, ops in the model's own forward. Each is pruned exactly or refused clearly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from secateurs.graph import DependencyGraph, GraphError
+
+from .helpers import prune_and_compare
+
+
+class MobileNetV3Block(nn.Module):
+    """In-place hard-swish (module and functional), a squeeze-excite gate with an in-place
+    hard-sigmoid, as torchvision's MobileNet V3 writes them."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.bn = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.act = nn.Hardswish(inplace=True)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.se1, self.se2 = nn.Conv2d(16, 8, 1), nn.Conv2d(8, 16, 1)
+        self.gate = nn.Hardsigmoid(inplace=True)
+        self.pw, self.fc = nn.Conv2d(16, 8, 1), nn.Linear(8, 5)
+
+    def forward(self, x):
+        y = nn.functional.hardswish(self.dw(self.act(self.bn(self.a(x)))), inplace=True)
+        y = y * self.gate(self.se2(torch.relu(self.se1(y.mean((2, 3), keepdim=True)))))
+        return self.fc(self.pw(y).mean((2, 3)))
+
+
+def test_in_place_activations_prune_like_their_out_of_place_forms():
+    torch.manual_seed(0)
+    result = prune_and_compare(MobileNetV3Block(), torch.randn(2, 3, 8, 8))
+    assert result["removed"] > 0 and result["macs_after"] < 0.8 * result["macs_before"]
+
+
+class ConvTransformer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 16, 3, padding=1)
+        self.enc = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc(self.enc(self.stem(x).flatten(2).transpose(1, 2)).mean(1))
+
+
+class LinearNorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.ln, self.b = nn.Linear(8, 16), nn.LayerNorm(16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.b(self.ln(self.a(x)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_layer_norm_keeps_the_features_it_normalizes(seed):
+    """Its mean and variance run over the features, so none of them may go; the
+    transformer's feed-forward hidden units, which no LayerNorm reads, still prune."""
+    torch.manual_seed(seed)
+    model = ConvTransformer()
+    result = prune_and_compare(model, torch.randn(2, 1, 6, 6), seed=seed)
+    assert model.stem.out_channels == 16 and model.enc.norm1.normalized_shape == (16,)
+    assert result["removed"] > 0 and model.enc.linear1.out_features < 32
+    assert prune_and_compare(LinearNorm(), torch.randn(3, 8), seed=seed)["removed"] == 0
+
+
+class AttentionAddedBack(nn.Module):
+    """Attention over positions, written with bmm, added back to the branch it reads."""
+
+    def __init__(self, product):
+        super().__init__()
+        self.product = product
+        self.b, self.k = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1)
+        self.v, self.fc = nn.Conv2d(8, 8, 1), nn.Linear(6, 3)
+        self.c = nn.Conv2d(8, 6, 3, padding=1)
+
+    def forward(self, x):
+        b = torch.relu(self.b(x))
+        k = self.k(b).flatten(2)
+        attn = torch.softmax(self.product(k.transpose(1, 2), k), -1)
+        b = b + self.product(self.v(b).flatten(2), attn.transpose(1, 2)).reshape(b.shape)
+        return self.fc(torch.relu(self.c(b)).mean((2, 3)))
+
+
+@pytest.mark.parametrize(
+    "product", [torch.bmm, torch.matmul, lambda a, b: torch.einsum("bij,bjk->bik", a, b)]
+)
+def test_a_product_added_back_to_a_branch_ties_the_branch(product):
+    torch.manual_seed(0)
+    model = AttentionAddedBack(product)
+    result = prune_and_compare(model, torch.randn(2, 3, 5, 5), ratio=0.5)
+    assert model.b.out_channels == 8 and model.v.out_channels == 8  # tied to the product
+    assert result["removed"] > 0 and model.c.out_channels < 6  # the rest still prunes
+
+
+def test_parametrized_weights_are_refused_when_the_graph_is_built():
+    model = nn.Sequential(nn.Conv1d(2, 8, 3), nn.ReLU(),
+                          nn.utils.parametrizations.weight_norm(nn.Conv1d(8, 4, 3)),
+                          nn.ReLU(), nn.Conv1d(4, 3, 1))  # fmt: skip
+    with pytest.raises(GraphError, match=r"layer '2' has parametrized tensors \(_WeightNorm"):
+        DependencyGraph(model, torch.randn(1, 2, 10))
+    DependencyGraph(model, torch.randn(1, 2, 10), ignored=["2"])  # the way past it works
+
+
+class RootOp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3)
+
+    def forward(self, x):
+        return torch.fft.fft(self.a(x)).real.mean((2, 3))
+
+
+def test_an_op_in_the_models_own_forward_is_named_and_the_advice_works():
+    with pytest.raises(GraphError, match=r"in module '\(model\)'.*wrap it in a submodule"):
+        DependencyGraph(RootOp(), torch.randn(1, 3, 6, 6))
+
+
+def test_group_norm_with_one_channel_per_group_prunes_exactly():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(8, 8), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    result = prune_and_compare(model, torch.randn(2, 3, 6, 6))
+    assert result["removed"] > 0 and model[1].num_groups == model[1].num_channels < 8
+
+
+def test_listing_the_classifier_in_ignored_warns_what_it_freezes():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 16, 5))
+    with pytest.warns(
+        UserWarning,
+        match=r"ignored=\['3'\] lists a layer that computes the "
+        "model's output.*freezes the channels it reads",
+    ):
+        graph = DependencyGraph(model, torch.randn(1, 3, 6, 6), ignored=["3"])
+    assert graph.groups() == []  # the conv's channels feed the ignored classifier
+    groups = DependencyGraph(model, torch.randn(1, 3, 6, 6)).groups()
+    assert [len(g) for g in groups] == [8]  # without it, the conv prunes
