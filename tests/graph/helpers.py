@@ -53,7 +53,7 @@ def prune_and_compare(model, inputs, ratio=0.4, seed=0, importance="random", sco
 def _assert_shapes_follow_history(model, history):
     modules = dict(model.named_modules())
     attrs = {
-        "in": ("in_channels", "in_features"),
+        "in": ("in_channels", "in_features", "input_size"),
         "out": ("out_channels", "out_features"),
         "chan": ("num_features", "num_channels", "num_parameters"),
         "embed": ("embed_dim",),
@@ -62,7 +62,11 @@ def _assert_shapes_follow_history(model, history):
         m = modules[step["module"]]
         for axis, keep in step["keep"].items():
             if axis.startswith("param:"):
-                assert getattr(m, axis[6:]).shape[0] == len(keep)
+                assert getattr(m, axis[6:]).numel() == len(keep)
+                continue
+            if axis == "hidden":  # every layer and direction of a recurrent layer
+                cells = m.num_layers * (2 if m.bidirectional else 1)
+                assert m.hidden_size * cells == len(keep), step["module"]
                 continue
             values = [getattr(m, a) for a in attrs[axis] if hasattr(m, a)]
             assert values and values[0] == len(keep), (step["module"], axis)

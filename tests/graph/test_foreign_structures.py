@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+import secateurs as sc
 from secateurs.graph import DependencyGraph, GraphError
 
 from .helpers import prune_and_compare
@@ -139,3 +140,105 @@ def test_listing_the_classifier_in_ignored_warns_what_it_freezes():
     assert graph.groups() == []  # the conv's channels feed the ignored classifier
     groups = DependencyGraph(model, torch.randn(1, 3, 6, 6)).groups()
     assert [len(g) for g in groups] == [8]  # without it, the conv prunes
+
+
+class ConvRecurrent(nn.Module):
+    """A keyword-spotting front end: a 1-D convolution over MFCC frames, then a recurrent
+    layer read at its last step."""
+
+    def __init__(self, cell, layers, bidirectional, batch_first):
+        super().__init__()
+        self.front = nn.Conv1d(10, 16, 3, padding=1)
+        self.rnn = cell(16, 12, num_layers=layers, bidirectional=bidirectional,
+                        batch_first=batch_first)  # fmt: skip
+        self.fc = nn.Linear(12 * (2 if bidirectional else 1), 5)
+
+    def forward(self, x):
+        y = torch.relu(self.front(x))
+        batch_first = self.rnn.batch_first
+        out, _ = self.rnn(y.transpose(1, 2) if batch_first else y.permute(2, 0, 1))
+        return self.fc(out[:, -1] if batch_first else out[-1])
+
+
+@pytest.mark.parametrize("cell", [nn.GRU, nn.LSTM, nn.RNN])
+@pytest.mark.parametrize(("layers", "bidirectional", "batch_first"),
+                         [(1, False, True), (2, True, True), (2, False, False)])  # fmt: skip
+def test_recurrent_hidden_units_prune_exactly(cell, layers, bidirectional, batch_first):
+    torch.manual_seed(0)
+    model = ConvRecurrent(cell, layers, bidirectional, batch_first)
+    result = prune_and_compare(model, torch.randn(3, 10, 7))
+    assert model.rnn.hidden_size == 8 and model.front.out_channels == 10  # 40% of 12, 16
+    assert model.rnn.input_size == model.front.out_channels
+    assert result["macs_after"] < 0.6 * result["macs_before"]
+
+
+class FinalState(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.fc = nn.LSTM(6, 8, num_layers=2), nn.Linear(8, 3)
+
+    def forward(self, x):
+        _, (h, _) = self.rnn(x)
+        return self.fc(h[-1])
+
+
+def test_a_classifier_on_the_final_state_prunes_with_the_last_layer():
+    torch.manual_seed(0)
+    model = FinalState()
+    assert prune_and_compare(model, torch.randn(5, 2, 6))["removed"] > 0
+    assert model.rnn.hidden_size == 5 and model.fc.in_features == 5
+
+
+def test_lstm_macs_are_counted():
+    lstm = nn.LSTM(16, 12, batch_first=True)
+    prof = sc.measure.profile(lstm, torch.randn(1, 7, 16), latency=False)
+    assert prof.macs == 7 * 4 * 12 * (16 + 12)
+
+
+class LayerScaleBlock(nn.Module):
+    """ConvNeXt's block: depthwise 7x7, pointwise MLP in channel-last layout, and a layer
+    scale of shape (C, 1, 1) on the residual branch."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.pw1, self.pw2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+        self.layer_scale = nn.Parameter(torch.rand(dim, 1, 1) + 0.5)
+
+    def forward(self, x):
+        y = self.pw2(nn.functional.gelu(self.pw1(self.dw(x).permute(0, 2, 3, 1))))
+        return x + self.layer_scale * y.permute(0, 3, 1, 2)
+
+
+class ConvNeXtLike(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.block, self.fc = nn.Conv2d(3, 8, 1), LayerScaleBlock(8), nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(self.block(self.stem(x)).mean((2, 3)))
+
+
+class ClassToken(nn.Module):
+    """A class token (1, 1, C), a parameter of the model itself, before the patches."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj, self.fc = nn.Conv2d(3, 8, 2, 2), nn.Linear(8, 4)
+        self.cls = nn.Parameter(torch.randn(1, 1, 8))
+
+    def forward(self, x):
+        y = self.proj(x).flatten(2).transpose(1, 2)
+        y = torch.cat([self.cls.expand(len(x), -1, -1), y], 1)
+        return self.fc(torch.relu(y).mean(1))
+
+
+def test_per_channel_parameters_of_any_shape_are_sliced_with_their_channels():
+    torch.manual_seed(0)
+    model = ConvNeXtLike()
+    assert prune_and_compare(model, torch.randn(2, 3, 8, 8))["removed"] > 0
+    assert model.block.layer_scale.shape == (model.stem.out_channels, 1, 1)
+    assert model.stem.out_channels < 8 and model.block.pw1.out_features < 32
+    model = ClassToken()
+    assert prune_and_compare(model, torch.randn(2, 3, 8, 8))["removed"] > 0
+    assert model.cls.shape == (1, 1, model.proj.out_channels) and model.proj.out_channels < 8

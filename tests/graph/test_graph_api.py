@@ -170,16 +170,72 @@ class SE(nn.Module):
         return x * torch.sigmoid(self.expand(F.relu(self.reduce(x.mean((2, 3), keepdim=True)))))
 
 
+class ChannelLastNorm(nn.Module):
+    """LayerNorm over the channels of a map (ConvNeXt's), in channel-last layout."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.norm = nn.LayerNorm(c)
+
+    def forward(self, x):
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class InPlace(nn.Module):
+    """In-place ops: a hard-swish and a residual add_ and mul_, as tensors' methods."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        y = F.hardswish(self.conv(x), inplace=True)
+        return y.add_(x).mul_(0.5)
+
+
+class AttentionBack(nn.Module):
+    """Attention over positions with bmm, added back to the branch."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.k, self.v = nn.Conv2d(c, 4, 1), nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        k = self.k(x).flatten(2)
+        attn = torch.softmax(torch.bmm(k.transpose(1, 2), k), -1)
+        return x + torch.bmm(self.v(x).flatten(2), attn.transpose(1, 2)).reshape(x.shape)
+
+
+class LayerScale(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.body, self.scale = cbr(c, c), nn.Parameter(torch.rand(c, 1, 1) + 0.5)
+
+    def forward(self, x):
+        return x + self.scale * self.body(x)
+
+
 @st.composite
 def random_net(draw):
     layers, c = [cbr(3, 8)], 8
     for _ in range(draw(st.integers(1, 5))):
         kind = draw(
             st.sampled_from(
-                ["conv", "depthwise", "grouped", "residual", "branches", "se", "shuffle"]
+                ["conv", "depthwise", "grouped", "residual", "branches", "se", "shuffle",
+                 "layernorm", "groupnorm", "inplace", "attention", "layerscale"]
             )
-        )
-        if kind == "conv":
+        )  # fmt: skip
+        if kind == "layernorm":
+            layers.append(ChannelLastNorm(c))
+        elif kind == "groupnorm":
+            layers.append(nn.GroupNorm(draw(st.sampled_from([1, c])), c))
+        elif kind == "inplace":
+            layers.append(InPlace(c))
+        elif kind == "attention":
+            layers.append(AttentionBack(c))
+        elif kind == "layerscale":
+            layers.append(LayerScale(c))
+        elif kind == "conv":
             out = draw(st.integers(2, 12))
             layers.append(cbr(c, out))
             c = out
@@ -207,14 +263,25 @@ def random_net(draw):
     return nn.Sequential(*layers)
 
 
-@settings(max_examples=30, deadline=None)
-@given(net=random_net(), ratio=st.sampled_from([0.25, 0.5, 0.75]), seed=st.integers(0, 5))
-def test_random_networks_prune_correctly(net, ratio, seed):
+def _prunes_correctly(net, ratio, seed):
     torch.manual_seed(seed)
     randomize_norms(net, seed)
     summary = prune_and_compare(net, torch.randn(2, 3, 6, 6), ratio=ratio, seed=seed)
     assert summary["macs_after"] <= summary["macs_before"]
     assert np.isfinite(summary["macs_after"])
+
+
+@settings(max_examples=30, deadline=None)
+@given(net=random_net(), ratio=st.sampled_from([0.25, 0.5, 0.75]), seed=st.integers(0, 5))
+def test_random_networks_prune_correctly(net, ratio, seed):
+    _prunes_correctly(net, ratio, seed)
+
+
+@pytest.mark.slow
+@settings(max_examples=500, deadline=None)
+@given(net=random_net(), ratio=st.sampled_from([0.25, 0.5, 0.75]), seed=st.integers(0, 5))
+def test_500_random_networks_prune_correctly(net, ratio, seed):
+    _prunes_correctly(net, ratio, seed)
 
 
 def test_masked_models_must_be_stripped_before_channel_pruning(digits):

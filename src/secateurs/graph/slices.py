@@ -7,9 +7,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .tracer import BATCHNORM, CONV, CONV_T
+from .tracer import BATCHNORM, CONV, CONV_T, RNN, param_dim
 
-PRODUCER_AXES = ("out", "embed")
+PRODUCER_AXES = ("out", "embed", "hidden")
 NORMS = (*BATCHNORM, nn.LayerNorm, nn.GroupNorm, nn.PReLU)
 
 
@@ -36,13 +36,43 @@ def _conv_in(m: nn.Module, p: float, values) -> torch.Tensor:
     return per.reshape(-1)  # groups x ipg, flattened: global input channel order
 
 
+def rnn_gates(m: nn.Module) -> int:
+    return {nn.LSTM: 4, nn.GRU: 3}.get(type(m), 1)
+
+
+def rnn_cells(m: nn.Module):
+    """(layer, direction, parameter-name suffix) of each cell of a recurrent layer, in the
+    order of its "hidden" axis."""
+    for layer in range(m.num_layers):
+        for d in range(2 if m.bidirectional else 1):
+            yield layer, d, f"l{layer}" + ("_reverse" if d else "")
+
+
+def _rnn_power_sums(m: nn.Module, axis: str, p: float, values) -> torch.Tensor:
+    gates, h = rnn_gates(m), m.hidden_size
+    if axis == "in":
+        return sum(_rows(getattr(m, f"weight_ih_{sfx}"), 1, p, values)
+                   for layer, _, sfx in rnn_cells(m) if layer == 0)  # fmt: skip
+    sums = []
+    for _, _, sfx in rnn_cells(m):
+        per_unit = 0
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            t = getattr(m, f"{name}_{sfx}", None)
+            if t is not None:
+                per_unit = per_unit + _rows(t, 0, p, values).reshape(gates, h).sum(0)
+        sums.append(per_unit)
+    return torch.cat(sums)
+
+
 def axis_power_sums(module: nn.Module, axis: str, p: float, values=None) -> torch.Tensor:
     """For each index of ``axis``, the sum of |v(w)|^p over the weights w it covers, where
     ``values`` maps a weight tensor to what is measured (default: the detached weight;
     ``lambda w: w`` keeps gradients, ``lambda w: w * grads[w]`` gives Taylor terms)."""
     values = values or _detached
     if axis.startswith("param:"):
-        return _power(getattr(module, axis[len("param:") :]), p, values)
+        return _power(getattr(module, axis[len("param:") :]), p, values).reshape(-1)
+    if isinstance(module, RNN):
+        return _rnn_power_sums(module, axis, p, values)
     sums = []
     if isinstance(module, CONV):
         if axis == "out":
@@ -72,7 +102,10 @@ def axis_norms(module: nn.Module, axis: str, p: float, values=None) -> np.ndarra
 def zero_axis(module: nn.Module, axis: str, idx: torch.Tensor) -> None:
     """Zero every weight behind the indices ``idx`` of ``axis``, keeping all shapes."""
     if axis.startswith("param:"):
-        getattr(module, axis[len("param:") :])[idx] = 0
+        t = getattr(module, axis[len("param:") :])
+        t.index_fill_(param_dim(t), idx, 0)
+    elif isinstance(module, RNN):
+        _zero_rnn(module, axis, idx)
     elif isinstance(module, CONV):
         groups = module.groups
         ipg, opg = module.in_channels // groups, module.out_channels // groups
@@ -116,3 +149,27 @@ def zero_axis(module: nn.Module, axis: str, idx: torch.Tensor) -> None:
         module.out_proj.weight[:, idx] = 0
         if module.out_proj.bias is not None:
             module.out_proj.bias[idx] = 0
+
+
+def _zero_rnn(m: nn.Module, axis: str, idx: torch.Tensor) -> None:
+    """Input features: their columns in the first layer. Hidden units: their gate rows,
+    their recurrent columns and the next layer's input columns."""
+    gates, h = rnn_gates(m), m.hidden_size
+    dirs = 2 if m.bidirectional else 1
+    for layer, d, sfx in rnn_cells(m):
+        w_ih, w_hh = getattr(m, f"weight_ih_{sfx}"), getattr(m, f"weight_hh_{sfx}")
+        if axis == "in":
+            if layer == 0:
+                w_ih[:, idx] = 0
+            continue
+        cell = layer * dirs + d
+        units = idx[(idx >= cell * h) & (idx < (cell + 1) * h)] - cell * h
+        rows = (units[None] + h * torch.arange(gates)[:, None]).reshape(-1)
+        for t in (w_ih, w_hh, getattr(m, f"bias_ih_{sfx}", None),
+                  getattr(m, f"bias_hh_{sfx}", None)):  # fmt: skip
+            if t is not None:
+                t[rows] = 0
+        w_hh[:, units] = 0
+        below = idx[(idx >= (layer - 1) * dirs * h) & (idx < layer * dirs * h)]
+        if layer > 0:
+            w_ih[:, below - (layer - 1) * dirs * h] = 0

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .tracer import BATCHNORM, CONV, CONV_T, GraphError
+from .slices import rnn_cells, rnn_gates
+from .tracer import BATCHNORM, CONV, CONV_T, RNN, GraphError, param_dim
 
 
 def _set(module: nn.Module, name: str, value: torch.Tensor) -> None:
@@ -81,6 +82,36 @@ def _prune_attention(m: nn.MultiheadAttention, keep) -> None:
     m.head_dim = len(keep) // m.num_heads
 
 
+def _prune_rnn(m: nn.Module, keep_in: torch.Tensor, keep_hidden: torch.Tensor) -> None:
+    """Keep input features and hidden units (see the tracer's "hidden" axis): every cell
+    keeps equally many units, the new hidden size."""
+    gates, h = rnn_gates(m), m.hidden_size
+    dirs = 2 if m.bidirectional else 1
+    per_cell = [keep_hidden[(keep_hidden >= c * h) & (keep_hidden < (c + 1) * h)] - c * h
+                for c in range(m.num_layers * dirs)]  # fmt: skip
+    if len({len(u) for u in per_cell}) != 1:
+        raise GraphError(
+            f"{type(m).__name__} has one hidden size for every layer and direction; got "
+            f"{[len(u) for u in per_cell]} units kept per cell"
+        )
+    k = len(per_cell[0])
+    for layer, d, sfx in rnn_cells(m):
+        units = per_cell[layer * dirs + d]
+        rows = (units[None] + h * torch.arange(gates)[:, None]).reshape(-1)
+        if layer == 0:
+            cols = keep_in
+        else:  # the previous layer's units, both directions, in its output order
+            cols = torch.cat([per_cell[(layer - 1) * dirs + e] + e * h for e in range(dirs)])
+        w_ih = getattr(m, f"weight_ih_{sfx}").detach()
+        _set(m, f"weight_ih_{sfx}", w_ih.index_select(0, rows).index_select(1, cols))
+        w_hh = getattr(m, f"weight_hh_{sfx}").detach()
+        _set(m, f"weight_hh_{sfx}", w_hh.index_select(0, rows).index_select(1, units))
+        for name in ("bias_ih", "bias_hh"):
+            _take(m, f"{name}_{sfx}", rows)
+    m.input_size, m.hidden_size = len(keep_in), k
+    m.flatten_parameters()
+
+
 def prune_module(module: nn.Module, keep: dict[str, Sequence[int]]) -> None:
     """Keep only the given indices of each axis of ``module`` (axes missing from ``keep``
     keep everything)."""
@@ -122,6 +153,11 @@ def prune_module(module: nn.Module, keep: dict[str, Sequence[int]]) -> None:
         module.num_parameters = len(idx["chan"])
     elif isinstance(module, nn.MultiheadAttention):
         _prune_attention(module, get("embed", module.embed_dim))
+    elif isinstance(module, RNN):
+        dirs = 2 if module.bidirectional else 1
+        _prune_rnn(module, get("in", module.input_size),
+                   get("hidden", module.num_layers * dirs * module.hidden_size))  # fmt: skip
     for axis, k in idx.items():
         if axis.startswith("param:"):
-            _take(module, axis[len("param:") :], k)
+            name = axis[len("param:") :]
+            _take(module, name, k, dim=param_dim(getattr(module, name)))

@@ -28,8 +28,9 @@ aten = torch.ops.aten
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+RNN = (nn.RNN, nn.GRU, nn.LSTM)
 KNOWN = (*CONV, *CONV_T, nn.Linear, *BATCHNORM, nn.LayerNorm, nn.GroupNorm, nn.PReLU,
-         nn.MultiheadAttention)  # fmt: skip
+         nn.MultiheadAttention, *RNN)  # fmt: skip
 
 
 class GraphError(RuntimeError):
@@ -94,6 +95,17 @@ ELEMENTWISE = _overloads(aten.hardswish, aten.log_sigmoid_forward, aten.rrelu_wi
 PRODUCT = _overloads(aten.mm, aten.bmm, aten.matmul, aten.addmm, aten.baddbmm, aten.einsum,
                      aten._scaled_dot_product_flash_attention_for_cpu,
                      aten.scaled_dot_product_attention)  # fmt: skip
+
+
+def param_dim(p: torch.Tensor) -> int | None:
+    """The channel dimension of a per-channel parameter or buffer: a float tensor whose
+    dimensions are all 1 but one (the first, when all are 1); None for any other."""
+    if not p.is_floating_point() or p.dim() == 0:
+        return None
+    long = [d for d, n in enumerate(p.shape) if n != 1]
+    if len(long) > 1:
+        return None
+    return long[0] if long else 0
 
 
 def _out_of_place(func):
@@ -259,6 +271,8 @@ class _Builder(TorchDispatchMode):
                 self._per_channel(name, m.num_parameters, x, output, 1)
         elif isinstance(m, nn.MultiheadAttention):
             self._attention(name, m, args, kwargs, output)
+        elif isinstance(m, RNN):
+            self._rnn(name, m, args, kwargs, output)
 
     def _per_channel(self, name, count, x, output, dim) -> None:
         self.link(self.new_slots(name, "chan", count), x, dim)
@@ -296,6 +310,35 @@ class _Builder(TorchDispatchMode):
         self.balance(embed, m.head_dim, f"attention with {m.num_heads} heads")
         attn = output[0] if isinstance(output, tuple) else output
         self.set_shadow(attn, Shadow.vector(attn.dim() - 1, embed))
+
+    def _rnn(self, name: str, m: nn.Module, args, kwargs, output) -> None:
+        """A recurrent layer: its input features ("in") and its hidden units ("hidden",
+        every layer and direction in turn: index (layer * directions + direction) * H +
+        unit). A unit is removed with its gate rows, its recurrent column and the next
+        layer's input column; one hidden size serves every layer and direction, so each
+        loses equally many."""
+        x = args[0] if args else kwargs["input"]
+        hx = args[1] if len(args) > 1 else kwargs.get("hx")
+        dirs, h, layers = 2 if m.bidirectional else 1, m.hidden_size, m.num_layers
+        ins = self.new_slots(name, "in", m.input_size)
+        hidden = np.asarray(self.new_slots(name, "hidden", layers * dirs * h))
+        if not isinstance(x, torch.Tensor) or getattr(m, "proj_size", 0):
+            self.block([*ins, *hidden])  # packed sequences and projections stay as they are
+            self.record_ignored((x,), {}, output)
+            return
+        self.link(ins, x, x.dim() - 1)
+        for t in _tensors(hx):
+            s = self.shadow(t)
+            if s is not None:  # a state carried in from elsewhere: keep it as it is
+                self.block([*s.all_ids(), *hidden])
+        self.balance(hidden, h, f"{type(m).__name__} with {layers} layers x {dirs} directions")
+        out, states = output
+        last = hidden[(layers - 1) * dirs * h :]
+        self.set_shadow(out, Shadow.vector(out.dim() - 1, last))
+        per_state = torch.as_tensor(hidden.reshape(layers * dirs, 1, h))
+        for t in _tensors(states):  # (layers * directions, [batch,] H)
+            ids = per_state if t.dim() == 3 else per_state[:, 0]
+            self.set_shadow(t, compress(ids.expand(t.shape).clone()))
 
     # --- ATen ops ------------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -369,6 +412,8 @@ class _Builder(TorchDispatchMode):
         return tree_map(swap, obj)
 
     def _movement(self, func, args, kwargs, out) -> None:
+        if func.overloadpacket is aten.cat and self._cat_across(args, kwargs, out):
+            return
         x = args[0]
         shadow = self.shadow(x) if isinstance(x, torch.Tensor) else None
         if shadow is not None and shadow.full is None and not shadow.blocked:
@@ -384,6 +429,24 @@ class _Builder(TorchDispatchMode):
         result = func(*id_args, **id_kwargs)
         for t, ids in zip(_tensors(out), _tensors(result)):
             self.set_shadow(t, compress(ids, prefer=(1, -1)))
+
+    def _cat_across(self, args, kwargs, out) -> bool:
+        """A concatenation along another dimension than the channels (a class token before
+        the patches) puts channel i of every input in one column: those channels are one.
+        False where the inputs do not all carry channels along the same dimension."""
+        tensors = list(args[0])
+        dim = int(args[1] if len(args) > 1 else kwargs.get("dim", 0)) % tensors[0].dim()
+        shadows = [self.shadow(t) for t in tensors]
+        if any(s is None or s.blocked or s.full is not None or (s.ids < 0).any()
+               for s in shadows):  # fmt: skip
+            return False
+        channel = {s.dim for s in shadows}
+        if len(channel) != 1 or dim in channel or len({len(s.ids) for s in shadows}) != 1:
+            return False
+        for s in shadows[1:]:
+            self.uf.union_many(shadows[0].ids, s.ids)
+        self.set_shadow(out, Shadow.vector(channel.pop(), shadows[0].ids))
+        return True
 
     def _fixed_positions(self, func, args, shadow: Shadow, out) -> None:
         """Slices, selections and splits along the channel dimension have sizes fixed in the
@@ -551,16 +614,13 @@ def trace_channels(model: nn.Module, example_inputs, ignored=()) -> TraceResult:
             *module.named_parameters(recurse=False),
             *module.named_buffers(recurse=False),
         ]:
-            if (
-                isinstance(module, KNOWN)
-                or name in ignored
-                or p.dim() != 1
-                or not p.is_floating_point()
-            ):
+            dim = param_dim(p)
+            if isinstance(module, KNOWN) or name in ignored or dim is None:
                 builder.forbidden[id(p)] = name or "(model)"
-            else:  # a custom layer's per-channel tensor: its entries are slots of their own
-                slots = builder.new_slots(name, f"param:{pname}", p.shape[0])
-                builder.set_shadow(p, Shadow.vector(0, slots))
+            else:  # a per-channel tensor of a custom layer (a layer scale of shape (C, 1, 1),
+                # a class token (1, 1, C)): its entries are slots of their own
+                slots = builder.new_slots(name, f"param:{pname}", p.shape[dim])
+                builder.set_shadow(p, Shadow.vector(dim, slots))
     handles = []
     for name, module in builder.modules.items():
         handles.append(module.register_forward_pre_hook(builder.pre_hook(name), with_kwargs=True))

@@ -86,6 +86,10 @@ def _count(func, args, out, is_weight) -> tuple[int, int]:
         return (_attention_macs(*args[:3]),) * 2
     if func is aten._native_multi_head_attention.default:
         return _fused_attention_macs(*args[:9])
+    if func is aten.mkldnn_rnn_layer.default:  # one LSTM layer and direction, fused
+        x, w_ih, w_hh = args[0], args[1], args[2]
+        steps = x.numel() // x.shape[-1]
+        return steps * (w_ih.numel() + w_hh.numel()), steps * (_nnz(w_ih) + _nnz(w_hh))
     return 0, 0
 
 
