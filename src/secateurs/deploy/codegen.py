@@ -232,15 +232,16 @@ def unpack_bytes(program: Program) -> int:
 
 def dsp_scratch_bytes(p: dict) -> int:
     """What a dense convolution's DSP path (``sc_kernels_dsp.h``) needs: a depthwise one, its
-    input plane padded, plus 4 bytes; any other, an int32 weight sum per output channel of a
-    group, two im2col columns and the kh input rows it reads, channel-last, plus 4 bytes."""
+    input plane padded, plus 4 bytes; any other, an int32 weight sum and two int32
+    accumulators per output channel of a group, two im2col columns and the kh input rows it
+    reads, channel-last, plus 4 bytes."""
     wp = (p["ow"] - 1) * p["stride_w"] + (p["kw"] - 1) * p["dil_w"] + 1
     if p["cin"] == p["groups"]:
         hp = (p["oh"] - 1) * p["stride_h"] + (p["kh"] - 1) * p["dil_h"] + 1
         return hp * wp + 4
     cin_g = p["cin"] // p["groups"]
     column = -(-p["kh"] * p["kw"] * cin_g // 4) * 4  # in whole words
-    return 4 * (p["cout"] // p["groups"]) + 2 * column + p["kh"] * wp * cin_g + 4
+    return 12 * (p["cout"] // p["groups"]) + 2 * column + p["kh"] * wp * cin_g + 4
 
 
 def accumulator_columns(program: Program) -> int:

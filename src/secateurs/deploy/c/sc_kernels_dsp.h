@@ -127,9 +127,27 @@ static void sc_fill_row(const int8_t *x, int8_t *row, int32_t iy, int32_t c0, in
 
 #define SC_DSP_MAX_KH 64
 
-/* Scratch: cout/groups int32 weight sums; two im2col columns of kh * kw * cin/groups bytes
- * each (rounded up to words); kh rows of wp * cin/groups bytes. Returns 0 (having done
- * nothing) for a kernel taller than SC_DSP_MAX_KH rows. */
+/* Requantize one output column: n accumulators (acc[i] for output channel i, which sits
+ * plane bytes after channel i - 1) less the zero point's share, with their per-channel
+ * biases, multipliers and shifts. A loop of its own, so that its few values stay in
+ * registers. */
+static void sc_requant_column(const int32_t *acc, const int32_t *wsum, const int32_t *bias,
+                              const int32_t *mult, const int8_t *shift, int8_t *y,
+                              int32_t plane, int32_t n, int32_t out_zp, int32_t lo,
+                              int32_t hi) {
+    int32_t i;
+    for (i = 0; i < n; ++i, y += plane) {
+        const int32_t s = shift[i];
+        const int32_t v = sc_rq_dsp(__qadd(acc[i] - wsum[i], bias[i]), mult[i], s > 0 ? s : 0,
+                                    s > 0 ? 0 : -s);
+        *y = sc_clamp8(v + out_zp, lo, hi);
+    }
+}
+
+/* Scratch: cout/groups int32 weight sums; two columns of cout/groups int32 accumulators;
+ * two im2col columns of kh * kw * cin/groups bytes each (rounded up to words); kh rows of
+ * wp * cin/groups bytes. Returns 0 (having done nothing) for a kernel taller than
+ * SC_DSP_MAX_KH rows. */
 static int sc_conv_dsp(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
                        const int32_t *mult, const int8_t *shift, int32_t *scratch,
                        const sc_conv_params *p) {
@@ -139,8 +157,9 @@ static int sc_conv_dsp(const int8_t *x, int8_t *y, const int8_t *w, const int32_
     const int32_t kcol = (k + 3) & ~3; /* an im2col column, in whole words */
     const int32_t plane = p->oh * p->ow;
     const int ring = p->dil_h == 1; /* rows kept across output rows, row iy in slot iy % kh */
-    int32_t *wsum = scratch;
-    int8_t *cols = (int8_t *)(scratch + cout_g);
+    const int32_t out_zp = p->out_zp, lo = p->act_min, hi = p->act_max, ow = p->ow;
+    int32_t *wsum = scratch, *accs = scratch + cout_g;
+    int8_t *cols = (int8_t *)(accs + 2 * cout_g);
     int8_t *band = cols + 2 * kcol;
     const int8_t *rows[SC_DSP_MAX_KH];
     int32_t held[SC_DSP_MAX_KH], g, oy, ox, oc, ky, kx, c;
@@ -182,28 +201,22 @@ static int sc_conv_dsp(const int8_t *x, int8_t *y, const int8_t *w, const int32_
                         }
                     }
                 }
-                for (oc = 0; oc < cout_g; oc += 2) {
+                for (oc = 0; oc < cout_g; oc += 2) { /* 2 columns x 2 channels at a time */
                     const int32_t two_oc = oc + 1 < cout_g;
-                    const int32_t o0 = g * cout_g + oc, o1 = two_oc ? o0 + 1 : o0;
-                    int8_t *y0 = y + o0 * plane + oy * p->ow + ox;
                     int32_t acc[4] = {0, 0, 0, 0};
-                    int32_t l, r;
                     sc_dot_2x2(cols, two_ox ? kcol : 0, wg + oc * k, two_oc ? k : 0, k, acc);
-                    l = shift[o0] > 0 ? shift[o0] : 0;
-                    r = shift[o0] > 0 ? 0 : -shift[o0];
-                    y0[0] = sc_out_dsp(acc[0] - wsum[oc], bias[o0], mult[o0], l, r, p);
-                    if (two_ox) {
-                        y0[1] = sc_out_dsp(acc[2] - wsum[oc], bias[o0], mult[o0], l, r, p);
-                    }
+                    accs[oc] = acc[0];
+                    accs[cout_g + oc] = acc[2];
                     if (two_oc) {
-                        l = shift[o1] > 0 ? shift[o1] : 0;
-                        r = shift[o1] > 0 ? 0 : -shift[o1];
-                        y0[plane] = sc_out_dsp(acc[1] - wsum[oc + 1], bias[o1], mult[o1], l, r, p);
-                        if (two_ox) {
-                            y0[plane + 1] =
-                                sc_out_dsp(acc[3] - wsum[oc + 1], bias[o1], mult[o1], l, r, p);
-                        }
+                        accs[oc + 1] = acc[1];
+                        accs[cout_g + oc + 1] = acc[3];
                     }
+                }
+                for (c = 0; c < 1 + two_ox; ++c) {
+                    const int32_t o0 = g * cout_g;
+                    sc_requant_column(accs + c * cout_g, wsum, bias + o0, mult + o0, shift + o0,
+                                      y + o0 * plane + oy * ow + ox + c, plane, cout_g, out_zp,
+                                      lo, hi);
                 }
             }
         }
