@@ -6,6 +6,7 @@ import torch
 
 import secateurs as sc
 from secateurs.graph import DependencyGraph
+from secateurs.graph.tracer import param_axis
 
 
 def randomize_norms(model: torch.nn.Module, seed: int = 0) -> None:
@@ -62,7 +63,8 @@ def _assert_shapes_follow_history(model, history):
         m = modules[step["module"]]
         for axis, keep in step["keep"].items():
             if axis.startswith("param:"):
-                assert getattr(m, axis[6:]).numel() == len(keep)
+                t, dim = param_axis(m, axis)
+                assert t.shape[dim] == len(keep)
                 continue
             if axis == "hidden":  # every layer and direction of a recurrent layer
                 cells = m.num_layers * (2 if m.bidirectional else 1)

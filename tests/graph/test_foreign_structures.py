@@ -216,20 +216,24 @@ class ConvNeXtLike(nn.Module):
         self.stem, self.block, self.fc = nn.Conv2d(3, 8, 1), LayerScaleBlock(8), nn.Linear(8, 4)
 
     def forward(self, x):
-        return self.fc(self.block(self.stem(x)).mean((2, 3)))
+        y = self.block(self.stem(x)).permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+        # pooling a channels-last map restrides the pooled (N, C, 1, 1) map in place
+        return self.fc(nn.functional.adaptive_avg_pool2d(y, 1).flatten(1))
 
 
 class ClassToken(nn.Module):
-    """A class token (1, 1, C), a parameter of the model itself, before the patches."""
+    """A class token (1, 1, C) and a position embedding (1, 1 + L, C), parameters of the
+    model itself, as a vision transformer adds them to its patches."""
 
     def __init__(self):
         super().__init__()
         self.proj, self.fc = nn.Conv2d(3, 8, 2, 2), nn.Linear(8, 4)
         self.cls = nn.Parameter(torch.randn(1, 1, 8))
+        self.pos = nn.Parameter(torch.randn(1, 1 + 16, 8))
 
     def forward(self, x):
         y = self.proj(x).flatten(2).transpose(1, 2)
-        y = torch.cat([self.cls.expand(len(x), -1, -1), y], 1)
+        y = torch.cat([self.cls.expand(len(x), -1, -1), y], 1) + self.pos
         return self.fc(torch.relu(y).mean(1))
 
 
@@ -242,3 +246,74 @@ def test_per_channel_parameters_of_any_shape_are_sliced_with_their_channels():
     model = ClassToken()
     assert prune_and_compare(model, torch.randn(2, 3, 8, 8))["removed"] > 0
     assert model.cls.shape == (1, 1, model.proj.out_channels) and model.proj.out_channels < 8
+    assert model.pos.shape == (1, 17, model.proj.out_channels)
+
+
+class WindowAttention(nn.Module):
+    """Swin's attention as torchvision writes it: the qkv and projection layers applied
+    with F.linear outside their modules, cosine attention (F.normalize) and a relative
+    position bias table, indexed by an integer buffer, added to the scores."""
+
+    def __init__(self, dim=8, heads=2, tokens=4):
+        super().__init__()
+        self.heads = heads
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.table = nn.Parameter(torch.randn(2 * tokens - 1, heads))
+        pos = torch.arange(tokens)
+        self.register_buffer("index", (pos[:, None] - pos[None, :] + tokens - 1).reshape(-1))
+
+    def forward(self, x):
+        n, t, c = x.shape
+        qkv = nn.functional.linear(x, self.qkv.weight, self.qkv.bias)
+        q, k, v = qkv.reshape(n, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k = nn.functional.normalize(q, dim=-1), nn.functional.normalize(k, dim=-1)
+        bias = self.table[self.index].reshape(t, t, self.heads).permute(2, 0, 1)
+        attn = torch.softmax(q @ k.transpose(-2, -1) + bias, -1)
+        y = (attn @ v).transpose(1, 2).reshape(n, t, c)
+        return nn.functional.linear(y, self.proj.weight, self.proj.bias)
+
+
+class SwinLike(nn.Module):
+    """A Swin block: LayerNorm before the attention and before the MLP."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.attn = nn.Linear(5, 8), WindowAttention()
+        self.norm1, self.norm2 = nn.LayerNorm(8), nn.LayerNorm(8)
+        self.mlp = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8))
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.embed(x)
+        x = x + self.attn(self.norm1(x))
+        return self.head((x + self.mlp(self.norm2(x))).mean(1))
+
+
+def test_layers_applied_with_f_linear_and_bias_tables_prune_exactly():
+    torch.manual_seed(0)
+    model = SwinLike()
+    result = prune_and_compare(model, torch.randn(2, 4, 5), ratio=0.5)
+    assert result["removed"] > 0 and model.mlp[0].out_features == 8  # the MLP prunes
+    # the qkv, projection and position bias stay: the attention products keep them
+    assert model.attn.qkv.out_features == 24 and model.attn.table.shape == (7, 2)
+
+
+class FixedChannelPick(nn.Module):
+    def __init__(self, how):
+        super().__init__()
+        self.how, self.a, self.c = how, nn.Conv2d(3, 8, 3), nn.Conv2d(4, 5, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        picked = torch.tensor([0, 2, 4, 6])
+        y = y[:, picked] if self.how == "index" else torch.index_select(y, 1, picked)
+        return self.c(y).mean((2, 3))
+
+
+@pytest.mark.parametrize("how", ["index", "index_select"])
+def test_channels_picked_by_indices_written_in_the_code_are_kept(how):
+    """Indices fixed in the code cannot follow a pruned width, so the channels they pick
+    from are kept (they used to be pruned, and the indices then ran past the end)."""
+    model = FixedChannelPick(how)
+    prune_and_compare(model, torch.randn(2, 3, 6, 6), ratio=0.5)
+    assert model.a.out_channels == 8 and model.c.in_channels == 4

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .tracer import BATCHNORM, CONV, CONV_T, RNN, param_dim
+from .tracer import BATCHNORM, CONV, CONV_T, RNN, param_axis
 
 PRODUCER_AXES = ("out", "embed", "hidden")
 NORMS = (*BATCHNORM, nn.LayerNorm, nn.GroupNorm, nn.PReLU)
@@ -70,7 +70,8 @@ def axis_power_sums(module: nn.Module, axis: str, p: float, values=None) -> torc
     ``lambda w: w`` keeps gradients, ``lambda w: w * grads[w]`` gives Taylor terms)."""
     values = values or _detached
     if axis.startswith("param:"):
-        return _power(getattr(module, axis[len("param:") :]), p, values).reshape(-1)
+        t, dim = param_axis(module, axis)
+        return _rows(t, dim, p, values).reshape(-1)
     if isinstance(module, RNN):
         return _rnn_power_sums(module, axis, p, values)
     sums = []
@@ -102,8 +103,8 @@ def axis_norms(module: nn.Module, axis: str, p: float, values=None) -> np.ndarra
 def zero_axis(module: nn.Module, axis: str, idx: torch.Tensor) -> None:
     """Zero every weight behind the indices ``idx`` of ``axis``, keeping all shapes."""
     if axis.startswith("param:"):
-        t = getattr(module, axis[len("param:") :])
-        t.index_fill_(param_dim(t), idx, 0)
+        t, dim = param_axis(module, axis)
+        t.index_fill_(dim, idx, 0)
     elif isinstance(module, RNN):
         _zero_rnn(module, axis, idx)
     elif isinstance(module, CONV):

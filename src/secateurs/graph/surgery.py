@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .slices import rnn_cells, rnn_gates
-from .tracer import BATCHNORM, CONV, CONV_T, RNN, GraphError, param_dim
+from .tracer import BATCHNORM, CONV, CONV_T, RNN, GraphError, param_axis
 
 
 def _set(module: nn.Module, name: str, value: torch.Tensor) -> None:
@@ -159,5 +159,5 @@ def prune_module(module: nn.Module, keep: dict[str, Sequence[int]]) -> None:
                    get("hidden", module.num_layers * dirs * module.hidden_size))  # fmt: skip
     for axis, k in idx.items():
         if axis.startswith("param:"):
-            name = axis[len("param:") :]
-            _take(module, name, k, dim=param_dim(getattr(module, name)))
+            _, dim = param_axis(module, axis)
+            _take(module, axis[len("param:") :].partition("@")[0], k, dim=dim)

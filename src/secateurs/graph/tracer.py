@@ -90,11 +90,20 @@ SOFTMAX = _overloads(aten._softmax, aten.softmax, aten._log_softmax, aten.log_so
                      aten.cumsum)  # fmt: skip
 REDUCE = _overloads(aten.mean, aten.sum, aten.amax, aten.amin, aten.max, aten.min, aten.var,
                     aten.std, aten.prod, aten.logsumexp)  # fmt: skip
+VECTOR_NORM = _overloads(aten.linalg_vector_norm)
 # elementwise, though ATen does not tag them pointwise
 ELEMENTWISE = _overloads(aten.hardswish, aten.log_sigmoid_forward, aten.rrelu_with_noise)
 PRODUCT = _overloads(aten.mm, aten.bmm, aten.matmul, aten.addmm, aten.baddbmm, aten.einsum,
                      aten._scaled_dot_product_flash_attention_for_cpu,
                      aten.scaled_dot_product_attention)  # fmt: skip
+
+
+def param_axis(module: nn.Module, axis: str) -> tuple[torch.Tensor, int]:
+    """The tensor a "param:NAME" axis slices, and along which dimension ("param:NAME@D"
+    for a tensor of several dimensions)."""
+    name, _, dim = axis[len("param:") :].partition("@")
+    t = getattr(module, name)
+    return t, int(dim) if dim else param_dim(t)
 
 
 def param_dim(p: torch.Tensor) -> int | None:
@@ -106,6 +115,22 @@ def param_dim(p: torch.Tensor) -> int | None:
     if len(long) > 1:
         return None
     return long[0] if long else 0
+
+
+def _kept(shadow: Shadow) -> bool:
+    """Whether every element of a tensor is known to hold kept channels (or constants)."""
+    return shadow.blocked or bool((shadow.all_ids() <= BLOCKED).all())
+
+
+def _restride_only(func, args) -> bool:
+    """``as_strided`` that keeps the shape and every element where it was (strides change
+    only along dimensions of size 1: a pooled (N, C, 1, 1) map made channels-last)."""
+    if func.overloadpacket is not aten.as_strided or len(args) < 3:
+        return False
+    x, size, stride = args[0], tuple(args[1]), tuple(args[2])
+    offset = args[3] if len(args) > 3 and args[3] is not None else x.storage_offset()
+    return (size == tuple(x.shape) and offset == x.storage_offset() and all(
+        n == 1 or a == b for n, a, b in zip(size, stride, x.stride())))  # fmt: skip
 
 
 def _out_of_place(func):
@@ -141,6 +166,10 @@ class _Builder(TorchDispatchMode):
         self.shadows: dict[int, Shadow] = {}
         self.keep: list[torch.Tensor] = []
         self.forbidden: dict[int, str] = {}  # tensor id -> module path of a weight it came from
+        # custom layers' tensors of several dimensions (a position embedding (1, L, C)):
+        # tensor id -> (module, name), given slots along the dimension where an element-wise
+        # op meets them with an activation's channels
+        self.positional: dict[int, tuple[str, str]] = {}
         self.stack: list[str] = []
         self.chunking = 0  # inside torch.chunk, whose pieces follow the tensor's width
         self.opaque_flags: list[bool] = []
@@ -359,6 +388,12 @@ class _Builder(TorchDispatchMode):
                     self.forbidden[id(t)] = self.forbidden[id(weights[0])]
                     self.keep.append(t)
             return
+        if weights and torch.Tag.pointwise in func.tags:
+            weights = [t for t in weights if not self._place_positional(t, shadowed, out)]
+        if weights and self._functional_linear(func, args, weights, out):
+            return
+        if weights and self._fixed_beside_blocked(weights, shadowed, out):
+            return
         if weights:
             raise GraphError(
                 f"op {func} in module '{self.where()}' computes with the weight of "
@@ -366,7 +401,7 @@ class _Builder(TorchDispatchMode):
                 f"prune safely; {self.advice()}"
             )
         outs = _tensors(out)
-        if func in IDENTITY:
+        if func in IDENTITY or _restride_only(func, args):
             for t in outs:
                 self.set_shadow(t, self.shadow(shadowed[0]))
         elif func in MOVEMENT:
@@ -383,6 +418,10 @@ class _Builder(TorchDispatchMode):
             dims = args[1] if len(args) > 1 else kwargs.get("dim")
             keepdim = bool(args[2]) if len(args) > 2 else bool(kwargs.get("keepdim", False))
             self._along(self.shadow(shadowed[0]), args[0], outs, dims, keepdim)
+        elif func in VECTOR_NORM:  # (x, ord, dim, keepdim): F.normalize, cosine attention
+            dims = args[2] if len(args) > 2 else kwargs.get("dim")
+            keepdim = bool(args[3]) if len(args) > 3 else bool(kwargs.get("keepdim", False))
+            self._along(self.shadow(shadowed[0]), args[0], outs, dims, keepdim)
         elif func in PRODUCT:
             for t in shadowed:  # a product of activations mixes their channels
                 self.block(self.shadow(t).all_ids())
@@ -395,6 +434,66 @@ class _Builder(TorchDispatchMode):
                 f"op {func} in module '{self.where()}' is not understood by the dependency "
                 f"graph; {self.advice()}"
             )
+
+    def _functional_linear(self, func, args, weights, out) -> bool:
+        """``F.linear(x, layer.weight, layer.bias)`` outside the layer (Swin's attention
+        calls its qkv and projection layers so): recorded as a call of that nn.Linear."""
+        if func is not aten.addmm.default or len(weights) > 2:
+            return False
+        bias, x, wt = args[0], args[1], args[2]
+        name = self.forbidden.get(id(wt))
+        layer = self.modules.get(name)
+        if (
+            not isinstance(layer, nn.Linear)
+            or name in self.ignored
+            or tuple(wt.shape) != (layer.in_features, layer.out_features)
+            or any(self.forbidden[id(t)] != name for t in weights)
+            or id(x) not in self.shadows
+            or (id(bias) in self.shadows and bias is not x)
+        ):
+            return False
+        self.link(self.new_slots(name, "in", layer.in_features), x, 1)
+        self.set_shadow(out, Shadow.vector(1, self.new_slots(name, "out", layer.out_features)))
+        return True
+
+    def _fixed_beside_blocked(self, weights, shadowed, out) -> bool:
+        """A custom layer's tensor that is never pruned (a relative position bias table)
+        meeting only activations whose channels are kept already (attention scores): the
+        result keeps its channels too. Tensors of known layers, which pruning reshapes,
+        stay refused."""
+        if any(isinstance(self.modules.get(self.forbidden[id(w)]), KNOWN)
+               or self.forbidden[id(w)] in self.ignored for w in weights):  # fmt: skip
+            return False
+        if not all(_kept(self.shadow(t)) for t in shadowed):
+            return False
+        for w in weights:
+            self.positional.pop(id(w), None)  # used as it is: never sliced later
+        for t in _tensors(out):
+            self.set_shadow(t, Shadow(blocked=True))
+        return True
+
+    def _place_positional(self, w: torch.Tensor, shadowed, out) -> bool:
+        """Give a custom layer's multi-dimensional tensor ``w`` slots along the dimension
+        that meets an activation's channels in this element-wise op (a position embedding
+        added to tokens); False when there is none."""
+        if id(w) not in self.positional:
+            return False
+        outs = _tensors(out)
+        if not outs:
+            return False
+        nd = outs[0].dim()
+        for t in shadowed:
+            s = self.shadow(t)
+            if s is None or s.blocked or s.full is not None:
+                continue
+            dim = s.dim + nd - t.dim() - (nd - w.dim())  # aligned from the right
+            if 0 <= dim < w.dim() and w.shape[dim] == len(s.ids):
+                name, pname = self.positional.pop(id(w))
+                del self.forbidden[id(w)]
+                slots = self.new_slots(name, f"param:{pname}@{dim}", w.shape[dim])
+                self.set_shadow(w, Shadow.vector(dim, slots))
+                return True
+        return False
 
     def _as_ids(self, obj):
         """Replace each tensor in an op's arguments with its shadow (or -1 where none)."""
@@ -472,6 +571,12 @@ class _Builder(TorchDispatchMode):
             start, end = max(0, min(start, size)), max(0, min(end, size))
             if dim == shadow.dim and (start > 0 or end < size or step != 1):
                 self.block(shadow.ids[: max(end, start + 1)])
+        elif name == "index_select" and int(args[1]) % x.dim() == shadow.dim:
+            self.block(shadow.ids)  # indices written in the code cannot follow a pruned width
+        elif name == "index":
+            indices = list(args[1])
+            if shadow.dim < len(indices) and indices[shadow.dim] is not None:
+                self.block(shadow.ids)
         elif name in ("select", "narrow") and int(args[1]) % x.dim() == shadow.dim:
             dim = shadow.dim
             index = int(args[2]) % x.shape[dim]
@@ -614,9 +719,14 @@ def trace_channels(model: nn.Module, example_inputs, ignored=()) -> TraceResult:
             *module.named_parameters(recurse=False),
             *module.named_buffers(recurse=False),
         ]:
+            if not p.is_floating_point():
+                continue  # indices and counters: constants, never sliced (uses along the
+                # channels keep those channels: see _fixed_positions)
             dim = param_dim(p)
             if isinstance(module, KNOWN) or name in ignored or dim is None:
                 builder.forbidden[id(p)] = name or "(model)"
+                if not isinstance(module, KNOWN) and name not in ignored:
+                    builder.positional[id(p)] = (name, pname)  # its channel dim: where it is added
             else:  # a per-channel tensor of a custom layer (a layer scale of shape (C, 1, 1),
                 # a class token (1, 1, C)): its entries are slots of their own
                 slots = builder.new_slots(name, f"param:{pname}", p.shape[dim])
