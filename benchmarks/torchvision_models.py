@@ -6,7 +6,8 @@ graph, plan 30% of the channels by L1 norm (``sc.prune.plan(graph, 0.3, importan
 zero those channels' weights, record the outputs, prune, and compare: the largest output
 difference over the largest output (a correct pruner leaves float rounding, ~1e-7). A
 model the graph refuses is listed with its message. Torch-Pruning (``MetaPruner``, L1
-magnitude, ratio 0.3, the classifier ignored) is run on a fresh copy where installed; it
+magnitude, ratio 0.3, the classifier ignored: the last Linear, or SqueezeNet's last
+convolution) is run on a fresh copy where installed; it
 counts as pruned when its step finishes within 3 minutes and the pruned model still runs
 and keeps its output shape.
 
@@ -97,7 +98,9 @@ def torch_pruning(name: str, x: torch.Tensor) -> dict | None:
         return None
     model = build(name)
     shape = tuple(model(x).shape)
-    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1:]
+    # the classifier: the last Linear, or the last convolution where there is none (SqueezeNet)
+    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1:] or [
+        m for m in model.modules() if isinstance(m, nn.Conv2d)][-1:]  # fmt: skip
 
     def timeout(*_):
         raise TimeoutError(f"no result within {TP_SECONDS} s")
