@@ -12,8 +12,8 @@ compiler and flags) gets the very constants our export stores (weights in its OH
 biases, per-channel multipliers and shifts, zero points), the input in channel-last order,
 and its wrapper function is counted the same way; both outputs must equal ``run_int8``'s.
 The fully connected layer's weight sums, which TFLite Micro computes once at start-up for
-CMSIS-NN, are not counted. Cores: Cortex-M4 (DSP) and Cortex-M0+ (ARMv6-M code, run on
-the Cortex-M3 board); -O2 and -Os.
+CMSIS-NN, are not counted (our export folds them into the biases). Cores: Cortex-M4 (DSP)
+and Cortex-M0+ (ARMv6-M code, run on the Cortex-M3 board); -O2 and -Os.
 
     python benchmarks/cortex_m.py
 

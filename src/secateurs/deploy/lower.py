@@ -263,6 +263,13 @@ def _linear(op: Op, node: Node, q: QuantizedModel, shapes, sparse: str) -> None:
     else:
         _dense_weights(op, c.weight.numpy(), c.bits, "sc_linear", in_features)
     _requant_consts(op, c)
+    if op.kernel == "sc_linear" and xq.zero_point != 0:
+        # the input zero point's share, -zp * sum(w), folded into the bias once, here (as
+        # TFLite Micro precomputes it for CMSIS-NN): the kernel then sums x * w alone
+        folded = c.bias.to(torch.int64) - xq.zero_point * c.weight.to(torch.int64).sum(1)
+        if bool(((folded >= -(2**31)) & (folded < 2**31)).all()):
+            op.consts["bias"] = Const("int32_t", folded.numpy())
+            op.params["in_zp"] = 0
 
 
 def _broadcast(node: Node, shape, out_shape) -> tuple[int, int]:

@@ -326,33 +326,91 @@ static void sc_add_dsp(const int8_t *a, const int8_t *b, int8_t *y, const sc_bin
     }
 }
 
-/* Fully connected: two output rows at a time share each word of the input, whose zero
- * point is taken out in int16 pairs (SADD16) */
+static inline int8_t sc_linear_out(int32_t acc, int32_t o, const int32_t *bias,
+                                   const int32_t *mult, const int8_t *shift,
+                                   const sc_linear_params *p) {
+#if SC_LITERT_ROUNDING
+    const int32_t v = SC_REQUANTIZE_LINEAR((int64_t)acc + bias[o], mult[o], shift[o]);
+#else
+    const int32_t s = shift[o];
+    const int32_t v = sc_rq_dsp(__qadd(acc, bias[o]), mult[o], s > 0 ? s : 0, s > 0 ? 0 : -s);
+#endif
+    return sc_clamp8(v + p->out_zp, p->act_min, p->act_max);
+}
+
+/* Two output rows of a fully connected layer; ``off`` (the input zero point negated, in
+ * both halves of a word) is taken out in int16 pairs unless ``with_zp`` is 0 (folded into
+ * the biases at export). Inlined with a constant ``with_zp``, each use gets its own loop. */
+static inline void sc_linear_rows2(const int8_t *x, const int8_t *w0, const int8_t *w1, int32_t n,
+                                   int32_t off, int32_t zp, const int with_zp, int32_t *acc) {
+    int32_t a0 = 0, a1 = 0, i;
+    for (i = 0; i + 4 <= n; i += 4) {
+        const int32_t xv = sc_load32(x + i);
+        int32_t xe = __sxtb16(xv), xo = sc_sxtb16_ror8(xv);
+        const int32_t v0 = sc_load32(w0 + i), v1 = sc_load32(w1 + i);
+        if (with_zp) {
+            xe = __sadd16(xe, off);
+            xo = __sadd16(xo, off);
+        }
+        a0 = __smlad(xe, __sxtb16(v0), __smlad(xo, sc_sxtb16_ror8(v0), a0));
+        a1 = __smlad(xe, __sxtb16(v1), __smlad(xo, sc_sxtb16_ror8(v1), a1));
+    }
+    for (; i < n; ++i) {
+        a0 += ((int32_t)x[i] - zp) * w0[i];
+        a1 += ((int32_t)x[i] - zp) * w1[i];
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+}
+
+/* Fully connected. Where the export folded the input zero point into the biases (in_zp 0),
+ * four output rows at a time share each word of the input; otherwise two, the zero point
+ * taken out in int16 pairs (SADD16). */
 static void sc_linear_dsp(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
                           const int32_t *mult, const int8_t *shift, const sc_linear_params *p) {
-    const int32_t n = p->in_features;
+    const int32_t n = p->in_features, outs = p->out_features;
     const int32_t off = (int32_t)(((uint32_t)(uint16_t)(-p->in_zp)) * 0x10001u);
-    int32_t o, i;
-    for (o = 0; o < p->out_features; o += 2) {
-        const int32_t two = o + 1 < p->out_features;
+    int32_t o = 0, i;
+    if (p->in_zp == 0) {
+        for (; o + 4 <= outs; o += 4) {
+            const int8_t *w0 = w + o * n, *w1 = w0 + n, *w2 = w1 + n, *w3 = w2 + n;
+            int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, v;
+            for (i = 0; i + 4 <= n; i += 4) {
+                const int32_t xv = sc_load32(x + i);
+                const int32_t xe = __sxtb16(xv), xo = sc_sxtb16_ror8(xv);
+                v = sc_load32(w0 + i);
+                a0 = __smlad(xe, __sxtb16(v), __smlad(xo, sc_sxtb16_ror8(v), a0));
+                v = sc_load32(w1 + i);
+                a1 = __smlad(xe, __sxtb16(v), __smlad(xo, sc_sxtb16_ror8(v), a1));
+                v = sc_load32(w2 + i);
+                a2 = __smlad(xe, __sxtb16(v), __smlad(xo, sc_sxtb16_ror8(v), a2));
+                v = sc_load32(w3 + i);
+                a3 = __smlad(xe, __sxtb16(v), __smlad(xo, sc_sxtb16_ror8(v), a3));
+            }
+            for (; i < n; ++i) {
+                a0 += x[i] * w0[i];
+                a1 += x[i] * w1[i];
+                a2 += x[i] * w2[i];
+                a3 += x[i] * w3[i];
+            }
+            y[o] = sc_linear_out(a0, o, bias, mult, shift, p);
+            y[o + 1] = sc_linear_out(a1, o + 1, bias, mult, shift, p);
+            y[o + 2] = sc_linear_out(a2, o + 2, bias, mult, shift, p);
+            y[o + 3] = sc_linear_out(a3, o + 3, bias, mult, shift, p);
+        }
+    }
+    for (; o < outs; o += 2) {
+        const int32_t two = o + 1 < outs;
         const int8_t *w0 = w + o * n, *w1 = two ? w0 + n : w0;
-        int32_t a0 = 0, a1 = 0, k;
-        for (i = 0; i + 4 <= n; i += 4) {
-            const int32_t xv = sc_load32(x + i);
-            const int32_t xe = __sadd16(__sxtb16(xv), off), xo = __sadd16(sc_sxtb16_ror8(xv), off);
-            const int32_t v0 = sc_load32(w0 + i), v1 = sc_load32(w1 + i);
-            a0 = __smlad(xe, __sxtb16(v0), __smlad(xo, sc_sxtb16_ror8(v0), a0));
-            a1 = __smlad(xe, __sxtb16(v1), __smlad(xo, sc_sxtb16_ror8(v1), a1));
+        int32_t acc[2];
+        if (p->in_zp == 0) {
+            sc_linear_rows2(x, w0, w1, n, 0, 0, 0, acc);
+        } else {
+            sc_linear_rows2(x, w0, w1, n, off, p->in_zp, 1, acc);
         }
-        for (; i < n; ++i) {
-            a0 += ((int32_t)x[i] - p->in_zp) * w0[i];
-            a1 += ((int32_t)x[i] - p->in_zp) * w1[i];
-        }
-        for (k = 0; k < 1 + two; ++k) {
-            const int32_t sh = shift[o + k];
-            y[o + k] = sc_clamp8(SC_REQUANTIZE_LINEAR((int64_t)(k ? a1 : a0) + bias[o + k],
-                                                      mult[o + k], sh) + p->out_zp,
-                                 p->act_min, p->act_max);
+        y[o] = sc_linear_out(acc[0], o, bias, mult, shift, p);
+        if (two) {
+            y[o + 1] = sc_linear_out(acc[1], o + 1, bias, mult, shift, p);
         }
     }
 }
