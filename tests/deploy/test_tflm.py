@@ -66,15 +66,14 @@ def test_random_nets_run_bit_for_bit_in_tflm_litert_and_the_c(seed, tmp_path_fac
 
 
 def test_tflm_mean_folds_the_count_into_the_multiplier(tmp_path):
-    """A global mean over 7 positions whose output keeps its input's parameters: the old
-    rule (rescale, then divide by the count with rounding) is off by one on some inputs
-    that TFLM's folded multiplier gets right."""
+    """A global mean over 7 positions: 1/7 is folded into the multiplier, which differs
+    from the old rule (rescale, then divide by the count with rounding) on some sums."""
     from secateurs.quant.fixedpoint import multiply_by_quantized_multiplier as mbqm
     from secateurs.quant.integer import mean_multiplier
     from secateurs.quant.observers import QParams
 
     x, y = QParams(0.02, -3), QParams(0.0137, 5)
-    m, s = mean_multiplier(x, y, 7, "tflm")
+    m, s = mean_multiplier(x, y, 7)
     m0, s0 = sc.quant.fixedpoint.quantize_multiplier(0.02 / 0.0137)
     assert s == s0 - 2 and m == (m0 << 2) // 7  # floor(log2(7)) = 2 bits folded in
     sums = torch.arange(-900, 900)
@@ -121,3 +120,27 @@ def test_flattening_a_one_channel_input_into_a_linear_layer_copies_nothing(kws, 
     path = sc.deploy.export_tflite(q, tmp_path / "m.tflite")
     assert set(sc.deploy.tflite_operators(path)) == {"FULLY_CONNECTED"}
     assert sc.deploy.verify_tflite(q, path, kws.test.tensors[0][:16]).bit_exact
+
+
+class GlobalMean(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def test_a_mean_that_keeps_its_input_parameters_folds_the_count_too(digits, tmp_path):
+    """Where the mean's output has its input's scale and zero point, TFLM still folds
+    1/count into the multiplier (no truncating division of the raw sum)."""
+    from secateurs.quant.ptq import build, calibrate
+
+    torch.manual_seed(0)
+    model = GlobalMean().eval()
+    graph, scheme, bits, qparams = calibrate(model, digits, "int8", "minmax", 8, None)
+    mean = next(n for n in graph.nodes if n.kind == "mean")
+    qparams[mean.outputs[0]] = qparams[mean.inputs[0]]
+    q = build(graph, model, qparams, scheme, bits)
+    path = sc.deploy.export_tflite(q, tmp_path / "m.tflite")
+    assert sc.deploy.verify_tflite(q, path, digits.test.tensors[0][:64]).bit_exact

@@ -316,7 +316,7 @@ def _mean(op: Op, node: Node, q: QuantizedModel, shapes) -> None:
         )
     reduce = _numel(shape[dims[0] : dims[-1] + 1])
     xq, yq = q.qparams[node.inputs[0]], q.qparams[node.outputs[0]]
-    m, s = mean_multiplier(xq, yq, reduce, q.rounding)
+    m, s = mean_multiplier(xq, yq, reduce)
     op.params = dict(
         outer=_numel(shape[: dims[0]]), reduce=reduce, inner=_numel(shape[dims[-1] + 1 :]),
         in_zp=xq.zero_point, out_zp=yq.zero_point, mult=m, shift=s,

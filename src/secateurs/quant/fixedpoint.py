@@ -93,5 +93,5 @@ def multiply_by_quantized_multiplier_single(
 
 # the runtime whose int8 arithmetic run_int8 and the C reproduce: TensorFlow Lite Micro
 # (double rounding everywhere, as CMSIS-NN; MEAN folds 1/count into its multiplier), or
-# LiteRT (FULLY_CONNECTED rounds once; MEAN and MUL multipliers from float32 scales)
+# LiteRT (the same MEAN; FULLY_CONNECTED rounds once; the MUL multiplier from float32)
 ROUNDINGS = ("tflm", "litert")
