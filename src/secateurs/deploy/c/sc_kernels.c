@@ -172,7 +172,7 @@ static void sc_conv_channel(const int8_t *x, int8_t *y, const int8_t *wo, int32_
     }
 }
 
-#if SC_DSP
+#if SC_DSP || SC_BLOCKED
 #include "sc_kernels_dsp.h"
 #endif
 
@@ -185,7 +185,9 @@ void sc_conv(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
         sc_conv_dsp_depthwise(x, y, w, bias, mult, shift, (int8_t *)acc, p);
         return;
     }
-    if (sc_conv_dsp(x, y, w, bias, mult, shift, acc, p)) {
+#endif
+#if SC_DSP || SC_BLOCKED
+    if (p->cin != p->groups && sc_conv_dsp(x, y, w, bias, mult, shift, acc, p)) {
         return;
     }
 #endif

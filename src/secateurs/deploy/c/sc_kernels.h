@@ -17,6 +17,13 @@
 #else
 #define SC_DSP 0
 #endif
+/* ARMv6-M (Cortex-M0+): dense convolutions take the DSP path's blocking (channel-last rows,
+ * im2col of two columns, two output channels at once) with one multiply per MAC */
+#if defined(__ARM_ARCH_6M__) && !defined(SC_NO_DSP)
+#define SC_BLOCKED 1
+#else
+#define SC_BLOCKED 0
+#endif
 
 typedef struct {
     int32_t cin, h, w, cout, kh, kw, oh, ow;

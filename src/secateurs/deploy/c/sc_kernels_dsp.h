@@ -1,4 +1,6 @@
-/* secateurs kernels for the Arm DSP extension, included by sc_kernels.c where SC_DSP is set.
+/* secateurs kernels for the Arm DSP extension, included by sc_kernels.c where SC_DSP is set,
+ * and where SC_BLOCKED is (ARMv6-M), for the dense convolution's blocking alone, its dot
+ * product then one multiply per MAC.
  *
  * The dot products run on raw int8 values: SXTB16 splits a word of four int8 into two
  * pairs of int16 (bytes 0 and 2, bytes 1 and 3), the same split of the weights lines the
@@ -12,7 +14,9 @@
  * reads into scratch, channel-last, one row per kernel row, kept across output rows
  * (row iy sits in slot iy % kh), so that each output is kh dot products of kw * cin/groups
  * contiguous bytes. Depthwise convolutions copy one padded input plane and slide over it. */
+#if SC_DSP
 #include <arm_acle.h>
+#endif
 
 static inline int32_t sc_load32(const int8_t *p) { /* unaligned word: LDR on ARMv7-M */
     int32_t v;
@@ -20,6 +24,7 @@ static inline int32_t sc_load32(const int8_t *p) { /* unaligned word: LDR on ARM
     return v;
 }
 
+#if SC_DSP
 static inline int32_t sc_sxtb16_ror8(int32_t v) { /* SXTB16 with its free rotation */
     int32_t r;
     __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
@@ -84,6 +89,29 @@ static inline void sc_dot_2x2(const int8_t *x, int32_t zoff, const int8_t *w, in
     acc[3] = b1;
 }
 
+#else /* ARMv6-M (Cortex-M0+): no SIMD; the same blocking, one multiply per MAC */
+
+/* acc[0] += x . w0, acc[1] += x . w1, acc[2] += z . w0, acc[3] += z . w1 over n bytes,
+ * where z = x + zoff and w1 = w0 + woff: four MACs per four loads */
+static inline void sc_dot_2x2(const int8_t *x, int32_t zoff, const int8_t *w, int32_t woff,
+                              int32_t n, int32_t *acc) {
+    int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3], i;
+    const int8_t *z = x + zoff, *v = w + woff;
+    for (i = 0; i < n; ++i) { /* register-offset loads: one index for four streams */
+        const int32_t xv = x[i], zv = z[i], w0 = w[i], w1 = v[i];
+        a0 += xv * w0;
+        a1 += xv * w1;
+        b0 += zv * w0;
+        b1 += zv * w1;
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = b0;
+    acc[3] = b1;
+}
+
+#endif /* SC_DSP */
+
 static inline void sc_copy_dsp(int8_t *dst, const int8_t *src, int32_t n) { /* by words */
     for (; n >= 4; n -= 4, dst += 4, src += 4) {
         const int32_t v = sc_load32(src);
@@ -137,9 +165,13 @@ static void sc_requant_column(const int32_t *acc, const int32_t *wsum, const int
                               int32_t hi) {
     int32_t i;
     for (i = 0; i < n; ++i, y += plane) {
+#if SC_DSP
         const int32_t s = shift[i];
         const int32_t v = sc_rq_dsp(__qadd(acc[i] - wsum[i], bias[i]), mult[i], s > 0 ? s : 0,
                                     s > 0 ? 0 : -s);
+#else
+        const int32_t v = sc_requantize((int64_t)(acc[i] - wsum[i]) + bias[i], mult[i], shift[i]);
+#endif
         *y = sc_clamp8(v + out_zp, lo, hi);
     }
 }
@@ -223,6 +255,8 @@ static int sc_conv_dsp(const int8_t *x, int8_t *y, const int8_t *w, const int32_
     }
     return 1;
 }
+
+#if SC_DSP
 
 #define SC_DSP_DW_ROWS 16
 
@@ -414,3 +448,5 @@ static void sc_linear_dsp(const int8_t *x, int8_t *y, const int8_t *w, const int
         }
     }
 }
+
+#endif /* SC_DSP */
