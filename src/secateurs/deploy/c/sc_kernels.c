@@ -279,6 +279,29 @@ void sc_linear(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
     sc_linear_dsp(x, y, w, bias, mult, shift, p);
     return;
 #endif
+#if SC_BLOCKED
+    if (p->in_zp == 0) { /* zero point folded into the biases: two rows share each input */
+        const int32_t n = p->in_features;
+        for (o = 0; o + 2 <= p->out_features; o += 2) {
+            const int8_t *w0 = w + o * n, *w1 = w0 + n;
+            int32_t a0 = 0, a1 = 0, i;
+            for (i = 0; i < n; ++i) {
+                const int32_t xv = x[i];
+                a0 += xv * w0[i];
+                a1 += xv * w1[i];
+            }
+            y[o] = sc_clamp8(SC_REQUANTIZE_LINEAR((int64_t)a0 + bias[o], mult[o], shift[o]) +
+                             p->out_zp, p->act_min, p->act_max);
+            y[o + 1] = sc_clamp8(SC_REQUANTIZE_LINEAR((int64_t)a1 + bias[o + 1], mult[o + 1],
+                                                      shift[o + 1]) + p->out_zp,
+                                 p->act_min, p->act_max);
+        }
+        for (; o < p->out_features; ++o) {
+            y[o] = sc_linear_row(x, w + o * n, bias[o], mult[o], shift[o], p);
+        }
+        return;
+    }
+#endif
     for (o = 0; o < p->out_features; ++o) {
         y[o] = sc_linear_row(x, w + o * p->in_features, bias[o], mult[o], shift[o], p);
     }
