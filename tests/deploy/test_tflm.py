@@ -144,3 +144,13 @@ def test_a_mean_that_keeps_its_input_parameters_folds_the_count_too(digits, tmp_
     q = build(graph, model, qparams, scheme, bits)
     path = sc.deploy.export_tflite(q, tmp_path / "m.tflite")
     assert sc.deploy.verify_tflite(q, path, digits.test.tensors[0][:64]).bit_exact
+
+
+def test_an_arena_too_small_for_tflm_is_named(digits, tmp_path):
+    q = sc.quant.quantize(sc.models.create("lenet5", digits, seed=0), digits)
+    path = sc.deploy.export_tflite(q, tmp_path / "m.tflite")
+    x_q = q.quantize_input(digits.test.tensors[0][:2])
+    with pytest.raises(RuntimeError, match="could not run .* in an arena of 1000 bytes"):
+        sc.deploy.run_tflite(path, x_q, (10,), arena_size=1000)
+    got = sc.deploy.run_tflite(path, x_q, (10,))  # the default grows until the model fits
+    assert (got == q.run_int8(x_q).numpy()).all()

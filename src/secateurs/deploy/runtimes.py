@@ -21,6 +21,7 @@ from .verify import Verification, check_inputs
 RUNTIMES = ("tflm", "litert")
 PACKAGES = {"tflm": "tflite-micro", "litert": "ai-edge-litert"}
 DEFAULT_ARENA = 8 << 20  # bytes: ample for the models a microcontroller holds
+MAX_ARENA = 1 << 30  # where the default does not do, it is doubled up to this
 
 
 def _to_tflite(sample: np.ndarray) -> np.ndarray:
@@ -62,12 +63,13 @@ def run_tflite(
     x_q: torch.Tensor,
     output_shape: tuple[int, ...],
     runtime: str = "tflm",
-    arena_size: int = DEFAULT_ARENA,
+    arena_size: int | None = None,
 ) -> np.ndarray:
     """int8 outputs (N, prod(output_shape)) of the ``.tflite`` at ``path`` for int8 inputs
     ``x_q`` (N, ...) in PyTorch layout, one inference per input, in ``runtime``: "tflm"
-    (TensorFlow Lite Micro, with an arena of ``arena_size`` bytes) or "litert" (LiteRT's
-    reference kernels). Outputs come back in PyTorch layout, as ``run_int8`` gives them."""
+    (TensorFlow Lite Micro, with an arena of ``arena_size`` bytes; by default 8 MiB,
+    doubled while the model does not fit) or "litert" (LiteRT's reference kernels).
+    Outputs come back in PyTorch layout, as ``run_int8`` gives them."""
     module = _import(runtime)
     path = Path(path)
     if not path.is_file():
@@ -75,7 +77,7 @@ def run_tflite(
     samples = x_q.to(torch.int8).numpy()
     rows = []
     if runtime == "tflm":
-        interp = module.Interpreter.from_file(str(path), arena_size=int(arena_size))
+        interp = _tflm_interpreter(module, path, arena_size)
         for sample in samples:
             interp.set_input(_to_tflite(sample), 0)
             interp.invoke()
@@ -90,6 +92,18 @@ def run_tflite(
             interp.invoke()
             rows.append(_from_tflite(interp.get_tensor(out["index"]), output_shape))
     return np.stack(rows) if rows else np.zeros((0, int(np.prod(output_shape))), np.int8)
+
+
+def _tflm_interpreter(module, path: Path, arena_size: int | None):
+    size = DEFAULT_ARENA if arena_size is None else int(arena_size)
+    while True:
+        try:
+            return module.Interpreter.from_file(str(path), arena_size=size)
+        except RuntimeError as e:
+            if arena_size is not None or size >= MAX_ARENA:
+                raise RuntimeError(f"TensorFlow Lite Micro could not run {path} in an arena of "
+                                   f"{size} bytes: {e}") from e  # fmt: skip
+            size *= 2
 
 
 def verify_tflite(
