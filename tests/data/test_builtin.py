@@ -73,7 +73,10 @@ def test_example_inputs_and_loader(digits):
 
 
 def test_unknown_task_lists_known_ones():
-    known = r"unknown task 'cifar'; known tasks: digits, kws, mnist1d"
+    known = (
+        r"unknown task 'cifar'; known tasks: digits, fashion_mnist, kws, mnist, mnist1d, "
+        r"spoken_digits, watch_imu"
+    )
     with pytest.raises(ValueError, match=known):
         sc.data.load("cifar")
 

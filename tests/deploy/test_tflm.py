@@ -101,12 +101,15 @@ class Strided(torch.nn.Module):
         return self.fc(self.pool(torch.relu(self.b(torch.relu(self.a(x))))).mean((2, 3)))
 
 
-@pytest.mark.parametrize(("side", "widen", "pads"), [(9, True, 0), (8, True, 1), (8, False, 2)])
+@pytest.mark.parametrize(
+    ("side", "widen", "pads"), [(9, True, 0), (8, True, 1), (8, False, 2), (8, None, 1)]
+)
 def test_padding_is_same_where_it_places_windows_as_pytorch_does(side, widen, pads, tmp_path):
     """Stride 1, and stride 2 on an odd size, pad as SAME does (no PAD op). Stride 2 on an
     even size starts its windows one pixel before SAME's: the convolution gains a zero row
-    and column and pads SAME (or keeps a PAD, ``widen_kernels=False``); max pooling, where
-    an extra tap would see a real pixel, keeps its PADV2."""
+    and column and pads SAME (or keeps a PAD, ``widen_kernels=False``; by default the
+    cheaper, here the 28 zero taps of a depthwise convolution against a 400-byte copy); max
+    pooling, where an extra tap would see a real pixel, keeps its PADV2."""
     torch.manual_seed(0)
     x = torch.randn(64, 1, side, side)
     q = sc.quant.quantize(Strided().eval(), x)
@@ -154,3 +157,84 @@ def test_an_arena_too_small_for_tflm_is_named(digits, tmp_path):
         sc.deploy.run_tflite(path, x_q, (10,), arena_size=1000)
     got = sc.deploy.run_tflite(path, x_q, (10,))  # the default grows until the model fits
     assert (got == q.run_int8(x_q).numpy()).all()
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "shufflenet_v2"])
+def test_collapsed_untrained_layers_stay_bit_exact(name, digits, tmp_path):
+    """Untrained, these models collapse to activations of scale ~1e-7: a ReLU6 bound that
+    does not fit in int32 once quantized (TFLite refuses it; it clamps nothing, so it is
+    written as ReLU) and biases that would fill the int32 accumulator (their weight step
+    is raised until bias and products fit, as the TFLite converter does)."""
+    model = sc.models.create(name, digits, seed=0).eval()
+    x = digits.test.tensors[0][:32]
+    for rounding in ("tflm", "litert"):
+        q = sc.quant.quantize(model, digits, rounding=rounding)
+        path = sc.deploy.export_tflite(q, tmp_path / f"{rounding}.tflite")
+        assert sc.deploy.verify_tflite(q, path, x).bit_exact, rounding
+    sc.deploy.export_c(q, tmp_path / "c")
+    assert sc.deploy.verify_c(q, tmp_path / "c", x).bit_exact
+
+
+def test_bias_too_large_for_the_accumulator_raises_the_weight_step():
+    from secateurs.quant.integer import bias_safe_scale
+    from secateurs.quant.observers import QParams
+
+    w, b, x = torch.full((2, 100), 0.01), torch.tensor([0.5, 1e-9]), QParams(1e-9, -128)
+    step = bias_safe_scale(w, b, x, 8)
+    assert step[1] == pytest.approx(0.01 / 127)  # an ordinary bias: the max-magnitude step
+    room = 2**31 - 1 - 100 * 255 * 127
+    assert 0.5 / (x.scale * step[0]) <= room < 0.5 / (x.scale * step[0] * 0.999)
+
+
+def _tflm_head(path, capfd) -> int:
+    """TFLM's planned tensor memory (its arena head) for ``path``."""
+    import re
+
+    from tflite_micro.python.tflite_micro import runtime
+
+    interp = runtime.Interpreter.from_file(str(path), arena_size=1 << 20)
+    interp.set_input(np.zeros(interp.get_input_details(0)["shape"], dtype=np.int8), 0)
+    interp.invoke()
+    capfd.readouterr()
+    interp.print_allocations()
+    return int(re.search(r"allocation head (\d+) bytes", "".join(capfd.readouterr())).group(1))
+
+
+def test_the_offline_memory_plan_puts_tflm_on_the_c_arena(mnist1d, tmp_path, capfd):
+    """ResNet-8 on MNIST-1D adds its residuals in place in the C; with the plan stored in
+    the file TFLM does too, and its arena head equals the C arena (without it, TFLM's own
+    planner needs a third more)."""
+    model = _with_statistics(sc.models.create("resnet8", mnist1d, seed=0), mnist1d)
+    q = sc.quant.quantize(model, mnist1d)
+    planned = sc.deploy.export_tflite(q, tmp_path / "plan.tflite")
+    online = sc.deploy.export_tflite(q, tmp_path / "online.tflite", memory_plan=False)
+    arena = sc.deploy.export_c(q, tmp_path / "c")["arena_bytes"]
+    x = mnist1d.test.tensors[0][:16]
+    assert sc.deploy.verify_tflite(q, planned, x).bit_exact
+    head, head_online = _tflm_head(planned, capfd), _tflm_head(online, capfd)
+    assert head <= 1.05 * arena < 1.05 * head_online / 1.2
+
+
+def test_compact_files_keep_what_tflm_reads(digits, tmp_path):
+    """One zero point per weight tensor and no bias scales: 20 bytes less per channel,
+    the same outputs in TFLM; ``compact=False`` writes the converter's layout, which LiteRT
+    also loads."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = _with_statistics(sc.models.create("lenet5", digits, seed=0), digits)
+    q = sc.quant.quantize(model, digits)
+    lean = sc.deploy.export_tflite(q, tmp_path / "lean.tflite")
+    full = sc.deploy.export_tflite(q, tmp_path / "full.tflite", compact=False)
+    x = digits.test.tensors[0][:16]
+    assert sc.deploy.verify_tflite(q, lean, x).bit_exact
+    assert sc.deploy.verify_tflite(q, full, x).bit_exact
+    with pytest.raises(ValueError, match="compact=False"):
+        sc.deploy.run_tflite(lean, q.quantize_input(x), (10,), runtime="litert")
+    assert (sc.deploy.run_tflite(full, q.quantize_input(x), (10,), runtime="litert") ==
+            q.run_int8(q.quantize_input(x)).numpy()).mean() > 0.95  # fmt: skip
+    channels = sum(c.weight.shape[0] for c in q.layers.values())
+    assert full.stat().st_size - lean.stat().st_size >= 20 * channels
+    sub = schema.ModelT.InitFromObj(schema.Model.GetRootAs(lean.read_bytes(), 0)).subgraphs[0]
+    per_channel = [t.quantization for t in sub.tensors
+                   if t.quantization is not None and len(t.quantization.scale) > 1]  # fmt: skip
+    assert per_channel and all(len(qp.zeroPoint) == 1 for qp in per_channel)

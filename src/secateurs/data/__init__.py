@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._checks import check_int
-from . import builtin, kws  # noqa: F401  (register the built-in tasks)
+from . import builtin, kws, real  # noqa: F401  (register the built-in tasks)
 from .files import load_image_folder, load_npz
 from .registry import TASKS, list_tasks, register_task
 from .task import Task

@@ -124,14 +124,12 @@ def _place(order, lives, sizes) -> tuple[dict[int, int], int]:
     return offsets, max((o + s for o, s, _, _ in placed), default=0)
 
 
-def plan(program: Program) -> Plan:
-    """Offsets of every buffer of ``program`` (in-place decisions are written into its
-    aliases), the arena size and its lower bound."""
-    concats = _apply_concat_slices(program)
-    inplace = _apply_inplace(program)
-    lives = _lifetimes(program)
-    sizes = {b: _aligned(program.sizes[b]) for b in lives}
-    live = [0] * max(len(program.ops), 1)
+def place(lives: dict, sizes: dict) -> tuple[dict, int, int]:
+    """Offsets for buffers with ``lives`` (buffer -> (first op, last op)) and ``sizes``
+    (bytes, already aligned): the offsets, the arena size and its lower bound (the largest
+    sum of bytes live at one op). Greedy first fit in several orders; the first that
+    reaches the bound wins, else the smallest."""
+    live = [0] * (max((la for _, la in lives.values()), default=0) + 1)
     for b, (f, la) in lives.items():
         for i in range(f, la + 1):
             live[i] += sizes[b]
@@ -154,4 +152,15 @@ def plan(program: Program) -> Plan:
             best = (offsets, arena)
         if arena == bound:
             break
-    return Plan(best[0], best[1], bound, lives, inplace, concats)
+    return best[0], best[1], bound
+
+
+def plan(program: Program) -> Plan:
+    """Offsets of every buffer of ``program`` (in-place decisions are written into its
+    aliases), the arena size and its lower bound."""
+    concats = _apply_concat_slices(program)
+    inplace = _apply_inplace(program)
+    lives = _lifetimes(program)
+    sizes = {b: _aligned(program.sizes[b]) for b in lives}
+    offsets, arena, bound = place(lives, sizes)
+    return Plan(offsets, arena, bound, lives, inplace, concats)

@@ -84,7 +84,16 @@ def run_tflite(
             rows.append(_from_tflite(interp.get_output(0), output_shape))
     else:
         ref = module.OpResolverType.BUILTIN_REF
-        interp = module.Interpreter(model_path=str(path), experimental_op_resolver_type=ref)
+        try:
+            interp = module.Interpreter(model_path=str(path), experimental_op_resolver_type=ref)
+        except ValueError as e:
+            if "zero_point values" not in str(e):
+                raise
+            raise ValueError(
+                f"{path} is written for TensorFlow Lite Micro (one zero point per weight "
+                "tensor), which LiteRT refuses: export it with export_tflite(..., "
+                "compact=False), or quantize with rounding='litert' for LiteRT"
+            ) from e
         interp.allocate_tensors()
         inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
         for sample in samples:

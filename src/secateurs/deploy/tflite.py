@@ -2,24 +2,26 @@
 Lite Micro, built with the flatbuffers schema that the ai-edge-litert package ships (no
 TensorFlow needed).
 
-TFLite tensors are channel-last (NHWC); 1-D feature maps (N, C, L) become (1, 1, L, C).
-Weights are per-channel int8 with their float32 scales, biases int32, activations int8
-with the scales and zero points of the QuantizedModel, so a runtime derives the very
-multipliers ``run_int8`` uses. Convolution and pooling padding is SAME where SAME places
-every window where PyTorch does (stride 1, or an odd size under stride 2); elsewhere SAME
-would put the odd pixel on the other side from PyTorch, so a PAD (PADV2 with -128 before
-max pooling) precedes a VALID op. Flattening a feature map transposes it to NCHW first, so
-that FULLY_CONNECTED sees PyTorch's order, unless the two orders agree (one channel, or
-one position) and only FULLY_CONNECTED layers read it: those flatten their input
-themselves, so nothing is copied. Operator versions are those the TFLite converter writes
-for int8 tensors.
+TFLite tensors are channel-last (NHWC); 1-D feature maps (N, C, L)
+become (1, 1, L, C). Weights are per-channel int8 with their float32 scales, biases int32,
+activations int8 with the scales and zero points of the QuantizedModel, so a runtime
+derives the very multipliers ``run_int8`` uses. Convolution and pooling padding is SAME
+where SAME places every window where PyTorch does (stride 1, or an odd size under stride
+2); elsewhere SAME would put the odd pixel on the other side from PyTorch, so a
+convolution gains zero taps or a PAD precedes a VALID one, whichever takes fewer bytes
+(PADV2 with -128 before max pooling). The file carries an offline memory plan (the C
+arena's layout, for TFLM) and, for TFLM, only the quantization parameters it reads.
+Flattening a feature map transposes it to NCHW first, so that FULLY_CONNECTED sees
+PyTorch's order, unless the two orders agree (one channel, or one position) and only
+FULLY_CONNECTED layers read it: those flatten their input themselves, so nothing is
+copied. Operator versions are those the TFLite converter writes for int8 tensors.
 
-Supported: conv (dense, depthwise, and grouped as SPLIT, one CONV_2D per group and
-CONCATENATION), linear, add, mul, global mean, average and max pooling, ReLU-family
-clamps, lookup tables (sigmoid, hard-swish: CAST to int32, ADD the offset, GATHER from the
-table), concatenation, and data movement that selects or reorders channels (channel
-shuffle, channel splits: a chain of moves through a higher rank, such as a shuffle's
-(N, groups, C/groups, H, W) view, is composed and written as one GATHER along
+Supported: conv (dense, depthwise, and grouped as one CONV_2D whose filter holds a group's
+input channels: operator version 6), linear, add, mul, global mean, average and max
+pooling, ReLU-family clamps, lookup tables (sigmoid, hard-swish: CAST to int32, ADD the
+offset, GATHER from the table), concatenation, and data movement that selects or reorders
+channels (channel shuffle, channel splits: a chain of moves through a higher rank, such as
+a shuffle's (N, groups, C/groups, H, W) view, is composed and written as one GATHER along
 channels). Other moves are refused with the op and its module; ``export_c`` covers them.
 """
 
@@ -64,25 +66,30 @@ def _schema():
 
 
 class _Writer:
-    def __init__(self, schema, qmodel: QuantizedModel, widen: bool = True) -> None:
+    def __init__(self, schema, qmodel: QuantizedModel, widen, compact: bool) -> None:
         self.s = schema
         self.q = qmodel
         self.widen = widen  # zero taps instead of a PAD where that makes SAME fit
+        # (None: where the taps cost fewer bytes than the PAD's output)
+        self.compact = compact  # TFLM's leaner layout (see tflite_model)
         self.buffers = [schema.BufferT()]
         self.tensors: list = []
         self.ops: list = []
-        self.codes: dict[int, int] = {}
+        self.codes: dict[tuple[str, int], int] = {}  # (operator, version) -> index
         self.values: dict[int, int] = {}  # graph value id -> tensor index
         # graph value id -> (materialized value, flat NCHW offsets into it, -1 for padding)
         # for moves through tensors TFLite does not hold (of a higher rank: a shuffle's view)
         self.pending: dict[int, tuple[int, torch.Tensor]] = {}
 
     def tensor(self, shape, qparams=None, dtype="int8", data=None, name="", axis=0, scales=None):
+        """A tensor; ``scales``: per-channel scales along ``axis`` (zero points 0)."""
         s = self.s
         t = s.TensorT()
         t.shape = [int(d) for d in shape]
         t.type = {"int8": s.TensorType.INT8, "int32": s.TensorType.INT32}[dtype]
-        t.name = name
+        t.name = None if self.compact and name not in ("input", "output") else name
+        if self.compact and dtype == "int32" and scales is not None and len(scales) > 1:
+            scales = None  # a per-channel bias: TFLM derives its scale, never reads it
         t.buffer = 0
         if data is not None:
             buf = s.BufferT()
@@ -93,7 +100,8 @@ class _Writer:
             qp = s.QuantizationParametersT()
             if scales is not None:
                 qp.scale = [float(np.float32(v)) for v in scales]
-                qp.zeroPoint = [0] * len(scales)
+                # TFLM reads one zero point as every channel's (weights are symmetric)
+                qp.zeroPoint = [0] * (1 if self.compact else len(scales))
                 qp.quantizedDimension = axis
             else:
                 qp.scale, qp.zeroPoint = [float(qparams.scale)], [int(qparams.zero_point)]
@@ -101,12 +109,12 @@ class _Writer:
         self.tensors.append(t)
         return len(self.tensors) - 1
 
-    def op(self, name: str, inputs, outputs, options=None, options_name: str | None = None):
+    def op(self, name: str, inputs, outputs, options=None, options_name=None, version=None):
         s = self.s
-        code = getattr(s.BuiltinOperator, name)
-        self.codes.setdefault(code, len(self.codes))
+        key = (name, version or OP_VERSIONS.get(name, 1))
+        self.codes.setdefault(key, len(self.codes))
         o = s.OperatorT()
-        o.opcodeIndex, o.inputs, o.outputs = self.codes[code], list(inputs), list(outputs)
+        o.opcodeIndex, o.inputs, o.outputs = self.codes[key], list(inputs), list(outputs)
         if options is not None:
             o.builtinOptionsType = getattr(s.BuiltinOptions, options_name)
             o.builtinOptions = options
@@ -134,14 +142,26 @@ def _fail(node: Node, why: str):
                      "supports it")  # fmt: skip
 
 
-def _fused(node: Node, schema) -> int:
+def _relu_name(w: _Writer, node: Node) -> str | None:
+    """The RELU-family name of ``node``'s clamp (None for no clamp). A bound whose quantized
+    value would not fit in int32 (an output scale near zero, as in a collapsed untrained
+    layer) is dropped: it clamps nothing in int8, and TFLite refuses to quantize it."""
     act = node.attrs.get("act")
     if act is None:
-        return schema.ActivationFunctionType.NONE
-    name = RELU_FAMILY.get(tuple(None if v is None else float(v) for v in act))
+        return None
+    scale = w.q.qparams[node.outputs[0]].scale
+    act = tuple(None if v is None or abs(float(v) / scale) >= 2**31 else float(v) for v in act)
+    if act == (None, None):
+        return None
+    name = RELU_FAMILY.get(act)
     if name is None:
-        _fail(node, f"clamps to {act}, which no TFLite fused activation expresses")
-    return getattr(schema.ActivationFunctionType, name)
+        _fail(node, f"clamps to {node.attrs['act']}, which no TFLite activation expresses")
+    return name
+
+
+def _fused(w: _Writer, node: Node) -> int:
+    name = _relu_name(w, node)
+    return getattr(w.s.ActivationFunctionType, "NONE" if name is None else name)
 
 
 def _padded(w: _Writer, node: Node, x: int, pads: list[tuple[int, int]], fill: int | None):
@@ -191,15 +211,24 @@ def _widening(sizes, outs, pads, kernel, stride, dil) -> list[int] | None:
 def _conv_padding(w: _Writer, node: Node, pads, weight, stride, dil):
     """The convolution's input, padding and (HW-last) weight: VALID without padding; SAME
     where it equals PyTorch's, or where it does once the kernel gains trailing zero taps
-    (``w.widen``: more MACs and weight bytes, no padded copy of the input in RAM); else an
-    explicit PAD (filled with the zero point) before a VALID one."""
+    (``w.widen``: more MACs and weight bytes, no padded copy of the input in RAM; None:
+    where the zero taps take fewer bytes than the copy); else an explicit PAD (filled with
+    the zero point) before a VALID one."""
     x = w.values[node.inputs[0]]
     if not any(a or b for a, b in pads):
         return x, w.s.Padding.VALID, weight
     sizes = w.tensors[x].shape[1:3]
     outs = _nhwc(w.q.graph.shapes[node.outputs[0]][1:])[1:3]
     extra = _widening(sizes, outs, pads, weight.shape[2:], stride, dil)
-    if extra is not None and (not any(extra) or w.widen):
+    if extra is not None and w.widen is None:  # the cheaper in bytes: zero taps or a copy
+        kh, kw = weight.shape[2:]
+        taps = weight.shape[0] * weight.shape[1] * ((kh + extra[0]) * (kw + extra[1]) - kh * kw)
+        n, h, wd, c = w.tensors[x].shape
+        copy = n * (h + sum(pads[0])) * (wd + sum(pads[1])) * c
+        widen = taps <= copy
+    else:
+        widen = w.widen
+    if extra is not None and (not any(extra) or widen):
         widened = np.pad(weight, [(0, 0), (0, 0), (0, extra[0]), (0, extra[1])])
         return x, w.s.Padding.SAME, widened
     return _padded(w, node, x, pads, None), w.s.Padding.VALID, weight
@@ -224,15 +253,8 @@ def _conv(w: _Writer, index: int, node: Node) -> None:
     bias = w.tensor([cout], dtype="int32", data=c.bias.numpy().astype(np.int32),
                     scales=(q.qparams[node.inputs[0]].scale * c.weight_scale).tolist())  # fmt: skip
     y = w.activation(node, node.outputs[0])
-    act = _fused(node, s)
-    if groups == 1:
-        filt = w.tensor([cout, kh, kw, cin], data=weight.transpose(0, 2, 3, 1),
-                        scales=c.weight_scale.tolist(), axis=0)  # fmt: skip
-        opt = s.Conv2DOptionsT()
-        opt.padding, opt.strideH, opt.strideW = padding, stride[0], stride[1]
-        opt.dilationHFactor, opt.dilationWFactor, opt.fusedActivationFunction = *dil, act
-        w.op("CONV_2D", [x, filt, bias], [y], opt, "Conv2DOptions")
-    elif groups == cin and cin_g == 1:
+    act = _fused(w, node)
+    if 1 < groups == cin and cin_g == 1:
         filt = w.tensor([1, kh, kw, cout], data=weight.transpose(1, 2, 3, 0),
                         scales=c.weight_scale.tolist(), axis=3)  # fmt: skip
         opt = s.DepthwiseConv2DOptionsT()
@@ -240,40 +262,14 @@ def _conv(w: _Writer, index: int, node: Node) -> None:
         opt.depthMultiplier = cout // cin
         opt.dilationHFactor, opt.dilationWFactor, opt.fusedActivationFunction = *dil, act
         w.op("DEPTHWISE_CONV_2D", [x, filt, bias], [y], opt, "DepthwiseConv2DOptions")
-    else:  # grouped: SPLIT the channels, a CONV_2D per group, CONCATENATION (a copy)
-        _grouped(w, node, x, y, weight, c, groups, stride, dil, act, padding)
+    else:  # dense or grouped: the filter's depth is the group's (version 6 when grouped)
+        filt = w.tensor([cout, kh, kw, cin_g], data=weight.transpose(0, 2, 3, 1),
+                        scales=c.weight_scale.tolist(), axis=0)  # fmt: skip
+        opt = s.Conv2DOptionsT()
+        opt.padding, opt.strideH, opt.strideW = padding, stride[0], stride[1]
+        opt.dilationHFactor, opt.dilationWFactor, opt.fusedActivationFunction = *dil, act
+        w.op("CONV_2D", [x, filt, bias], [y], opt, "Conv2DOptions", 6 if groups > 1 else None)
     w.values[node.outputs[0]] = y
-
-
-def _grouped(w, node: Node, x: int, y: int, weight, c, groups: int, stride, dil, act, padding):
-    s, q = w.s, w.q
-    cout, cin_g, kh, kw = weight.shape
-    n, h, wd, _ = w.tensors[x].shape
-    qx, qy = q.qparams[node.inputs[0]], q.qparams[node.outputs[0]]
-    axis = w.tensor([], dtype="int32", data=np.array([3], dtype=np.int32))
-    parts = [w.tensor([n, h, wd, cin_g], qx, name=f"split{len(w.tensors)}_{i}")
-             for i in range(groups)]  # fmt: skip
-    opt = s.SplitOptionsT()
-    opt.numSplits = groups
-    w.op("SPLIT", [axis, x], parts, opt, "SplitOptions")
-    per, outs = cout // groups, []
-    out_shape = list(w.tensors[y].shape)
-    for i, part in enumerate(parts):
-        rows = slice(i * per, (i + 1) * per)
-        scales = c.weight_scale[rows]
-        filt = w.tensor([per, kh, kw, cin_g], data=weight[rows].transpose(0, 2, 3, 1),
-                        scales=scales.tolist(), axis=0)  # fmt: skip
-        bias = w.tensor([per], dtype="int32", data=c.bias[rows].numpy().astype(np.int32),
-                        scales=(qx.scale * scales).tolist())  # fmt: skip
-        out = w.tensor([*out_shape[:3], per], qy, name=f"group{len(w.tensors)}_{i}")
-        copt = s.Conv2DOptionsT()
-        copt.padding, copt.strideH, copt.strideW = padding, stride[0], stride[1]
-        copt.dilationHFactor, copt.dilationWFactor, copt.fusedActivationFunction = *dil, act
-        w.op("CONV_2D", [part, filt, bias], [out], copt, "Conv2DOptions")
-        outs.append(out)
-    cat = s.ConcatenationOptionsT()
-    cat.axis, cat.fusedActivationFunction = 3, s.ActivationFunctionType.NONE
-    w.op("CONCATENATION", outs, [y], cat, "ConcatenationOptions")
 
 
 def _linear(w: _Writer, index: int, node: Node) -> None:
@@ -286,7 +282,7 @@ def _linear(w: _Writer, index: int, node: Node) -> None:
                     scales=(q.qparams[node.inputs[0]].scale * c.weight_scale).tolist())  # fmt: skip
     y = w.activation(node, node.outputs[0])
     opt = s.FullyConnectedOptionsT()
-    opt.fusedActivationFunction = _fused(node, s)
+    opt.fusedActivationFunction = _fused(w, node)
     w.op("FULLY_CONNECTED", [w.values[node.inputs[0]], filt, bias], [y], opt,
          "FullyConnectedOptions")  # fmt: skip
     w.values[node.outputs[0]] = y
@@ -501,36 +497,52 @@ def _binary(w: _Writer, node: Node) -> None:
     inputs = [w.values[v] for v in node.inputs]
     if node.kind == "add":
         opt = s.AddOptionsT()
-        opt.fusedActivationFunction = _fused(node, s)
+        opt.fusedActivationFunction = _fused(w, node)
         w.op("ADD", inputs, [y], opt, "AddOptions")
     else:
         opt = s.MulOptionsT()
-        opt.fusedActivationFunction = _fused(node, s)
+        opt.fusedActivationFunction = _fused(w, node)
         w.op("MUL", inputs, [y], opt, "MulOptions")
     w.values[node.outputs[0]] = y
 
 
 def _clamp(w: _Writer, node: Node) -> None:
-    act = node.attrs["act"]
-    name = RELU_FAMILY.get(tuple(None if v is None else float(v) for v in act))
+    name = _relu_name(w, node)
     if name is None:
-        _fail(node, f"clamps to {act}, which no TFLite activation op expresses")
+        _fail(node, "clamps nothing at its output scale, and TFLite has no identity op")
     y = w.activation(node, node.outputs[0])
     w.op(name, [w.values[node.inputs[0]]], [y])
     w.values[node.outputs[0]] = y
 
 
-def tflite_model(qmodel: QuantizedModel, widen_kernels: bool = True) -> bytes:
-    """The flatbuffer bytes of ``qmodel`` as an int8 TFLite model. ``widen_kernels``: where
-    SAME padding would place a convolution's windows one pixel off PyTorch's (stride 2 on
-    an even size), append zero taps to the kernel so that SAME fits, rather than write a
-    PAD whose output the runtime holds in RAM beside its input."""
+def tflite_model(
+    qmodel: QuantizedModel,
+    widen_kernels: bool | None = None,
+    compact: bool | None = None,
+    memory_plan: bool = True,
+) -> bytes:
+    """The flatbuffer bytes of ``qmodel`` as an int8 TFLite model.
+
+    ``widen_kernels``: where SAME padding would place a convolution's windows one pixel off
+    PyTorch's (stride 2 on an even size), append zero taps to the kernel so that SAME fits
+    (True), or write a PAD whose output the runtime holds in RAM beside its input (False);
+    by default (None), whichever takes fewer bytes, layer by layer (the taps of a depthwise
+    convolution are few, those of a dense one many).
+
+    ``compact`` (default: when ``qmodel`` was quantized for TensorFlow Lite Micro,
+    ``rounding="tflm"``) writes what TFLM reads and nothing more: one zero point for a
+    per-channel weight tensor (TFLM takes it for every channel; LiteRT refuses it), no
+    quantization parameters on per-channel biases (TFLM derives their scale from the
+    input's and the weights'), and no names but "input" and "output". It saves
+    20 bytes per output channel of every layer. ``compact=False`` writes the layout the
+    TFLite converter writes, which every runtime loads.
+    """
     if not isinstance(qmodel, QuantizedModel):
         raise TypeError(
             f"export_tflite takes a QuantizedModel (sc.quant.quantize), got {type(qmodel).__name__}"
         )
     flatbuffers, s = _schema()
-    w = _Writer(s, qmodel, widen_kernels)
+    w = _Writer(s, qmodel, widen_kernels, qmodel.rounding == "tflm" if compact is None else compact)
     graph = qmodel.graph
     w.values[graph.input] = w.tensor(_nhwc(graph.shapes[graph.input][1:]),
                                      qmodel.input_qparams, name="input")  # fmt: skip
@@ -563,17 +575,80 @@ def tflite_model(qmodel: QuantizedModel, widen_kernels: bool = True) -> bytes:
     model = s.ModelT()
     model.version, model.description = 3, "secateurs int8"
     model.subgraphs, model.buffers = [sub], w.buffers
-    codes = sorted(w.codes.items(), key=lambda kv: kv[1])
+    if memory_plan:
+        offsets = np.array(memory_plan_offsets(sub, [n for n, _ in w.codes]), dtype="<i4")
+        header = np.array([0, 0, len(offsets)], dtype="<i4")  # format 0, subgraph 0, count
+        buf = s.BufferT()
+        buf.data = np.concatenate([header, offsets]).view(np.uint8).tolist()
+        w.buffers.append(buf)
+        meta = s.MetadataT()
+        meta.name, meta.buffer = "OfflineMemoryAllocation", len(w.buffers) - 1
+        model.metadata = [meta]
     model.operatorCodes = []
-    names = {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
-    for code, _ in codes:
+    for name, version in w.codes:  # in index order (a dict keeps insertion order)
         oc = s.OperatorCodeT()
-        oc.builtinCode, oc.deprecatedBuiltinCode = code, min(code, 127)
-        oc.version = OP_VERSIONS.get(names[code], 1)
+        oc.builtinCode = getattr(s.BuiltinOperator, name)
+        oc.deprecatedBuiltinCode, oc.version = min(oc.builtinCode, 127), version
         model.operatorCodes.append(oc)
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+# TFLM aligns every arena buffer to 16 bytes (MicroArenaBufferAlignment)
+TFLM_ALIGN = 16
+ELEMENT_BYTES = {"INT8": 1, "INT32": 4}
+# operators whose TFLM reference kernels compute output element i from input element i
+# alone, reading it before writing: an input of the output's shape that dies there may
+# share its buffer (RESHAPE skips its copy when the two buffers coincide)
+IN_PLACE = {"ADD", "MUL", "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE"}
+
+
+def memory_plan_offsets(sub, operators: list[str]) -> list[int]:
+    """An arena offset for every tensor of the subgraph ``sub`` (-1 for constants), as
+    TFLM's offline memory plan (the "OfflineMemoryAllocation" metadata). Lifetimes run
+    over the operator order; an in-place operator (``IN_PLACE``) writes over an input that
+    dies there; buffers are placed as the C arena's are (:func:`..plan.place`). The model's
+    input and output are never written over, as in the C. ``operators``: the operator name
+    of each opcode index."""
+    from .plan import place
+
+    types = {v: k for k, v in vars(_schema()[1].TensorType).items() if not k.startswith("_")}
+    const = {i for i, t in enumerate(sub.tensors) if t.buffer != 0}
+    size = {i: int(np.prod(t.shape, dtype=np.int64)) * ELEMENT_BYTES[types[t.type]]
+            for i, t in enumerate(sub.tensors)}  # fmt: skip
+    last = len(sub.operators) - 1
+    first_use, last_use = {sub.inputs[0]: 0}, {sub.outputs[0]: last}
+    for k, op in enumerate(sub.operators):
+        for t in op.inputs:
+            last_use[t] = max(last_use.get(t, k), k)
+        for t in op.outputs:
+            first_use.setdefault(t, k)
+            last_use.setdefault(t, k)
+    root = {}
+    protected = {sub.inputs[0], sub.outputs[0]}
+    for k, op in enumerate(sub.operators):
+        if operators[op.opcodeIndex] not in IN_PLACE or len(op.outputs) != 1:
+            continue
+        y = op.outputs[0]
+        for t in op.inputs:
+            b = root.get(t, t)
+            if (t not in const and b not in protected and y not in protected
+                    and last_use[t] == k and list(sub.tensors[t].shape) == list(
+                        sub.tensors[y].shape) and size[t] == size[y]):  # fmt: skip
+                root[y] = b
+                break
+    lives, sizes = {}, {}
+    for t in first_use:
+        if t in const:
+            continue
+        b = root.get(t, t)
+        f, la = lives.get(b, (first_use[t], last_use[t]))
+        lives[b] = (min(f, first_use[t]), max(la, last_use[t]))
+        sizes[b] = -(-max(sizes.get(b, 0), size[t]) // TFLM_ALIGN) * TFLM_ALIGN
+    offsets, _arena, _bound = place(lives, sizes)
+    return [-1 if i in const or i not in first_use else offsets[root.get(i, i)]
+            for i in range(len(sub.tensors))]  # fmt: skip
 
 
 def tflite_operators(model: str | os.PathLike | bytes) -> list[str]:
@@ -588,8 +663,12 @@ def tflite_operators(model: str | os.PathLike | bytes) -> list[str]:
 
 
 def export_tflite(
-    qmodel: QuantizedModel, path: str | os.PathLike, widen_kernels: bool = True
+    qmodel: QuantizedModel,
+    path: str | os.PathLike,
+    widen_kernels: bool | None = None,
+    compact: bool | None = None,
+    memory_plan: bool = True,
 ) -> Path:
     """Write ``qmodel`` as an int8 ``.tflite`` file (atomically); returns the path. See
-    :func:`tflite_model` for ``widen_kernels``."""
-    return write_atomic(path, tflite_model(qmodel, widen_kernels))
+    :func:`tflite_model` for ``widen_kernels``, ``compact`` and ``memory_plan``."""
+    return write_atomic(path, tflite_model(qmodel, widen_kernels, compact, memory_plan))

@@ -101,8 +101,25 @@ def quantize_weights(w: torch.Tensor, bits: int, scale=None) -> tuple[torch.Tens
     return q.to(torch.int64), scale
 
 
+def bias_safe_scale(w, b, x: QParams, bits: int, scale=None) -> torch.Tensor:
+    """The weight step per output channel, raised where the int32 bias ``b / (s_x * s_w)``
+    would leave the accumulator no room: the bias plus every product
+    ``(x - z_x) * w_q`` must fit in int32, as the runtimes add them in int32 and wrap on
+    overflow (the TFLite converter raises such weight steps the same way). Only degenerate
+    layers are touched: a bias far larger than what the input scale resolves, as in a
+    collapsed untrained layer."""
+    step = weight_scale(w, bits) if scale is None else scale.detach().double()
+    if b is None:
+        return step
+    fan_in = w[0].numel()
+    products = fan_in * (x.qmax - x.qmin) * ((1 << (bits - 1)) - 1)
+    room = max(2**31 - 1 - products, 2**30)
+    needed = b.detach().double().abs() / (x.scale * room) * (1 + 1e-6)  # float32 rounding
+    return torch.maximum(step, needed)
+
+
 def layer_consts(w, b, x: QParams, y: QParams, bits: int, scale=None) -> LayerConsts:
-    wq, ws = quantize_weights(w, bits, scale)
+    wq, ws = quantize_weights(w, bits, bias_safe_scale(w, b, x, bits, scale))
     bias_scale = x.scale * ws
     bq = torch.clamp(round_half_away(b.detach().double() / bias_scale), -(2**31), 2**31 - 1)
     pairs = [quantize_multiplier(float(s) / y.scale) for s in bias_scale]
