@@ -114,8 +114,8 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def _fashion_dir() -> Path:
-    dirs = [os.environ["SECATEURS_FASHION_MNIST"]] if os.environ.get("SECATEURS_FASHION_MNIST") \
-        else list(FASHION_DIRS)  # fmt: skip
+    env = os.environ.get("SECATEURS_FASHION_MNIST")
+    dirs = [env] if env else list(FASHION_DIRS)
     for d in dirs:
         if (Path(d) / "train-images-idx3-ubyte.gz").is_file():
             return Path(d)

@@ -2,8 +2,8 @@
 Lite Micro, built with the flatbuffers schema that the ai-edge-litert package ships (no
 TensorFlow needed).
 
-TFLite tensors are channel-last (NHWC); 1-D feature maps (N, C, L)
-become (1, 1, L, C). Weights are per-channel int8 with their float32 scales, biases int32,
+TFLite tensors are channel-last (NHWC); 1-D feature maps (N, C, L) become (1, 1, L, C).
+Weights are per-channel int8 with their float32 scales, biases int32,
 activations int8 with the scales and zero points of the QuantizedModel, so a runtime
 derives the very multipliers ``run_int8`` uses. Convolution and pooling padding is SAME
 where SAME places every window where PyTorch does (stride 1, or an odd size under stride
@@ -597,11 +597,10 @@ def tflite_model(
 
 # TFLM aligns every arena buffer to 16 bytes (MicroArenaBufferAlignment)
 TFLM_ALIGN = 16
-ELEMENT_BYTES = {"INT8": 1, "INT32": 4}
 # operators whose TFLM reference kernels compute output element i from input element i
 # alone, reading it before writing: an input of the output's shape that dies there may
-# share its buffer (RESHAPE skips its copy when the two buffers coincide)
-IN_PLACE = {"ADD", "MUL", "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE"}
+# share its buffer
+IN_PLACE = {"ADD", "MUL", "RELU", "RELU6", "RELU_N1_TO_1"}
 
 
 def memory_plan_offsets(sub, operators: list[str]) -> list[int]:
@@ -613,9 +612,10 @@ def memory_plan_offsets(sub, operators: list[str]) -> list[int]:
     of each opcode index."""
     from .plan import place
 
-    types = {v: k for k, v in vars(_schema()[1].TensorType).items() if not k.startswith("_")}
+    types = _schema()[1].TensorType
+    width = {types.INT8: 1, types.INT32: 4}  # the element types the writer emits
     const = {i for i, t in enumerate(sub.tensors) if t.buffer != 0}
-    size = {i: int(np.prod(t.shape, dtype=np.int64)) * ELEMENT_BYTES[types[t.type]]
+    size = {i: int(np.prod(t.shape, dtype=np.int64)) * width[t.type]
             for i, t in enumerate(sub.tensors)}  # fmt: skip
     last = len(sub.operators) - 1
     first_use, last_use = {sub.inputs[0]: 0}, {sub.outputs[0]: last}
