@@ -39,10 +39,17 @@ from torch import nn
 import secateurs as sc
 from secateurs.deploy import cortex_m
 from secateurs.deploy.codegen import build_program
+from secateurs.quant.integer import run_integer
 
 RESULTS = Path(__file__).parent / "results" / "cortex_m.json"
 CMSIS = Path(__file__).resolve().parents[2] / "shared" / "third_party"
-CMSIS_DIRS = ("ConvolutionFunctions", "FullyConnectedFunctions", "NNSupportFunctions")
+CMSIS_DIRS = (
+    "ConvolutionFunctions",
+    "FullyConnectedFunctions",
+    "NNSupportFunctions",
+    "BasicMathFunctions",
+    "PoolingFunctions",
+)
 
 LAYERS = {
     "conv3x3 16->32 16x16": (lambda: nn.Conv2d(16, 32, 3, padding=1), (16, 16, 16)),
@@ -62,6 +69,22 @@ static int8_t buffer[65536];
 
 int secateurs_invoke(const int8_t *input, int8_t *output) {
     cmsis_nn_context ctx = {buffer, 0};
+#if KIND_ADD /* both operands, one after the other, in the input */
+    return arm_elementwise_add_s8(input, input + COUNT, -A_ZP, A_MULT, A_SHIFT, -B_ZP, B_MULT,
+                                  B_SHIFT, 20, output, OUT_ZP, OUT_MULT, OUT_SHIFT, ACT_MIN,
+                                  ACT_MAX, COUNT) != ARM_CMSIS_NN_SUCCESS;
+#elif KIND_MAXPOOL || KIND_AVGPOOL
+    const cmsis_nn_pool_params p = {{STRIDE_W, STRIDE_H}, {PAD_W, PAD_H}, {-128, 127}};
+    const cmsis_nn_dims in = {1, IN_H, IN_W, IN_C}, flt = {1, F_H, F_W, 1};
+    const cmsis_nn_dims out = {1, OUT_H, OUT_W, OUT_C};
+#if KIND_MAXPOOL
+    return arm_max_pool_s8(&ctx, &p, &in, input, &flt, &out, output) != ARM_CMSIS_NN_SUCCESS;
+#else
+    ctx.size = arm_avgpool_s8_get_buffer_size(OUT_W, IN_C);
+    if (ctx.size > (int32_t)sizeof(buffer)) return 4;
+    return arm_avgpool_s8(&ctx, &p, &in, input, &flt, &out, output) != ARM_CMSIS_NN_SUCCESS;
+#endif
+#else
     const cmsis_nn_dims in = {1, IN_H, IN_W, IN_C}, flt = {F_N, F_H, F_W, F_C};
     const cmsis_nn_dims bias_dims = {1, 1, 1, OUT_C}, out = {1, OUT_H, OUT_W, OUT_C};
     cmsis_nn_per_channel_quant_params quant = {(int32_t *)mult, (int32_t *)shift};
@@ -85,6 +108,7 @@ int secateurs_invoke(const int8_t *input, int8_t *output) {
     return arm_fully_connected_per_channel_s8(&ctx, &p, &quant, &in, input, &flt, weights,
                                               &bias_dims, bias, &out, output) !=
            ARM_CMSIS_NN_SUCCESS;
+#endif
 #endif
 }
 """
@@ -144,6 +168,7 @@ def layer_header(op, in_shape) -> str:
                 "STRIDE_W": p["stride_w"], "STRIDE_H": p["stride_h"], "PAD_W": p["pad_left"],
                 "PAD_H": p["pad_top"], "KIND_CONV": int(not depthwise),
                 "KIND_DEPTHWISE": int(depthwise)}  # fmt: skip
+    dims |= {"KIND_ADD": 0, "KIND_MAXPOOL": 0, "KIND_AVGPOOL": 0}
     dims |= {"IN_ZP": p["in_zp"], "OUT_ZP": p["out_zp"], "ACT_MIN": p["act_min"],
              "ACT_MAX": p["act_max"]}  # fmt: skip
     text = "".join(f"#define {k} {v}\n" for k, v in dims.items())
@@ -154,20 +179,28 @@ def layer_header(op, in_shape) -> str:
     return text
 
 
-def measure_layer(name: str, work: Path, cores, opts, inputs: int) -> list[dict]:
+def measure_layer(name: str, work: Path, cores, opts, inputs: int, sparsity: float = 0.0
+                  ) -> list[dict]:  # fmt: skip
+    """One layer on each core and option; with ``sparsity``, its filterlets pruned by
+    magnitude to that fraction and exported sparse, against CMSIS-NN running the same
+    (zero-filled) weights densely."""
     make, in_shape = LAYERS[name]
     torch.manual_seed(0)
     layer = make()
     model = nn.Sequential(layer, nn.ReLU()).eval()
+    if sparsity:
+        sc.prune.sparsify(model, sparsity=sparsity, granularity="filterlet")
+        sc.prune.strip(model)
     calib = torch.randn(64, *in_shape)
     q = sc.quant.quantize(model, calib)
     x = torch.randn(inputs, *in_shape)
     x_q = q.quantize_input(x)
     expected = q.run_int8(x_q).numpy()
-    out = work / name.replace(" ", "_").replace(">", "").replace("-", "_")
-    report = sc.deploy.export_c(q, out, sparse="never")
+    out = work / (name.replace(" ", "_").replace(">", "").replace("-", "_") + f"_{sparsity}")
+    report = sc.deploy.export_c(q, out, sparse="always" if sparsity else "never")
     program, _ = build_program(q, "never")
     (op,) = [o for o in program.ops if o.kernel in ("sc_conv", "sc_linear")]
+    dense_macs = op.macs
     cm_dir = out / "cmsis"
     cm_dir.mkdir(exist_ok=True)
     (cm_dir / "layer.h").write_text(layer_header(op, in_shape))
@@ -204,13 +237,15 @@ def measure_layer(name: str, work: Path, cores, opts, inputs: int) -> list[dict]
             kernel = ours["per_op_instructions"][0]  # the layer's one kernel call
             cmsis = float(np.mean(run.instructions))
             rows.append({
-                "layer": name, "core": core, "opt": opt, "macs": report["macs"],
+                "layer": name, "sparsity": sparsity, "core": core, "opt": opt,
+                "macs": report["macs"], "dense_macs": dense_macs,
                 "secateurs_instructions": kernel, "cmsis_nn_instructions": cmsis,
-                "ratio": kernel / cmsis, "secateurs_per_mac": kernel / report["macs"],
-                "cmsis_nn_per_mac": cmsis / report["macs"],
+                "ratio": kernel / cmsis, "secateurs_per_mac": kernel / dense_macs,
+                "cmsis_nn_per_mac": cmsis / dense_macs,
                 "secateurs_kernels_text": ours["sizes"]["kernels"][".text"],
             })  # fmt: skip
-            print(f"{name:26s} {core:14s} {opt}  ours {kernel:>9,}  CMSIS-NN {cmsis:>11,.0f}"
+            print(f"{name:26s} {sparsity:4.0%} {core:14s} {opt}  ours {kernel:>9,}  CMSIS-NN "
+                  f"{cmsis:>11,.0f}"
                   f"  ratio {kernel / cmsis:.2f}", flush=True)  # fmt: skip
     return rows
 
@@ -219,15 +254,20 @@ MODELS = [("resnet8", {}), ("mobilenet_v2", {"width": 0.35, "last_channels": 128
           ("ds_cnn", {}), ("lenet5", {})]  # fmt: skip
 
 
+def _quantized(name: str, kwargs: dict, task):
+    """Zoo model ``name`` trained one epoch on ``task`` (seed 0), PTQ."""
+    model = sc.models.create(name, task, seed=0, **kwargs)
+    sc.fit(model, task, epochs=1, lr=3e-3, seed=0, progress=False)
+    return sc.quant.quantize(model, task)
+
+
 def measure_models(work: Path, cores, opt: str) -> list[dict]:
     """Whole zoo models on digits (one epoch of training, PTQ): instructions per inference on
     each core, bit for bit against run_int8 on 8 test inputs."""
     task = sc.data.load("digits")
     rows = []
     for name, kwargs in MODELS:
-        model = sc.models.create(name, task, seed=0, **kwargs)
-        sc.fit(model, task, epochs=1, lr=3e-3, seed=0, progress=False)
-        q = sc.quant.quantize(model, task)
+        q = _quantized(name, kwargs, task)
         out = work / f"model_{name}"
         report = sc.deploy.export_c(q, out)
         for core in cores:
@@ -248,11 +288,136 @@ def measure_models(work: Path, cores, opt: str) -> list[dict]:
     return rows
 
 
+def other_header(op) -> str | None:
+    """The CMSIS-NN call for an element-wise add or a pooling op (what CMSIS-NN has beside
+    convolutions and fully connected layers), or None where it has no kernel for ``op``
+    (means, concatenations and copies, lookup tables, multiplies, broadcast adds, average
+    pools that count padding)."""
+    p = op.params
+    zero = {"KIND_CONV": 0, "KIND_DEPTHWISE": 0, "KIND_ADD": 0, "KIND_MAXPOOL": 0,
+            "KIND_AVGPOOL": 0}  # fmt: skip
+    if op.kernel == "sc_add":
+        whole = p["a_div"] == p["b_div"] == 1 and p["a_mod"] == p["b_mod"] == p["count"]
+        if not whole:
+            return None
+        names = ("a_zp", "b_zp", "out_zp", "act_min", "act_max", "a_mult", "a_shift", "b_mult",
+                 "b_shift", "out_mult", "out_shift")  # fmt: skip
+        d = zero | {"KIND_ADD": 1, "COUNT": p["count"]} | {k.upper(): p[k] for k in names}
+    elif op.kernel in ("sc_max_pool", "sc_avg_pool"):
+        padded = p["pad_top"] or p["pad_left"]
+        if p["dil_h"] != 1 or p["dil_w"] != 1 or (op.kernel == "sc_avg_pool" and padded
+                                                    and p["count_include_pad"]):  # fmt: skip
+            return None
+        d = zero | {f"KIND_{'MAXPOOL' if op.kernel == 'sc_max_pool' else 'AVGPOOL'}": 1,
+                    "IN_H": p["h"], "IN_W": p["w"], "IN_C": p["c"], "OUT_H": p["oh"],
+                    "OUT_W": p["ow"], "OUT_C": p["c"], "F_H": p["kh"], "F_W": p["kw"],
+                    "STRIDE_W": p["stride_w"], "STRIDE_H": p["stride_h"],
+                    "PAD_W": p["pad_left"], "PAD_H": p["pad_top"]}  # fmt: skip
+    else:
+        return None
+    return "".join(f"#define {k} {v}\n" for k, v in d.items())
+
+
+def cmsis_op(op, header: str, x: np.ndarray, expected: np.ndarray, work: Path, core: str,
+             opt: str, lib: Path) -> float:  # fmt: skip
+    """Instructions of CMSIS-NN's kernel for one op of a model on the op's own input ``x``
+    (channel-last, or both operands one after the other for an add); its output must be
+    ``expected``."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "layer.h").write_text(header)
+    (work / "invoke.c").write_text(INVOKE)
+    (work / "model.h").write_text(
+        f"#include <stdint.h>\n#define SECATEURS_INPUT_SIZE {x.size}\n"
+        f"#define SECATEURS_OUTPUT_SIZE {expected.size}\n"
+        "int secateurs_invoke(const int8_t *input, int8_t *output);\n"
+    )
+    harness = cortex_m._copy_resource("harness.c", work / "harness.c")
+    fw = cortex_m.firmware(
+        [work / "invoke.c", harness], work / f"{core}{opt}", core, opt,
+        includes=(work, CMSIS / "cmsis-nn" / "Include",
+                  CMSIS / "cmsis-core" / "CMSIS" / "Core" / "Include"),
+        libraries=(lib,),
+    )  # fmt: skip
+    run = cortex_m.run(fw, torch.from_numpy(x.reshape(1, -1).astype(np.int8)), expected.size)
+    if not np.array_equal(run.outputs.reshape(-1), expected.reshape(-1)):
+        raise AssertionError(f"{op.kind} {op.module}: CMSIS-NN differs from run_int8")
+    return float(run.instructions[0])
+
+
+def _last(t: np.ndarray) -> np.ndarray:  # (C, H, W) or (C, L) -> channel-last
+    return np.moveaxis(t, 0, -1) if t.ndim > 1 else t
+
+
+def compare_models(work: Path, core: str, opt: str) -> list[dict]:
+    """Whole zoo models against CMSIS-NN layer by layer: every op CMSIS-NN has a kernel for
+    runs alone on the op's own input (from run_int8 on a test sample) with the constants
+    our export stores, its output checked against run_int8; the ops it has none for are
+    counted at our instructions on both sides. Ours: the per-kernel counts of the whole
+    model's build with marks (a few instructions each more than without)."""
+    task = sc.data.load("digits")
+    lib = cmsis_library(work, core, opt)
+    rows = []
+    for name, kwargs in MODELS:
+        q = _quantized(name, kwargs, task)
+        out = work / f"compare_{name}"
+        sc.deploy.export_c(q, out, sparse="never")
+        x_q = q.quantize_input(task.test.tensors[0][:1])
+        values: dict = {}
+        run_integer(q.graph, q.qparams, q.layers, q.ops, x_q, q.rounding, values)
+        ours = cortex_m.measure(out, x_q, int(values[q.graph.output][0].numel()), core, opt)
+        per_op = ours["per_op_instructions"]
+        program, _ = sc.deploy.build_program(q, "never")
+        mine = theirs = missing = 0.0
+        kinds: dict[str, list[float]] = {}
+        for i, op in enumerate(program.ops):
+            x = values[op.inputs[0]][0].numpy()
+            y = values[op.output][0].numpy()
+            if op.kernel in ("sc_conv", "sc_linear"):
+                header = layer_header(op, x.shape)
+                x, y = _last(x), _last(y)
+            else:
+                header = other_header(op)
+                if header and op.kernel == "sc_add":
+                    other = values[op.inputs[1]][0].numpy().reshape(-1)
+                    x = np.concatenate([x.reshape(-1), other])
+                elif header:
+                    x, y = _last(x), _last(y)
+            if header is None:  # no CMSIS-NN kernel: ours on both sides
+                cm = float(per_op[i])
+                missing += per_op[i]
+            else:
+                cm = cmsis_op(op, header, x, y, out / f"cmsis{i}", core, opt, lib)
+            mine += per_op[i]
+            theirs += cm
+            depthwise = op.kernel == "sc_conv" and op.params["cin"] == op.params["groups"] > 1
+            kind = "sc_conv (depthwise)" if depthwise else op.kernel
+            kinds.setdefault(kind, [0.0, 0.0])
+            kinds[kind][0] += per_op[i]
+            kinds[kind][1] += cm
+        rows.append({"model": name, "core": core, "opt": opt, "secateurs_instructions": mine,
+                     "cmsis_nn_instructions": theirs, "ratio": mine / theirs,
+                     "counted_at_ours": missing, "by_kernel": kinds})  # fmt: skip
+        print(
+            f"{name:14s} {core} {opt}  ours {mine:>12,.0f}  CMSIS-NN {theirs:>12,.0f}  "
+            f"ratio {mine / theirs:.2f} ({missing / theirs:.0%} counted at ours)",
+            flush=True,
+        )
+    return rows
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cores", nargs="+", default=["cortex-m4", "cortex-m0plus"])
     ap.add_argument("--opts", nargs="+", default=["-O2", "-Os"])
     ap.add_argument("--inputs", type=int, default=4)
+    ap.add_argument(
+        "--sparsities",
+        nargs="+",
+        type=float,
+        default=[0.5, 0.8, 0.9],
+        help="filterlet sparsities of the convolutions, beside dense",
+    )
+    ap.add_argument("--no-models", action="store_true", help="the layers only")
     args = ap.parse_args(argv)
     missing = cortex_m.toolchain_missing()
     if missing:
@@ -264,11 +429,17 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in LAYERS:
             rows += measure_layer(name, Path(tmp), args.cores, args.opts, args.inputs)
-        models = measure_models(Path(tmp), args.cores, "-O2")
+        for sparsity in args.sparsities:
+            for name in LAYERS:
+                if not name.startswith("fully_connected"):
+                    rows += measure_layer(name, Path(tmp), args.cores, args.opts, args.inputs,
+                                          sparsity)  # fmt: skip
+        models = [] if args.no_models else measure_models(Path(tmp), args.cores, "-O2")
+        compared = [] if args.no_models else compare_models(Path(tmp), "cortex-m4", "-O2")
     save_json(RESULTS, {
         "machine": machine(), "command": "python benchmarks/cortex_m.py " + " ".join(
             sys.argv[1:]), "seconds": round(time.time() - start), "layers": rows,
-        "models": models,
+        "models": models, "models_against_cmsis_nn": compared,
     })  # fmt: skip
 
 

@@ -152,13 +152,31 @@ def test_instruction_counts_are_deterministic_and_follow_the_macs(digits, tmp_pa
         assert counts[name] == pytest.approx(sc.deploy.count_instructions(binary, x[2:]), rel=0.02)
         assert counts[name] > report["macs"]  # at least one instruction per MAC
     assert counts["lenet5"] > counts["mlp"]  # lenet5 does several times the MACs
-    est = sc.deploy.estimate_c(q, tmp_path / "lenet5", digits.test.tensors[0][:4], "cortex-m4")
-    m4 = sc.measure.get_target("cortex-m4")
+    # a target that is no emulated core: the host count, the target's cycles per instruction
+    est = sc.deploy.estimate_c(q, tmp_path / "lenet5", digits.test.tensors[0][:4], "generic")
+    generic = sc.measure.get_target("generic")
     assert est["instructions"] == counts["lenet5"]
-    assert est["latency_ms"] == pytest.approx(1e3 * counts["lenet5"] / m4.clock_hz)
-    assert est["energy_mj"] == pytest.approx(m4.active_power_mw * est["latency_ms"] / 1e3)
+    assert est["latency_ms"] == pytest.approx(1e3 * counts["lenet5"] / generic.clock_hz)
+    assert "host build" in est["model"] and "estimate" in est["model"]
     report = json.loads((tmp_path / "lenet5" / "report.json").read_text())
-    assert report["estimates"] == est and "estimate" in est["model"]
+    assert report["estimates"] == est
+
+
+@pytest.mark.skipif(bool(cortex_m.toolchain_missing()), reason="needs the Arm cross toolchain")
+def test_target_estimates_count_on_the_emulated_core(digits, tmp_path):
+    _, q = _quantized("lenet5", digits)
+    sc.deploy.export_c(q, tmp_path)
+    x = digits.test.tensors[0][:2]
+    est = sc.deploy.estimate_c(q, tmp_path, x, "cortex-m4")
+    m4, core = sc.measure.get_target("cortex-m4"), cortex_m.get_core("cortex-m4")
+    run = cortex_m.run(cortex_m.build(tmp_path, "cortex-m4"), q.quantize_input(x), 10)
+    assert est["instructions"] == round(np.mean(run.instructions))
+    assert est["cycles_per_instruction"] == core.cycles_per_instruction
+    assert est["latency_ms"] == pytest.approx(1.2e3 * est["instructions"] / m4.clock_hz)
+    assert est["energy_mj"] == pytest.approx(m4.active_power_mw * est["latency_ms"] / 1e3)
+    assert "mps2-an386" in est["model"] and "estimate" in est["model"]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["estimates"] == est and "cortex-m4-O2" in report["cortex_m"]
 
 
 def test_filterlet_sparse_kernels_are_bit_exact_smaller_and_do_fewer_macs(digits, tmp_path):
@@ -425,12 +443,23 @@ def test_row_by_row_convolutions_are_exact_at_every_stride_dilation_and_group(
     report = sc.deploy.export_c(q, tmp_path, sparse=sparse)
     kernels = {r["kernel"] for r in report["layers"] if r["kind"] == "conv"}
     assert kernels == {"sc_conv_filterlet" if sparse == "always" else "sc_conv"}
-    # sparse: the widest output row, 4 int32 columns; dense: the DSP path's largest need,
-    # the 1x5 convolution's (4 -> 6 channels on a 4-wide map): a weight sum and two
-    # accumulators per output channel, two im2col columns of 5 * 4 bytes, one input row of
-    # 8 padded columns x 4 channels, and 4 bytes (the stem's padded plane is 10 x 10 + 4)
-    dense = 12 * 6 + 2 * 20 + 8 * 4 + 4
-    assert report["scratch_bytes"] == (4 * 4 if sparse == "always" else dense)
+    # the DSP paths' largest need. Dense: the 1x5 convolution's (4 -> 6 channels on a
+    # 4-wide map): per output channel a weight sum, bias, multiplier, shift and two
+    # accumulators, two im2col columns of 5 * 4 bytes (as bytes and as int16 pairs), one
+    # input row of 8 padded columns x 4 channels, and 4 bytes (the stem's padded plane is
+    # 10 x 10 + 4). Sparse: per layer with several input channels a group, seven int32 per
+    # output channel, per kernel position the live channels of two columns as int16 pairs
+    # in whole words, kh input rows of the padded width's live channels, and 4 bytes
+    dense = 24 * 6 + 6 * 20 + 8 * 4 + 4
+    program, _ = sc.deploy.build_program(q, sparse)
+    sparse_need = max(
+        28 * o.params["cout"] + 16 * -(-o.params["live"] // 4) * o.params["kh"] * o.params["kw"]
+        + o.params["kh"] * ((o.params["ow"] - 1) * o.params["stride_w"]
+                            + (o.params["kw"] - 1) * o.params["dil_w"] + 1) * o.params["live"]
+        + 4 for o in program.ops
+        if o.kernel == "sc_conv_filterlet" and o.params["cin"] > o.params["groups"]
+    ) if sparse == "always" else None  # fmt: skip
+    assert report["scratch_bytes"] == (sparse_need if sparse == "always" else dense)
     x = digits.test.tensors[0][:64]
     assert sc.deploy.verify_c(q, tmp_path, x).bit_exact
     assert sc.deploy.verify_c(q, tmp_path, x[:8], sanitize=True).bit_exact

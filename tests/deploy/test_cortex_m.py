@@ -23,7 +23,8 @@ needs_toolchain = pytest.mark.skipif(
 def small_model(digits):
     """A residual CNN of every dense kernel kind the DSP paths take: a stem with one input
     channel, a 3x3 convolution, a depthwise 3x3, a pointwise, a strided and a dilated
-    convolution, a residual add, a global mean and a fully connected head."""
+    convolution, a residual add, a 2x2 max pool, a depthwise 3x3 on a 2x2 map (the small
+    plane path), a global mean and a fully connected head."""
 
     class Net(nn.Module):
         def __init__(self):
@@ -34,12 +35,14 @@ def small_model(digits):
             self.pw = nn.Conv2d(12, 8, 1)
             self.down = nn.Sequential(nn.Conv2d(8, 10, 3, stride=2, padding=2, dilation=2),
                                       nn.ReLU())  # fmt: skip
+            self.pool = nn.MaxPool2d(2)
+            self.small = nn.Sequential(nn.Conv2d(10, 10, 3, padding=1, groups=10), nn.ReLU())
             self.head = nn.Linear(10, 10)
 
         def forward(self, x):
             s = self.stem(x)
             x = s + self.pw(self.dw(self.conv(s)))
-            return self.head(self.down(x).mean((2, 3)))
+            return self.head(self.small(self.pool(self.down(x))).mean((2, 3)))
 
     torch.manual_seed(0)
     model = Net()
@@ -141,3 +144,35 @@ def test_every_other_core_runs_the_model_bit_for_bit(core, small_model, digits, 
     result = sc.deploy.verify_c(q, tmp_path, digits.test.tensors[0][:8], target=core)
     assert result.bit_exact, f"{result.mismatches} values differ on {core}"
     assert result.instructions > 0
+
+
+@needs_toolchain
+@pytest.mark.slow
+def test_sparse_kernels_on_the_dsp_path_match_run_int8(digits, tmp_path):
+    """Filterlet-sparse convolutions on the Cortex-M4's DSP paths: a 3x3 convolution reading
+    a list of live input channels whose count is no multiple of 4 (the split columns padded
+    with zeros, the weights padded to a word), a 1-D-like 1x3 one, and a depthwise one."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 9, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(9, 12, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(12, 12, (1, 3), padding=(0, 1)), nn.ReLU(),
+        nn.Conv2d(12, 12, 3, padding=1, groups=12), nn.ReLU(),
+        nn.Flatten(), nn.Linear(12 * 64, 10),
+    )  # fmt: skip
+    sc.fit(model, digits, epochs=1, lr=3e-3, seed=0, progress=False)
+    with torch.no_grad():  # input channels 1, 4 and 7 of the second layer read by no filter
+        model[2].weight[:, [1, 4, 7]] = 0
+    sc.prune.sparsify(model, sparsity=0.6, granularity="filterlet", ignored=["0", "9"])
+    sc.prune.strip(model)
+    q = sc.quant.quantize(model, digits)
+    sc.deploy.export_c(q, tmp_path, sparse="always")
+    program, _ = sc.deploy.build_program(q, "always")
+    sparse = [o for o in program.ops if o.kernel == "sc_conv_filterlet"]
+    assert len(sparse) >= 3
+    second = next(o for o in sparse if o.params["cin"] == 9)
+    assert second.params["live"] == 6  # a list of 6 channels: no whole number of words
+    assert any(o.params["groups"] == o.params["cin"] == 12 for o in sparse)
+    x = digits.test.tensors[0][:16]
+    result = sc.deploy.verify_c(q, tmp_path, x, target="cortex-m4")
+    assert result.bit_exact, result.mismatches

@@ -94,7 +94,9 @@ def test_grouped_convolution_stores_only_the_channels_its_groups_read(digits, tm
     program, _ = sc.deploy.build_program(q, "always")
     grouped = [op for op in program.ops if op.kernel == "sc_conv_filterlet"][1]
     assert grouped.consts["chan"].values.tolist() == [0, 2] and grouped.params["live"] == 2
-    assert grouped.consts["vals"].values.shape == (6, 2)
+    # 6 filterlets of 2 weights, then 2 zero bytes: the DSP kernel reads words
+    assert grouped.consts["vals"].values.shape == (6 * 2 + 2,)
+    assert not grouped.consts["vals"].values[12:].any()
 
 
 @pytest.mark.parametrize("seed", range(6))

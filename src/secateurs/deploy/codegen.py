@@ -230,26 +230,60 @@ def unpack_bytes(program: Program) -> int:
     return max((op.params.get("scratch", 0) for op in program.ops), default=0)
 
 
+def _padded_plane(p: dict) -> int:
+    """A depthwise kernel's padded input plane, plus 4 bytes for its last word loads."""
+    wp = (p["ow"] - 1) * p["stride_w"] + (p["kw"] - 1) * p["dil_w"] + 1
+    hp = (p["oh"] - 1) * p["stride_h"] + (p["kh"] - 1) * p["dil_h"] + 1
+    return hp * wp + 4
+
+
 def dsp_scratch_bytes(p: dict) -> int:
-    """What a dense convolution's DSP path (``sc_kernels_dsp.h``) needs: a depthwise one, its
-    input plane padded, plus 4 bytes; any other, an int32 weight sum and two int32
-    accumulators per output channel of a group, two im2col columns and the kh input rows it
+    """What a dense convolution's DSP path (``sc_kernels_dsp.h``) needs: a depthwise one,
+    max(ow, 64) int32 accumulators, its input plane padded, plus 4 bytes (with at most 4
+    outputs a plane, 4 accumulators and per output a count and two bytes per kernel
+    position); any other, per
+    output channel of a group its weight
+    sum, bias, multiplier and shift and two accumulators (int32), two im2col columns (as
+    bytes and, on cores with the DSP extension, as int16 pairs) and the kh input rows it
     reads, channel-last, plus 4 bytes."""
     wp = (p["ow"] - 1) * p["stride_w"] + (p["kw"] - 1) * p["dil_w"] + 1
-    if p["cin"] == p["groups"]:
-        hp = (p["oh"] - 1) * p["stride_h"] + (p["kh"] - 1) * p["dil_h"] + 1
-        return hp * wp + 4
+    if p["cin"] == p["groups"] > 1:  # depthwise (one input channel runs as dense)
+        plane, taps = p["oh"] * p["ow"], p["kh"] * p["kw"]
+        if plane <= 4 and p["h"] * p["w"] <= 256 and taps <= 255:  # small: a list of taps
+            return 4 * 4 + plane * (1 + 2 * taps)
+        return 4 * max(p["ow"], 64) + _padded_plane(p)
     cin_g = p["cin"] // p["groups"]
     column = -(-p["kh"] * p["kw"] * cin_g // 4) * 4  # in whole words
-    return 12 * (p["cout"] // p["groups"]) + 2 * column + p["kh"] * wp * cin_g + 4
+    return 24 * (p["cout"] // p["groups"]) + 6 * column + p["kh"] * wp * cin_g + 4
+
+
+def dsp_filterlet_scratch_bytes(p: dict) -> int:
+    """What a filterlet-sparse convolution's DSP path needs: a depthwise one (up to 7x7), a
+    row of int32 accumulators, its input plane padded, plus 4 bytes; any other, per output
+    channel seven int32, per kernel position two columns of its live bytes as int16 pairs
+    (in whole words), and the kh input rows it reads, live channels only, channel-last,
+    plus 4 bytes."""
+    wp = (p["ow"] - 1) * p["stride_w"] + (p["kw"] - 1) * p["dil_w"] + 1
+    if p["cin"] == p["groups"]:  # depthwise: the padded input plane, as dense
+        return 4 * p["ow"] + _padded_plane(p) if p["live"] == 1 and p["kh"] * p["kw"] <= 49 else 0
+    blocks = -(-p["live"] // 4)
+    return 28 * p["cout"] + 16 * blocks * p["kh"] * p["kw"] + p["kh"] * wp * p["live"] + 4
+
+
+def _dsp_scratch(op) -> int:
+    if op.kernel == "sc_conv":
+        return dsp_scratch_bytes(op.params)
+    if op.kernel == "sc_conv_filterlet":
+        return dsp_filterlet_scratch_bytes(op.params)
+    return 0
 
 
 def accumulator_columns(program: Program) -> int:
     """int32 words of convolution scratch: the widest output row of accumulators, or what
-    the largest dense convolution's DSP path needs."""
+    the largest convolution's DSP path needs."""
     return max(
-        (max(op.params["ow"], -(-dsp_scratch_bytes(op.params) // 4) if op.kernel == "sc_conv"
-             else 0) for op in program.ops if op.kernel in CONV_KERNELS),
+        (max(op.params["ow"], -(-_dsp_scratch(op) // 4)) for op in program.ops
+         if op.kernel in CONV_KERNELS),
         default=0,
     )  # fmt: skip
 

@@ -145,9 +145,11 @@ def _use_filterlets(weight: torch.Tensor, sparse: str) -> bool:
     kept = kept_filterlets(weight)
     dense = weight.numel()
     smaller = encoding_bytes(weight, 8, True)["filterlet_csr"] < dense
-    # both kernels pay per output row and kernel position; a kept filterlet also decodes
-    # its position, about an eighth of that: skipping 1 in 8 pays
-    cheaper = kept * 8 < cout * positions * 7
+    # on the DSP path (benchmarks/cortex_m.py, Cortex-M4) a sparse convolution breaks even
+    # with the dense one at about half its filterlets skipped, a depthwise one at about
+    # two thirds; the portable loops already gain from 1 in 8
+    depthwise = weight.shape[1] == 1
+    cheaper = kept * 3 <= cout * positions if depthwise else kept * 2 <= cout * positions
     return smaller and cheaper
 
 
@@ -182,7 +184,10 @@ def _conv(op: Op, node: Node, q: QuantizedModel, c: LayerConsts, shapes, sparse:
             vals = vals[:, live]
             op.params["live"] = len(live)
         op.consts["chan"] = Const("uint8_t", np.zeros(0) if live is None else live.numpy())
-        op.consts["vals"] = Const("int8_t", vals.numpy().astype(np.int8))
+        # padded to a whole word: the DSP kernel reads a filterlet's weights in words
+        flat_vals = vals.numpy().astype(np.int8).reshape(-1)
+        pad = (-op.params["live"]) % 4 if len(flat_vals) else 0
+        op.consts["vals"] = Const("int8_t", np.concatenate([flat_vals, np.zeros(pad, np.int8)]))
         positions = kh * kw
         index = cols.numpy().astype(np.uint8) if positions > 1 else np.zeros(0)  # 1x1: none
         op.consts["col"] = Const("uint8_t", index)

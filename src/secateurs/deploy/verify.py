@@ -165,7 +165,14 @@ def count_instructions(binary: str | os.PathLike, x_q: torch.Tensor) -> int:
 ESTIMATE_MODEL = (
     "instructions per inference counted on the host build (gcc -O2, valgrind callgrind), "
     "times the target's cycles per instruction over its clock, times its active power: an "
-    "estimate that ranks models, not a measurement on the board"
+    "estimate that ranks models, not a measurement on the board (the fallback where the "
+    "target is no emulated Cortex-M core or its toolchain is missing)"
+)
+CORTEX_M_MODEL = (
+    "Thumb instructions per inference executed on QEMU's {board} ({core}, arm-none-eabi-gcc "
+    "-O2, counted exactly by the emulator), times {cpi} cycles per instruction for this core "
+    "over the target's clock, times its active power: an estimate, not a measurement on "
+    "the board"
 )
 
 
@@ -177,25 +184,41 @@ def estimate_c(
     binary: str | os.PathLike | None = None,
 ) -> dict:
     """Latency and energy per inference *estimated* from the instructions the exported C
-    executes on float inputs ``x`` (see :func:`count_instructions`), for ``target`` (default:
-    the export's). ``binary``: the harness already built from ``outdir`` (by ``verify_c``,
-    say); compiled here when not given. Added to ``outdir/report.json`` under
+    executes on float inputs ``x``, for ``target`` (default: the export's). Where the target
+    names a Cortex-M core (``sc.deploy.cortex_m.CORES``) and the cross toolchain is
+    installed, the count is the core's own, on the emulator, with the core's cycles per
+    instruction (``model`` says which); otherwise the host build's (see
+    :func:`count_instructions`; ``binary``: that harness already built from ``outdir``, by
+    ``verify_c`` say) with the target's. Added to ``outdir/report.json`` under
     ``"estimates"`` and returned."""
+    from . import cortex_m
+
     out = Path(outdir)
     report_path = out / "report.json"
     if not report_path.is_file():
         raise FileNotFoundError(f"{out} holds no report.json; run sc.deploy.export_c first")
-    report = json.loads(report_path.read_text())
-    t = get_target(target if target is not None else report["target"])
-    n = count_instructions(binary or compile_c(out), qmodel.quantize_input(x))
+    t = get_target(target if target is not None else json.loads(report_path.read_text())["target"])
+    x_q = qmodel.quantize_input(x)
+    core = cortex_m.CORES.get(t.name)
+    if core is not None and not cortex_m.toolchain_missing():
+        size = int(qmodel.run_int8(x_q[:1]).numel())
+        n = round(cortex_m.measure(out, x_q, size, core, "-O2", per_op=False)["instructions_mean"])
+        cpi = core.cycles_per_instruction
+        model = CORTEX_M_MODEL.format(board=core.board, core=core.name, cpi=cpi)
+    else:
+        n = count_instructions(binary or compile_c(out), x_q)
+        cpi, model = t.cycles_per_instruction, ESTIMATE_MODEL
+    latency_ms = 1e3 * n * cpi / t.clock_hz
     estimates = {
         "target": t.name,
         "instructions": n,
         "inputs": len(x),
-        "latency_ms": t.latency_ms(n),
-        "energy_mj": t.energy_mj(n),
-        "model": ESTIMATE_MODEL,
+        "cycles_per_instruction": cpi,
+        "latency_ms": latency_ms,
+        "energy_mj": t.active_power_mw * latency_ms / 1e3,
+        "model": model,
     }
+    report = json.loads(report_path.read_text())  # after the emulator's entry was added
     report["estimates"] = estimates
     write_atomic(report_path, json.dumps(report, indent=2))
     return estimates

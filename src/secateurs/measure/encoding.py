@@ -75,7 +75,9 @@ def encoding_bytes(weight: torch.Tensor, bits: int, is_conv: bool) -> dict[str, 
         live = live_channels(w)
         stored = cin if live is None else len(live)
         index_bytes += 0 if live is None else len(live)
-        sizes["filterlet_csr"] = value_bytes(kept * stored) + index_bytes
+        # int8 values padded to a whole word: the DSP kernels read the last one in words
+        pad = (-stored) % 4 if kept and bits == 8 else 0
+        sizes["filterlet_csr"] = value_bytes(kept * stored) + pad + index_bytes
     return sizes
 
 

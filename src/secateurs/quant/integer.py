@@ -161,12 +161,15 @@ def run_integer(
     ops: dict[int, OpConsts],
     x: torch.Tensor,
     rounding: str = "tflm",
+    values: dict[int, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Execute the graph on int8 values ``x`` (any integer dtype); int64 values out.
     ``rounding`` picks the runtime whose arithmetic is reproduced: "tflm", TensorFlow Lite
     Micro's reference kernels (double rounding everywhere, as CMSIS-NN), or "litert", the
-    LiteRT runtime's, where linear layers round once (see ``ROUNDINGS``)."""
-    env = {graph.input: x.to(torch.int64)}
+    LiteRT runtime's, where linear layers round once (see ``ROUNDINGS``). ``values``, a
+    dict, receives every value of the graph by its id (for checking one layer alone)."""
+    env = {graph.input: x.to(torch.int64)} if values is None else values
+    env[graph.input] = x.to(torch.int64)
     for index, node in enumerate(graph.nodes):
         ins = [env[v] for v in node.inputs]
         qin = [qparams[v] for v in node.inputs]

@@ -181,13 +181,13 @@ void sc_conv(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
     const int32_t per_channel = p->cin / p->groups * p->kh * p->kw;
     int32_t oc;
 #if SC_DSP
-    if (p->cin == p->groups) {
-        sc_conv_dsp_depthwise(x, y, w, bias, mult, shift, (int8_t *)acc, p);
+    if (p->cin == p->groups && p->groups > 1) { /* depthwise; one input channel: as dense */
+        sc_conv_dsp_depthwise(x, y, w, bias, mult, shift, acc, p);
         return;
     }
 #endif
 #if SC_DSP || SC_BLOCKED
-    if (p->cin != p->groups && sc_conv_dsp(x, y, w, bias, mult, shift, acc, p)) {
+    if ((p->cin != p->groups || p->groups == 1) && sc_conv_dsp(x, y, w, bias, mult, shift, acc, p)) {
         return;
     }
 #endif
@@ -232,6 +232,17 @@ void sc_conv_filterlet(const int8_t *x, int8_t *y, const int8_t *vals, const uin
     const int32_t plane = p->h * p->w;
     const int32_t taps = p->kh * p->kw;
     int32_t oc, oy, r, start = 0, k = 0; /* k: filters with filterlets so far */
+#if SC_DSP
+    if (cin_g > 1 && p->kh <= SC_DSP_MAX_KH) {
+        sc_conv_filterlet_dsp(x, y, vals, col, count, chan, bias, mult, shift, fill, acc, p);
+        return;
+    }
+    if (cin_g == 1 && p->live == 1 && taps <= SC_DSP_DW_TAPS) {
+        sc_conv_filterlet_dsp_depthwise(x, y, vals, col, count, bias, mult, shift, fill, acc,
+                                        p);
+        return;
+    }
+#endif
     for (oc = 0; oc < p->cout; ++oc) {
         const int8_t *xg = x + (oc / cout_g) * cin_g * plane;
         const int32_t n = taps <= 15 ? (count[oc >> 1] >> ((oc & 1) << 2)) & 15 : count[oc];
@@ -427,6 +438,34 @@ void sc_avg_pool(const int8_t *x, int8_t *y, const sc_pool_params *p) {
 
 void sc_max_pool(const int8_t *x, int8_t *y, const sc_pool_params *p) {
     int32_t c, oy, ox, ky, kx;
+    const int unpadded = p->pad_top == 0 && p->pad_left == 0 && p->dil_h == 1 &&
+                         p->dil_w == 1 && (p->oh - 1) * p->stride_h + p->kh <= p->h &&
+                         (p->ow - 1) * p->stride_w + p->kw <= p->w;
+#if SC_DSP
+    if (unpadded && p->kh == 2 && p->kw == 2 && p->stride_h == 2 && p->stride_w == 2) {
+        sc_max_pool_2x2_dsp(x, y, p);
+        return;
+    }
+#endif
+    if (unpadded) { /* every window inside the input: no bounds to test */
+        for (c = 0; c < p->c; ++c) {
+            const int8_t *xc = x + c * p->h * p->w;
+            for (oy = 0; oy < p->oh; ++oy) {
+                const int8_t *row = xc + oy * p->stride_h * p->w;
+                for (ox = 0; ox < p->ow; ++ox, row += p->stride_w) {
+                    int32_t best = -128;
+                    for (ky = 0; ky < p->kh; ++ky) {
+                        const int8_t *r = row + ky * p->w;
+                        for (kx = 0; kx < p->kw; ++kx) {
+                            best = r[kx] > best ? r[kx] : best;
+                        }
+                    }
+                    *y++ = (int8_t)best;
+                }
+            }
+        }
+        return;
+    }
     for (c = 0; c < p->c; ++c) {
         const int8_t *xc = x + c * p->h * p->w;
         for (oy = 0; oy < p->oh; ++oy) {
