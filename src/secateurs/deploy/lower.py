@@ -145,11 +145,10 @@ def _use_filterlets(weight: torch.Tensor, sparse: str) -> bool:
     kept = kept_filterlets(weight)
     dense = weight.numel()
     smaller = encoding_bytes(weight, 8, True)["filterlet_csr"] < dense
-    # on the DSP path (benchmarks/cortex_m.py, Cortex-M4) a sparse convolution breaks even
-    # with the dense one at about half its filterlets skipped, a depthwise one at about
-    # two thirds; the portable loops already gain from 1 in 8
-    depthwise = weight.shape[1] == 1
-    cheaper = kept * 3 <= cout * positions if depthwise else kept * 2 <= cout * positions
+    # both portable kernels pay per output row and kernel position; a kept filterlet also
+    # decodes its position, about an eighth of that: skipping 1 in 8 pays. (On the DSP
+    # paths, whose dense kernels are faster, sparse pays from about half: docs/deploy.md.)
+    cheaper = kept * 8 < cout * positions * 7
     return smaller and cheaper
 
 
