@@ -180,21 +180,23 @@ def test_encoding_bytes_match_hand_counts():
     conv = torch.zeros(2, 3, 3, 3)
     conv[0, :, 1, 1] = 1.0  # one filterlet of 3 weights
     sizes = encoding_bytes(conv, bits=8, is_conv=True)
-    # 3 weights, their position index, a filterlet count per filter: two nibbles, 1 byte
-    assert sizes["filterlet_csr"] == 3 + 1 + 1 and sizes["dense"] == 54
+    # 3 weights and 1 byte padding them to a word, their position index, a filterlet count
+    # per filter: two nibbles, 1 byte
+    assert sizes["filterlet_csr"] == 3 + 1 + 1 + 1 and sizes["dense"] == 54
     pointwise = torch.zeros(3, 4, 1, 1)  # one position: no index; 3 nibbles in 2 bytes
     pointwise[1, :, 0, 0] = 1.0
     assert encoding_bytes(pointwise, bits=8, is_conv=True)["filterlet_csr"] == 4 + 0 + 2
     wide = torch.zeros(2, 1, 4, 4)  # 16 positions: a byte per count
     wide[0, 0, 1, 2] = 1.0
-    assert encoding_bytes(wide, bits=8, is_conv=True)["filterlet_csr"] == 1 + 1 + 2
+    assert encoding_bytes(wide, bits=8, is_conv=True)["filterlet_csr"] == 1 + 3 + 1 + 2
     big = torch.zeros(2, 1, 16, 16)  # 256 positions: two-byte indices and row pointers
     big[1, 0, 3, 3] = 1.0
     assert encoding_bytes(big, bits=8, is_conv=True)["filterlet_csr"] == 1 + 2 + 3 * 2
     unread = torch.zeros(4, 8, 1, 1)  # no filter reads inputs other than 2 and 5
     unread[:, [2, 5]] = 1.0
-    # filterlets store those 2 weights, not 8; the layer lists the 2 channels
-    assert encoding_bytes(unread, bits=8, is_conv=True)["filterlet_csr"] == 4 * 2 + 2 + 2
+    # filterlets store those 2 weights, not 8 (2 bytes pad the last to a word); the layer
+    # lists the 2 channels
+    assert encoding_bytes(unread, bits=8, is_conv=True)["filterlet_csr"] == 4 * 2 + 2 + 2 + 2
 
 
 def test_flash_takes_the_smallest_encoding(trained, digits):

@@ -75,8 +75,9 @@ def encoding_bytes(weight: torch.Tensor, bits: int, is_conv: bool) -> dict[str, 
         live = live_channels(w)
         stored = cin if live is None else len(live)
         index_bytes += 0 if live is None else len(live)
-        # int8 values padded to a whole word: the DSP kernels read the last one in words
-        pad = (-stored) % 4 if kept and bits == 8 else 0
+        # int8 values padded to a whole word where export_c stores them (up to 255
+        # positions): the DSP kernels read a filterlet's weights in words
+        pad = (-stored) % 4 if kept and bits == 8 and positions <= 255 else 0
         sizes["filterlet_csr"] = value_bytes(kept * stored) + pad + index_bytes
     return sizes
 
