@@ -20,7 +20,11 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
-        """Decorator: add the decorated object under ``name`` (default: its ``__name__``)."""
+        """Decorator: add the decorated object under ``name`` (default: its ``__name__``).
+        Used bare (``@register``, as timm's ``@register_model``), it registers the object
+        under its ``__name__`` and returns it."""
+        if callable(name) and not isinstance(name, str):  # @register, not @register(...)
+            return self.register(None)(name)
 
         def add(obj: T) -> T:
             key = name or obj.__name__  # type: ignore[attr-defined]

@@ -2,6 +2,7 @@
 
 report = sc.prune.channels(model, x, ratio=0.5, importance="l1", scope="global")
 report = sc.prune.layers(model, x, target_macs=0.5, data=task)   # whole blocks
+sc.prune.recalibrate_bn(model, task)   # batch-norm statistics of the pruned model
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from .dynamic import ChannelGate, GateBudget, gate_channels
 from .importance import IMPORTANCE, list_importance, register_importance
 from .iterative import LoopReport, LoopStep, iterative
 from .layers import LayerReport, layers, removable
+from .recalibrate import recalibrate_bn
 from .regularizers import (
     L1,
     L2,
@@ -37,6 +39,7 @@ from .sparsify import (
 
 __all__ = [
     "channels",
+    "recalibrate_bn",
     "plan",
     "group_name",
     "layers",

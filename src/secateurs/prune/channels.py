@@ -15,6 +15,7 @@ from .._checks import check_choice, check_float, check_int
 from ..graph import DependencyGraph, Group, replay
 from ..measure import profile
 from .importance import IMPORTANCE
+from .recalibrate import recalibrate_bn
 from .select import lowest
 
 SCOPES = ("local", "global")
@@ -183,6 +184,7 @@ def channels(
     seed: int = 0,
     threshold: float | None = None,
     keep: dict[str, int] | None = None,
+    recalibrate: bool = False,
 ) -> PruneReport:
     """Remove channels from ``model`` in place, making its tensors physically smaller.
 
@@ -198,7 +200,10 @@ def channels(
     as the automatic searches of ``sc.search`` choose them.
     ``data`` (a Task or (inputs, labels) batches) feeds data-driven criteria. ``max_layer_ratio``
     caps what any group loses; ``round_to`` rounds kept channel counts up to a multiple. The
-    model's inputs, outputs and ``ignored`` modules keep their channels.
+    model's inputs, outputs and ``ignored`` modules keep their channels. ``recalibrate``:
+    re-estimate the batch-norm statistics on ``data`` after the surgery
+    (:func:`~secateurs.prune.recalibrate_bn`), so the pruned model scores before
+    fine-tuning what its weights allow, not near chance.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -219,6 +224,9 @@ def channels(
             raise ValueError(f"ratio is the fraction of channels removed, in [0, 1); got {ratio}")
     if threshold is not None:
         threshold = check_float("threshold", threshold)
+    if recalibrate and data is None:
+        raise ValueError("recalibrate=True re-estimates batch-norm statistics on data: pass "
+                         "data=task or (inputs, labels) batches")  # fmt: skip
     if target_macs is not None:
         target_macs = check_float("target_macs", target_macs, minimum=0.0, strict_minimum=True)
         if target_macs > 1:
@@ -252,6 +260,8 @@ def channels(
     if compensate is not None:
         compensate(graph, plan, data)
     graph.prune(plan)
+    if recalibrate:
+        recalibrate_bn(model, data)
     after = profile(model, x, latency=False)
     reports = tuple(
         GroupReport(

@@ -147,6 +147,7 @@ class Prune(Args):
     ignored: list[str] = None
     round_to: int = Field(default=None, ge=1)
     max_layer_ratio: float = Field(default=None, ge=0, lt=1)
+    recalibrate: bool = None
 
     _importance = _registered(IMPORTANCE, "importance")
 
