@@ -203,3 +203,26 @@ def test_fit_does_not_touch_python_random(digits):
     random.seed(5)
     sc.fit(_mlp(digits), digits, epochs=1, progress=False)
     assert random.random() == expected
+
+
+def test_progress_is_a_bar_where_a_person_reads_and_a_log_line_elsewhere(digits, monkeypatch):
+    from secateurs import _progress
+    from secateurs.train import _default_progress, _LogProgress
+
+    assert isinstance(_default_progress(), _LogProgress)  # pytest captures the output
+
+    class Spy(_progress.RichProgress):
+        epochs = 0
+
+        def on_epoch_end(self, state):
+            Spy.epochs += 1
+            super().on_epoch_end(state)
+
+    monkeypatch.setattr(_progress, "interactive", lambda: True)
+    monkeypatch.setattr(_progress, "RichProgress", Spy)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    history = sc.fit(model, digits, epochs=2, progress=True)
+    assert Spy.epochs == 2 and len(history.records) == 2  # the bar advanced every epoch
+    Spy.epochs = 0
+    sc.fit(model, digits, epochs=1, progress=False)
+    assert Spy.epochs == 0

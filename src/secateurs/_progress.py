@@ -1,6 +1,9 @@
-"""A rich progress bar for training; used by the CLI and the recipe runner only."""
+"""A rich progress bar for training: the CLI's and the recipe runner's, and ``sc.fit``'s own
+where output goes to a terminal or a notebook."""
 
 from __future__ import annotations
+
+import sys
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -38,3 +41,17 @@ class RichProgress(Callback):
     def on_fit_end(self, state: FitState) -> None:
         if self._progress is not None:
             self._progress.stop()
+
+
+def interactive() -> bool:
+    """Whether output reaches a person: a terminal, or a Jupyter notebook (rich draws its
+    bars in both). False when output is piped or captured, as under a scheduler or pytest."""
+    for stream in (sys.stderr, sys.stdout):
+        try:
+            if stream.isatty():
+                return True
+        except (AttributeError, ValueError):  # replaced or closed streams
+            pass
+    ipython = sys.modules.get("IPython")
+    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython else None
+    return type(shell).__name__ == "ZMQInteractiveShell"

@@ -122,6 +122,14 @@ class Callback:
     def on_fit_end(self, state: FitState) -> None: ...
 
 
+def _default_progress() -> Callback:
+    """A progress bar where output reaches a person (terminal, notebook), else a log line
+    per epoch (at INFO, silent unless logging is configured)."""
+    from ._progress import RichProgress, interactive  # rich's bar builds on Callback
+
+    return RichProgress("training") if interactive() else _LogProgress()
+
+
 class _LogProgress(Callback):
     def on_epoch_end(self, state: FitState) -> None:
         r = state.history.records[-1]
@@ -167,7 +175,9 @@ def fit(
 
     Validation accuracy is recorded after every epoch. ``teacher`` (run in eval mode without
     gradients) feeds its logits to the loss terms as ``Step.teacher_outputs``. The same seed
-    gives the same result. ``progress=True`` logs each epoch; a Callback shows it instead.
+    gives the same result. ``progress=True`` draws a bar over the epochs (loss, validation
+    accuracy) in a terminal or a notebook, and otherwise (output piped or captured) logs
+    each epoch at INFO; ``False`` shows nothing; a Callback shows it instead.
     Models with a ``fit_closed_form(task)`` method, such as the ELM, are solved directly.
     """
     if not isinstance(model, nn.Module):
@@ -197,7 +207,7 @@ def fit(
     if isinstance(progress, Callback):
         callbacks.append(progress)
     elif progress:
-        callbacks.append(_LogProgress())
+        callbacks.append(_default_progress())
 
     history = History()
     solve = getattr(model, "fit_closed_form", None)
