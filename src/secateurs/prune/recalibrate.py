@@ -39,7 +39,7 @@ def recalibrate_bn(model: nn.Module, data, batches: int = DEFAULT_BATCHES,
     saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
     modes = {m: m.training for m in model.modules()}
     momenta = [m.momentum for m in norms]
-    device = next(model.parameters()).device
+    device = next(iter([*model.parameters(), *model.buffers()])).device  # BN buffers at least
     try:
         model.eval()
         for m in norms:
