@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -344,6 +345,54 @@ def cmsis_op(op, header: str, x: np.ndarray, expected: np.ndarray, work: Path, c
     return float(run.instructions[0])
 
 
+# CMSIS-NN's entry points for the ops compare_models runs through it, as TFLite Micro calls
+# them (the wrappers pull in every variant they dispatch to)
+CMSIS_ENTRIES = {
+    "sc_conv": ["arm_convolve_wrapper_s8", "arm_convolve_wrapper_s8_get_buffer_size"],
+    "sc_conv (depthwise)": ["arm_depthwise_conv_wrapper_s8",
+                            "arm_depthwise_conv_wrapper_s8_get_buffer_size"],
+    "sc_linear": ["arm_fully_connected_per_channel_s8"],
+    "sc_add": ["arm_elementwise_add_s8"],
+    "sc_max_pool": ["arm_max_pool_s8"],
+    "sc_avg_pool": ["arm_avgpool_s8", "arm_avgpool_s8_get_buffer_size"],
+}  # fmt: skip
+
+
+def linked_code_bytes(map_file: Path, member: str) -> int:
+    """Bytes of code and read-only data the linker kept (``--gc-sections``) from input files
+    whose path contains ``member``, summed from the link map."""
+    text = map_file.read_text()
+    text = text[text.index("Linker script and memory map") :]
+    pattern = r"^ \.(?:text|rodata)\S*\s+0x[0-9a-f]+\s+0x([0-9a-f]+)\s+(\S+)\s*$"
+    return sum(int(size, 16) for size, path in re.findall(pattern, text, re.M) if member in path)
+
+
+def cmsis_code_bytes(kinds, work: Path, core: str, opt: str, lib: Path) -> int:
+    """Code CMSIS-NN links for a model whose ops are of ``kinds``: a firmware referencing
+    those entry points, its kept CMSIS-NN sections counted from the map (not run)."""
+    names = [n for k in sorted(kinds) for n in CMSIS_ENTRIES.get(k, ())]
+    work.mkdir(parents=True, exist_ok=True)
+    refs = ", ".join(f"(fn){n}" for n in names)
+    (work / "invoke.c").write_text(
+        '#include <stdint.h>\n#include "arm_nnfunctions.h"\ntypedef void (*fn)(void);\n'
+        f"static fn volatile used[] = {{{refs}}};\n"
+        "int secateurs_invoke(const int8_t *input, int8_t *output) {\n"
+        "    (void)input; (void)output; return used[0] == 0;\n}\n"
+    )
+    (work / "model.h").write_text(
+        "#include <stdint.h>\n#define SECATEURS_INPUT_SIZE 1\n#define SECATEURS_OUTPUT_SIZE 1\n"
+        "int secateurs_invoke(const int8_t *input, int8_t *output);\n"
+    )
+    harness = cortex_m._copy_resource("harness.c", work / "harness.c")
+    cortex_m.firmware(
+        [work / "invoke.c", harness], work / f"{core}{opt}", core, opt,
+        includes=(work, CMSIS / "cmsis-nn" / "Include",
+                  CMSIS / "cmsis-core" / "CMSIS" / "Core" / "Include"),
+        libraries=(lib,),
+    )  # fmt: skip
+    return linked_code_bytes(work / f"{core}{opt}" / "firmware.map", "libcmsisnn")
+
+
 def _last(t: np.ndarray) -> np.ndarray:  # (C, H, W) or (C, L) -> channel-last
     return np.moveaxis(t, 0, -1) if t.ndim > 1 else t
 
@@ -394,12 +443,18 @@ def compare_models(work: Path, core: str, opt: str) -> list[dict]:
             kinds.setdefault(kind, [0.0, 0.0])
             kinds[kind][0] += per_op[i]
             kinds[kind][1] += cm
+        ours_code = linked_code_bytes(out / "cortex-m" / f"{core}{opt}" / "firmware.map",
+                                      "sc_kernels.o")  # fmt: skip
+        cmsis_code = cmsis_code_bytes(kinds, out / "cmsis_code", core, opt, lib)
         rows.append({"model": name, "core": core, "opt": opt, "secateurs_instructions": mine,
                      "cmsis_nn_instructions": theirs, "ratio": mine / theirs,
-                     "counted_at_ours": missing, "by_kernel": kinds})  # fmt: skip
+                     "counted_at_ours": missing, "by_kernel": kinds,
+                     "secateurs_kernel_code_bytes": ours_code,
+                     "cmsis_nn_kernel_code_bytes": cmsis_code})  # fmt: skip
         print(
             f"{name:14s} {core} {opt}  ours {mine:>12,.0f}  CMSIS-NN {theirs:>12,.0f}  "
-            f"ratio {mine / theirs:.2f} ({missing / theirs:.0%} counted at ours)",
+            f"ratio {mine / theirs:.2f} ({missing / theirs:.0%} counted at ours); kernel code "
+            f"{ours_code:,} B against {cmsis_code:,} B",
             flush=True,
         )
     return rows
