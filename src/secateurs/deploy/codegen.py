@@ -238,17 +238,21 @@ def _padded_plane(p: dict) -> int:
 
 
 def dsp_scratch_bytes(p: dict) -> int:
-    """What a dense convolution's DSP path (``sc_kernels_dsp.h``) needs: a depthwise one,
-    max(ow, 64) int32 accumulators, its input plane padded, plus 4 bytes (with at most 4
-    outputs a plane, 4 accumulators and per output a count and two bytes per kernel
-    position); any other, per
-    output channel of a group its weight
+    """What a dense convolution's DSP path (``sc_kernels_dsp.h``) needs. A depthwise one:
+    max(ow, 64) int32 accumulators, its input plane padded, plus 4 bytes; with at most 4
+    outputs a plane, instead, the list of each output's kernel positions inside the input
+    (a count, then two bytes per position) after 4 accumulators, or, one output channel per
+    input channel, after 16 accumulators, a word per input position and two per kernel
+    position (four channels at a time). Any other: per output channel of a group its weight
     sum, bias, multiplier and shift and two accumulators (int32), two im2col columns (as
     bytes and, on cores with the DSP extension, as int16 pairs) and the kh input rows it
     reads, channel-last, plus 4 bytes."""
     wp = (p["ow"] - 1) * p["stride_w"] + (p["kw"] - 1) * p["dil_w"] + 1
     if p["cin"] == p["groups"] > 1:  # depthwise (one input channel runs as dense)
         plane, taps = p["oh"] * p["ow"], p["kh"] * p["kw"]
+        if p["cout"] == p["cin"] and plane <= 4 and p["h"] * p["w"] <= 63 and taps <= 25:
+            # four channels at a time: accumulators, gathered inputs and weights, the list
+            return 4 * (4 * 4 + p["h"] * p["w"] + 2 * taps) + plane * (1 + 2 * taps)
         if plane <= 4 and p["h"] * p["w"] <= 256 and taps <= 255:  # small: a list of taps
             return 4 * 4 + plane * (1 + 2 * taps)
         return 4 * max(p["ow"], 64) + _padded_plane(p)

@@ -721,6 +721,9 @@ static void sc_conv_filterlet_dsp_depthwise(const int8_t *x, int8_t *y, const in
 
 #define SC_DW_CHUNK 64 /* accumulators a depthwise channel fills before requantizing */
 #define SC_DW_SMALL 4 /* output planes at most this large list their kernel positions */
+#define SC_DW4_PLANE 4 /* four channels at a time: output planes up to this large, */
+#define SC_DW4_INPUT 63 /* input planes up to this large (byte offsets of words), */
+#define SC_DW4_TAPS 25 /* and kernels up to 5x5 */
 
 /* Accumulators of a 3x3 depthwise channel (dilation 1) for rows output rows of ow columns:
  * acc = init + the dot products of the padded plane at r0 (wp bytes a row, the rows sh
@@ -800,6 +803,99 @@ SC_NOINLINE static void sc_conv_dsp_depthwise_small(const int8_t *x, int8_t *y, 
     }
 }
 
+/* The bytes b[0], b[stride], ... of n (1 to 4) channels in one word, channel 0 lowest, the
+ * missing ones zero. */
+static inline int32_t sc_gather4(const int8_t *b, int32_t stride, int32_t n) {
+    uint32_t v;
+    int32_t k;
+    if (n == 4) {
+        return (int32_t)((uint32_t)(uint8_t)b[0] | ((uint32_t)(uint8_t)b[stride] << 8) |
+                         ((uint32_t)(uint8_t)b[2 * stride] << 16) |
+                         ((uint32_t)(uint8_t)b[3 * stride] << 24));
+    }
+    for (v = 0, k = 0; k < n; ++k) {
+        v |= (uint32_t)(uint8_t)b[k * stride] << (8 * k);
+    }
+    return (int32_t)v;
+}
+
+/* A depthwise layer (one output channel per input channel) on small planes: four channels
+ * at a time, as CMSIS-NN's channel-last kernels take them. Each input position's four
+ * bytes are gathered into a word and each kernel position's four weights split into int16
+ * pairs once per four channels; every output then walks the list of its kernel positions
+ * inside the input (built once for the layer, as byte offsets), one word load, two SXTB16, two SSUB16 (the
+ * zero point) and four SMLAxy per position for four MACs. Scratch: 4 x SC_DW4_PLANE
+ * accumulators, a gathered word per input position, two words per kernel position, then
+ * the list (a count per output, two bytes per kernel position inside the input). */
+SC_NOINLINE static void sc_dw_4ch(const int8_t *x, int8_t *y, const int8_t *w,
+                                  const int32_t *bias, const int32_t *mult, const int8_t *shift,
+                                  int32_t *scratch, const sc_conv_params *p) {
+    const int32_t plane = p->oh * p->ow, hw = p->h * p->w, taps = p->kh * p->kw;
+    const int32_t channels = p->cout, out_zp = p->out_zp, lo = p->act_min, hi = p->act_max;
+    const int32_t zp = (int32_t)(((uint32_t)(uint16_t)p->in_zp) * 0x10001u);
+    int32_t *acc = scratch, *xin = acc + 4 * SC_DW4_PLANE, *wt = xin + hw;
+    uint8_t *list = (uint8_t *)(wt + 2 * taps), *at = list;
+    int32_t oy, ox, ky, kx, c0, i, k;
+    for (oy = 0; oy < p->oh; ++oy) { /* per output: its count, then (position, tap) pairs */
+        for (ox = 0; ox < p->ow; ++ox) {
+            uint8_t *n = at++;
+            *n = 0;
+            for (ky = 0; ky < p->kh; ++ky) {
+                const int32_t iy = oy * p->stride_h - p->pad_top + ky * p->dil_h;
+                for (kx = 0; kx < p->kw; ++kx) {
+                    const int32_t ix = ox * p->stride_w - p->pad_left + kx * p->dil_w;
+                    if (iy >= 0 && iy < p->h && ix >= 0 && ix < p->w) {
+                        *at++ = (uint8_t)(4 * (iy * p->w + ix)); /* byte offsets: no multiply */
+                        *at++ = (uint8_t)(8 * (ky * p->kw + kx));
+                        ++*n;
+                    }
+                }
+            }
+        }
+    }
+    for (c0 = 0; c0 < channels; c0 += 4) {
+        const int32_t n = channels - c0 < 4 ? channels - c0 : 4;
+        const uint8_t *l = list;
+        for (i = 0; i < hw; ++i) { /* four channels' bytes of each input position */
+            xin[i] = sc_gather4(x + c0 * hw + i, hw, n);
+        }
+        for (i = 0; i < taps; ++i) { /* and of each kernel position's weights */
+            const int32_t v = sc_gather4(w + c0 * taps + i, taps, n);
+            wt[2 * i] = __sxtb16(v);
+            wt[2 * i + 1] = sc_sxtb16_ror8(v);
+        }
+        for (i = 0; i < plane; ++i) { /* channels c0, c0 + 2 in even halves, c0 + 1, c0 + 3 odd */
+            const uint8_t *end = l + 1 + 2 * l[0];
+            int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+            for (++l; l < end; l += 2) {
+                const int32_t xv = *(const int32_t *)((const uint8_t *)xin + l[0]);
+                const int32_t *wp = (const int32_t *)((const uint8_t *)wt + l[1]);
+                const int32_t xe = __ssub16(__sxtb16(xv), zp), xo = __ssub16(sc_sxtb16_ror8(xv), zp);
+                const int32_t we = wp[0], wo = wp[1];
+                a0 = __smlabb(xe, we, a0);
+                a2 = __smlatt(xe, we, a2);
+                a1 = __smlabb(xo, wo, a1);
+                a3 = __smlatt(xo, wo, a3);
+            }
+            acc[i] = a0;
+            acc[SC_DW4_PLANE + i] = a1;
+            acc[2 * SC_DW4_PLANE + i] = a2;
+            acc[3 * SC_DW4_PLANE + i] = a3;
+        }
+        for (k = 0; k < n; ++k) { /* requantized here: a call costs more than a small plane */
+            const int32_t c = c0 + k, s = shift[c], b = bias[c], m = mult[c];
+            const int32_t left = s > 0 ? s : 0, right = s > 0 ? 0 : -s;
+            const int32_t mask = (int32_t)((1u << right) - 1u);
+            const int32_t *a = acc + k * SC_DW4_PLANE;
+            int8_t *yc = y + c * plane;
+            for (i = 0; i < plane; ++i) {
+                const int32_t v = sc_rq_dsp_mask(__qadd(a[i], b), m, left, right, mask);
+                yc[i] = (int8_t)sc_clamp32(v + out_zp, lo, hi);
+            }
+        }
+    }
+}
+
 /* One input channel per group (depthwise, with any channel multiplier). Each output
  * channel: accumulators for as many whole rows as SC_DW_CHUNK holds (one row at least),
  * then those rows requantized (sc_requant_row), so that small planes pay the per-call
@@ -817,6 +913,11 @@ SC_NOINLINE static void sc_conv_dsp_depthwise(const int8_t *x, int8_t *y, const 
     const int three = p->kw == 3 && p->kh == 3 && p->dil_w == 1 && p->dil_h == 1;
     int8_t *pad = (int8_t *)(acc + (p->ow > SC_DW_CHUNK ? p->ow : SC_DW_CHUNK));
     int32_t g, oc, oy, ox, ky, kx, rows;
+    if (p->cout == p->cin && plane <= SC_DW4_PLANE && p->h * p->w <= SC_DW4_INPUT &&
+        taps <= SC_DW4_TAPS) {
+        sc_dw_4ch(x, y, w, bias, mult, shift, acc, p);
+        return;
+    }
     if (plane <= SC_DW_SMALL && p->h * p->w <= 256 && taps <= 255) {
         sc_conv_dsp_depthwise_small(x, y, w, bias, mult, shift, acc, p);
         return;
