@@ -748,6 +748,31 @@ SC_NOINLINE static void sc_dw3x3_acc(const int8_t *r0, int32_t wp, int32_t sh, i
     }
 }
 
+/* For each output position of a depthwise layer, in order: the count of its kernel
+ * positions inside the input, then per position its input offset (iy * w + ix) times
+ * in_scale and its kernel index (ky * kw + kx) times tap_scale, a byte each. */
+static void sc_tap_list(uint8_t *at, int32_t in_scale, int32_t tap_scale,
+                        const sc_conv_params *p) {
+    int32_t oy, ox, ky, kx;
+    for (oy = 0; oy < p->oh; ++oy) {
+        for (ox = 0; ox < p->ow; ++ox) {
+            uint8_t *n = at++;
+            *n = 0;
+            for (ky = 0; ky < p->kh; ++ky) {
+                const int32_t iy = oy * p->stride_h - p->pad_top + ky * p->dil_h;
+                for (kx = 0; kx < p->kw; ++kx) {
+                    const int32_t ix = ox * p->stride_w - p->pad_left + kx * p->dil_w;
+                    if (iy >= 0 && iy < p->h && ix >= 0 && ix < p->w) {
+                        *at++ = (uint8_t)(in_scale * (iy * p->w + ix));
+                        *at++ = (uint8_t)(tap_scale * (ky * p->kw + kx));
+                        ++*n;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /* A depthwise layer whose output planes are small (at most SC_DW_SMALL values): copying
  * and padding each channel's input plane costs more than its few outputs, so each output
  * position's kernel positions inside the input are listed once for the layer (an input
@@ -759,25 +784,9 @@ SC_NOINLINE static void sc_conv_dsp_depthwise_small(const int8_t *x, int8_t *y, 
                                         const sc_conv_params *p) {
     const int32_t cout_g = p->cout / p->groups, taps = p->kh * p->kw;
     const int32_t plane = p->oh * p->ow, zp = p->in_zp;
-    uint8_t *list = (uint8_t *)(acc + SC_DW_SMALL), *at = list;
-    int32_t oy, ox, ky, kx, oc, i;
-    for (oy = 0; oy < p->oh; ++oy) { /* per output: its count, then (offset, weight) pairs */
-        for (ox = 0; ox < p->ow; ++ox) {
-            uint8_t *n = at++;
-            *n = 0;
-            for (ky = 0; ky < p->kh; ++ky) {
-                const int32_t iy = oy * p->stride_h - p->pad_top + ky * p->dil_h;
-                for (kx = 0; kx < p->kw; ++kx) {
-                    const int32_t ix = ox * p->stride_w - p->pad_left + kx * p->dil_w;
-                    if (iy >= 0 && iy < p->h && ix >= 0 && ix < p->w) {
-                        *at++ = (uint8_t)(iy * p->w + ix);
-                        *at++ = (uint8_t)(ky * p->kw + kx);
-                        ++*n;
-                    }
-                }
-            }
-        }
-    }
+    uint8_t *list = (uint8_t *)(acc + SC_DW_SMALL);
+    int32_t oc, i;
+    sc_tap_list(list, 1, 1, p);
     for (oc = 0; oc < p->cout; ++oc) {
         const int8_t *xc = x + (oc / cout_g) * p->h * p->w, *wc = w + oc * taps;
         const uint8_t *t = list;
@@ -834,25 +843,9 @@ SC_NOINLINE static void sc_dw_4ch(const int8_t *x, int8_t *y, const int8_t *w,
     const int32_t channels = p->cout, out_zp = p->out_zp, lo = p->act_min, hi = p->act_max;
     const int32_t zp = (int32_t)(((uint32_t)(uint16_t)p->in_zp) * 0x10001u);
     int32_t *acc = scratch, *xin = acc + 4 * SC_DW4_PLANE, *wt = xin + hw;
-    uint8_t *list = (uint8_t *)(wt + 2 * taps), *at = list;
-    int32_t oy, ox, ky, kx, c0, i, k;
-    for (oy = 0; oy < p->oh; ++oy) { /* per output: its count, then (position, tap) pairs */
-        for (ox = 0; ox < p->ow; ++ox) {
-            uint8_t *n = at++;
-            *n = 0;
-            for (ky = 0; ky < p->kh; ++ky) {
-                const int32_t iy = oy * p->stride_h - p->pad_top + ky * p->dil_h;
-                for (kx = 0; kx < p->kw; ++kx) {
-                    const int32_t ix = ox * p->stride_w - p->pad_left + kx * p->dil_w;
-                    if (iy >= 0 && iy < p->h && ix >= 0 && ix < p->w) {
-                        *at++ = (uint8_t)(4 * (iy * p->w + ix)); /* byte offsets: no multiply */
-                        *at++ = (uint8_t)(8 * (ky * p->kw + kx));
-                        ++*n;
-                    }
-                }
-            }
-        }
-    }
+    uint8_t *list = (uint8_t *)(wt + 2 * taps);
+    int32_t c0, i, k;
+    sc_tap_list(list, 4, 8, p); /* byte offsets of words: no multiply */
     for (c0 = 0; c0 < channels; c0 += 4) {
         const int32_t n = channels - c0 < 4 ? channels - c0 : 4;
         const uint8_t *l = list;
