@@ -12,8 +12,11 @@ compiler and flags) gets the very constants our export stores (weights in its OH
 biases, per-channel multipliers and shifts, zero points), the input in channel-last order,
 and its wrapper function is counted the same way; both outputs must equal ``run_int8``'s.
 The fully connected layer's weight sums, which TFLite Micro computes once at start-up for
-CMSIS-NN, are not counted (our export folds them into the biases). Cores: Cortex-M4 (DSP)
-and Cortex-M0+ (ARMv6-M code, run on the Cortex-M3 board); -O2 and -Os.
+CMSIS-NN, are not counted (our export folds them into the biases). Cores: Cortex-M4 and
+Cortex-M7 (DSP) and Cortex-M0+ (ARMv6-M code, run on the Cortex-M3 board); -O2 and -Os.
+The convolutions are measured dense and at 50, 80 and 90% filterlet sparsity (CMSIS-NN
+running the pruned weights densely). Whole zoo models are run on each core, and on the M4
+against CMSIS-NN layer by layer (``compare_models``), with the kernel code each links.
 
     python benchmarks/cortex_m.py
 
@@ -462,7 +465,7 @@ def compare_models(work: Path, core: str, opt: str) -> list[dict]:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cores", nargs="+", default=["cortex-m4", "cortex-m0plus"])
+    ap.add_argument("--cores", nargs="+", default=["cortex-m4", "cortex-m7", "cortex-m0plus"])
     ap.add_argument("--opts", nargs="+", default=["-O2", "-Os"])
     ap.add_argument("--inputs", type=int, default=4)
     ap.add_argument(
