@@ -247,7 +247,6 @@ def dsp_scratch_bytes(p: dict) -> int:
     sum, bias, multiplier and shift and two accumulators (int32), two im2col columns (as
     bytes and, on cores with the DSP extension, as int16 pairs) and the kh input rows it
     reads, channel-last, plus 4 bytes."""
-    wp = (p["ow"] - 1) * p["stride_w"] + (p["kw"] - 1) * p["dil_w"] + 1
     if p["cin"] == p["groups"] > 1:  # depthwise (one input channel runs as dense)
         plane, taps = p["oh"] * p["ow"], p["kh"] * p["kw"]
         if p["cout"] == p["cin"] and plane <= 4 and p["h"] * p["w"] <= 63 and taps <= 25:
@@ -256,6 +255,7 @@ def dsp_scratch_bytes(p: dict) -> int:
         if plane <= 4 and p["h"] * p["w"] <= 256 and taps <= 255:  # small: a list of taps
             return 4 * 4 + plane * (1 + 2 * taps)
         return 4 * max(p["ow"], 64) + _padded_plane(p)
+    wp = (p["ow"] - 1) * p["stride_w"] + (p["kw"] - 1) * p["dil_w"] + 1
     cin_g = p["cin"] // p["groups"]
     column = -(-p["kh"] * p["kw"] * cin_g // 4) * 4  # in whole words
     return 24 * (p["cout"] // p["groups"]) + 6 * column + p["kh"] * wp * cin_g + 4
@@ -267,9 +267,9 @@ def dsp_filterlet_scratch_bytes(p: dict) -> int:
     channel seven int32, per kernel position two columns of its live bytes as int16 pairs
     (in whole words), and the kh input rows it reads, live channels only, channel-last,
     plus 4 bytes."""
-    wp = (p["ow"] - 1) * p["stride_w"] + (p["kw"] - 1) * p["dil_w"] + 1
     if p["cin"] == p["groups"]:  # depthwise: the padded input plane, as dense
         return 4 * p["ow"] + _padded_plane(p) if p["live"] == 1 and p["kh"] * p["kw"] <= 49 else 0
+    wp = (p["ow"] - 1) * p["stride_w"] + (p["kw"] - 1) * p["dil_w"] + 1
     blocks = -(-p["live"] // 4)
     return 28 * p["cout"] + 16 * blocks * p["kh"] * p["kw"] + p["kh"] * wp * p["live"] + 4
 

@@ -7,6 +7,7 @@ inference after another, so one process checks a whole batch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -208,14 +209,14 @@ def estimate_c(
     else:
         n = count_instructions(binary or compile_c(out), x_q)
         cpi, model = t.cycles_per_instruction, ESTIMATE_MODEL
-    latency_ms = 1e3 * n * cpi / t.clock_hz
+    timed = dataclasses.replace(t, cycles_per_instruction=cpi)  # the core's, where counted there
     estimates = {
         "target": t.name,
         "instructions": n,
         "inputs": len(x),
         "cycles_per_instruction": cpi,
-        "latency_ms": latency_ms,
-        "energy_mj": t.active_power_mw * latency_ms / 1e3,
+        "latency_ms": timed.latency_ms(n),
+        "energy_mj": timed.energy_mj(n),
         "model": model,
     }
     report = json.loads(report_path.read_text())  # after the emulator's entry was added

@@ -61,45 +61,6 @@ static inline int32_t sc_rq_dsp(int32_t x, int32_t mult, int32_t left, int32_t r
     return sc_rq_dsp_mask(x, mult, left, right, (int32_t)((1u << right) - 1u));
 }
 
-static inline int8_t sc_out_dsp(int32_t acc, int32_t bias, int32_t mult, int32_t left,
-                                int32_t right, const sc_conv_params *p) {
-    return sc_clamp8(sc_rq_dsp(__qadd(acc, bias), mult, left, right) + p->out_zp, p->act_min,
-                     p->act_max);
-}
-
-/* acc[0] += x . w0, acc[1] += x . w1, acc[2] += z . w0, acc[3] += z . w1 over n bytes,
- * where z = x + zoff and w1 = w0 + woff */
-static inline void sc_dot_2x2(const int8_t *x, int32_t zoff, const int8_t *w, int32_t woff,
-                              int32_t n, int32_t *acc) {
-    int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
-    const int8_t *end = x + (n & ~3);
-    while (x < end) {
-        const int32_t xv = sc_load32(x), zv = sc_load32(x + zoff);
-        const int32_t wv0 = sc_load32(w), wv1 = sc_load32(w + woff);
-        const int32_t xe = __sxtb16(xv), xo = sc_sxtb16_ror8(xv);
-        const int32_t ze = __sxtb16(zv), zo = sc_sxtb16_ror8(zv);
-        int32_t we = __sxtb16(wv0), wo = sc_sxtb16_ror8(wv0);
-        a0 = __smlad(xe, we, __smlad(xo, wo, a0));
-        b0 = __smlad(ze, we, __smlad(zo, wo, b0));
-        we = __sxtb16(wv1);
-        wo = sc_sxtb16_ror8(wv1);
-        a1 = __smlad(xe, we, __smlad(xo, wo, a1));
-        b1 = __smlad(ze, we, __smlad(zo, wo, b1));
-        x += 4;
-        w += 4;
-    }
-    for (n &= 3; n > 0; --n, ++x, ++w) {
-        a0 += x[0] * w[0];
-        a1 += x[0] * w[woff];
-        b0 += x[zoff] * w[0];
-        b1 += x[zoff] * w[woff];
-    }
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = b0;
-    acc[3] = b1;
-}
-
 /* Two im2col columns x and z = x + zoff, their first 4 * blocks bytes as int16 pairs:
  * per four bytes, x's bytes 0 and 2, x's 1 and 3, then z's, as SXTB16 splits them. Each
  * column is used by every output channel, so it is split once, not once per channel. */
@@ -179,10 +140,12 @@ static inline void sc_dot16_2x2(const int32_t *xz, const int8_t *w, int32_t woff
     acc[3] = b1;
 }
 
-#else /* ARMv6-M (Cortex-M0+): no SIMD; the same blocking, one multiply per MAC */
+#endif /* SC_DSP */
 
 /* acc[0] += x . w0, acc[1] += x . w1, acc[2] += z . w0, acc[3] += z . w1 over n bytes,
- * where z = x + zoff and w1 = w0 + woff: four MACs per four loads */
+ * where z = x + zoff and w1 = w0 + woff: four MACs per four loads. ARMv6-M (Cortex-M0+)
+ * runs the dense convolution's blocking on it, one multiply per MAC; the DSP path, on the
+ * last k % 4 bytes after its int16 blocks. */
 static inline void sc_dot_2x2(const int8_t *x, int32_t zoff, const int8_t *w, int32_t woff,
                               int32_t n, int32_t *acc) {
     int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3], i;
@@ -199,8 +162,6 @@ static inline void sc_dot_2x2(const int8_t *x, int32_t zoff, const int8_t *w, in
     acc[2] = b0;
     acc[3] = b1;
 }
-
-#endif /* SC_DSP */
 
 static inline void sc_copy_dsp(int8_t *dst, const int8_t *src, int32_t n) { /* by words */
     for (; n >= 4; n -= 4, dst += 4, src += 4) {
@@ -748,6 +709,21 @@ SC_NOINLINE static void sc_dw3x3_acc(const int8_t *r0, int32_t wp, int32_t sh, i
     }
 }
 
+/* y[i] = acc[i] (the zero point's share already out) plus bias, requantized, for the n
+ * outputs of one channel; inlined where a small plane's few outputs cost less than a
+ * call (sc_requant_row is the called form). */
+static inline void sc_requant_plane(const int32_t *acc, int8_t *y, int32_t n, int32_t bias,
+                                    int32_t mult, int32_t shift, const sc_conv_params *p) {
+    const int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+    const int32_t mask = (int32_t)((1u << right) - 1u);
+    const int32_t out_zp = p->out_zp, lo = p->act_min, hi = p->act_max;
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        const int32_t v = sc_rq_dsp_mask(__qadd(acc[i], bias), mult, left, right, mask);
+        y[i] = (int8_t)sc_clamp32(v + out_zp, lo, hi);
+    }
+}
+
 /* For each output position of a depthwise layer, in order: the count of its kernel
  * positions inside the input, then per position its input offset (iy * w + ix) times
  * in_scale and its kernel index (ky * kw + kx) times tap_scale, a byte each. */
@@ -798,17 +774,7 @@ SC_NOINLINE static void sc_conv_dsp_depthwise_small(const int8_t *x, int8_t *y, 
             }
             acc[i] = a;
         }
-        { /* requantized here: a call costs more than a small plane's outputs */
-            const int32_t s = shift[oc], b = bias[oc], m = mult[oc];
-            const int32_t left = s > 0 ? s : 0, right = s > 0 ? 0 : -s;
-            const int32_t mask = (int32_t)((1u << right) - 1u);
-            const int32_t out_zp = p->out_zp, lo = p->act_min, hi = p->act_max;
-            int8_t *yc = y + oc * plane;
-            for (i = 0; i < plane; ++i) {
-                const int32_t v = sc_rq_dsp_mask(__qadd(acc[i], b), m, left, right, mask);
-                yc[i] = (int8_t)sc_clamp32(v + out_zp, lo, hi);
-            }
-        }
+        sc_requant_plane(acc, y + oc * plane, plane, bias[oc], mult[oc], shift[oc], p);
     }
 }
 
@@ -840,7 +806,7 @@ SC_NOINLINE static void sc_dw_4ch(const int8_t *x, int8_t *y, const int8_t *w,
                                   const int32_t *bias, const int32_t *mult, const int8_t *shift,
                                   int32_t *scratch, const sc_conv_params *p) {
     const int32_t plane = p->oh * p->ow, hw = p->h * p->w, taps = p->kh * p->kw;
-    const int32_t channels = p->cout, out_zp = p->out_zp, lo = p->act_min, hi = p->act_max;
+    const int32_t channels = p->cout;
     const int32_t zp = (int32_t)(((uint32_t)(uint16_t)p->in_zp) * 0x10001u);
     int32_t *acc = scratch, *xin = acc + 4 * SC_DW4_PLANE, *wt = xin + hw;
     uint8_t *list = (uint8_t *)(wt + 2 * taps);
@@ -875,16 +841,10 @@ SC_NOINLINE static void sc_dw_4ch(const int8_t *x, int8_t *y, const int8_t *w,
             acc[2 * SC_DW4_PLANE + i] = a2;
             acc[3 * SC_DW4_PLANE + i] = a3;
         }
-        for (k = 0; k < n; ++k) { /* requantized here: a call costs more than a small plane */
-            const int32_t c = c0 + k, s = shift[c], b = bias[c], m = mult[c];
-            const int32_t left = s > 0 ? s : 0, right = s > 0 ? 0 : -s;
-            const int32_t mask = (int32_t)((1u << right) - 1u);
-            const int32_t *a = acc + k * SC_DW4_PLANE;
-            int8_t *yc = y + c * plane;
-            for (i = 0; i < plane; ++i) {
-                const int32_t v = sc_rq_dsp_mask(__qadd(a[i], b), m, left, right, mask);
-                yc[i] = (int8_t)sc_clamp32(v + out_zp, lo, hi);
-            }
+        for (k = 0; k < n; ++k) {
+            const int32_t c = c0 + k;
+            sc_requant_plane(acc + k * SC_DW4_PLANE, y + c * plane, plane, bias[c], mult[c],
+                             shift[c], p);
         }
     }
 }
