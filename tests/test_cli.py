@@ -5,6 +5,7 @@ import sys
 import pytest
 from rich.console import Console
 
+import secateurs as sc
 from secateurs.cli import main
 
 
@@ -21,7 +22,10 @@ def test_list_shows_tasks_and_models():
         assert name in out
 
 
-@pytest.mark.parametrize("command", ["list", "train", "profile", "run", "bench", "demo"])
+COMMANDS = ["list", "train", "profile", "compress", "run", "bench", "demo"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command):
     result = subprocess.run(
         [sys.executable, "-m", "secateurs", command, "--help"], capture_output=True, text=True
@@ -147,3 +151,64 @@ def test_bench_runs_a_grid_and_reports_it(tmp_path):
     ))  # fmt: skip
     code, out = _run(["bench", "run", str(more), "--store", str(fresh)])
     assert code == 0 and "1 cell(s) run (0 failed), 2 done already" in out
+
+
+USER_MODEL = """
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, hidden=32, classes=10):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, hidden, 3, padding=1), nn.BatchNorm2d(hidden),
+                                  nn.ReLU(), nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        return self.head(self.body(x).mean((2, 3)))
+"""
+
+
+@pytest.mark.slow
+def test_compress_takes_a_users_module_and_npz(tmp_path, monkeypatch, digits):
+    import numpy as np
+    import torch
+
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "nets.py").write_text(USER_MODEL)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    x, y = digits.train.tensors
+    xt, yt = digits.test.tensors
+    np.savez(tmp_path / "my.npz", x_train=x.numpy(), y_train=y.numpy(), x_test=xt.numpy(),
+             y_test=yt.numpy())  # fmt: skip
+    from mypkg.nets import Net
+
+    torch.manual_seed(0)
+    net = Net(hidden=24)
+    task = sc.data.load(tmp_path / "my.npz")
+    sc.fit(net, task, epochs=6, lr=3e-3, progress=False)
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    code, out = _run(["compress", "--model", "mypkg.nets:Net", "--model-args", '{"hidden": 24}',
+                      "--checkpoint", "w.pt", "--data", "my.npz", "--target", "cortex-m0plus",
+                      "--flash", "4KiB", "--sram", "3KiB", "--method", "uniform", "--epochs",
+                      "2", "--out", "build"])  # fmt: skip
+    assert code == 0, out
+    assert "compressed (uniform" in out and "limits" in out
+    summary = json.loads((tmp_path / "build" / "compress.json").read_text())
+    assert summary["fits"] and summary["costs"]["flash_bytes"] <= 4096
+    assert summary["costs"]["sram_bytes"] <= 3072
+    assert summary["verified"]["c_mismatches"] == 0
+    assert (tmp_path / "build" / "c" / "model.c").is_file()
+
+
+def test_compress_refuses_an_untrained_or_unknown_model(tmp_path):
+    code, out = _run(["compress", "--model", "lenet5", "--data", "digits"])
+    assert code == 2 and "--checkpoint" in out
+    code, out = _run(["compress", "--model", "no_such_pkg.mod:Net", "--data", "digits",
+                      "--train-epochs", "1"])  # fmt: skip
+    assert code == 2 and "cannot import 'no_such_pkg.mod'" in out
+    code, out = _run(["compress", "--model", "lenet5", "--data", "digits", "--checkpoint",
+                      str(tmp_path / "missing.pt")])  # fmt: skip
+    assert code == 2 and "no such file" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import bench, data, deploy, distill, graph, measure, models, prune, quant, recipe, search
+from .compress import CompressResult, compress
 from .train import Callback, FitState, History, LossTerm, Step, evaluate, fit
 
 __version__ = "0.1.0"
@@ -21,6 +22,8 @@ __all__ = [
     "bench",
     "fit",
     "evaluate",
+    "compress",
+    "CompressResult",
     "History",
     "LossTerm",
     "Callback",

@@ -1,4 +1,4 @@
-"""The ``secateurs`` command: list, train, profile, run, bench, demo."""
+"""The ``secateurs`` command: list, train, profile, compress, run, bench, demo."""
 
 from __future__ import annotations
 
@@ -136,6 +136,114 @@ def cmd_profile(args, console: Console) -> int:
     return 0
 
 
+def import_object(spec: str):
+    """``"package.module:name"`` (the module importable from the current folder too)."""
+    import importlib
+
+    module, _, name = spec.partition(":")
+    if not module or not name:
+        raise ValueError(f"--model {spec!r}: give a zoo model name or 'package.module:builder'")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        obj = importlib.import_module(module)
+    except ImportError as err:
+        raise ValueError(f"--model {spec!r}: cannot import {module!r} ({err}); run from the "
+                         "folder that holds it, or install it") from None  # fmt: skip
+    for part in name.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"--model {spec!r}: {module!r} has no {name!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def build_model(spec: str, task, kwargs: dict, width: float = 1.0, seed: int = 0):
+    """A zoo model by name, or a user's builder ``"package.module:build"`` called with
+    ``kwargs`` (a class or a function returning an ``nn.Module``)."""
+    import torch
+
+    if ":" not in spec:
+        return models.create(spec, task, width=width, seed=seed, **kwargs)
+    builder = import_object(spec)
+    if not callable(builder):
+        raise ValueError(f"--model {spec!r} is not callable; point it at a class or a function")
+    torch.manual_seed(seed)
+    model = builder(**kwargs)
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"--model {spec!r} returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def load_weights(model, path: str) -> None:
+    """A state dict saved with ``torch.save(model.state_dict(), path)``, or a secateurs
+    checkpoint (``secateurs train --out``)."""
+    import torch
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--checkpoint {path}: no such file")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"--checkpoint {path} holds a {type(state).__name__}, not a state "
+                         "dict; save it with torch.save(model.state_dict(), path)")  # fmt: skip
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"--checkpoint {path} does not match the model: {err}") from None
+
+
+def _limit(text: str):
+    """--macs: '0.5' is a share of the model's MACs, '200000' absolute."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--macs must be a number, got {text!r}") from None
+    return value if value <= 1 else int(value)
+
+
+def cmd_compress(args, console: Console) -> int:
+    from .compress import compress
+
+    task = data.load(args.data, seed=args.seed)
+    model = build_model(args.model, task, _model_kwargs(args), args.width, args.seed)
+    if args.checkpoint:
+        load_weights(model, args.checkpoint)
+    elif args.train_epochs:
+        fit(model, task, epochs=args.train_epochs, seed=args.seed,
+            progress=RichProgress("training the model first", console=console))  # fmt: skip
+    else:
+        raise ValueError("the model must be trained: give --checkpoint, or --train-epochs N "
+                         "to train it on --data first")  # fmt: skip
+    result = compress(
+        model, task, target=args.target, flash=args.flash, sram=args.sram,
+        macs=_limit(args.macs) if args.macs else None, latency_ms=args.latency_ms,
+        max_accuracy_drop=args.max_drop, method=args.method, out=args.out,
+        finetune_epochs=args.epochs, qat_epochs=args.qat_epochs, tflite=args.tflite,
+        seed=args.seed,
+    )  # fmt: skip
+    table = Table(title=f"{args.model} on {task.name} for {result.target}")
+    for col in ("", "accuracy", "flash", "SRAM", "MACs"):
+        table.add_column(col, justify="left" if not col else "right")
+    o, c = result.original_costs, result.costs
+    table.add_row("original (int8)", f"{result.accuracy_before:.2%}", _kib(o["flash_bytes"]),
+                  _kib(o["sram_bytes"]), f"{o['macs']:,.0f}")  # fmt: skip
+    table.add_row(f"compressed ({result.method}, {result.quantization})",
+                  f"{result.accuracy_int8:.2%}", _kib(c["flash_bytes"]), _kib(c["sram_bytes"]),
+                  f"{c['macs']:,.0f}")  # fmt: skip
+    table.add_row("limits", f"-{args.max_drop:.2%}" if args.max_drop is not None else "",
+                  *(_kib(result.limits[m]) for m in ("flash_bytes", "sram_bytes")),
+                  f"{result.limits['macs']:,.0f}" if "macs" in result.limits else "")  # fmt: skip
+    console.print(table)
+    if "latency_ms" in c:
+        console.print(f"estimated latency on {result.target}: {c['latency_ms']:.3f} ms")
+    for problem in result.problems:
+        console.print(f"[yellow]warning:[/yellow] {problem}", highlight=False)
+    if args.out:
+        console.print(f"C build (verified on the host) and summary in {args.out}")
+    return 0 if result.ok else 1
+
+
 def _overrides(items: Sequence[str]) -> dict:
     """``--set stages[0].train.epochs=1`` pairs; values are read as YAML (1, 0.5, true, l1)."""
     out = {}
@@ -268,6 +376,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", action="store_true", help="also print the per-layer table")
     p.add_argument("--json", action="store_true", help="print the profile as JSON")
     p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser(
+        "compress",
+        help="compress a trained model until its int8 C fits a target",
+        description="Prune (searching the per-layer widths), fine-tune with distillation, "
+        "quantize and export a trained model until its C fits --target and the limits; "
+        "write the verified C build into --out. A user's model: --model package.module:build.",
+    )
+    p.add_argument("--model", required=True,
+                   help="a zoo model name, or package.module:build (a class or a function "
+                   "returning an nn.Module; the current folder is importable)")  # fmt: skip
+    p.add_argument("--model-args", default="", help="the builder's arguments as JSON")
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier (zoo models)")
+    p.add_argument("--checkpoint", default="", help="trained weights (a state dict)")
+    p.add_argument("--train-epochs", type=int, default=0,
+                   help="without --checkpoint: train the model on --data first")  # fmt: skip
+    p.add_argument("--data", required=True,
+                   help="an .npz (x_train, y_train, x_test, y_test), an image folder or a "
+                   "task name")  # fmt: skip
+    p.add_argument("--target", default="cortex-m4", help="cortex-m0plus, cortex-m4, cortex-m7")
+    p.add_argument("--flash", default=None, help="flash limit, such as 64KiB (default: target's)")
+    p.add_argument("--sram", default=None, help="SRAM limit, such as 16KiB (default: target's)")
+    p.add_argument("--macs", default="", help="MAC limit: 0.5 is half the model's, 200000 absolute")
+    p.add_argument("--latency-ms", type=float, default=None,
+                   help="latency limit on the target (from the C's instructions)")  # fmt: skip
+    p.add_argument("--max-drop", type=float, default=None,
+                   help="largest accuracy drop allowed (0.01: one point); keeps the smallest "
+                   "model within it")  # fmt: skip
+    p.add_argument("--method", default="auto", help="the width search (sc.search.METHODS)")
+    p.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs per candidate")
+    p.add_argument("--qat-epochs", type=int, default=3)
+    p.add_argument("--tflite", action="store_true", help="also write model.tflite")
+    p.add_argument("--out", default="", help="the build folder (C, model.pt, compress.json)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_compress)
 
     def override_option(p: argparse.ArgumentParser) -> None:
         p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",

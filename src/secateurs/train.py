@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_choice, check_float, check_int
+from .data.forms import as_task
 from .data.task import SPLITS, Task
 from .models.registry import check_model_fits
 
@@ -171,7 +172,8 @@ def fit(
     seed: int = 0,
     progress: bool | Callback = True,
 ) -> History:
-    """Train ``model`` in place on ``task.train`` with cross-entropy plus ``losses``.
+    """Train ``model`` in place on ``task.train`` with cross-entropy (or the task's own
+    ``loss``) plus ``losses``. ``task`` is a Task or any form :func:`sc.data.as_task` takes.
 
     Validation accuracy is recorded after every epoch. ``teacher`` (run in eval mode without
     gradients) feeds its logits to the loss terms as ``Step.teacher_outputs``. The same seed
@@ -182,8 +184,7 @@ def fit(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(task, Task):
-        raise TypeError(f"task must be a secateurs Task (sc.data.load(...)), got {type(task)}")
+    task = as_task(task)
     epochs = check_int("epochs", epochs, minimum=0)
     lr = check_float("lr", lr, minimum=0.0, strict_minimum=True)
     check_choice("optimizer", optimizer, OPTIMIZERS)
@@ -300,6 +301,7 @@ def _loop(
     )
     device = next(iter(params)).device
     names = [_term_name(t, i) for i, t in enumerate(losses)]
+    criterion = task.loss or F.cross_entropy
     state = FitState(model, task, opt, history, epochs=epochs)
     for cb in callbacks:
         cb.on_fit_start(state)
@@ -313,7 +315,12 @@ def _loop(
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             out = model(x)
-            loss = F.cross_entropy(out, y)
+            loss = criterion(out, y)
+            if not (isinstance(loss, torch.Tensor) and loss.numel() == 1):
+                raise TypeError(
+                    f"the task's loss must return a scalar tensor, got "
+                    f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss)}"
+                )
             if task_weight != 1.0:
                 loss = task_weight * loss
             t_out = None
@@ -361,19 +368,28 @@ def _loop(
 
 @torch.no_grad()
 def evaluate(model: nn.Module, task: Task, split: str = "test", batch_size: int = 256) -> float:
-    """Top-1 accuracy of ``model`` on one split of ``task`` (the model's mode is restored)."""
+    """Top-1 accuracy of ``model`` on one split of ``task`` (the model's mode is restored),
+    or the task's own ``metric(outputs, targets)`` over the whole split where it has one.
+    ``task`` is a Task or any form :func:`sc.data.as_task` takes."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    task = as_task(task)
     check_choice("split", split, SPLITS)
     was_training = model.training
     model.eval()
     device = next(iter(model.parameters()), torch.empty(0)).device
     correct = total = 0
+    outputs, targets = [], []
     try:
         for x, y in task.loader(split, batch_size=batch_size, shuffle=False):
-            out = model(x.to(device))
-            correct += int((out.argmax(1).cpu() == y).sum())
+            out = model(x.to(device)).cpu()
+            if task.metric is not None:
+                outputs.append(out)
+                targets.append(y)
+            correct += int((out.argmax(1) == y).sum())
             total += len(y)
     finally:
         model.train(was_training)
+    if task.metric is not None:
+        return float(task.metric(torch.cat(outputs), torch.cat(targets)))
     return correct / max(total, 1)

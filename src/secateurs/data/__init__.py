@@ -1,6 +1,7 @@
 """Tasks: built-in data sets made offline, and a user's own files.
 
 task = sc.data.load("digits")           # or "mnist1d", "path/to/data.npz", "path/to/folder"
+task = sc.data.as_task((train_loader, val_loader))   # a user's own loaders, tensors, ...
 """
 
 from __future__ import annotations
@@ -10,10 +11,19 @@ from pathlib import Path
 from .._checks import check_int
 from . import builtin, kws, real  # noqa: F401  (register the built-in tasks)
 from .files import load_image_folder, load_npz
+from .forms import as_task
 from .registry import TASKS, list_tasks, register_task
 from .task import Task
 
-__all__ = ["Task", "load", "list_tasks", "register_task", "load_npz", "load_image_folder"]
+__all__ = [
+    "Task",
+    "as_task",
+    "load",
+    "list_tasks",
+    "register_task",
+    "load_npz",
+    "load_image_folder",
+]
 
 
 def load(name: str | Path, seed: int = 0, **kwargs) -> Task:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +20,9 @@ class Task:
     """A classification task: datasets of ``(x, label)`` pairs plus what a model needs to know.
 
     ``input_shape`` excludes the batch dimension: ``(C, L)`` for signals, ``(C, H, W)`` for
-    images and audio features.
+    images and audio features. ``loss(outputs, targets)`` and ``metric(outputs, targets)``
+    (higher is better), where set, replace cross-entropy in :func:`sc.fit` and top-1
+    accuracy in :func:`sc.evaluate` (see :func:`sc.data.as_task`).
     """
 
     name: str
@@ -30,6 +33,8 @@ class Task:
     input_shape: tuple[int, ...]
     num_classes: int
     class_names: tuple[str, ...] = field(default=())
+    loss: Callable | None = field(default=None, repr=False, compare=False)
+    metric: Callable | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_choice("Task.modality", self.modality, MODALITIES)

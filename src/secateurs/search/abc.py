@@ -17,6 +17,7 @@ import numpy as np
 from torch import nn
 
 from .._checks import check_int
+from ..data.forms import as_task
 from ..data.task import Task
 from .budget import Budget
 from .candidate import evaluate_candidate, get_backend
@@ -48,6 +49,7 @@ def abc(
     ``limit`` trials without improvement; each move changes ``dims`` groups; fitness is
     validation accuracy after ``steps`` fine-tuning steps.
     """
+    task = as_task(task)
     start = time.perf_counter()
     colony = check_int("colony", colony, minimum=2)
     cycles = check_int("cycles", cycles, minimum=0)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..data.forms import as_task
 from ..data.task import Task
 from ..graph import DependencyGraph
 from ..prune.importance import IMPORTANCE
@@ -166,6 +167,7 @@ def admm(
     """ADMM-train ``model`` toward the budget's structure (``structured``: kept channels
     per group, by default the uniform fraction that meets the budget, or ``structure``;
     else unstructured sparsity), hard-prune, purify, fine-tune; in place."""
+    task = as_task(task)
     start = time.perf_counter()
     x = task.example_inputs()
     if not structured:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.forms import as_task
 from ..data.task import Task
 from ..prune.select import lowest
 from ..train import Callback, FitState, LossTerm, Step, fit
@@ -101,6 +102,7 @@ def autoprune(
     ``aux_init`` sets starting auxiliary values per group name (default 0.1: all open);
     the final values are in ``result.history[-1]["aux"]``.
     """
+    task = as_task(task)
     start = time.perf_counter()
     x = task.example_inputs()
     space = Space(model, x, budget, ignored, min_keep)

@@ -5,6 +5,9 @@
 ``activation_bits``, int8 by default); ``Budget.for_target("cortex-m0plus")`` takes a
 device's flash and SRAM. A float at most 1 is a fraction of the unpruned model, an int is
 absolute; ``latency_ms`` is always absolute (host CPU milliseconds, noisy).
+``measure="c"`` counts flash and SRAM as ``export_c`` stores and runs the model (its
+constants; its arena plus the kernels' scratch) instead of ``sc.measure.profile``'s
+estimate of the weights and the peak of live activations.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass, fields
 
 from torch import nn
 
-from .._checks import check_int
+from .._checks import check_choice, check_int
 from ..measure import profile
 from ..measure.target import get_target
 
@@ -22,6 +25,7 @@ METRICS = ("macs", "params", "flash_bytes", "sram_bytes", "latency_ms")
 # What unstructured sparsity moves: the nonzero counts and the sparse storage, never the
 # activations a layer writes (peak SRAM) nor the dense kernels' time.
 SPARSE_MOVES = ("macs", "params", "flash_bytes")
+MEASURES = ("profile", "c")
 
 
 class BudgetError(ValueError):
@@ -47,13 +51,26 @@ def measure_costs(model: nn.Module, x, budget: Budget, sparse: bool = False) -> 
     ``sparse=True`` counts nonzero MACs and params (unstructured sparsity)."""
     prof = profile(model, x, budget.weight_bits, budget.activation_bits,
                    latency=budget.latency_ms is not None)  # fmt: skip
+    flash, sram = prof.flash_bytes, prof.peak_sram_bytes
+    if budget.measure == "c":
+        flash, sram = c_costs(model, x, budget.weight_bits)
     return Costs(
         macs=prof.nonzero_macs if sparse else prof.macs,
         params=prof.nonzero_params if sparse else prof.params,
-        flash_bytes=prof.flash_bytes,
-        sram_bytes=prof.peak_sram_bytes,
+        flash_bytes=flash,
+        sram_bytes=sram,
         latency_ms=prof.latency_ms,
     )
+
+
+def c_costs(model: nn.Module, x, weight_bits: int = 8) -> tuple[int, int]:
+    """Flash and SRAM bytes of ``model``'s C export (``sc.measure.check``), quantized on the
+    inputs ``x``: the sizes depend on the structure, not on the calibrated ranges."""
+    from ..measure.target import check
+    from ..quant import quantize
+
+    fit = check(quantize(model, x[:2], weight_bits=weight_bits), "generic")
+    return fit.flash_bytes, fit.sram_bytes
 
 
 @dataclass(frozen=True)
@@ -67,8 +84,13 @@ class Budget:
     latency_ms: float | None = None
     weight_bits: int = 8
     activation_bits: int = 8
+    measure: str = "profile"
 
     def __post_init__(self) -> None:
+        check_choice("Budget.measure", self.measure, MEASURES)
+        if self.measure == "c" and self.activation_bits != 8:
+            raise ValueError("Budget(measure='c') counts the int8 C export; activation_bits "
+                             f"must be 8, got {self.activation_bits}")  # fmt: skip
         check_int("weight_bits", self.weight_bits, minimum=1)
         check_int("activation_bits", self.activation_bits, minimum=1)
         for f in fields(self):

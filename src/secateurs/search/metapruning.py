@@ -22,6 +22,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .._checks import check_int
+from ..data.forms import as_task
 from ..data.task import Task
 from ..train import evaluate, fit
 from .budget import Budget, BudgetError
@@ -141,6 +142,7 @@ def metapruning(
     ``budget`` by evolution (``population`` per generation, the best ``parents`` bred by
     crossover and mutation), then prune ``model`` in place to the winner, starting from
     its generated weights, and fine-tune it."""
+    task = as_task(task)
     start = time.perf_counter()
     population = check_int("population", population, minimum=2)
     parents = check_int("parents", parents, minimum=1)

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 import numpy as np
 from torch import nn
 
+from ..data.forms import as_task
 from ..data.task import Task
 from ..train import evaluate
 from .budget import Budget
@@ -44,6 +45,7 @@ def greedy_sensitivity(
 ) -> SearchResult:
     """Prune ``model`` in place to the greedy sensitivity allocation that meets ``budget``,
     fine-tune it for ``finetune_epochs``, and return the result."""
+    task = as_task(task)
     start = time.perf_counter()
     x = task.example_inputs()
     space = Space(model, x, budget, ignored, min_keep)
@@ -113,6 +115,7 @@ def uniform(
 ) -> SearchResult:
     """The control: the same kept fraction in every group, the largest within ``budget``,
     channels chosen by ``importance`` (L1 norm by default), then fine-tuned."""
+    task = as_task(task)
     start = time.perf_counter()
     space = Space(model, task.example_inputs(), budget, ignored, min_keep)
     space.check_reachable()
