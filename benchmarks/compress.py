@@ -14,6 +14,10 @@ target and a share of the parent's unpruned int8 flash and SRAM (as the C stores
 it): ``cortex-m0plus`` 1/4, ``cortex-m4`` 1/2, ``cortex-m7`` 1/4 of the MACs and full memory.
 
     python benchmarks/compress.py [--models lenet5 ds_cnn] [--tasks digits mnist1d]
+    python benchmarks/compress.py --ablation [--models lenet5 resnet8]
+
+``--ablation`` measures the choices behind the defaults instead, at the ``cortex-m4`` slot:
+each search alone (uniform, sensitivity), with and without distillation, PTQ only.
 
 Rows are saved one by one to benchmarks/results/compress.json (atomically); a rerun
 resumes.
@@ -54,6 +58,27 @@ def parent(name: str, kwargs: dict, task, epochs: int):
     return model.eval()
 
 
+def parent_and_base(name: str, kwargs: dict, task, epochs: int):
+    """The trained parent, and its unpruned int8 costs (as the C) and accuracies."""
+    model = parent(name, kwargs, task, epochs)
+    qmodel = sc.quant.quantize(model, task)
+    fit = sc.measure.check(qmodel, "generic")
+    base = {"flash_bytes": fit.flash_bytes, "sram_bytes": fit.sram_bytes}
+    base.update(float=sc.evaluate(model, task), int8=sc.evaluate(qmodel, task))
+    return model, base
+
+
+def ablation(model, task, base: dict, finetune: int) -> dict:
+    """Test accuracy at int8 of each search alone, with and without distillation."""
+    out = {"parent": base}
+    for method in ("uniform", "sensitivity"):
+        for distill in (False, True):
+            r = run(model, task, "cortex-m4", SLOTS["cortex-m4"], base, finetune,
+                    method=method, distill=distill, qat_epochs=0)  # fmt: skip
+            out[f"{method}{'+kd' if distill else ''}"] = r["accuracy_int8"]
+    return out
+
+
 def run(model, task, target: str, slot: dict, base: dict, finetune: int, **kw) -> dict:
     limits = {}
     if "memory" in slot:
@@ -78,6 +103,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tasks", nargs="+", default=["digits", "mnist1d"])
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--finetune-epochs", type=int, default=5)
+    ap.add_argument("--ablation", action="store_true", help="the choices behind the defaults")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     zoo = dict(ZOO)
@@ -91,14 +117,17 @@ def main(argv=None) -> int:
         task = sc.data.load(task_name)
         for name in args.models:
             keys = [f"{task_name}/{name}/{t}" for t in SLOTS]
+            if args.ablation:
+                key = f"{task_name}/{name}/cortex-m4"
+                if key not in results.setdefault("ablation", {}):
+                    model, base = parent_and_base(name, zoo[name], task, args.epochs)
+                    results["ablation"][key] = ablation(model, task, base, args.finetune_epochs)
+                    save_json(RESULTS, results)
+                    print(key, json.dumps(results["ablation"][key]), flush=True)
+                continue
             if all(k in results["rows"] for k in keys):
                 continue
-            model = parent(name, zoo[name], task, args.epochs)
-            qmodel = sc.quant.quantize(model, task)
-            fit = sc.measure.check(qmodel, "generic")
-            base = {"flash_bytes": fit.flash_bytes, "sram_bytes": fit.sram_bytes,
-                    "float": sc.evaluate(model, task),
-                    "int8": sc.evaluate(qmodel, task)}  # fmt: skip
+            model, base = parent_and_base(name, zoo[name], task, args.epochs)
             for target, key in zip(SLOTS, keys):
                 if key in results["rows"]:
                     continue

@@ -17,6 +17,7 @@ PAGES = [
     "docs/methods/distillation.md",
     "docs/methods/automatic.md",
     "docs/deploy.md",
+    "docs/compress.md",
     "docs/recipes.md",
     "docs/bench.md",
 ]

@@ -136,44 +136,6 @@ def cmd_profile(args, console: Console) -> int:
     return 0
 
 
-def import_object(spec: str):
-    """``"package.module:name"`` (the module importable from the current folder too)."""
-    import importlib
-
-    module, _, name = spec.partition(":")
-    if not module or not name:
-        raise ValueError(f"--model {spec!r}: give a zoo model name or 'package.module:builder'")
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        obj = importlib.import_module(module)
-    except ImportError as err:
-        raise ValueError(f"--model {spec!r}: cannot import {module!r} ({err}); run from the "
-                         "folder that holds it, or install it") from None  # fmt: skip
-    for part in name.split("."):
-        if not hasattr(obj, part):
-            raise ValueError(f"--model {spec!r}: {module!r} has no {name!r}")
-        obj = getattr(obj, part)
-    return obj
-
-
-def build_model(spec: str, task, kwargs: dict, width: float = 1.0, seed: int = 0):
-    """A zoo model by name, or a user's builder ``"package.module:build"`` called with
-    ``kwargs`` (a class or a function returning an ``nn.Module``)."""
-    import torch
-
-    if ":" not in spec:
-        return models.create(spec, task, width=width, seed=seed, **kwargs)
-    builder = import_object(spec)
-    if not callable(builder):
-        raise ValueError(f"--model {spec!r} is not callable; point it at a class or a function")
-    torch.manual_seed(seed)
-    model = builder(**kwargs)
-    if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"--model {spec!r} returned {type(model).__name__}, not an nn.Module")
-    return model
-
-
 def load_weights(model, path: str) -> None:
     """A state dict saved with ``torch.save(model.state_dict(), path)``, or a secateurs
     checkpoint (``secateurs train --out``)."""
@@ -206,7 +168,11 @@ def cmd_compress(args, console: Console) -> int:
     from .compress import compress
 
     task = data.load(args.data, seed=args.seed)
-    model = build_model(args.model, task, _model_kwargs(args), args.width, args.seed)
+    kwargs = _model_kwargs(args)
+    if ":" in args.model:
+        model = models.from_import(args.model, seed=args.seed, **kwargs)
+    else:
+        model = models.create(args.model, task, width=args.width, seed=args.seed, **kwargs)
     if args.checkpoint:
         load_weights(model, args.checkpoint)
     elif args.train_epochs:

@@ -82,6 +82,7 @@ class Point:
     int8_val: float
     quantization: str
     method: str | None  # the search that pruned it; None: unpruned
+    qat: nn.Module | None = field(default=None, repr=False)  # the QATModel, where QAT won
 
     def over(self, limits: dict[str, float]) -> dict[str, float]:
         """Each limit this point breaks, as cost / limit."""
@@ -109,6 +110,7 @@ class CompressResult:
     max_accuracy_drop: float | None
     problems: list[str] = field(default_factory=list)
     tried: list[dict] = field(default_factory=list, repr=False)
+    qat: nn.Module | None = field(default=None, repr=False)
     out: Path | None = None
     verified: dict | None = None
 
@@ -229,7 +231,7 @@ def compress(
     result = CompressResult(
         best.model, best.qmodel, t.name, best.method or "none", best.quantization,
         limits, best.costs, original_costs, before_test, evaluate(best.model, task, "test"),
-        evaluate(best.qmodel, task, "test"), max_accuracy_drop, problems, job.tried,
+        evaluate(best.qmodel, task, "test"), max_accuracy_drop, problems, job.tried, best.qat,
     )  # fmt: skip
     if out is not None:
         _write(result, task, out, tflite, say)
@@ -357,7 +359,9 @@ class _Job:
                 self.finetune(model)
         model.eval()
         float_val = evaluate(model, self.task, "val")
-        qmodel, how = self.quantize(model, float_val)
+        qmodel, how, qat = self.quantize(model, float_val)
+        if qat is not None:  # the float weights QAT trained are the int8 model's
+            model = qat.model.eval()
         int8_val = evaluate(qmodel, self.task, "val")
         costs = self.costs(model, qmodel)
         self.tried.append({"method": method, "budget": _budget(budget) if budget else None,
@@ -365,7 +369,7 @@ class _Job:
                            "quantization": how})  # fmt: skip
         self.say(f"candidate ({method or 'unpruned'}): {_costs(costs)}; val {float_val:.4f} "
                  f"float, {int8_val:.4f} int8")  # fmt: skip
-        return Point(model, qmodel, costs, float_val, int8_val, how, method)
+        return Point(model, qmodel, costs, float_val, int8_val, how, method, qat)
 
     def finetune(self, model: nn.Module) -> None:
         from .distill.kd import KD
@@ -383,7 +387,7 @@ class _Job:
         ptq_val = evaluate(qmodel, self.task, "val")
         lost = float_val - ptq_val
         if self.qat_epochs == 0 or (lost <= PTQ_TOLERANCE and self.within_val(ptq_val)):
-            return qmodel, "ptq"
+            return qmodel, "ptq", None
         self.say(f"PTQ loses {lost:.4f}; quantization-aware training {self.qat_epochs} epochs")
         trained = copy.deepcopy(model)
         qat = prepare_qat(trained, self.task)
@@ -391,8 +395,8 @@ class _Job:
             progress=False)  # fmt: skip
         q2 = convert(qat)
         if evaluate(q2, self.task, "val") > ptq_val:
-            return q2, "qat"
-        return qmodel, "ptq"
+            return q2, "qat", qat
+        return qmodel, "ptq", None
 
     def within_val(self, int8_val: float) -> bool:
         return self.max_drop is None or self.before_val - int8_val <= self.max_drop

@@ -305,3 +305,79 @@ def test_prune_layers_stage_removes_blocks_and_survives_the_checkpoint(tmp_path)
     assert sc.evaluate(state.model, task) == pytest.approx(by["finetune"]["accuracy"])
     with pytest.raises(RecipeError, match="exactly one of target_macs, count"):
         sc.recipe.run({**recipe, "stages": [{"prune_layers": {}}]}, tmp_path / "bad")
+
+
+USER_PACKAGE = """
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, hidden=16):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, hidden, 3, padding=1), nn.BatchNorm2d(hidden),
+                                  nn.ReLU(), nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(hidden, 10)
+
+    def forward(self, x):
+        return self.head(self.body(x).mean((2, 3)))
+"""
+
+
+@pytest.mark.slow
+def test_imported_model_compresses_and_resumes_in_a_new_process(tmp_path, monkeypatch):
+    (tmp_path / "userpkg").mkdir()
+    (tmp_path / "userpkg" / "__init__.py").write_text("")
+    (tmp_path / "userpkg" / "nets.py").write_text(USER_PACKAGE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    recipe = {
+        "task": "digits",
+        "model": {"import": "userpkg.nets:Net", "args": {"hidden": 24}},
+        "target": "cortex-m0plus",
+        "stages": [
+            {"train": {"epochs": 3, "lr": 0.003}},
+            {"compress": {"flash": "3KiB", "sram": "2KiB", "method": "uniform",
+                          "finetune_epochs": 1, "qat_epochs": 0}},
+            {"evaluate": {"split": "test"}},
+            {"export": {"format": "c"}},
+        ],
+    }  # fmt: skip
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    reference = sc.recipe.run(path, tmp_path / "reference")
+    squeezed = reference.records[1]["details"]
+    assert squeezed["fits"] and squeezed["flash_bytes"] <= 3072 and squeezed["sram_bytes"] <= 2048
+    assert reference.records[3]["details"]["mismatches"] == 0
+    out = tmp_path / "run"
+    real = runner.STAGES
+
+    class StopAtEvaluate:
+        def get(self, kind):
+            if kind == "evaluate":
+                raise KeyboardInterrupt
+            return real.get(kind)
+
+    monkeypatch.setattr(runner, "STAGES", StopAtEvaluate())
+    with pytest.raises(KeyboardInterrupt):
+        sc.recipe.run(path, out)
+    monkeypatch.setattr(runner, "STAGES", real)
+    # a new process, where nothing was imported yet, rebuilds the user's model
+    cmd = [sys.executable, "-m", "secateurs", "run", str(path), "--out", str(out), "--resume"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    resumed = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert _stable(resumed) == _stable(reference.records)
+
+
+def test_model_import_is_checked_in_the_recipe():
+    bad = dict(SMALL, model={"import": "no_colon_here"})
+    with pytest.raises(RecipeError, match="package.module:build"):
+        sc.recipe.parse_recipe(bad)
+    both = dict(SMALL, model={"import": "a.b:c", "name": "lenet5"})
+    with pytest.raises(RecipeError, match="not both"):
+        sc.recipe.parse_recipe(both)
+    after = dict(SMALL, stages=[{"quantize": {}}, {"compress": {"flash": "1KiB"}}])
+    with pytest.raises(RecipeError, match="cannot follow quantization"):
+        sc.recipe.parse_recipe(after)
+    with pytest.raises(RecipeError, match="flash"):
+        sc.recipe.parse_recipe(dict(SMALL, stages=[{"compress": {"flash": "lots"}}]))

@@ -101,7 +101,7 @@ def test_stage_order_is_checked_before_anything_runs():
     p = problems(base(stages=[{"train": {}}, {"quantize": {}}, {"finetune": {}}]))
     assert "cannot follow quantization" in p["stages[2].finetune"]
     p = problems(base(stages=[{"train": {}}, {"export": {"format": "c"}}]))
-    assert "put a quantize stage before" in p["stages[1].export.format"]
+    assert "put a quantize or compress stage before" in p["stages[1].export.format"]
     p = problems(base(stages=[{"distill": {"teacher": "later"}}, {"train": {"name": "later"}}]))
     assert "names no earlier stage" in p["stages[0].distill.teacher"]
 

@@ -1,6 +1,7 @@
 """The model zoo: small builders registered by name, each for 1-D signals and 2-D images.
 
 model = sc.models.create("mobilenet_v2", task, width=0.5)
+model = sc.models.from_import("my_pkg.models:build", hidden=64)   # a user's own builder
 """
 
 from __future__ import annotations
@@ -19,10 +20,20 @@ from . import (  # noqa: F401  (each module registers its builders)
 from .elm import ExtremeLearningMachine
 from .layers import ChannelShuffle, Grid, make_divisible
 from .random import random_input_shape, random_net
-from .registry import MODELS, check_model_fits, create, list_models, register_model
+from .registry import (
+    MODELS,
+    check_model_fits,
+    create,
+    from_import,
+    import_object,
+    list_models,
+    register_model,
+)
 
 __all__ = [
     "create",
+    "from_import",
+    "import_object",
     "random_net",
     "random_input_shape",
     "list_models",

@@ -63,3 +63,40 @@ def check_model_fits(model: nn.Module, task: Task, name: str | None = None) -> N
             f"model {label!r} returns {got} for a batch of 2 inputs of task {task.name!r}; "
             f"expected (2, {task.num_classes}) logits, one per class"
         )
+
+
+def import_object(spec: str):
+    """The object ``"package.module:name"`` names (the current folder is importable too)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    module, _, name = spec.partition(":")
+    if not module or not name:
+        raise ValueError(f"{spec!r}: give 'package.module:name', such as 'my_pkg.models:build'")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        obj = importlib.import_module(module)
+    except ImportError as err:
+        raise ValueError(f"{spec!r}: cannot import {module!r} ({err}); run from the folder "
+                         "that holds it, or install it") from None  # fmt: skip
+    for part in name.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"{spec!r}: {module!r} has no {name!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def from_import(spec: str, seed: int = 0, **kwargs) -> nn.Module:
+    """A user's model: ``"package.module:build"`` (a class, or a function returning an
+    ``nn.Module``) called with ``kwargs``, its initial weights drawn with ``seed``."""
+    builder = import_object(spec)
+    if not callable(builder):
+        raise ValueError(f"{spec!r} is not callable; point it at a class or a function")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = builder(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{spec!r} returned {type(model).__name__}, not an nn.Module")
+    return model

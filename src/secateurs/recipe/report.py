@@ -141,7 +141,8 @@ def write_report(out: Path, recipe, records: list[dict], target: Target) -> tupl
     }
     for key, (_, png) in plots.items():
         write_atomic(out / "plots" / f"{key}.png", png)
-    title = f"secateurs run: {recipe.model.name or recipe.model.checkpoint} on {recipe.task}"
+    m = recipe.model
+    title = f"secateurs run: {m.name or m.import_ or m.checkpoint} on {recipe.task}"
     rows = stage_rows(records)
     details = _details(records)
     intro = recipe.description.strip()

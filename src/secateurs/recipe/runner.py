@@ -124,7 +124,7 @@ def _prepare(out: Path, recipe: Recipe, source: str, resume: bool) -> None:
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not a run folder; choose another output folder")
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"),
+    write_atomic(out / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json", by_alias=True),
                                                     sort_keys=False))  # fmt: skip
     write_atomic(meta, json.dumps({"format": RUN_FORMAT, "source": source,
                                    "recipe": json.loads(recipe.digest())}, indent=1))  # fmt: skip

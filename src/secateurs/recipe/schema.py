@@ -27,6 +27,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..compress import METHODS as COMPRESS_METHODS
+from ..compress import parse_bytes
 from ..data import TASKS
 from ..distill import METHODS
 from ..measure.target import TARGETS
@@ -361,6 +363,29 @@ class Export(Args):
         return self
 
 
+class Compress(Args):
+    """Compress the model until its int8 C fits the recipe's target and these limits:
+    ``sc.compress`` (width search, fine-tuning, PTQ or QAT). The int8 model it returns is
+    what later ``evaluate`` and ``export`` stages take."""
+
+    flash: int | str = None
+    sram: int | str = None
+    macs: float | int = Field(default=None, gt=0)
+    latency_ms: float = Field(default=None, gt=0)
+    max_accuracy_drop: float = Field(default=None, ge=0)
+    method: Literal[COMPRESS_METHODS] = None
+    finetune_epochs: int = Field(default=None, ge=0)
+    lr: float = Field(default=None, gt=0)
+    qat_epochs: int = Field(default=None, ge=0)
+    distill: bool = None
+    max_steps: int = Field(default=None, ge=0)
+
+    @field_validator("flash", "sram")
+    @classmethod
+    def _bytes(cls, v, info):
+        return parse_bytes(v, info.field_name)
+
+
 STAGE_KINDS: dict[str, type[Args]] = {
     "train": Train,
     "finetune": Finetune,
@@ -371,30 +396,46 @@ STAGE_KINDS: dict[str, type[Args]] = {
     "sparsify": Sparsify,
     "distill": Distill,
     "quantize": Quantize,
+    "compress": Compress,
     "evaluate": Evaluate,
     "export": Export,
 }
 FLOAT_ONLY = {"train", "finetune", "regularize", "prune", "prune_layers", "search", "sparsify",
-              "distill", "quantize"}  # fmt: skip
+              "distill", "quantize", "compress"}  # fmt: skip
 
 
 class ModelSpec(BaseModel):
-    """A zoo model (``name``, ``width``, builder ``args``), optionally with weights from
+    """A zoo model (``name``, ``width``, builder ``args``) or a user's own (``import:
+    "package.module:build"``, called with ``args``), optionally with weights from
     ``checkpoint``: a ``secateurs train --out`` file (which names its model itself) or a
-    plain state dict for the named model."""
+    plain state dict for the model named."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     name: str = None
+    import_: str = Field(default=None, alias="import")
     width: float = Field(default=1.0, gt=0)
     args: dict[str, Any] = Field(default_factory=dict)
     checkpoint: str = None
 
     _name = _registered(MODELS, "name")
 
+    @field_validator("import_")
+    @classmethod
+    def _import(cls, v: str) -> str:
+        module, _, attr = v.partition(":")
+        if not module or not attr:
+            raise ValueError("give 'package.module:build', such as 'my_pkg.models:build'")
+        return v
+
     @model_validator(mode="after")
     def _something(self) -> ModelSpec:
-        if self.name is None and self.checkpoint is None:
-            raise ValueError("give the zoo model's name, or a checkpoint to load")
+        if self.name is not None and self.import_ is not None:
+            raise ValueError("give either name (a zoo model) or import (your own), not both")
+        if self.name is None and self.import_ is None and self.checkpoint is None:
+            raise ValueError("give the zoo model's name, import: 'my_pkg.models:build', or a "
+                             "checkpoint to load")  # fmt: skip
+        if self.import_ is not None and self.width != 1.0:
+            raise ValueError("width applies to zoo models; pass your builder's own in args")
         return self
 
 
@@ -532,11 +573,11 @@ def _check_sequence(stages: list[Stage]) -> tuple[list[Stage], list[tuple[str, s
         if quantized_at is not None and s.kind in FLOAT_ONLY:
             problems.append((where, f"a {s.kind} stage cannot follow quantization (stages"
                              f"[{quantized_at}]); only evaluate and export can"))  # fmt: skip
-        if s.kind == "quantize" and quantized_at is None:
+        if s.kind in ("quantize", "compress") and quantized_at is None:
             quantized_at = i
         if s.kind == "export" and s.args.format in ("c", "tflite") and quantized_at is None:
             problems.append((f"{where}.format", f"{s.args.format} exports an int8 model; put a "
-                             "quantize stage before this one"))  # fmt: skip
+                             "quantize or compress stage before this one"))  # fmt: skip
         names.setdefault(s.name, i)
     return resolved, problems
 

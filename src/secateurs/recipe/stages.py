@@ -18,6 +18,7 @@ from torch import nn
 
 from .._progress import RichProgress
 from .._registry import Registry
+from ..compress import compress
 from ..data.task import Task
 from ..deploy import estimate_c, export_c, export_onnx, export_tflite, verify_c
 from ..distill import KD, distill
@@ -199,6 +200,24 @@ def quantize_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
         state.quant = {"method": a.method, "args": args, "qat_state": None}
     details["int_flash_bytes"] = state.qmodel.flash_bytes()
     return details
+
+
+@STAGES.register("compress")
+def compress_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
+    target = ctx.target.name if ctx.target else "cortex-m4"
+    result = compress(state.model, ctx.task, target=target, seed=ctx.seed, progress=False,
+                      **stage.args.kwargs())  # fmt: skip
+    state.model, state.qmodel = result.model, result.qmodel
+    state.quant = (qat_record(result.qat, {}) if result.quantization == "qat"
+                   else {"method": "ptq", "args": {}, "qat_state": None})  # fmt: skip
+    c = result.costs
+    return {
+        "fits": result.fits, "within_drop": result.ok, "method": result.method,
+        "quantization": result.quantization, "flash_bytes": c["flash_bytes"],
+        "sram_bytes": c["sram_bytes"], "macs_kept": c["macs"] / result.original_costs["macs"],
+        "float_accuracy": result.accuracy_float, "int8_accuracy": result.accuracy_int8,
+        "problems": result.problems,
+    }  # fmt: skip
 
 
 @STAGES.register("evaluate")

@@ -19,7 +19,7 @@ from torch.nn.utils import parametrize
 
 from ..data.task import Task
 from ..graph.graph import pruning_history, replay
-from ..models import create
+from ..models import check_model_fits, create, from_import
 from ..models.checkpoint import FORMAT as ZOO_FORMAT
 from ..models.checkpoint import atomic_save, load_versioned
 from ..prune.sparsify import WeightMask
@@ -73,6 +73,21 @@ def _loadable_state(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     )
 
 
+def _spec(spec) -> dict:
+    if spec.import_ is not None:
+        return {"import": spec.import_, "kwargs": dict(spec.args)}
+    return {"name": spec.name, "width": spec.width, "kwargs": dict(spec.args)}
+
+
+def _create(spec: dict, task: Task, seed: int | None) -> nn.Module:
+    """A zoo model, or a user's (``spec["import"]``, imported again in a resumed run)."""
+    if "import" in spec:
+        model = from_import(spec["import"], seed=seed or 0, **spec["kwargs"])
+        check_model_fits(model, task, name=spec["import"])
+        return model
+    return create(spec["name"], task, width=spec["width"], seed=seed, **spec["kwargs"])
+
+
 def build_model(spec, task: Task, seed: int) -> RunState:
     """The starting model of a recipe: a fresh zoo model, or one loaded from a checkpoint."""
     if spec.checkpoint is not None:
@@ -95,24 +110,24 @@ def build_model(spec, task: Task, seed: int) -> RunState:
             model_spec = {"name": ckpt["model"], "width": ckpt["width"], "kwargs": ckpt["kwargs"]}
             state = ckpt["state_dict"]
         else:
-            if spec.name is None:
+            if spec.name is None and spec.import_ is None:
                 raise ValueError(
                     f"model.checkpoint: {path} is a plain state dict; also give model.name "
-                    "(and its width and args) so the model can be built"
+                    "(and its width and args) or model.import so the model can be built"
                 )
-            model_spec = {"name": spec.name, "width": spec.width, "kwargs": dict(spec.args)}
+            model_spec = _spec(spec)
             state = _loadable_state(obj, path)
     else:
-        model_spec = {"name": spec.name, "width": spec.width, "kwargs": dict(spec.args)}
+        model_spec = _spec(spec)
         state = None
-    model = create(model_spec["name"], task, width=model_spec["width"], seed=seed,
-                   **model_spec["kwargs"])  # fmt: skip
+    model = _create(model_spec, task, seed)
     if state is not None:
         try:
             model.load_state_dict(state)
         except RuntimeError as err:
             raise ValueError(
-                f"model.checkpoint does not fit {model_spec['name']}: {str(err)[:500]}"
+                f"model.checkpoint does not fit {model_spec.get('name') or model_spec['import']}: "
+                f"{str(err)[:500]}"
             ) from None
     return RunState(model, model_spec)
 
@@ -135,7 +150,7 @@ def save_state(state: RunState, path: str | Path, stage: int, name: str) -> None
 
 
 def _rebuild(spec: dict, history: list, masks: list[str], task: Task) -> nn.Module:
-    model = create(spec["name"], task, width=spec["width"], **spec["kwargs"])
+    model = _create(spec, task, None)
     replay(model, history)
     modules = dict(model.named_modules())
     for name in masks:
