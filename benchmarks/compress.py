@@ -63,7 +63,11 @@ def parent_and_base(name: str, kwargs: dict, task, epochs: int):
     model = parent(name, kwargs, task, epochs)
     qmodel = sc.quant.quantize(model, task)
     fit = sc.measure.check(qmodel, "generic")
-    base = {"flash_bytes": fit.flash_bytes, "sram_bytes": fit.sram_bytes}
+    base = {
+        "flash_bytes": fit.flash_bytes,
+        "sram_bytes": fit.sram_bytes,
+        "macs": sc.measure.profile(model, task.example_inputs()).macs,
+    }
     base.update(float=sc.evaluate(model, task), int8=sc.evaluate(qmodel, task))
     return model, base
 
@@ -97,6 +101,34 @@ def run(model, task, target: str, slot: dict, base: dict, finetune: int, **kw) -
     }  # fmt: skip
 
 
+def table(results: dict) -> str:
+    """The rows as the markdown table docs/benchmarks.md quotes."""
+    lines = ["| task | model | slot | float | int8, unpruned | compress | uniform L1 + PTQ | "
+             "compress: search, quantization, MACs kept |", "|---" * 8 + "|"]  # fmt: skip
+    for key, row in results["rows"].items():
+        task, model, slot = key.split("/")
+        p, c, u = row["parent"], row["compress"], row["uniform_ptq"]
+
+        def acc(r):
+            return f"{100 * r['accuracy_int8']:.1f}" if "accuracy_int8" in r else "out of reach"
+
+        how = (f"{c['method']}, {c['quantization']}, {c['costs']['macs'] / row_macs(row, task, model):.2f}"
+               if "costs" in c else "")  # fmt: skip
+        lines.append(f"| {task} | {model} | {slot} | {100 * p['float']:.1f} | "
+                     f"{100 * p['int8']:.1f} | {acc(c)} | {acc(u)} | {how} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def row_macs(row: dict, task: str, model: str) -> float:
+    """The parent's MACs (stored since the field was added; otherwise counted again)."""
+    if "macs" in row["parent"]:
+        return row["parent"]["macs"]
+    t = sc.data.load(task)
+    return sc.measure.profile(
+        sc.models.create(model, t, **dict(ZOO)[model]), t.example_inputs()
+    ).macs
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
@@ -104,7 +136,11 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--finetune-epochs", type=int, default=5)
     ap.add_argument("--ablation", action="store_true", help="the choices behind the defaults")
+    ap.add_argument("--table", action="store_true", help="print the stored rows as markdown")
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(json.loads(RESULTS.read_text())))
+        return 0
     torch.set_num_threads(1)
     zoo = dict(ZOO)
     unknown = [m for m in args.models if m not in zoo]

@@ -171,7 +171,7 @@ def test_compress_fits_and_verifies_user_models(case, digits, mnist1d, tmp_path)
     q = sc.quant.quantize(model, task)
     full = sc.measure.check(q, "cortex-m4")
     flash, sram = full.flash_bytes // 2, full.sram_bytes * 3 // 4
-    kw = {"max_steps": 0, "finetune_epochs": 3, **extra}
+    kw = {"max_steps": 0, "finetune_epochs": 3, "final_epochs": 2, **extra}
     result = sc.compress(model, data, target="cortex-m4", flash=flash, sram=sram,
                          max_accuracy_drop=0.08, out=tmp_path / "build", progress=False,
                          **kw)  # fmt: skip
@@ -187,6 +187,7 @@ def test_compress_fits_and_verifies_user_models(case, digits, mnist1d, tmp_path)
     assert before - best_val <= 0.08 + 1e-9
     assert result.drop < 0.15, result.tried  # a broken pipeline lands near chance
     assert result.method in ("uniform", "sensitivity")  # the original did not fit
+    assert result.tried[-1]["budget"] == "final"  # the chosen model trained further
     searches = [t["method"] for t in result.tried[1:]]
     if extra["method"] == "auto":
         assert sorted(searches[:2]) == ["sensitivity", "uniform"]
@@ -207,7 +208,8 @@ def test_compress_reports_a_drop_it_cannot_meet(digits):
     full = sc.measure.check(sc.quant.quantize(model, digits), "generic")
     with pytest.warns(UserWarning, match="max_accuracy_drop"):
         result = sc.compress(model, digits, flash=full.flash_bytes // 12, max_accuracy_drop=0.0,
-                             finetune_epochs=1, qat_epochs=0, progress=False)  # fmt: skip
+                             finetune_epochs=1, final_epochs=0, qat_epochs=0,
+                             progress=False)  # fmt: skip
     assert result.fits and not result.ok
     assert "loosen the budget" in result.problems[0]
 

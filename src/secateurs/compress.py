@@ -150,6 +150,7 @@ def compress(
     loss: Callable | None = None,
     metric: Callable | None = None,
     finetune_epochs: int = 5,
+    final_epochs: int = 10,
     lr: float = 3e-3,
     qat_epochs: int = 3,
     distill: bool = False,
@@ -170,6 +171,8 @@ def compress(
     ``sc.deploy.estimate_c``). ``max_accuracy_drop`` (in the metric's units: 0.01 is one
     point of accuracy): the smallest model within the drop is kept, trying up to
     ``max_steps`` models below the budget, each with ``SMALLER`` of the last one's MACs.
+    ``finetune_epochs`` train each candidate after its search; the one kept trains
+    ``final_epochs`` more (and is quantized again) before export.
     ``method``: a search of ``sc.search.METHODS``; "auto" runs uniform widths and greedy
     sensitivity and keeps the one more accurate at int8 on the validation split (neither
     wins everywhere: see docs/compress.md). ``distill``: fine-tune with knowledge
@@ -195,6 +198,7 @@ def compress(
     if max_accuracy_drop is not None:
         max_accuracy_drop = check_float("max_accuracy_drop", max_accuracy_drop, minimum=0.0)
     finetune_epochs = check_int("finetune_epochs", finetune_epochs, minimum=0)
+    final_epochs = check_int("final_epochs", final_epochs, minimum=0)
     qat_epochs = check_int("qat_epochs", qat_epochs, minimum=0)
     max_steps = check_int("max_steps", max_steps, minimum=0)
     out = Path(out) if out is not None else None
@@ -220,6 +224,8 @@ def compress(
     best = start if not start.over(limits) else job.fit_budget(limits, start)
     if max_accuracy_drop is not None and job.within(best):
         best = job.descend(best, limits, max_steps)
+    if final_epochs and best.method is not None:
+        best = job.polish(best, final_epochs, limits)
     problems = []
     if max_accuracy_drop is not None and not job.within(best):
         problems.append(
@@ -357,6 +363,19 @@ class _Job:
                 self.say(f"fine-tuning {self.finetune_epochs} epochs"
                          + (" with distillation" if self.distill else ""))  # fmt: skip
                 self.finetune(model)
+        return self.measure(model, method, _budget(budget) if budget else None)
+
+    def polish(self, best: Point, epochs: int, limits: dict[str, float]) -> Point:
+        """Fine-tune the chosen model ``epochs`` more and quantize it again; kept where it
+        is at least as accurate at int8 on validation and still fits."""
+        self.say(f"fine-tuning the chosen model {epochs} more epochs")
+        model = copy.deepcopy(best.model)
+        self.finetune(model, epochs)
+        p = self.measure(model, best.method, "final")
+        return p if p.int8_val >= best.int8_val and not p.over(limits) else best
+
+    def measure(self, model: nn.Module, method: str | None, label: str | None) -> Point:
+        """Quantize ``model`` and measure it: validation accuracy, costs as C."""
         model.eval()
         float_val = evaluate(model, self.task, "val")
         qmodel, how, qat = self.quantize(model, float_val)
@@ -364,18 +383,18 @@ class _Job:
             model = qat.model.eval()
         int8_val = evaluate(qmodel, self.task, "val")
         costs = self.costs(model, qmodel)
-        self.tried.append({"method": method, "budget": _budget(budget) if budget else None,
-                           "costs": costs, "float_val": float_val, "int8_val": int8_val,
+        self.tried.append({"method": method, "budget": label, "costs": costs,
+                           "float_val": float_val, "int8_val": int8_val,
                            "quantization": how})  # fmt: skip
-        self.say(f"candidate ({method or 'unpruned'}): {_costs(costs)}; val {float_val:.4f} "
-                 f"float, {int8_val:.4f} int8")  # fmt: skip
+        self.say(f"{label or 'unpruned'} ({method or 'as given'}): {_costs(costs)}; val "
+                 f"{float_val:.4f} float, {int8_val:.4f} int8")  # fmt: skip
         return Point(model, qmodel, costs, float_val, int8_val, how, method, qat)
 
-    def finetune(self, model: nn.Module) -> None:
+    def finetune(self, model: nn.Module, epochs: int | None = None) -> None:
         from .distill.kd import KD
 
         kd = [KD()] if self.distill else []
-        fit(model, self.task, epochs=self.finetune_epochs, lr=self.lr, losses=kd,
+        fit(model, self.task, epochs=epochs or self.finetune_epochs, lr=self.lr, losses=kd,
             teacher=self.original if self.distill else None, seed=self.seed,
             progress=False)  # fmt: skip
 
