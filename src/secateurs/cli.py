@@ -8,6 +8,8 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from pickle import UnpicklingError
+from zipfile import BadZipFile
 
 import yaml
 from rich.console import Console
@@ -433,7 +435,7 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     console = console or Console()
     try:
         return args.func(args, console)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+    except (ValueError, TypeError, OSError, RuntimeError, BadZipFile, UnpicklingError) as err:
         console.print(f"[red]error:[/red] {err}", highlight=False)
         return 2
 

@@ -238,3 +238,38 @@ def test_ray_backend_gives_the_local_results(tmp_path):
     assert result.ran == 2 and result.failed == 0
     a, b = (_stable(sc.bench.Store(p).rows()) for p in (local, distributed))
     assert a == b
+
+
+@pytest.mark.parametrize("task", ["../../escaped", "/tmp/absolute-task", "a\x00b", "x" * 300])
+def test_a_report_on_hostile_cells_writes_only_inside_its_folder(tiny, tmp_path, task):
+    cells = sc.bench.Store(tiny[0]).export(tmp_path / "cells.jsonl")
+    lines = [json.loads(line) for line in cells.read_text().splitlines()]
+    for row in lines:
+        row["key"] = row["key"].replace(row["task"], task, 1)
+        row["task"] = task
+    hostile = tmp_path / "hostile.jsonl"
+    hostile.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    fresh = sc.bench.Store(tmp_path / "fresh.sqlite")
+    assert fresh.import_cells(hostile) == len(lines)
+    before = {p for p in tmp_path.parent.rglob("*")}
+    out = tmp_path / "deep" / "report"
+    sc.bench.write_bench_report(fresh.path, out)
+    created = {p for p in tmp_path.parent.rglob("*")} - before
+    assert created and all(out in p.parents or p == out or p in out.parents for p in created)
+    assert (
+        not list(tmp_path.parent.glob("escaped*")) and not Path("/tmp/absolute-task.png").exists()
+    )
+
+
+def test_parent_and_cell_paths_stay_under_the_root(tmp_path):
+    data = yaml.safe_load(TINY.read_text())
+    label = next(iter(data["models"]))
+    data["models"] = {"../../../X": data["models"][label]}
+    data["methods"] = {k: [{**s} for s in v] for k, v in data["methods"].items()}
+    grid = sc.bench.parse_grid(data)
+    for task in ("../../up", "/abs/data.npz"):
+        path = runner.parent_path(grid, tmp_path, task, "../../../X", 0)
+        assert tmp_path / "parents" in path.parents
+    for cell in sc.bench.cells(grid)[:3]:
+        cell = cell.__class__(**{**cell.__dict__, "task": "../../up"})
+        assert tmp_path / "cells" in runner.cell_folder(tmp_path, grid, cell).parents

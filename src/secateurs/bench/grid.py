@@ -32,19 +32,19 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from ..recipe.schema import ModelSpec, RecipeError, Train, _problems, parse_recipe
+from .._io import load_yaml
+from ..recipe.schema import Checked, ModelSpec, RecipeError, Train, _problems, parse_recipe
 
 KEEP = "{keep}"
 DROP = "{drop}"  # 1 - keep: a sparsity, say
 CONTROL = "control"
 
 
-class Grid(BaseModel):
+class Grid(Checked):
     """A validated grid; build one with :func:`load_grid`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     tasks: list[str] = Field(min_length=1)
     models: dict[str, ModelSpec] = Field(min_length=1)
@@ -181,7 +181,7 @@ def parse_grid(data: Any, source: str = "grid") -> Grid:
 def load_grid(path: str | Path) -> Grid:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except FileNotFoundError:
         raise RecipeError(str(path), [("", "no such grid file")]) from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:

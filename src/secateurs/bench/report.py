@@ -12,7 +12,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from .._io import write_atomic
+from .._io import inside, safe_name, write_atomic
 from ..recipe.report import _png, plt
 from .grid import CONTROL
 from .store import Store
@@ -123,9 +123,10 @@ def write_bench_report(store: str | Path, out: str | Path) -> tuple[Path, Path]:
     body = [f"<h1>Benchmark report</h1><p>{html.escape(md[2])}</p>"]
     for task in tasks:
         png = _pareto_plot(task, table)
-        write_atomic(out / "plots" / f"{task}.png", png)
+        plot = f"plots/{safe_name(task)}.png"
+        write_atomic(inside(out, out / plot), png)
         board = _leaderboard(task, table)
-        md += [f"## {task}", "", f"![{task}](plots/{task}.png)", "",
+        md += [f"## {task}", "", f"![{task}]({plot})", "",
                "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]  # fmt: skip
         md += ["| " + " | ".join(r) + " |" for r in board] + [""]
         cells = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>"

@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 
 from .. import data, models
+from .._io import inside, safe_name
 from ..models.checkpoint import save_checkpoint
 from ..recipe import run as run_recipe
 from ..search.candidate import get_backend
@@ -40,11 +41,12 @@ METRICS = ("accuracy", "params", "nonzero_params", "macs", "nonzero_macs", "flas
 
 def parent_path(grid: Grid, root: Path, task: str, model: str, seed: int) -> Path:
     digest = parent_digest(grid, model)
-    return root / "parents" / f"{task}-{model}-{seed}-{digest}.pt"
+    return inside(root, root / "parents" / f"{safe_name(f'{task}-{model}-{seed}')}-{digest}.pt")
 
 
 def cell_folder(root: Path, grid: Grid, cell) -> Path:
-    return root / "cells" / f"{cell.key.replace('/', '__')}-{cell_digest(grid, cell)}"
+    name = safe_name(cell.key.replace("/", "__"))
+    return inside(root, root / "cells" / f"{name}-{cell_digest(grid, cell)}")
 
 
 def train_parent(grid: Grid, task: str, model: str, seed: int, root: str) -> float:

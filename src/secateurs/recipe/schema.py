@@ -20,6 +20,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +28,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .._io import load_yaml
 from ..compress import METHODS as COMPRESS_METHODS
 from ..compress import parse_bytes
 from ..data import TASKS
@@ -71,10 +73,42 @@ def _registered(registry, field: str):
     return field_validator(field)(classmethod(check))
 
 
-class Args(BaseModel):
+MAX_COUNT = 1_000_000  # the largest whole number (epochs, batch size, steps...) a key takes
+
+
+def _number_kinds(annotation) -> set[type]:
+    args = typing.get_args(annotation) or (annotation,)
+    return {a for a in args if a in (int, float, bool)}
+
+
+class Checked(BaseModel):
+    """Base of every recipe and grid mapping: unknown keys, infinities and NaNs are errors;
+    so are ``true``/``false`` where a number belongs and whole numbers above
+    ``MAX_COUNT`` (no run could finish them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        fields = {f.alias or k: f for k, f in cls.model_fields.items()}
+        for key, value in data.items():
+            kinds = _number_kinds(fields[key].annotation) if key in fields else set()
+            if not kinds or bool in kinds or not isinstance(value, (int, float)):
+                continue
+            if isinstance(value, bool):
+                raise ValueError(f"{key}: expected a number, got {value}")
+            if float not in kinds and abs(value) > MAX_COUNT and key not in ("seed", "seeds"):
+                raise ValueError(f"{key}: {value:g} is more than any run could do (at most "
+                                 f"{MAX_COUNT:,})")  # fmt: skip
+        return data
+
+
+class Args(Checked):
     """Base of every stage's arguments: unknown keys are errors; ``name`` labels the stage."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field(default=None, description="label in the report; default: the stage kind")
 
     @field_validator("name")
@@ -210,7 +244,7 @@ class Sparsify(FitArgs):
         return self
 
 
-class BudgetSpec(BaseModel):
+class BudgetSpec(Checked):
     """``sc.search.Budget``: a float up to 1 is a fraction of the unpruned model, an int is
     absolute; or ``target``, a device whose flash and SRAM are the limits."""
 
@@ -368,8 +402,8 @@ class Compress(Args):
     ``sc.compress`` (width search, fine-tuning, PTQ or QAT). The int8 model it returns is
     what later ``evaluate`` and ``export`` stages take."""
 
-    flash: int | str = None
-    sram: int | str = None
+    flash: int | float | str = None  # bytes: no MAX_COUNT
+    sram: int | float | str = None
     macs: float | int = Field(default=None, gt=0)
     latency_ms: float = Field(default=None, gt=0)
     max_accuracy_drop: float = Field(default=None, ge=0)
@@ -404,16 +438,16 @@ FLOAT_ONLY = {"train", "finetune", "regularize", "prune", "prune_layers", "searc
               "distill", "quantize", "compress"}  # fmt: skip
 
 
-class ModelSpec(BaseModel):
+class ModelSpec(Checked):
     """A zoo model (``name``, ``width``, builder ``args``) or a user's own (``import:
     "package.module:build"``, called with ``args``), optionally with weights from
     ``checkpoint``: a ``secateurs train --out`` file (which names its model itself) or a
     plain state dict for the model named."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)
     name: str = None
     import_: str = Field(default=None, alias="import")
-    width: float = Field(default=1.0, gt=0)
+    width: float = Field(default=1.0, gt=0, le=64)
     args: dict[str, Any] = Field(default_factory=dict)
     checkpoint: str = None
 
@@ -449,7 +483,7 @@ class Stage(BaseModel):
     teacher: str | None = None  # resolved: the stage name (or "model") the teacher comes from
 
 
-class Recipe(BaseModel):
+class Recipe(Checked):
     """A validated recipe; build one with :func:`load_recipe` or :func:`parse_recipe`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -497,6 +531,15 @@ def _location(loc: tuple, data: Any) -> str:
     return "".join(parts)
 
 
+def _echo(value: Any) -> str:
+    """A value as an error message quotes it: short, however large or nested it is."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxother, r.maxdict, r.maxlist = 3, 60, 60, 6, 6
+    return r.repr(value)
+
+
 def _problems(err: ValidationError, data: Any, prefix: tuple = ()) -> list[tuple[str, str]]:
     seen: dict[str, list[str]] = {}
     for e in err.errors(include_url=False):
@@ -507,7 +550,7 @@ def _problems(err: ValidationError, data: Any, prefix: tuple = ()) -> list[tuple
         elif e["type"] == "missing":
             msg = "required key is missing"
         elif "input" in e and e["type"] not in ("value_error", "assertion_error"):
-            msg += f" (got {e['input']!r})"
+            msg += f" (got {_echo(e['input'])})"
         if msg not in seen.setdefault(path, []):
             seen[path].append(msg)
     out = []
@@ -523,7 +566,7 @@ def _stage(i: int, item: Any, data: Any) -> tuple[Stage | None, list[tuple[str, 
     if not isinstance(item, Mapping) or len(item) != 1:
         kinds = ", ".join(STAGE_KINDS)
         return None, [(where, "a stage is a one-key mapping such as {train: {epochs: 10}}, "
-                              f"with the key one of {kinds}; got {item!r}")]  # fmt: skip
+                              f"with the key one of {kinds}; got {_echo(item)}")]  # fmt: skip
     (kind, args), = item.items()  # fmt: skip
     if kind not in STAGE_KINDS:
         return None, [(where, f"unknown stage {kind!r}; known stages: {', '.join(STAGE_KINDS)}")]
@@ -655,7 +698,7 @@ def parse_recipe(
 def load_recipe(
     path: str | Path, overrides: Mapping[str, Any] | None = None
 ) -> tuple[Recipe, list[Stage]]:
-    """Read a recipe file with ``yaml.safe_load`` and validate it."""
+    """Read a recipe file with ``yaml.safe_load`` (aliases limited) and validate it."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -664,7 +707,7 @@ def load_recipe(
     except (OSError, UnicodeDecodeError) as err:
         raise RecipeError(str(path), [("", f"cannot read it: {err}")]) from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as err:
         raise RecipeError(str(path), [("", f"not valid YAML: {err}")]) from None
     return parse_recipe(data, str(path), overrides)

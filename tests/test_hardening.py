@@ -1,0 +1,84 @@
+"""Hostile and careless input: names that would leave their folder, YAML that expands
+without bound, numbers no run could finish, and files that are not what they claim."""
+
+from __future__ import annotations
+
+import pytest
+from rich.console import Console
+
+import secateurs as sc
+from secateurs._io import MAX_ALIASES, inside, load_yaml, safe_name, write_atomic
+from secateurs.cli import main
+from secateurs.recipe import RecipeError
+
+BASE = {"task": "digits", "model": {"name": "lenet5"}, "stages": [{"train": {"epochs": 1}}]}
+
+
+@pytest.mark.parametrize("name", ["../../x", "/etc/passwd", "a\x00b", "..", "", "é/ü", "z" * 500])
+def test_safe_names_stay_one_component_and_never_collide(name, tmp_path):
+    safe = safe_name(name)
+    assert safe and "/" not in safe and "\x00" not in safe and not safe.startswith(".")
+    assert len(safe) <= 80
+    assert tmp_path in (tmp_path / safe).resolve().parents
+    assert safe_name(name + "!") != safe_name(name + "?")  # both change: hashes differ
+    assert safe_name("digits") == "digits" and safe_name("l1+kd") == "l1+kd"
+
+
+def test_inside_refuses_paths_that_leave_the_root(tmp_path):
+    assert inside(tmp_path, tmp_path / "a" / "b") == tmp_path / "a" / "b"
+    with pytest.raises(ValueError, match="outside"):
+        inside(tmp_path, tmp_path / ".." / "x")
+    assert write_atomic(tmp_path / "f.txt", "ok").read_text() == "ok"
+
+
+def test_yaml_aliases_are_limited():
+    assert load_yaml("a: &x [1, 2]\nb: *x\n") == {"a": [1, 2], "b": [1, 2]}
+    levels = ["l0: &l0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    with pytest.raises(Exception, match=f"more than {MAX_ALIASES} aliases"):
+        load_yaml("\n".join(levels))
+
+
+def test_recipe_error_messages_quote_values_briefly():
+    deep = [[[["x"] * 50] * 50] * 50]
+    with pytest.raises(RecipeError) as err:
+        sc.recipe.parse_recipe(dict(BASE, description=deep))
+    assert len(str(err.value)) < 600
+
+
+@pytest.mark.parametrize(
+    ("stage", "message"),
+    [
+        ({"train": {"epochs": True}}, "expected a number"),
+        ({"train": {"lr": float("inf")}}, "finite"),
+        ({"train": {"lr": float("nan")}}, "finite"),
+        ({"train": {"epochs": 1e44}}, "more than any run could do"),
+        ({"train": {"batch_size": 10**26}}, "more than any run could do"),
+        ({"compress": {"macs": float("inf")}}, "finite"),
+    ],
+)
+def test_recipe_numbers_are_bounded(stage, message):
+    with pytest.raises(RecipeError, match=message):
+        sc.recipe.parse_recipe(dict(BASE, stages=[stage]))
+
+
+def test_recipe_width_is_bounded():
+    with pytest.raises(RecipeError, match="less than or equal to 64"):
+        sc.recipe.parse_recipe(dict(BASE, model={"name": "lenet5", "width": 1e30}))
+
+
+def _cli(argv):
+    console = Console(record=True, width=200, force_terminal=False)
+    code = main(argv, console=console)
+    return code, console.export_text()
+
+
+def test_cli_turns_damaged_files_into_one_line_errors(tmp_path):
+    bad_npz = tmp_path / "data.npz"
+    bad_npz.write_bytes(b"PK\x03\x04 not a zip")
+    code, out = _cli(["train", "--task", str(bad_npz), "--epochs", "1"])
+    assert code == 2 and out.startswith("error:") and "Traceback" not in out
+    bad_ckpt = tmp_path / "model.pt"
+    bad_ckpt.write_bytes(b"\x80\x02 truncated")
+    code, out = _cli(["profile", "--checkpoint", str(bad_ckpt)])
+    assert code == 2 and out.startswith("error:") and "Traceback" not in out
