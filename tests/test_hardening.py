@@ -82,3 +82,32 @@ def test_cli_turns_damaged_files_into_one_line_errors(tmp_path):
     bad_ckpt.write_bytes(b"\x80\x02 truncated")
     code, out = _cli(["profile", "--checkpoint", str(bad_ckpt)])
     assert code == 2 and out.startswith("error:") and "Traceback" not in out
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(digits):
+    import torch
+
+    model = sc.models.create("lenet5", digits, seed=0)
+    with torch.no_grad():
+        model[0].weight[0, 0, 0, 0] = float("nan")
+    for call in (
+        lambda: sc.evaluate(model, digits),
+        lambda: sc.quant.quantize(model, digits),
+        lambda: sc.prune.channels(model, digits.example_inputs(), ratio=0.3),
+        lambda: sc.prune.sparsify(model, 0.5),
+    ):
+        with pytest.raises(ValueError, match=r"0\.weight holds 1 NaN"):
+            call()
+
+
+def test_training_on_absurdly_scaled_inputs_stops_with_the_reason(digits):
+    x, y = digits.train.tensors
+    model = sc.models.create("mlp", digits, seed=0)
+    with pytest.raises(FloatingPointError, match="normalize them"):
+        sc.fit(model, (x * 1e30, y), epochs=3, progress=False)
+
+
+@pytest.mark.parametrize("hidden", [[0], [-5], [2.5]])
+def test_mlp_refuses_sizes_that_are_not_positive_whole_numbers(digits, hidden):
+    with pytest.raises(ValueError, match="hidden sizes"):
+        sc.models.create("mlp", digits, hidden=hidden)

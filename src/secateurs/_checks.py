@@ -43,3 +43,22 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value
+
+
+def check_finite_model(model, what: str) -> None:
+    """Fail, naming the tensor, when a parameter or a normalization statistic of ``model``
+    holds NaN or infinity: every score, range and accuracy computed from it would be
+    meaningless. (Other buffers may hold infinities on purpose, such as attention masks.)"""
+    import torch
+
+    stats = [
+        (n, b) for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var"))
+    ]
+    tensors = list(model.named_parameters()) + stats
+    for name, t in tensors:
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            bad = int((~torch.isfinite(t)).sum())
+            raise ValueError(
+                f"{what}: {name} holds {bad} NaN or infinite values of {t.numel()}; the model "
+                "diverged or was loaded from a damaged file: retrain it or reload good weights"
+            )

@@ -435,7 +435,8 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     console = console or Console()
     try:
         return args.func(args, console)
-    except (ValueError, TypeError, OSError, RuntimeError, BadZipFile, UnpicklingError) as err:
+    except (ValueError, TypeError, OSError, RuntimeError, ArithmeticError, BadZipFile,
+            UnpicklingError) as err:  # fmt: skip
         console.print(f"[red]error:[/red] {err}", highlight=False)
         return 2
 

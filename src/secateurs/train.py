@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_choice, check_float, check_int
+from ._checks import check_choice, check_finite_model, check_float, check_int
 from .data.forms import as_task
 from .data.task import SPLITS, Task
 from .models.registry import check_model_fits
@@ -24,6 +24,7 @@ from .models.registry import check_model_fits
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+DIVERGED = 1e4  # a mean cross-entropy no training that learns anything reaches
 SCHEDULES = ("cosine", "constant")
 
 
@@ -352,6 +353,14 @@ def _loop(
             if state.stop:
                 break
         record = {"epoch": epoch, **{k: v / max(seen, 1) for k, v in sums.items()}}
+        if criterion is F.cross_entropy and record["train_loss"] > DIVERGED:
+            scale = float(x.detach().abs().max())
+            raise FloatingPointError(
+                f"training diverged: the mean cross-entropy of epoch {epoch} is "
+                f"{record['train_loss']:.3g} (a model guessing scores about "
+                f"{math.log(max(2, task.num_classes)):.2f}); inputs reach {scale:.3g} in "
+                f"magnitude: normalize them, or lower lr (now {lr})"
+            )
         record["train_acc"] = correct / max(seen, 1)
         record["val_acc"] = evaluate(model, task, "val")
         record["lr"] = opt.param_groups[0]["lr"]
@@ -375,6 +384,7 @@ def evaluate(model: nn.Module, task: Task, split: str = "test", batch_size: int 
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     task = as_task(task)
     check_choice("split", split, SPLITS)
+    check_finite_model(model, "evaluate")
     was_training = model.training
     model.eval()
     device = next(iter(model.parameters()), torch.empty(0)).device

@@ -29,7 +29,11 @@ def load_versioned(path: str | Path, fmt: str, what: str) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist")
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001  (torch raises many kinds on a damaged file)
+        raise ValueError(f"{path} cannot be read as a {what}; it is damaged or not a torch "
+                         f"file ({type(err).__name__}: {str(err)[:200]})") from None  # fmt: skip
     if not isinstance(data, dict) or data.get("format") != fmt:
         raise ValueError(f"{path} is not a {what} (expected format {fmt!r})")
     return data

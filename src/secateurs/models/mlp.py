@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from numbers import Integral
 
 from torch import nn
 
@@ -23,6 +24,9 @@ def _mlp(in_features: int, hidden: Sequence[int], num_classes: int) -> nn.Sequen
 @register_model("mlp")
 def mlp(task: Task, width: float = 1.0, hidden: Sequence[int] = (128, 64)) -> nn.Module:
     """Flatten, then Linear+ReLU layers of ``hidden`` x ``width`` units, then a classifier."""
+    bad = [h for h in hidden if isinstance(h, bool) or not isinstance(h, Integral) or h < 1]
+    if bad:
+        raise ValueError(f"mlp: hidden sizes must be whole numbers of at least 1, got {bad}")
     widths = [max(1, round(h * width)) for h in hidden]
     return _mlp(math.prod(task.input_shape), widths, task.num_classes)
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_float, check_int
+from .._checks import check_choice, check_finite_model, check_float, check_int
 from ..graph import DependencyGraph, Group, replay
 from ..measure import profile
 from .importance import IMPORTANCE
@@ -205,6 +205,7 @@ def channels(
     (:func:`~secateurs.prune.recalibrate_bn`), so the pruned model scores before
     fine-tuning what its weights allow, not near chance.
     """
+    check_finite_model(model, "channels")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if sum(v is not None for v in (ratio, target_macs, threshold, keep)) != 1:

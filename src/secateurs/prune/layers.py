@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_float, check_int
+from .._checks import check_finite_model, check_float, check_int
 from ..graph.graph import remove_layer, set_module
 from ..measure import profile
 from .calibration import batches
@@ -126,6 +126,7 @@ def layers(
     one that adds the least loss per fraction of the MACs it removes goes, and the rest
     are scored again. The model must then be fine-tuned (``sc.fit``), as after any pruning.
     """
+    check_finite_model(model, "layers")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if (target_macs is None) == (count is None):

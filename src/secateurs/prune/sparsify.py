@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .._checks import check_choice, check_float, check_int
+from .._checks import check_choice, check_finite_model, check_float, check_int
 from ..train import Callback, FitState
 from .calibration import batches
 from .lrp import weight_relevance
@@ -178,6 +178,7 @@ def sparsify(
     the score relevance^p·|w|^(1 - p); 0.5, the geometric mean, by default, 1 ranks as
     ``"lrp"`` and 0 as ``"magnitude"``.
     """
+    check_finite_model(model, "sparsify")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     kind, nm = _granularity(granularity)

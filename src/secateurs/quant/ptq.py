@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_int
+from .._checks import check_choice, check_finite_model, check_int
 from .._registry import Registry
 from ..data import Task
 from ..measure.encoding import smallest_encoding
@@ -280,6 +280,7 @@ def calibrate(
     observed on ``num_batches`` batches of ``data`` (the model in eval mode meanwhile)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_finite_model(model, "quantize")
     scheme_obj = SCHEMES.get(scheme)
     check_choice("calibration", calibration, CALIBRATIONS)
     num_batches = check_int("num_batches", num_batches, minimum=1)
