@@ -220,7 +220,7 @@ def compress(
                max_accuracy_drop, before_val, list(ignored), seed, say,
                timed=latency_ms is not None)  # fmt: skip
     start = job.point(None)  # the model as given, quantized
-    original_costs = dict(start.costs)
+    original_costs = job.first = dict(start.costs)
     best = start if not start.over(limits) else job.fit_budget(limits, start)
     if max_accuracy_drop is not None and job.within(best):
         best = job.descend(best, limits, max_steps)
@@ -291,19 +291,25 @@ class _Job:
     say: Callable[[str], None]
     timed: bool = False
     tried: list[dict] = field(default_factory=list)
+    first: dict[str, float] = field(default_factory=dict)  # the unpruned model's costs
 
     def within(self, p: Point) -> bool:
         return self.max_drop is None or self.before_val - p.int8_val <= self.max_drop + 1e-12
 
     def budget(self, limits: dict[str, float], shrink: dict[str, float], start: Point) -> Budget:
+        """The search's Budget. A memory limit the unpruned model already meets is left out
+        (pruning channels never grows the C), so that a MAC or latency limit alone is
+        searched on the quick profile instead of a quantization per candidate."""
         spec = {}
         for m in ("flash_bytes", "sram_bytes", "macs"):
-            if m in limits:
+            binding = m == "macs" or m in shrink or self.first[m] > limits.get(m, math.inf)
+            if m in limits and binding:
                 spec[m] = max(1, int(limits[m] * shrink.get(m, 1.0)))
         if "latency_ms" in limits:  # latency follows the MACs executed, to first order
             share = limits["latency_ms"] / start.costs["latency_ms"] * shrink.get("latency_ms", 1)
             spec["macs"] = min(spec.get("macs", math.inf), max(1, int(share * start.costs["macs"])))
-        return Budget(**spec, measure="c")
+        memory = {"flash_bytes", "sram_bytes"} & set(spec)
+        return Budget(**spec, measure="c" if memory else "profile")
 
     def fit_budget(self, limits: dict[str, float], start: Point) -> Point:
         """The largest model the search finds under ``limits``, tightening the search's
