@@ -176,8 +176,8 @@ def compress(
     ``method``: a search of ``sc.search.METHODS``; "auto" runs uniform widths and greedy
     sensitivity and keeps the one more accurate at int8 on the validation split (neither
     wins everywhere: see docs/compress.md). ``distill``: fine-tune with knowledge
-    distillation from the original (off by default: at 5 epochs it lost 0.4-12 points in
-    the measurements of docs/compress.md). ``out``: write ``c/`` (verified on
+    distillation from the original (off by default: in benchmarks/compress.py it
+    was level or behind in 12 of 12 cases). ``out``: write ``c/`` (verified on
     the host), ``model.tflite`` with ``tflite=True``, ``model.pt`` (``sc.graph.load_pruned``
     rebuilds it) and ``compress.json``.
 
