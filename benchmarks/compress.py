@@ -112,8 +112,8 @@ def table(results: dict) -> str:
         def acc(r):
             return f"{100 * r['accuracy_int8']:.1f}" if "accuracy_int8" in r else "out of reach"
 
-        how = (f"{c['method']}, {c['quantization']}, {c['costs']['macs'] / row_macs(row, task, model):.2f}"
-               if "costs" in c else "")  # fmt: skip
+        kept = c["costs"]["macs"] / row_macs(row, task, model) if "costs" in c else None
+        how = f"{c['method']}, {c['quantization']}, {kept:.2f}" if kept is not None else ""
         lines.append(f"| {task} | {model} | {slot} | {100 * p['float']:.1f} | "
                      f"{100 * p['int8']:.1f} | {acc(c)} | {acc(u)} | {how} |")  # fmt: skip
     return "\n".join(lines)
