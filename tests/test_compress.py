@@ -223,8 +223,11 @@ def test_compress_keeps_a_model_that_already_fits(digits):
     assert result.accuracy_before == sc.evaluate(model, digits)
 
 
-def test_compress_names_the_closest_point_when_the_budget_is_out_of_reach(digits):
+def test_compress_names_the_closest_point_when_the_budget_is_out_of_reach(digits, tmp_path):
     model = MLP()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="is a file"):  # before any work
+        sc.compress(model, digits, out=tmp_path / "file", progress=False)
     with pytest.raises(BudgetError, match="smallest reachable"):
         sc.compress(model, digits, flash=200, progress=False)
 

@@ -202,6 +202,8 @@ def compress(
     qat_epochs = check_int("qat_epochs", qat_epochs, minimum=0)
     max_steps = check_int("max_steps", max_steps, minimum=0)
     out = Path(out) if out is not None else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise ValueError(f"out={out} is a file; give a folder for the build")
     say = _Say(progress)
 
     original = copy.deepcopy(model).eval()
