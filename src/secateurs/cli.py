@@ -289,8 +289,8 @@ def cmd_bench(args, console: Console) -> int:
             runner = search.RayBackend(args.address) if args.backend == "ray" else args.backend
             try:
                 done = bench.run_grid(args.grid, args.store, root=args.root or None,
-                                      backend=runner, console=console,
-                                      rerun=args.rerun)  # fmt: skip
+                                      backend=runner, console=console, rerun=args.rerun,
+                                      retry_failed=args.retry_failed)  # fmt: skip
             finally:
                 if args.backend == "ray":
                     runner.close()
@@ -299,7 +299,14 @@ def cmd_bench(args, console: Console) -> int:
             return 130
         console.print(f"{done.ran} cell(s) run ({done.failed} failed), {done.skipped} done "
                       f"already; results in {args.store}")  # fmt: skip
-        return 1 if done.failed else 0
+        for key, error in done.exhausted.items():
+            console.print(f"[red]not done[/red] {key}: out of attempts; last error: "
+                          f"{error.strip().splitlines()[-1][:200] if error.strip() else '?'}",
+                          highlight=False)  # fmt: skip
+        if done.exhausted:
+            console.print(f"{len(done.exhausted)} cell(s) out of attempts: fix the cause, then "
+                          "run again with --retry-failed")  # fmt: skip
+        return 0 if done.complete else 1
     md, page = bench.write_bench_report(args.store, args.out)
     console.print(f"report: {page} and {md}")
     return 0
@@ -415,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerun", action="append", default=[], metavar="METHOD",
                    help="run this method's cells again even if done (after a code change; "
                    "repeatable)")  # fmt: skip
+    p.add_argument("--retry-failed", action="store_true",
+                   help="give the cells whose attempts ran out their attempts back")  # fmt: skip
     p.add_argument("--out", default="", help="the report folder (for report)")
     p.set_defaults(func=cmd_bench)
 

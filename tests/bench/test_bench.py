@@ -273,3 +273,32 @@ def test_parent_and_cell_paths_stay_under_the_root(tmp_path):
     for cell in sc.bench.cells(grid)[:3]:
         cell = cell.__class__(**{**cell.__dict__, "task": "../../up"})
         assert tmp_path / "cells" in runner.cell_folder(tmp_path, grid, cell).parents
+
+
+def test_cells_out_of_attempts_are_reported_and_retried(tiny, tmp_path, monkeypatch):
+    import shutil
+
+    store = tmp_path / "tiny.sqlite"
+    shutil.copy(tiny[0], store)
+    shutil.copytree(tiny[0].with_suffix(""), tmp_path / "tiny")
+    db = sc.bench.Store(store)
+    keys = sorted(r["key"] for r in db.rows() if r["method"] != "control")[:2]
+    db.reset(keys)
+    real = runner.run_cell
+    monkeypatch.setattr(runner, "run_cell", lambda **kw: {"error": "Traceback ...\nboom"})
+    first = sc.bench.run_grid(TINY, store, max_attempts=1)
+    assert (first.ran, first.failed) == (2, 2) and not first.complete
+    again = sc.bench.run_grid(TINY, store, max_attempts=1)
+    assert again.ran == 0 and sorted(again.exhausted) == keys and not again.complete
+    assert all("boom" in e for e in again.exhausted.values())
+    monkeypatch.setattr(runner, "run_cell", real)
+    fixed = sc.bench.run_grid(TINY, store, max_attempts=1, retry_failed=True)
+    assert (fixed.ran, fixed.failed) == (2, 0) and fixed.complete
+
+
+def test_a_second_runner_on_one_store_is_refused(tmp_path):
+    store = tmp_path / "s.sqlite"
+    with runner.store_lock(store), pytest.raises(RuntimeError, match="another `bench run`"):
+        sc.bench.run_grid(TINY, store)
+    with runner.store_lock(store):  # released
+        pass

@@ -11,7 +11,8 @@ import math
 import shutil
 import traceback
 from collections.abc import Iterable
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -101,11 +102,39 @@ def _check_parents(db: Store, parents: list[tuple], scores: list[float]) -> None
 
 @dataclass
 class GridRun:
-    """What one call did: cells run, failed, skipped as done already."""
+    """What one call did: cells run, failed, skipped as done already, and the cells left
+    undone because their attempts ran out (``max_attempts``), each with its last error."""
 
     ran: int
     failed: int
     skipped: int
+    exhausted: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        """Every cell of the grid is done."""
+        return not self.failed and not self.exhausted
+
+
+@contextmanager
+def store_lock(store: str | Path):
+    """Hold ``store``'s lock file for one runner at a time; a second one is refused."""
+    import fcntl
+
+    path = Path(store).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(
+                f"another `bench run` is using {store} (it holds {path}); wait for it to end, "
+                "or run into another store"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def run_grid(
@@ -116,13 +145,20 @@ def run_grid(
     max_attempts: int = 3,
     console: Console | None = None,
     rerun: Iterable[str] = (),
+    retry_failed: bool = False,
 ) -> GridRun:
     """Run every cell of ``grid`` (a path or a validated Grid) that ``store`` does not
     hold as done. ``root`` (default: beside the store) keeps the parents and each cell's
     run folder. ``backend``: "serial", "process", "ray" (a local Ray instance) or any
     object with ``map(fn, jobs)``, such as ``sc.search.RayBackend("auto")``. ``rerun``:
     methods whose cells run again from scratch although done (the digests see a changed
-    grid, not changed code)."""
+    grid, not changed code). ``retry_failed``: cells whose attempts ran out get them back.
+    One runner per store at a time: a second is refused while the first holds the lock."""
+    with store_lock(store):
+        return _run_grid(grid, store, root, backend, max_attempts, console, rerun, retry_failed)
+
+
+def _run_grid(grid, store, root, backend, max_attempts, console, rerun, retry_failed) -> GridRun:
     grid = grid if isinstance(grid, Grid) else (
         parse_grid(grid) if isinstance(grid, dict) else load_grid(grid))  # fmt: skip
     db = Store(store)
@@ -138,6 +174,12 @@ def run_grid(
     db.reset([c.key for c in again])
     for c in again:
         shutil.rmtree(cell_folder(Path(root), grid, c), ignore_errors=True)
+    if retry_failed:
+        undone = {r["key"] for r in db.rows() if r["status"] != "done"}
+        db.reset(sorted(undone))
+        for c in everything:
+            if c.key in undone:
+                shutil.rmtree(cell_folder(Path(root), grid, c), ignore_errors=True)
     todo = db.todo(everything, max_attempts)
     runner = get_backend(backend)
     backend_owned = isinstance(backend, str)
@@ -172,4 +214,10 @@ def run_grid(
                 console.print(f"[{r * width + i + 1}/{len(todo)}] {c.key}: {status}")
     if backend_owned and callable(getattr(runner, "close", None)):
         runner.close()
-    return GridRun(len(todo), failed, len(everything) - len(todo))
+    keys = {c.key for c in everything} - {c.key for c in todo}
+    rows = {r["key"]: r for r in db.rows()}
+    exhausted = {k: rows[k]["error"] or f"{rows[k]['status']} after {rows[k]['attempts']} "
+                 "attempts (the process died)" for k in sorted(keys)
+                 if rows[k]["status"] != "done"}  # fmt: skip
+    done_before = len(keys) - len(exhausted)
+    return GridRun(len(todo), failed, done_before, exhausted)
