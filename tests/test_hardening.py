@@ -111,3 +111,19 @@ def test_training_on_absurdly_scaled_inputs_stops_with_the_reason(digits):
 def test_mlp_refuses_sizes_that_are_not_positive_whole_numbers(digits, hidden):
     with pytest.raises(ValueError, match="hidden sizes"):
         sc.models.create("mlp", digits, hidden=hidden)
+
+
+def test_bad_npz_files_are_named_with_the_fix(tmp_path):
+    import numpy as np
+
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 junk")
+    with pytest.raises(ValueError, match=r"bad\.npz: not a readable \.npz archive"):
+        sc.data.load(tmp_path / "bad.npz")
+    np.savez(tmp_path / "obj.npz", x_train=np.array([{"a": 1}], dtype=object),
+             y_train=np.array([0]), x_test=np.zeros((2, 4)), y_test=np.zeros(2, int))  # fmt: skip
+    with pytest.raises(ValueError, match=r"obj\.npz: holds an object array"):
+        sc.data.load(tmp_path / "obj.npz")
+    x, y = np.random.default_rng(0).random((21, 8)), np.array([0] * 10 + [1] * 10 + [2])
+    np.savez(tmp_path / "one.npz", x_train=x, y_train=y, x_test=x, y_test=y)
+    with pytest.raises(ValueError, match=r"one\.npz: y_train: classes \[2\] have a single"):
+        sc.data.load(tmp_path / "one.npz")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +58,17 @@ def load_npz(path: str | Path, seed: int = 0) -> Task:
     validation pair, 15% of train is held out, stratified by ``seed``.
     """
     path = Path(path)
-    with np.load(path, allow_pickle=False) as archive:
-        arrays = {k: archive[k] for k in archive.files}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except ValueError as err:
+        if "pickle" not in str(err):
+            raise
+        raise ValueError(f"{path}: holds an object array (Python objects, never unpickled "
+                         "here); save numeric arrays with np.savez") from None  # fmt: skip
+    except (OSError, zipfile.BadZipFile, EOFError) as err:
+        raise ValueError(f"{path}: not a readable .npz archive ({type(err).__name__}: {err}); "
+                         "write it again with np.savez") from None  # fmt: skip
     required = ["x_train", "y_train", "x_test", "y_test"]
     missing = [k for k in required if k not in arrays]
     if missing:
@@ -92,7 +102,10 @@ def load_npz(path: str | Path, seed: int = 0) -> Task:
             "with every class present in y_train"
         )
     if "val" not in data:
-        x_tr, x_val, y_tr, y_val = stratified_split(*data["train"], VAL_FRACTION, seed)
+        try:
+            x_tr, x_val, y_tr, y_val = stratified_split(*data["train"], VAL_FRACTION, seed)
+        except ValueError as err:
+            raise ValueError(f"{path}: y_train: {err} (x_val, y_val)") from None
         data["train"], data["val"] = (x_tr, y_tr), (x_val, y_val)
     input_shape = shapes["train"]
     return Task(

@@ -97,6 +97,15 @@ def stratified_split(
     """Split off ``fraction`` of the samples, keeping class shares: x_a, x_b, y_a, y_b."""
     from sklearn.model_selection import train_test_split
 
+    classes, counts = np.unique(y, return_counts=True)
+    if (counts < 2).any():
+        rare = [int(c) for c in classes[counts < 2]]
+        raise ValueError(
+            f"classes {rare} have a single sample, too few to split off a validation share "
+            "while keeping class shares; give more samples of them, drop them, or pass your "
+            "own validation split"
+        )
+
     x_a, x_b, y_a, y_b = train_test_split(
         x, y, test_size=fraction, stratify=y, random_state=int(seed)
     )
