@@ -381,3 +381,19 @@ def test_model_import_is_checked_in_the_recipe():
         sc.recipe.parse_recipe(after)
     with pytest.raises(RecipeError, match="flash"):
         sc.recipe.parse_recipe(dict(SMALL, stages=[{"compress": {"flash": "lots"}}]))
+
+
+def test_resume_runs_a_stage_again_when_its_checkpoint_is_damaged(tmp_path):
+    stages = [{"train": {"epochs": 1}}, {"finetune": {"epochs": 1}}, {"quantize": {}}]
+    recipe = dict(SMALL, stages=stages)
+    reference = sc.recipe.run(recipe, tmp_path / "reference")
+    out = tmp_path / "run"
+    sc.recipe.run(recipe, out)
+    damaged = sorted((out / "checkpoints").glob("*.pt"))[-1]
+    damaged.write_bytes(damaged.read_bytes()[:100])  # a write cut short
+    resumed = sc.recipe.run(recipe, out, resume=True)
+    assert _stable(resumed.records) == _stable(reference.records)
+    assert (
+        sc.recipe.run(recipe, out, resume=True).records[-1]["accuracy"]
+        == (reference.records[-1]["accuracy"])
+    )

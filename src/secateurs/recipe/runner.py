@@ -161,10 +161,20 @@ def run(
         if record.get("name") != stage.name or not _checkpoint(out, done, stage).is_file():
             break
         done += 1
+    state = None
+    while done and state is None:  # a damaged checkpoint: run its stage again
+        path = _checkpoint(out, done - 1, stages[done - 1])
+        try:
+            state = load_state(path, task)
+        except (ValueError, RuntimeError, KeyError, OSError) as err:
+            if console is not None:
+                console.print(f"[yellow]{path} cannot be loaded[/yellow] ({str(err)[:200]}); "
+                              f"running stage {done} ({stages[done - 1].name}) again")  # fmt: skip
+            path.unlink(missing_ok=True)
+            done -= 1
     records = records[:done]
-
-    state = load_state(_checkpoint(out, done - 1, stages[done - 1]), task) if done else \
-        build_model(parsed.model, task, parsed.seed)  # fmt: skip
+    if state is None:
+        state = build_model(parsed.model, task, parsed.seed)
     teachers: dict[str, nn.Module] = {}
 
     def teacher(name: str) -> nn.Module:
