@@ -397,3 +397,13 @@ def test_resume_runs_a_stage_again_when_its_checkpoint_is_damaged(tmp_path):
         sc.recipe.run(recipe, out, resume=True).records[-1]["accuracy"]
         == (reference.records[-1]["accuracy"])
     )
+
+
+def test_a_run_that_fails_before_any_stage_finished_leaves_out_reusable(tmp_path):
+    out = tmp_path / "run"
+    bad = dict(SMALL, stages=[{"compress": {"flash": 10}}])
+    with pytest.raises(ValueError, match=r"stages\[0\]\.compress: the budget cannot be met"):
+        sc.recipe.run(bad, out)
+    assert not out.exists()  # the corrected recipe may use the same folder
+    good = dict(SMALL, stages=[{"train": {"epochs": 1}}])
+    assert sc.recipe.run(good, out).records[0]["name"] == "train"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -106,7 +107,8 @@ def _checkpoint(out: Path, index: int, stage: Stage) -> Path:
     return out / "checkpoints" / f"{index + 1:02d}-{stage.name}.pt"
 
 
-def _prepare(out: Path, recipe: Recipe, source: str, resume: bool) -> None:
+def _prepare(out: Path, recipe: Recipe, source: str, resume: bool) -> bool:
+    """Check or create the run folder; True when this call created it."""
     meta = out / "run.json"
     if meta.is_file():
         saved = json.loads(meta.read_text())
@@ -120,7 +122,7 @@ def _prepare(out: Path, recipe: Recipe, source: str, resume: bool) -> None:
                 f"{out} holds a run of a different recipe ({saved.get('source')}); resume it "
                 "with that recipe, or choose another output folder"
             )
-        return
+        return False
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not a run folder; choose another output folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -128,6 +130,7 @@ def _prepare(out: Path, recipe: Recipe, source: str, resume: bool) -> None:
                                                     sort_keys=False))  # fmt: skip
     write_atomic(meta, json.dumps({"format": RUN_FORMAT, "source": source,
                                    "recipe": json.loads(recipe.digest())}, indent=1))  # fmt: skip
+    return True
 
 
 def run(
@@ -150,7 +153,25 @@ def run(
         source = str(recipe)
         parsed, stages = load_recipe(recipe, overrides)
     out = Path(out)
-    _prepare(out, parsed, source, resume)
+    created = _prepare(out, parsed, source, resume)
+    try:
+        return _run(parsed, stages, out, console)
+    except Exception as err:
+        finished = (out / "metrics.jsonl").is_file()
+        if created and not finished:  # nothing worth keeping: the fixed recipe may reuse out
+            shutil.rmtree(out, ignore_errors=True)
+        stage = getattr(err, "recipe_stage", None)
+        if stage is None or not isinstance(err, (ValueError, TypeError, RuntimeError,
+                                                 ArithmeticError)):  # fmt: skip
+            raise
+        try:
+            named = type(err)(f"{stage}: {err}")
+        except Exception:  # noqa: BLE001  (a constructor that takes more than a message)
+            raise err from None
+        raise named from err
+
+
+def _run(parsed: Recipe, stages: list[Stage], out: Path, console: Console | None) -> RunResult:
     task = data.load(parsed.task, seed=parsed.seed)
     target = get_target(parsed.target)
 
@@ -197,7 +218,11 @@ def run(
         if console is not None:
             console.rule(f"[bold]{i + 1}/{len(stages)}  {stage.name}[/bold] ({stage.kind})")
         start = time.perf_counter()
-        details = STAGES.get(stage.kind)(state, stage, ctx)
+        try:
+            details = STAGES.get(stage.kind)(state, stage, ctx)
+        except Exception as err:
+            err.recipe_stage = f"stages[{i}].{stage.kind}"  # the YAML path, for the message
+            raise
         state.model.eval()
         record = {"stage": i + 1, "name": stage.name, "kind": stage.kind}
         record.update(measure_state(state, task))
