@@ -302,3 +302,20 @@ def test_a_second_runner_on_one_store_is_refused(tmp_path):
         sc.bench.run_grid(TINY, store)
     with runner.store_lock(store):  # released
         pass
+
+
+def test_the_report_lists_the_cells_it_lacks(tiny, tmp_path):
+    import shutil
+
+    store = tmp_path / "tiny.sqlite"
+    shutil.copy(tiny[0], store)
+    db = sc.bench.Store(store)
+    key = sorted(r["key"] for r in db.rows() if r["method"] != "control")[0]
+    db.reset([key])
+    db.start(key)
+    db.finish(key, None, "Traceback ...\nValueError: boom")
+    md, page = sc.bench.write_bench_report(store, tmp_path / "report")
+    text = md.read_text()
+    assert "## Cells missing from this report" in text
+    assert f"| {key} | failed | 1 | ValueError: boom |" in text
+    assert "Cells missing from this report" in page.read_text()

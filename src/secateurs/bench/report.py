@@ -101,6 +101,17 @@ HEADER = ("model", "keep", "method", "accuracy (%)", "compression", "speedup", "
           "seeds")  # fmt: skip
 
 
+def _missing(rows: list[dict]) -> list[tuple[str, str, str, str]]:
+    """Each cell not done: key, status, attempts, the last line of its error."""
+    out = []
+    for r in rows:
+        if r["status"] != "done":
+            error = (r["error"] or "").strip().splitlines()
+            last = error[-1][:160].replace("|", "/") if error else ""
+            out.append((r["key"], r["status"], str(r["attempts"]), last))
+    return out
+
+
 def write_bench_report(store: str | Path, out: str | Path) -> tuple[Path, Path]:
     """Write ``report.md`` (plots under ``plots/``) and ``report.html`` for the done
     cells of ``store``, and ``cells.jsonl``, every cell as :meth:`Store.export` writes it
@@ -135,6 +146,18 @@ def write_bench_report(store: str | Path, out: str | Path) -> tuple[Path, Path]:
                     f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
                     "<table><tr>" + "".join(f"<th>{h}</th>" for h in HEADER) + "</tr>"
                     f"{cells}</table>")  # fmt: skip
+    missing = _missing(db.rows())
+    if missing:
+        md += ["## Cells missing from this report", "",
+               "These cells are not done, so no table or plot above counts them.", "",
+               "| cell | status | attempts | last error |", "|---|---|---|---|"]  # fmt: skip
+        md += ["| " + " | ".join(r) + " |" for r in missing] + [""]
+        rows_html = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r)
+                            + "</tr>" for r in missing)  # fmt: skip
+        body.append(
+            "<h2>Cells missing from this report</h2><table><tr><th>cell</th><th>"
+            f"status</th><th>attempts</th><th>last error</th></tr>{rows_html}</table>"
+        )
     write_atomic(out / "report.md", "\n".join(md))
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-"
              "collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}img{max-width:"
