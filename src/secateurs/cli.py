@@ -194,7 +194,7 @@ def cmd_compress(args, console: Console) -> int:
     for col in ("", "accuracy", "flash", "SRAM", "MACs"):
         table.add_column(col, justify="left" if not col else "right")
     o, c = result.original_costs, result.costs
-    table.add_row("original (int8)", f"{result.accuracy_before:.2%}", _kib(o["flash_bytes"]),
+    table.add_row("original", f"{result.accuracy_before:.2%}", _kib(o["flash_bytes"]),
                   _kib(o["sram_bytes"]), f"{o['macs']:,.0f}")  # fmt: skip
     table.add_row(f"compressed ({result.method}, {result.quantization})",
                   f"{result.accuracy_int8:.2%}", _kib(c["flash_bytes"]), _kib(c["sram_bytes"]),
@@ -355,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "compress",
         help="compress a trained model until its int8 C fits a target",
-        description="Prune (searching the per-layer widths), fine-tune with distillation, "
+        description="Prune (searching the per-layer widths), fine-tune, "
         "quantize and export a trained model until its C fits --target and the limits; "
         "write the verified C build into --out. A user's model: --model package.module:build.",
     )

@@ -39,7 +39,7 @@ from .data.forms import as_task
 from .measure import profile
 from .measure.target import Target, check, get_target
 from .models.registry import check_model_fits
-from .search.budget import Budget, BudgetError
+from .search.budget import Budget, BudgetError, Costs
 from .train import evaluate, fit
 
 log = logging.getLogger(__name__)
@@ -206,30 +206,29 @@ def compress(
         raise ValueError(f"out={out} is a file; give a folder for the build")
     say = _Say(progress)
 
+    share = Budget(macs=macs) if macs is not None else None  # checks it: a share or a count
+
     original = copy.deepcopy(model).eval()
-    x = task.example_inputs()
-    dense = profile(original, x, 8, 8, latency=False)
-    limits: dict[str, float] = {"flash_bytes": flash_b, "sram_bytes": sram_b}
-    if macs is not None:
-        limits["macs"] = _mac_limit(macs, dense.macs)
-    if latency_ms is not None:
-        limits["latency_ms"] = latency_ms
     before_val = evaluate(original, task, "val")
     before_test = evaluate(original, task, "test")
-    say(f"original: {before_test:.4f} test, {dense.macs:,} MACs")
-
-    job = _Job(original, task, t, x, method, finetune_epochs, lr, qat_epochs, distill,
-               max_accuracy_drop, before_val, list(ignored), seed, say,
+    job = _Job(original, task, t, task.example_inputs(), method, finetune_epochs, lr,
+               qat_epochs, distill, max_accuracy_drop, before_val, list(ignored), seed, say,
                timed=latency_ms is not None)  # fmt: skip
     start = job.point(None)  # the model as given, quantized
     original_costs = job.first = dict(start.costs)
+    say(f"original: {before_test:.4f} test, {original_costs['macs']:,} MACs")
+    limits: dict[str, float] = {"flash_bytes": flash_b, "sram_bytes": sram_b}
+    if share is not None:
+        limits["macs"] = share.limits(Costs(original_costs["macs"], 0, 0, 0))["macs"]
+    if latency_ms is not None:
+        limits["latency_ms"] = latency_ms
     best = start if not start.over(limits) else job.fit_budget(limits, start)
-    if max_accuracy_drop is not None and job.within(best):
+    if max_accuracy_drop is not None and job.within(best.int8_val):
         best = job.descend(best, limits, max_steps)
     if final_epochs and best.method is not None:
         best = job.polish(best, final_epochs, limits)
     problems = []
-    if max_accuracy_drop is not None and not job.within(best):
+    if max_accuracy_drop is not None and not job.within(best.int8_val):
         problems.append(
             f"the model found within the budget loses {before_val - best.int8_val:.4f} of "
             f"validation accuracy at int8, more than max_accuracy_drop={max_accuracy_drop}; "
@@ -247,14 +246,6 @@ def compress(
     say(f"done: {result.accuracy_int8:.4f} test at int8 (drop {result.drop:+.4f}), "
         f"flash {c['flash_bytes']:,} B, SRAM {c['sram_bytes']:,} B")  # fmt: skip
     return result
-
-
-def _mac_limit(macs, total: int) -> float:
-    bad = isinstance(macs, bool) or not isinstance(macs, (int, float)) or not macs > 0
-    if bad:
-        raise ValueError(f"macs must be a positive number (a float up to 1 is a share of the "
-                         f"model's MACs, an int absolute); got {macs!r}")  # fmt: skip
-    return macs * total if isinstance(macs, float) and macs <= 1 else float(macs)
 
 
 class _Say:
@@ -295,8 +286,9 @@ class _Job:
     tried: list[dict] = field(default_factory=list)
     first: dict[str, float] = field(default_factory=dict)  # the unpruned model's costs
 
-    def within(self, p: Point) -> bool:
-        return self.max_drop is None or self.before_val - p.int8_val <= self.max_drop + 1e-12
+    def within(self, int8_val: float) -> bool:
+        """Within the allowed drop of validation accuracy (always, without a bound)."""
+        return self.max_drop is None or self.before_val - int8_val <= self.max_drop + 1e-12
 
     def budget(self, limits: dict[str, float], shrink: dict[str, float], start: Point) -> Budget:
         """The search's Budget. A memory limit the unpruned model already meets is left out
@@ -341,7 +333,7 @@ class _Job:
             except BudgetError as err:
                 self.say(f"no smaller model: {err}")
                 break
-            if not self.within(p):
+            if not self.within(p.int8_val):
                 break
             best = p
         return best
@@ -365,8 +357,7 @@ class _Job:
             self.say(f"searching widths ({method}) under {_budget(budget)}")
             SEARCHES[method](model, self.task, budget, finetune_epochs=0, seed=self.seed,
                              ignored=self.ignored)  # fmt: skip
-            if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-                recalibrate_bn(model, self.task)
+            recalibrate_bn(model, self.task)  # a model without batch norm is left alone
             if self.finetune_epochs:
                 self.say(f"fine-tuning {self.finetune_epochs} epochs"
                          + (" with distillation" if self.distill else ""))  # fmt: skip
@@ -386,10 +377,9 @@ class _Job:
         """Quantize ``model`` and measure it: validation accuracy, costs as C."""
         model.eval()
         float_val = evaluate(model, self.task, "val")
-        qmodel, how, qat = self.quantize(model, float_val)
+        qmodel, how, qat, int8_val = self.quantize(model, float_val)
         if qat is not None:  # the float weights QAT trained are the int8 model's
             model = qat.model.eval()
-        int8_val = evaluate(qmodel, self.task, "val")
         costs = self.costs(model, qmodel)
         self.tried.append({"method": method, "budget": label, "costs": costs,
                            "float_val": float_val, "int8_val": int8_val,
@@ -407,26 +397,25 @@ class _Job:
             progress=False)  # fmt: skip
 
     def quantize(self, model: nn.Module, float_val: float):
-        """PTQ, or QAT where PTQ loses more than ``PTQ_TOLERANCE`` (or the allowed drop)."""
+        """PTQ, or QAT where PTQ loses more than ``PTQ_TOLERANCE`` (or the allowed drop):
+        the int8 model, "ptq" or "qat", the QATModel (QAT only), validation accuracy."""
         from .quant import convert, prepare_qat, quantize
 
         qmodel = quantize(model, self.task)
         ptq_val = evaluate(qmodel, self.task, "val")
         lost = float_val - ptq_val
-        if self.qat_epochs == 0 or (lost <= PTQ_TOLERANCE and self.within_val(ptq_val)):
-            return qmodel, "ptq", None
+        if self.qat_epochs == 0 or (lost <= PTQ_TOLERANCE and self.within(ptq_val)):
+            return qmodel, "ptq", None, ptq_val
         self.say(f"PTQ loses {lost:.4f}; quantization-aware training {self.qat_epochs} epochs")
         trained = copy.deepcopy(model)
         qat = prepare_qat(trained, self.task)
         fit(qat, self.task, epochs=self.qat_epochs, lr=self.lr / 10, seed=self.seed,
             progress=False)  # fmt: skip
         q2 = convert(qat)
-        if evaluate(q2, self.task, "val") > ptq_val:
-            return q2, "qat", qat
-        return qmodel, "ptq", None
-
-    def within_val(self, int8_val: float) -> bool:
-        return self.max_drop is None or self.before_val - int8_val <= self.max_drop
+        qat_val = evaluate(q2, self.task, "val")
+        if qat_val > ptq_val:
+            return q2, "qat", qat, qat_val
+        return qmodel, "ptq", None, ptq_val
 
     def costs(self, model: nn.Module, qmodel) -> dict[str, float]:
         fit_ = check(qmodel, self.target)

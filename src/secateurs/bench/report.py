@@ -101,6 +101,17 @@ HEADER = ("model", "keep", "method", "accuracy (%)", "compression", "speedup", "
           "seeds")  # fmt: skip
 
 
+MISSING_HEADER = ("cell", "status", "attempts", "last error")
+
+
+def _html_table(header, rows) -> str:
+    """A table of text cells, escaped."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>"
+                   for r in rows)  # fmt: skip
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
 def _missing(rows: list[dict]) -> list[tuple[str, str, str, str]]:
     """Each cell not done: key, status, attempts, the last line of its error."""
     out = []
@@ -140,23 +151,17 @@ def write_bench_report(store: str | Path, out: str | Path) -> tuple[Path, Path]:
         md += [f"## {task}", "", f"![{task}]({plot})", "",
                "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]  # fmt: skip
         md += ["| " + " | ".join(r) + " |" for r in board] + [""]
-        cells = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>"
-                        for r in board)  # fmt: skip
         body.append(f"<h2>{html.escape(task)}</h2><img alt='{html.escape(task)}' "
                     f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
-                    "<table><tr>" + "".join(f"<th>{h}</th>" for h in HEADER) + "</tr>"
-                    f"{cells}</table>")  # fmt: skip
+                    + _html_table(HEADER, board))  # fmt: skip
     missing = _missing(db.rows())
     if missing:
         md += ["## Cells missing from this report", "",
                "These cells are not done, so no table or plot above counts them.", "",
-               "| cell | status | attempts | last error |", "|---|---|---|---|"]  # fmt: skip
+               "| " + " | ".join(MISSING_HEADER) + " |", "|---" * 4 + "|"]  # fmt: skip
         md += ["| " + " | ".join(r) + " |" for r in missing] + [""]
-        rows_html = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r)
-                            + "</tr>" for r in missing)  # fmt: skip
         body.append(
-            "<h2>Cells missing from this report</h2><table><tr><th>cell</th><th>"
-            f"status</th><th>attempts</th><th>last error</th></tr>{rows_html}</table>"
+            "<h2>Cells missing from this report</h2>" + _html_table(MISSING_HEADER, missing)
         )
     write_atomic(out / "report.md", "\n".join(md))
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-"

@@ -170,16 +170,11 @@ def _run_grid(grid, store, root, backend, max_attempts, console, rerun, retry_fa
     if unknown:
         raise ValueError(f"rerun names methods {unknown} the grid lacks; its methods: "
                          f"{sorted(grid.methods)}")  # fmt: skip
-    again = [c for c in everything if c.method in rerun]
+    undone = {r["key"] for r in db.rows() if r["status"] != "done"} if retry_failed else set()
+    again = [c for c in everything if c.method in rerun or c.key in undone]
     db.reset([c.key for c in again])
     for c in again:
         shutil.rmtree(cell_folder(Path(root), grid, c), ignore_errors=True)
-    if retry_failed:
-        undone = {r["key"] for r in db.rows() if r["status"] != "done"}
-        db.reset(sorted(undone))
-        for c in everything:
-            if c.key in undone:
-                shutil.rmtree(cell_folder(Path(root), grid, c), ignore_errors=True)
     todo = db.todo(everything, max_attempts)
     runner = get_backend(backend)
     backend_owned = isinstance(backend, str)

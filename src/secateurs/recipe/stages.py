@@ -40,7 +40,7 @@ from ..search import METHODS as SEARCHES
 from ..search import Budget
 from ..train import evaluate, fit
 from .schema import FIT_KEYS, Stage
-from .state import RunState, qat_record
+from .state import RunState, ptq_record, qat_record
 
 STAGES: Registry[Callable[..., dict]] = Registry("recipe stage")
 
@@ -197,7 +197,7 @@ def quantize_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
                               losses=[term])  # fmt: skip
             args["weight_bits"] = term.bits
         state.qmodel = quantize(state.model, ctx.task, **args)
-        state.quant = {"method": a.method, "args": args, "qat_state": None}
+        state.quant = ptq_record(a.method, args)
     details["int_flash_bytes"] = state.qmodel.flash_bytes()
     return details
 
@@ -208,8 +208,8 @@ def compress_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
     result = compress(state.model, ctx.task, target=target, seed=ctx.seed, progress=False,
                       **stage.args.kwargs())  # fmt: skip
     state.model, state.qmodel = result.model, result.qmodel
-    state.quant = (qat_record(result.qat, {}) if result.quantization == "qat"
-                   else {"method": "ptq", "args": {}, "qat_state": None})  # fmt: skip
+    qat = result.quantization == "qat"
+    state.quant = qat_record(result.qat, {}) if qat else ptq_record("ptq", {})
     c = result.costs
     return {
         "fits": result.fits, "within_drop": result.ok, "method": result.method,

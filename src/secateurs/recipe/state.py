@@ -180,6 +180,11 @@ def load_state(path: str | Path, task: Task) -> RunState:
     return state
 
 
+def ptq_record(method: str, args: dict) -> dict:
+    """What :func:`load_state` needs to quantize the model again: PTQ's arguments."""
+    return {"method": method, "args": args, "qat_state": None}
+
+
 def qat_record(qat: QATModel, args: dict) -> dict:
     """What :func:`load_state` needs to rebuild a QAT-trained int8 model."""
     return {"method": "qat", "args": args, "qat_state": qat.state_dict()}
