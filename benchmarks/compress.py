@@ -147,8 +147,11 @@ def main(argv=None) -> int:
     if unknown:
         sys.exit(f"unknown models {unknown}; the zoo configurations: {sorted(zoo)}")
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"rows": {}}
-    results.update(machine=machine(), command="python benchmarks/compress.py " +
-                   " ".join(argv if argv is not None else sys.argv[1:]), slots=SLOTS)  # fmt: skip
+    given = argv if argv is not None else sys.argv[1:]
+    command = "python benchmarks/compress.py " + " ".join(given)
+    # each part of the file names the command that wrote it
+    results.update({"machine": machine(), "slots": SLOTS,
+                    "ablation_command" if args.ablation else "command": command})  # fmt: skip
     for task_name in args.tasks:
         task = sc.data.load(task_name)
         for name in args.models:
