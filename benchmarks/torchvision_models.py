@@ -11,11 +11,17 @@ convolution) is run on a fresh copy where installed; it
 counts as pruned when its step finishes within 3 minutes and the pruned model still runs
 and keeps its output shape.
 
+Speed, as ``benchmarks/graph_speed.py`` measures it on smaller models: each tool's graph
+building and its whole prune (graph, plan and surgery) at that ratio, on a freshly built
+model, timed once after an untimed run (ours: the correctness run; Torch-Pruning: its
+graph alone), one torch thread; the ratio of Torch-Pruning's time to ours per model.
+
 torchvision is not a dependency of secateurs (its wheels on the index need a CUDA build of
 torch); run this where torch and torchvision are installed together:
 
     pip install torchvision torch-pruning   # beside a matching torch
     python benchmarks/torchvision_models.py [model ...]
+    python benchmarks/torchvision_models.py --table   # the stored rows as the docs' table
 
 Writes benchmarks/results/torchvision_models.json (row by row; a rerun resumes).
 """
@@ -30,6 +36,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from _common import machine, save_json
 from torch import nn
@@ -68,7 +75,6 @@ def build(name: str) -> nn.Module:
 
 def ours(name: str, x: torch.Tensor) -> dict:
     model = build(name)
-    start = time.perf_counter()
     try:
         graph = DependencyGraph(model, x)
     except GraphError as e:
@@ -81,14 +87,21 @@ def ours(name: str, x: torch.Tensor) -> dict:
     graph.prune(plan)
     with torch.no_grad():
         got = model(x)
-    return {
+    row = {
         "pruned": True,
         "relative_error": float((got - expected).abs().max() / expected.abs().max()),
         "output_scale": float(expected.abs().max()),
         "macs_kept": sc.measure.profile(model, x, latency=False).macs / macs,
         "channels_removed": sum(len(v) for v in plan.values()),
-        "seconds": time.perf_counter() - start,
+        "heads_removed": sum(len(v) for g, v in plan.items() if g.members[0].axis == "heads"),
     }
+    model = build(name)
+    start = time.perf_counter()
+    graph = DependencyGraph(model, x)
+    row["graph_seconds"] = time.perf_counter() - start
+    graph.prune(sc.prune.plan(graph, RATIO, importance="l1"))
+    row["prune_seconds"] = time.perf_counter() - start
+    return row
 
 
 def torch_pruning(name: str, x: torch.Tensor) -> dict | None:
@@ -107,19 +120,50 @@ def torch_pruning(name: str, x: torch.Tensor) -> dict | None:
 
     signal.signal(signal.SIGALRM, timeout)
     signal.alarm(TP_SECONDS)
+    row = {}
     try:
+        start = time.perf_counter()
+        tp.DependencyGraph().build_dependency(build(name), example_inputs=x)  # warm-up
+        row["graph_seconds"] = time.perf_counter() - start
+        start = time.perf_counter()
         tp.pruner.MetaPruner(model, x, importance=tp.importance.MagnitudeImportance(p=1),
                              pruning_ratio=RATIO, ignored_layers=head).step()  # fmt: skip
+        row["prune_seconds"] = time.perf_counter() - start
         with torch.no_grad():
             ok = tuple(model(x).shape) == shape
-        return {"pruned": ok, **({} if ok else {"error": "the output shape changed"})}
+        return {"pruned": ok, **row, **({} if ok else {"error": "the output shape changed"})}
     except Exception as e:  # noqa: BLE001 - any failure of the peer is its result
         return {"pruned": False, "error": f"{type(e).__name__}: {str(e)[:300]}"}
     finally:
         signal.alarm(0)
 
 
+def table(results: dict) -> str:
+    """The stored rows as the markdown table of docs/benchmarks.md."""
+    lines = [
+        "| model | input | ours: relative error | ours: MACs kept | ours: heads removed | "
+        "ours: prune s | Torch-Pruning: prune s (ratio to ours) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in results["rows"].items():
+        ours, theirs = row["secateurs"], row["torch_pruning"] or {}
+        if theirs.get("pruned"):
+            peer = (f"{theirs['prune_seconds']:.2f} "
+                    f"({theirs['prune_seconds'] / ours['prune_seconds']:.1f}x)")  # fmt: skip
+        else:
+            peer = "fails: " + theirs.get("error", "not run")[:60].replace("|", "/")
+        lines.append(
+            f"| {name} | {row['input']} | {ours['relative_error']:.1e} | "
+            f"{ours['macs_kept']:.2f} | {ours['heads_removed']} | "
+            f"{ours['prune_seconds']:.2f} | {peer} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["--table"]:
+        print(table(json.loads(RESULTS.read_text())))
+        return 0
     try:
         import torchvision
     except ImportError:
@@ -136,7 +180,7 @@ def main(argv: list[str]) -> int:
         results["torch_pruning"] = None
     rows = results.setdefault("rows", {})
     for name in argv or MODELS:
-        if name in rows and not argv:
+        if name in rows and not argv and "prune_seconds" in rows[name]["secateurs"]:
             continue
         side = SIDE.get(name, 64)
         x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
@@ -152,7 +196,25 @@ def main(argv: list[str]) -> int:
         "torch_pruning_pruned": sum(
             bool(r["torch_pruning"] and r["torch_pruning"]["pruned"]) for r in done
         ),  # fmt: skip
+        "heads_removed": {
+            n: r["secateurs"]["heads_removed"]
+            for n, r in rows.items()
+            if r["secateurs"].get("heads_removed")
+        },  # fmt: skip
     }
+    both = [(r["torch_pruning"]["prune_seconds"] / r["secateurs"]["prune_seconds"],
+             r["torch_pruning"]["graph_seconds"] / r["secateurs"]["graph_seconds"])
+            for r in done if r["secateurs"].get("prune_seconds")
+            and (r["torch_pruning"] or {}).get("prune_seconds")]  # fmt: skip
+    if both:
+        prune, graph = np.array(both).T
+        results["summary"]["speed"] = {
+            "models": len(both),
+            "prune_ratio_median": float(np.median(prune)),
+            "prune_ratio_range": [float(prune.min()), float(prune.max())],
+            "graph_ratio_median": float(np.median(graph)),
+            "graph_ratio_range": [float(graph.min()), float(graph.max())],
+        }
     save_json(RESULTS, results)
     print(json.dumps(results["summary"]))
     return 0

@@ -70,6 +70,10 @@ def _assert_shapes_follow_history(model, history):
                 cells = m.num_layers * (2 if m.bidirectional else 1)
                 assert m.hidden_size * cells == len(keep), step["module"]
                 continue
+            if axis == "heads":  # whole heads of an attention layer
+                assert m.num_heads * m.head_dim == len(keep), step["module"]
+                assert m.out_proj.in_features == len(keep), step["module"]
+                continue
             values = [getattr(m, a) for a in attrs[axis] if hasattr(m, a)]
             assert values and values[0] == len(keep), (step["module"], axis)
 

@@ -7,6 +7,7 @@ g.groups()[0].prune([0, 3])
 
 from __future__ import annotations
 
+from .attention import HeadPrunedAttention
 from .graph import DependencyGraph, Group, Member, pruning_history, remove_layer, replay
 from .persist import load_pruned, save_pruned
 from .surgery import prune_module
@@ -19,6 +20,7 @@ __all__ = [
     "Slot",
     "Constraint",
     "GraphError",
+    "HeadPrunedAttention",
     "prune_module",
     "pruning_history",
     "replay",

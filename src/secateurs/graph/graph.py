@@ -20,7 +20,7 @@ from .surgery import prune_module
 from .tracer import Constraint, GraphError, Slot, TraceResult, trace_channels
 
 HISTORY_ATTR = "_secateurs_pruning_history"
-STRUCTURAL_AXES = ("in", "out", "chan", "embed", "hidden")
+STRUCTURAL_AXES = ("in", "out", "chan", "embed", "heads", "hidden")
 
 
 @dataclass(frozen=True)

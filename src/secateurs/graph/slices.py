@@ -7,9 +7,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .attention import projection_biases, projections
 from .tracer import BATCHNORM, CONV, CONV_T, RNN, param_axis
 
-PRODUCER_AXES = ("out", "embed", "hidden")
+PRODUCER_AXES = ("out", "embed", "heads", "hidden")
 NORMS = (*BATCHNORM, nn.LayerNorm, nn.GroupNorm, nn.PReLU)
 
 
@@ -86,6 +87,8 @@ def axis_power_sums(module: nn.Module, axis: str, p: float, values=None) -> torc
         sums.append(_rows(module.weight, 0 if axis == "out" else 1, p, values))
     elif isinstance(module, NORMS):
         sums.append(_power(module.weight, p, values))
+    elif isinstance(module, nn.MultiheadAttention) and axis == "heads":
+        sums.extend(_rows(w, 0, p, values) for w in projections(module))
     elif isinstance(module, nn.MultiheadAttention):
         sums.append(_rows(module.out_proj.weight, 0, p, values))
     if axis == "out" and getattr(module, "bias", None) is not None:
@@ -140,16 +143,19 @@ def zero_axis(module: nn.Module, axis: str, idx: torch.Tensor) -> None:
             if t is not None:
                 t[idx] = 0
     elif isinstance(module, nn.MultiheadAttention):
-        e = module.embed_dim
-        rows = torch.cat([idx, idx + e, idx + 2 * e])
-        module.in_proj_weight[rows] = 0
-        module.in_proj_weight[:, idx] = 0
-        if module.in_proj_bias is not None:
-            module.in_proj_bias[rows] = 0
-        module.out_proj.weight[idx] = 0
-        module.out_proj.weight[:, idx] = 0
-        if module.out_proj.bias is not None:
-            module.out_proj.bias[idx] = 0
+        out = module.out_proj
+        if axis == "heads":
+            for w, b in zip(projections(module), projection_biases(module)):
+                w[idx] = 0
+                if b is not None:
+                    b[idx] = 0
+            out.weight[:, idx] = 0
+        else:
+            for w in projections(module):
+                w[:, idx] = 0
+            out.weight[idx] = 0
+            if out.bias is not None:
+                out.bias[idx] = 0
 
 
 def _zero_rnn(m: nn.Module, axis: str, idx: torch.Tensor) -> None:

@@ -6,12 +6,12 @@ pruning history records its calls, so replaying them rebuilds a pruned model.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from .attention import HeadPrunedAttention, projection_biases, projections, prunable
 from .slices import rnn_cells, rnn_gates
 from .tracer import BATCHNORM, CONV, CONV_T, RNN, GraphError, param_axis
 
@@ -61,25 +61,34 @@ def _prune_conv_transpose(m: nn.Module, keep_in, keep_out) -> None:
     m.in_channels, m.out_channels = len(keep_in), len(keep_out)
 
 
-def _prune_attention(m: nn.MultiheadAttention, keep) -> None:
-    """Remove embedding indices; queries are rescaled by sqrt(new/old head width), so the
-    attention scores, divided by the square root of the head width, stay the same."""
-    e, k = m.embed_dim, len(keep)
-    rows = torch.cat([keep, keep + e, keep + 2 * e])
-    scale = torch.ones(3 * k, 1)
-    scale[:k] = math.sqrt((k // m.num_heads) / m.head_dim)
-    weight = m.in_proj_weight.detach().index_select(0, rows).index_select(1, keep)
-    _set(m, "in_proj_weight", weight * scale)
-    if m.in_proj_bias is not None:
-        _set(m, "in_proj_bias", m.in_proj_bias.detach().index_select(0, rows) * scale[:, 0])
-    for name in ("bias_k", "bias_v"):
-        _take(m, name, keep, dim=2)
+def _prune_attention(m: nn.MultiheadAttention, keep_embed, keep_inner) -> None:
+    """Keep embedding features (projection columns, output rows) and whole heads
+    (projection rows, output columns); the layer becomes a HeadPrunedAttention, whose inner
+    width may differ from its embedding width."""
+    d = m.head_dim
+    heads = torch.unique(keep_inner // d)
+    whole = (heads[:, None] * d + torch.arange(d)).ravel()
+    if not prunable(m) or not torch.equal(keep_inner, whole):
+        raise GraphError(
+            f"multi-head attention keeps whole heads of {d} features with one width for "
+            f"queries, keys and values; got inner indices {keep_inner.tolist()}"
+        )
+    grad = projections(m)[0].requires_grad
+    weights = [w.detach()[keep_inner][:, keep_embed] for w in projections(m)]
+    biases = [b.detach()[keep_inner] for b in projection_biases(m) if b is not None]
+    m.__class__ = HeadPrunedAttention
+    m.register_parameter("in_proj_weight", None)
+    for name, w in zip(("q_proj_weight", "k_proj_weight", "v_proj_weight"), weights):
+        setattr(m, name, nn.Parameter(w.contiguous(), requires_grad=grad))
+    if biases:
+        _set(m, "in_proj_bias", torch.cat(biases))
     out = m.out_proj
-    _set(out, "weight", out.weight.detach().index_select(0, keep).index_select(1, keep))
-    _take(out, "bias", keep)
-    out.in_features = out.out_features = len(keep)
-    m.embed_dim = m.kdim = m.vdim = len(keep)
-    m.head_dim = len(keep) // m.num_heads
+    _set(out, "weight", out.weight.detach().index_select(0, keep_embed)[:, keep_inner])
+    _take(out, "bias", keep_embed)
+    out.in_features, out.out_features = len(keep_inner), len(keep_embed)
+    m.embed_dim = m.kdim = m.vdim = len(keep_embed)
+    m.num_heads = len(heads)
+    m._qkv_same_embed_dim = False
 
 
 def _prune_rnn(m: nn.Module, keep_in: torch.Tensor, keep_hidden: torch.Tensor) -> None:
@@ -152,7 +161,8 @@ def prune_module(module: nn.Module, keep: dict[str, Sequence[int]]) -> None:
         _take(module, "weight", idx["chan"])
         module.num_parameters = len(idx["chan"])
     elif isinstance(module, nn.MultiheadAttention):
-        _prune_attention(module, get("embed", module.embed_dim))
+        inner = module.num_heads * module.head_dim
+        _prune_attention(module, get("embed", module.embed_dim), get("heads", inner))
     elif isinstance(module, RNN):
         dirs = 2 if module.bidirectional else 1
         _prune_rnn(module, get("in", module.input_size),

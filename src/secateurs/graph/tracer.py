@@ -20,6 +20,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
+from . import attention
 from .shadow import BLOCKED, NONE, Shadow, compress
 from .unionfind import Couplings
 
@@ -49,7 +50,7 @@ class Slot:
 @dataclass
 class Constraint:
     """Removal must take equally many ids from each block (the groups of a grouped
-    convolution or GroupNorm, attention heads, the pieces of an even split)."""
+    convolution, the cells of a recurrent layer, the pieces of an even split)."""
 
     blocks: list[list[int]]
     reason: str
@@ -329,14 +330,23 @@ class _Builder(TorchDispatchMode):
         self.set_shadow(output, Shadow.vector(1, outs))
 
     def _attention(self, name, m, args, kwargs, output) -> None:
+        """Multi-head attention: its embedding features ("embed", the stream its inputs and
+        output run in: projection columns, output rows) and its inner width ("heads", head
+        by head: projection rows, output columns), whose slots are tied head by head, so a
+        head goes whole."""
         names = ("query", "key", "value")
         qkv = [args[i] if i < len(args) else kwargs[n] for i, n in enumerate(names)]
         embed = self.new_slots(name, "embed", m.embed_dim)
-        if not m._qkv_same_embed_dim:
-            self.block(embed)
+        heads = np.asarray(self.new_slots(name, "heads", m.num_heads * m.head_dim))
+        if not attention.prunable(m):
+            self.block([*embed, *heads])  # other widths for keys and values, bias_kv, zero_attn
         for t in qkv:
-            self.link(embed, t, t.dim() - 1)
-        self.balance(embed, m.head_dim, f"attention with {m.num_heads} heads")
+            if t.shape[-1] == m.embed_dim:
+                self.link(embed, t, t.dim() - 1)
+            elif self.shadow(t) is not None:  # keys or values of another width: kept
+                self.block(self.shadow(t).all_ids())
+        first = heads.reshape(m.num_heads, m.head_dim)[:, :1]
+        self.uf.union_many(np.repeat(first, m.head_dim, axis=1).reshape(-1), heads)
         attn = output[0] if isinstance(output, tuple) else output
         self.set_shadow(attn, Shadow.vector(attn.dim() - 1, embed))
 

@@ -22,6 +22,10 @@ def lowest(
     that removes equally many from every block, as close to ``count`` as possible."""
     if count <= 0:
         return []
+    if len(block_counts) == 1 and _one_block_each(block_counts[0]):
+        chosen = _balanced_greedy(scores, count, block_counts[0], axis_counts, axis_sizes)
+        if chosen is not None:
+            return chosen
     if block_counts:
         return _balanced(scores, count, block_counts, axis_counts, axis_sizes)
     room = axis_sizes - 1
@@ -36,6 +40,27 @@ def lowest(
             room = room - axis_counts[u]
             chosen.append(int(u))
     return sorted(chosen)
+
+
+def _one_block_each(counts: np.ndarray) -> bool:
+    """Whether every channel has exactly one slot in exactly one block (a grouped
+    convolution's channels, the pieces of a split)."""
+    return bool(((counts == 0) | (counts == 1)).all() and (counts.sum(1) == 1).all())
+
+
+def _balanced_greedy(scores, count, counts, axis_counts, axis_sizes) -> list[int] | None:
+    """The integer program's answer where each channel sits in one block: the r lowest of
+    every block for the largest r that takes at most ``count`` (the cost is separable per
+    block, so this is optimal), unless that choice would empty a layer axis: then None,
+    and the integer program decides."""
+    block = counts.argmax(1)
+    members = [np.flatnonzero(block == b) for b in range(counts.shape[1])]
+    ranked = [m[np.argsort(scores[m], kind="stable")] for m in members]
+    r = min(count // len(ranked), min(len(m) for m in ranked))
+    chosen = np.concatenate([m[:r] for m in ranked]).astype(np.int64)
+    if (axis_counts[chosen].sum(0) <= axis_sizes - 1).all():
+        return sorted(chosen.tolist())
+    return None
 
 
 def _balanced(scores, count, block_counts, axis_counts, axis_sizes) -> list[int]:
