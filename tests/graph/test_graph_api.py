@@ -206,6 +206,21 @@ class AttentionBack(nn.Module):
         return x + torch.bmm(self.v(x).flatten(2), attn.transpose(1, 2)).reshape(x.shape)
 
 
+class TokenAttention(nn.Module):
+    """nn.MultiheadAttention over the positions of a map, its output added back: whole
+    heads and the map's channels prune."""
+
+    def __init__(self, c, heads, need_weights):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(c, heads, batch_first=True)
+        self.need_weights = need_weights
+
+    def forward(self, x):
+        t = x.flatten(2).transpose(1, 2)
+        y = self.attn(t, t, t, need_weights=self.need_weights)[0]
+        return x + y.transpose(1, 2).reshape(x.shape)
+
+
 class LayerScale(nn.Module):
     def __init__(self, c):
         super().__init__()
@@ -222,7 +237,7 @@ def random_net(draw):
         kind = draw(
             st.sampled_from(
                 ["conv", "depthwise", "grouped", "residual", "branches", "se", "shuffle",
-                 "layernorm", "groupnorm", "inplace", "attention", "layerscale"]
+                 "layernorm", "groupnorm", "inplace", "attention", "layerscale", "heads"]
             )
         )  # fmt: skip
         if kind == "layernorm":
@@ -235,6 +250,9 @@ def random_net(draw):
             layers.append(AttentionBack(c))
         elif kind == "layerscale":
             layers.append(LayerScale(c))
+        elif kind == "heads":
+            heads = draw(st.sampled_from([h for h in (1, 2, 4) if c % h == 0]))
+            layers.append(TokenAttention(c, heads, draw(st.booleans())))
         elif kind == "conv":
             out = draw(st.integers(2, 12))
             layers.append(cbr(c, out))
