@@ -22,6 +22,14 @@ ZOO = [
     ("shufflenet_v1", {"width": 0.5}), ("shufflenet_v2", {"width": 0.5}),
     ("ghostnet", {"width": 0.3}), ("elm", {}),
 ]  # fmt: skip
+LIGHTWEIGHT = [  # the review's other lightweight designs, small configurations
+    ("mobilenet_v3", {"width": 0.35, "last_channels": 128}),
+    ("efficientnet", {"width": 0.25, "depth": 0.34, "last_channels": 128}),
+    ("efficientnet", {"lite": True, "width": 0.25, "depth": 0.34, "last_channels": 128}),
+    ("xception", {"width": 0.0625, "middle_blocks": 1}),
+    ("shufflenet_residual", {"width": 0.5}),
+    ("masr_classifier", {}),
+]
 
 
 def _cpu_model() -> str:

@@ -20,6 +20,7 @@ Then 200 random networks (``sc.models.random_net``, seeds 0-199, inputs drawn at
 in TFLM, LiteRT and the C.
 
     python benchmarks/tflm.py
+    python benchmarks/tflm.py --table   # the stored rows as docs/results/tflm.md's table
 
 Rows are saved one by one to benchmarks/results/tflm.json (atomically); a rerun resumes.
 """
@@ -37,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from _common import ZOO, machine, save_json
+from _common import LIGHTWEIGHT, ZOO, machine, save_json
 
 import secateurs as sc
 
@@ -173,7 +174,29 @@ def summary(rows: dict, nets: dict) -> dict:
     }
 
 
+def table(rows: dict) -> str:
+    """The stored zoo rows as the table of docs/results/tflm.md."""
+    lines = [
+        "| task / model | onnxruntime, max steps | TFLM planned / C arena (+ input) | TFLM "
+        "planned / C arena + scratch + input | TFLM smallest arena | `.tflite` / C flash | "
+        "PAD ops left |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, r in sorted(rows.items(), key=lambda kv: TASKS.index(kv[0].split("/")[0])):
+        lines.append(
+            f"| {key.replace('/', ' / ')} | {r['onnxruntime_max_steps']} | "
+            f"{r['planned_tensor_bytes']:,} / {r['c_arena_bytes']:,} (+{r['c_input_bytes']:,}): "
+            f"{r['planned_over_c_arena']:.2f}x ({r['planned_over_c_arena_and_input']:.2f}x) | "
+            f"{r['planned_over_c_arena_scratch_and_input']:.2f}x | "
+            f"{r['smallest_arena_bytes']:,} | {r['tflite_over_c_flash']:.2f}x | {r['pad_ops']} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--table"]:
+        print(table(json.loads(RESULTS.read_text())["rows"]))
+        return 0
     torch.set_num_threads(1)
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     results.update({"benchmark": "tflm", "machine": machine(),
@@ -182,8 +205,8 @@ def main() -> int:
     nets = results.setdefault("random_nets", {})
     for task_name in TASKS:
         task = sc.data.load(task_name, seed=0)
-        for name, kwargs in ZOO:
-            key = f"{task_name}/{name}"
+        for name, kwargs in ZOO + LIGHTWEIGHT:
+            key = f"{task_name}/{name}" + ("_lite" if kwargs.get("lite") else "")
             if key in rows:
                 continue
             start = time.perf_counter()

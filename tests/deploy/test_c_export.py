@@ -28,9 +28,16 @@ ZOO = [
     ("shufflenet_v2", {"width": 0.5}),
     ("ghostnet", {"width": 0.3}),
     ("elm", {}),
+    ("mobilenet_v3", {"width": 0.35, "last_channels": 128}),
+    ("efficientnet", {"width": 0.25, "depth": 0.34, "last_channels": 128}),
+    ("efficientnet", {"lite": True, "width": 0.25, "depth": 0.34, "last_channels": 128}),
+    ("xception", {"width": 0.0625, "middle_blocks": 1}),
+    ("shufflenet_residual", {"width": 0.5}),
+    ("masr_classifier", {}),
 ]
 
 
+IDS = [n + ("_lite" if kw.get("lite") else "") for n, kw in ZOO]
 _CACHE: dict = {}
 
 
@@ -46,7 +53,7 @@ def _quantized(name, task, **kwargs):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task_name", ["digits", "mnist1d"])
-@pytest.mark.parametrize(("name", "kwargs"), ZOO, ids=[n for n, _ in ZOO])
+@pytest.mark.parametrize(("name", "kwargs"), ZOO, ids=IDS)
 def test_every_zoo_model_compiles_and_matches_run_int8_bit_for_bit(
     name, kwargs, task_name, request, tmp_path
 ):
@@ -65,7 +72,7 @@ def test_every_zoo_model_compiles_and_matches_run_int8_bit_for_bit(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task_name", ["digits", "mnist1d"])
-@pytest.mark.parametrize(("name", "kwargs"), ZOO, ids=[n for n, _ in ZOO])
+@pytest.mark.parametrize(("name", "kwargs"), ZOO, ids=IDS)
 def test_every_zoo_model_is_bit_exact_with_sparse_kernels(
     name, kwargs, task_name, request, tmp_path
 ):
@@ -560,7 +567,9 @@ def test_elementwise_kernels_are_exact_on_broadcast_and_whole_operands(digits, t
 def test_flash_bytes_is_what_export_c_stores_on_every_zoo_model(task_name, request, tmp_path):
     task = request.getfixturevalue(task_name)
     for name in sc.models.list_models():
-        q = sc.quant.quantize(sc.models.create(name, task, seed=0), task, num_batches=1)
+        kwargs = {"width": 0.25, "middle_blocks": 2} if name == "xception" else {}
+        model = sc.models.create(name, task, seed=0, **kwargs)
+        q = sc.quant.quantize(model, task, num_batches=1)
         for sparse, encoding in (("auto", "best"), ("never", "dense")):
             report = sc.deploy.export_c(q, tmp_path / f"{name}-{sparse}", sparse=sparse)
             assert q.flash_bytes(encoding) == report["flash_bytes"], (name, sparse)

@@ -6,6 +6,7 @@ additions and BatchNorm cost no MACs.
 """
 
 import pytest
+import torch
 
 import secateurs as sc
 from tests.conftest import synthetic_task
@@ -194,3 +195,111 @@ def test_mobilenet_paper_cost_holds_for_every_separable_layer(width):
         m, d_f = dw.output_shape[1], dw.output_shape[2]
         n = pw.output_shape[1]
         assert dw.macs + pw.macs == 3 * 3 * m * d_f * d_f + m * n * d_f * d_f
+
+
+def test_mobilenet_v3(digits):
+    kw = dict(cfg=((3, 8, 8, True, False, 1), (5, 32, 16, False, True, 2)), stem_channels=8,
+              last_channels=32)  # fmt: skip
+    stem = (8 * 9 + 16, 8 * 64 * 9)
+    block1 = (  # no expansion (8 -> 8), depthwise, SE squeezed to 8 (the rounding's floor)
+        (72 + 16) + (64 + 8 + 64 + 8) + (64 + 16),
+        9 * 8 * 64 + (64 + 64) + 8 * 8 * 64,
+    )
+    block2 = (  # expand 8 -> 32 at 8x8, depthwise 5x5 stride 2, project 32 -> 16 at 4x4
+        (256 + 64) + (32 * 25 + 64) + (512 + 32),
+        8 * 32 * 64 + 25 * 32 * 16 + 32 * 16 * 16,
+    )
+    last = (16 * 576 + 1152, 16 * 576 * 16)  # the small layout's 1x1 to 576
+    head = (576 * 32 + 32 + 330, 576 * 32 + 320)  # pool, 1x1 with bias, Linear
+    assert _costs("mobilenet_v3", digits, **kw) == tuple(
+        map(sum, zip(stem, block1, block2, last, head))
+    )
+
+
+@pytest.mark.parametrize("lite", [False, True])
+def test_efficientnet(digits, lite):
+    kw = dict(cfg=((1, 3, 1, 8, 1), (2, 5, 2, 16, 1)), stem_channels=8, last_channels=32)
+    se = (
+        (lambda cin, mid, pixels: (0, 0))
+        if lite
+        # squeezed to a quarter of cin
+        else (
+            lambda cin, mid, pixels: (mid * (cin // 4) * 2 + cin // 4 + mid, 2 * mid * (cin // 4))
+        )
+    )
+    stem = (8 * 9 + 16, 8 * 64 * 9)
+    block1 = (  # t=1: depthwise, SE, project 8 -> 8
+        (72 + 16) + se(8, 8, 64)[0] + (64 + 16),
+        9 * 8 * 64 + se(8, 8, 64)[1] + 8 * 8 * 64,
+    )
+    block2 = (  # t=2: expand 8 -> 16 at 8x8, depthwise 5x5 stride 2, SE, project at 4x4
+        (128 + 32) + (16 * 25 + 32) + se(8, 16, 16)[0] + (256 + 32),
+        8 * 16 * 64 + 25 * 16 * 16 + se(8, 16, 16)[1] + 16 * 16 * 16,
+    )
+    last = (16 * 32 + 64, 16 * 32 * 16)
+    head = (330, 320)
+    assert _costs("efficientnet", digits, lite=lite, **kw) == tuple(
+        map(sum, zip(stem, block1, block2, last, head))
+    )
+
+
+def test_efficientnet_compound_scaling_doubles_macs_per_step_of_phi():
+    """alpha * beta^2 * gamma^2 ~ 2, and measured at 224x224 scaled by gamma^phi the MACs
+    grow by about 2^phi (more at phi = 1, where single-block stages round up to two)."""
+    from secateurs.models.efficientnet import compound_scaling
+
+    d, w, r = compound_scaling(1)
+    assert d * w**2 * r**2 == pytest.approx(2, abs=0.1)
+    macs = []
+    for phi in range(4):
+        side = round(224 * compound_scaling(phi)[2])
+        macs.append(_costs("efficientnet", synthetic_task((3, side, side), 10, n=2), phi=phi)[1])
+    for phi in (1, 2, 3):
+        assert 0.9 * 2**phi < macs[phi] / macs[0] < 1.35 * 2**phi
+    assert (macs[3] / macs[0]) ** (1 / 3) == pytest.approx(2, abs=0.1)
+
+
+def test_xception(digits):
+    kw = dict(stem_channels=(8, 8), entry_channels=(8, 16), middle_blocks=1,
+              exit_channels=(16, 24, 32, 40))  # fmt: skip
+
+    def sep(cin, cout, pixels):  # depthwise 3x3, pointwise, BatchNorm
+        return (9 * cin + cin * cout + 2 * cout, (9 * cin + cin * cout) * pixels)
+
+    def total(*parts):
+        return tuple(map(sum, zip(*parts)))
+
+    stem = total((72 + 16, 8 * 64 * 9), (576 + 16, 8 * 8 * 9 * 64))
+    entry1 = total(sep(8, 8, 64), sep(8, 8, 64), (64 + 16, 8 * 8 * 16))  # pool to 4x4
+    entry2 = total(sep(8, 16, 16), sep(16, 16, 16), (128 + 32, 8 * 16 * 4))  # pool to 2x2
+    middle = total(sep(16, 16, 4), sep(16, 16, 4), sep(16, 16, 4))
+    # at 2x2 the exit block keeps stride 1 (no pool), its shortcut a 1x1 for the width
+    exit_block = total(sep(16, 16, 4), sep(16, 24, 4), (384 + 48, 16 * 24 * 4))
+    convs = total(sep(24, 32, 4), sep(32, 40, 4))
+    head = (410, 400)
+    expected = total(stem, entry1, entry2, middle, exit_block, convs, head)
+    assert _costs("xception", digits, **kw) == expected
+
+
+def test_masr_classifier(digits):
+    kw = dict(channels=(8, 16), blocks=(1, 1), kernels=(1, 3))
+
+    def block(c, pixels):  # two branches of c/2 (1x1; 1x1 + depthwise 3x3), attention, fuse
+        m = c // 2
+        params = 2 * (c * m + 2 * m) + (9 * m + 2 * m) + 2 * (c * c + 2 * c)
+        return params, (2 * c * m + 9 * m + 2 * c * c) * pixels
+
+    stem = (72 + 16, 8 * 64 * 9)
+    down = (8 * 16 * 9 + 32, 16 * 8 * 9 * 16)  # stride 2: 8x8 -> 4x4
+    head = (170, 160)
+    expected = tuple(map(sum, zip(stem, block(8, 64), down, block(16, 16), head)))
+    assert _costs("masr_classifier", digits, **kw) == expected
+
+
+def test_shufflenet_residual_costs_what_shufflenet_v2_costs(digits):
+    kw = dict(width=0.5, stem_channels=8, last_channels=64, stage_repeats=(2, 1, 1))
+    assert _costs("shufflenet_residual", digits, **kw) == _costs("shufflenet_v2", digits, **kw)
+    plain = sc.models.create("shufflenet_v2", digits, seed=0, **kw).eval()
+    residual = sc.models.create("shufflenet_residual", digits, seed=0, **kw).eval()
+    x = digits.example_inputs(2)
+    assert not torch.allclose(plain(x), residual(x))  # same weights, the shortcut added

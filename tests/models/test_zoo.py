@@ -12,10 +12,11 @@ TASK_SHAPES = {"image8": (1, 8, 8), "signal40": (1, 40), "mfcc": (1, 49, 10), "r
 
 def test_zoo_lists_every_architecture():
     assert ALL_MODELS == [
-        "ds_cnn", "elm", "ghostnet", "lenet5", "lenet_300_100", "mlp",
-        "mobilenet_v1", "mobilenet_v2", "resnet8", "shufflenet_v1", "shufflenet_v2",
+        "ds_cnn", "efficientnet", "elm", "ghostnet", "lenet5", "lenet_300_100",
+        "masr_classifier", "mlp", "mobilenet_v1", "mobilenet_v2", "mobilenet_v3", "resnet8",
+        "shufflenet_residual", "shufflenet_v1", "shufflenet_v2", "xception",
     ]  # fmt: skip
-    assert sc.models.list_models("*mobilenet*") == ["mobilenet_v1", "mobilenet_v2"]
+    assert sc.models.list_models("*mobilenet*") == ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3"]
 
 
 @pytest.mark.parametrize("shape", list(TASK_SHAPES), ids=list(TASK_SHAPES))
@@ -67,7 +68,9 @@ def test_imagenet_sized_inputs_keep_the_stride_two_stem():
 
 
 def test_unknown_model_lists_known_ones(digits):
-    with pytest.raises(ValueError, match=r"unknown model 'vgg16'; known models: ds_cnn, elm, "):
+    with pytest.raises(
+        ValueError, match=r"unknown model 'vgg16'; known models: ds_cnn, efficientnet, elm, "
+    ):
         sc.models.create("vgg16", digits)
 
 

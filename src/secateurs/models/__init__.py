@@ -8,14 +8,18 @@ from __future__ import annotations
 
 from . import (  # noqa: F401  (each module registers its builders)
     ds_cnn,
+    efficientnet,
     elm,
     ghostnet,
     lenet,
+    masr,
     mlp,
     mobilenet_v1,
     mobilenet_v2,
+    mobilenet_v3,
     resnet8,
     shufflenet,
+    xception,
 )
 from .elm import ExtremeLearningMachine
 from .layers import ChannelShuffle, Grid, make_divisible

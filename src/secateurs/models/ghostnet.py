@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..data.task import Task
-from .layers import Grid, SqueezeExcite, make_divisible
+from .layers import ConvHead, Grid, SqueezeExcite, make_divisible
 from .registry import register_model
 
 # (kernel, expansion channels, output channels, SE ratio, stride) of the paper's Table 1.
@@ -71,23 +71,6 @@ class GhostBottleneck(nn.Module):
         return self.project(self.se(self.downsample(self.expand(x)))) + self.shortcut(x)
 
 
-class GhostHead(nn.Module):
-    """Global pooling, a 1x1 convolution (with bias) and ReLU, dropout, Linear classifier."""
-
-    def __init__(self, grid: Grid, cin: int, hidden: int, num_classes: int, dropout: float):
-        super().__init__()
-        pool = nn.AdaptiveAvgPool1d if grid.nd == 1 else nn.AdaptiveAvgPool2d
-        self.pool = pool(1)
-        self.conv = grid.conv(cin, hidden, 1, bias=True)
-        self.act = nn.ReLU(inplace=True)
-        self.flatten = nn.Flatten(1)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.fc = nn.Linear(hidden, num_classes)
-
-    def forward(self, x):
-        return self.fc(self.dropout(self.flatten(self.act(self.conv(self.pool(x))))))
-
-
 @register_model("ghostnet")
 def ghostnet(
     task: Task,
@@ -112,5 +95,5 @@ def ghostnet(
         channels = cout
     last = make_divisible(cfg[-1][1] * width, 4)
     layers["last"] = grid.conv_bn(channels, last, 1, act=nn.ReLU(inplace=True))
-    layers["head"] = GhostHead(grid, last, head_channels, task.num_classes, dropout)
+    layers["head"] = ConvHead(grid, last, head_channels, task.num_classes, dropout)
     return nn.Sequential(layers)

@@ -7,7 +7,7 @@ ask for the strides of the original architecture and get only those a tiny input
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -84,6 +84,10 @@ class Grid:
         layers = [self.conv(cin, cout, kernel, stride, groups), self.bn(cout)]
         return nn.Sequential(*layers, act) if act is not None else nn.Sequential(*layers)
 
+    def global_pool(self) -> nn.Module:
+        """Global average pooling to one value per channel."""
+        return nn.AdaptiveAvgPool1d(1) if self.nd == 1 else nn.AdaptiveAvgPool2d(1)
+
     def avgpool(self, kernel: int, stride, padding: int = 0) -> nn.Module:
         return _AVGPOOL[self.nd](kernel, stride, padding)
 
@@ -139,16 +143,24 @@ class ChannelShuffle(nn.Module):
 
 
 class SqueezeExcite(nn.Module):
-    """Squeeze-and-excitation gate (Hu et al. 2018, arXiv 1709.01507) with a hard sigmoid."""
+    """Squeeze-and-excitation gate (Hu et al. 2018, arXiv 1709.01507): global pooling, a
+    1x1 squeeze with ``act`` (ReLU), a 1x1 excite and ``gate`` (a hard sigmoid, as in
+    MobileNet V3 and GhostNet; EfficientNet takes swish and the sigmoid)."""
 
-    def __init__(self, grid: Grid, channels: int, reduced: int) -> None:
+    def __init__(
+        self,
+        grid: Grid,
+        channels: int,
+        reduced: int,
+        act: nn.Module | None = None,
+        gate: nn.Module | None = None,
+    ) -> None:
         super().__init__()
-        pool = nn.AdaptiveAvgPool1d if grid.nd == 1 else nn.AdaptiveAvgPool2d
-        self.pool = pool(1)
+        self.pool = grid.global_pool()
         self.reduce = grid.conv(channels, reduced, 1, bias=True)
-        self.act = nn.ReLU(inplace=True)
+        self.act = nn.ReLU(inplace=True) if act is None else act
         self.expand = grid.conv(reduced, channels, 1, bias=True)
-        self.gate = nn.Hardsigmoid()
+        self.gate = nn.Hardsigmoid() if gate is None else gate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(self.expand(self.act(self.reduce(self.pool(x)))))
@@ -159,11 +171,67 @@ class ClassifierHead(nn.Module):
 
     def __init__(self, grid: Grid, channels: int, num_classes: int, dropout: float = 0.0):
         super().__init__()
-        pool = nn.AdaptiveAvgPool1d if grid.nd == 1 else nn.AdaptiveAvgPool2d
-        self.pool = pool(1)
+        self.pool = grid.global_pool()
         self.flatten = nn.Flatten(1)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc = nn.Linear(channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(self.flatten(self.pool(x))))
+
+
+class InvertedResidual(nn.Module):
+    """Inverted residual (Sandler et al. 2018, arXiv 1801.04381): 1x1 expansion to ``mid``
+    (skipped when ``mid == cin``), depthwise k x k, an optional ``gate`` on the expanded
+    maps (squeeze-excite in MobileNet V3 and EfficientNet), linear 1x1 projection; a
+    residual connection when the stride is 1 and the widths match."""
+
+    def __init__(
+        self,
+        grid: Grid,
+        cin: int,
+        mid: int,
+        cout: int,
+        kernel: int = 3,
+        stride=1,
+        act: Callable[[], nn.Module] = lambda: nn.ReLU6(inplace=True),
+        gate: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        if mid != cin:
+            layers.append(grid.conv_bn(cin, mid, 1, act=act()))
+        layers.append(grid.conv_bn(mid, mid, kernel, stride, groups=mid, act=act()))
+        if gate is not None:
+            layers.append(gate)
+        layers.append(grid.conv_bn(mid, cout, 1))
+        self.conv = nn.Sequential(*layers)
+        self.use_residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.use_residual else self.conv(x)
+
+
+class ConvHead(nn.Module):
+    """Global pooling, a 1x1 convolution with bias (no BatchNorm) and ``act``, optional
+    dropout, Linear classifier: the heads of GhostNet and MobileNet V3."""
+
+    def __init__(
+        self,
+        grid: Grid,
+        cin: int,
+        hidden: int,
+        num_classes: int,
+        dropout: float,
+        act: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.pool = grid.global_pool()
+        self.conv = grid.conv(cin, hidden, 1, bias=True)
+        self.act = nn.ReLU(inplace=True) if act is None else act
+        self.flatten = nn.Flatten(1)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.flatten(self.act(self.conv(self.pool(x))))))

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from ..data.task import Task
-from .layers import ClassifierHead, Grid, make_divisible
+from .layers import ClassifierHead, Grid, InvertedResidual, make_divisible
 from .registry import register_model
 
 # (expansion t, output channels c, repeats n, first stride s), Table 2 of the paper.
@@ -16,25 +16,6 @@ MOBILENET_V2_CFG = (
     (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
     (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1),
 )  # fmt: skip
-
-
-class InvertedResidual(nn.Module):
-    """1x1 expansion (skipped when t = 1), 3x3 depthwise, linear 1x1 projection; a residual
-    connection when the stride is 1 and the widths match."""
-
-    def __init__(self, grid: Grid, cin: int, cout: int, stride, expansion: int) -> None:
-        super().__init__()
-        hidden = cin * expansion
-        layers: list[nn.Module] = []
-        if expansion != 1:
-            layers.append(grid.conv_bn(cin, hidden, 1, act=nn.ReLU6(inplace=True)))
-        layers.append(grid.conv_bn(hidden, hidden, 3, stride, groups=hidden, act=nn.ReLU6(True)))
-        layers.append(grid.conv_bn(hidden, cout, 1))
-        self.conv = nn.Sequential(*layers)
-        self.use_residual = stride == 1 and cin == cout
-
-    def forward(self, x):
-        return x + self.conv(x) if self.use_residual else self.conv(x)
 
 
 class MobileNetV2(nn.Sequential):
@@ -68,7 +49,8 @@ def mobilenet_v2(
         for i in range(n):
             index += 1
             stride = grid.stride(s) if i == 0 else 1
-            layers[f"block{index}"] = InvertedResidual(grid, channels, cout, stride, t)
+            block = InvertedResidual(grid, channels, channels * t, cout, 3, stride)
+            layers[f"block{index}"] = block
             channels = cout
     last = make_divisible(last_channels * max(1.0, width))
     layers["last"] = grid.conv_bn(channels, last, 1, act=nn.ReLU6(inplace=True))

@@ -98,12 +98,14 @@ def shufflenet_v1(
 class ShuffleV2Unit(nn.Module):
     """Channel split, one branch of 1x1, 3x3 depthwise, 1x1; concatenation; channel shuffle.
 
-    With stride 2 both halves see the whole input and the left branch downsamples it.
+    With stride 2 both halves see the whole input and the left branch downsamples it. With
+    ``residual``, a split unit's branch adds its input back (``b + right(b)``).
     """
 
-    def __init__(self, grid: Grid, cin: int, cout: int, stride) -> None:
+    def __init__(self, grid: Grid, cin: int, cout: int, stride, residual: bool = False) -> None:
         super().__init__()
         self.split = stride == 1 and cin == cout
+        self.residual = residual and self.split
         half = cout // 2
         branch_in = cin // 2 if self.split else cin
         if not self.split:
@@ -121,7 +123,7 @@ class ShuffleV2Unit(nn.Module):
     def forward(self, x):
         if self.split:
             a, b = x.chunk(2, dim=1)
-            out = torch.cat([a, self.right(b)], dim=1)
+            out = torch.cat([a, b + self.right(b) if self.residual else self.right(b)], dim=1)
         else:
             out = torch.cat([self.left(x), self.right(x)], dim=1)
         return self.shuffle(out)
@@ -134,9 +136,12 @@ def shufflenet_v2(
     stage_repeats: Sequence[int] = (4, 8, 4),
     stem_channels: int = 24,
     last_channels: int | None = None,
+    residual: bool = False,
 ) -> nn.Module:
     """ShuffleNet V2; the paper's widths 0.5, 1, 1.5, 2 take its Table 5 channels, others
-    scale the 1x channels (rounded to even numbers). ``last_channels`` defaults to conv5's."""
+    scale the 1x channels (rounded to even numbers). ``last_channels`` defaults to conv5's.
+    ``residual=True`` gives every split unit's branch an identity shortcut (see
+    :func:`shufflenet_residual`)."""
     if len(stage_repeats) != 3:
         raise ValueError(f"stage_repeats must give 3 stages, got {stage_repeats}")
     if width in SHUFFLENET_V2_CHANNELS:
@@ -153,9 +158,19 @@ def shufflenet_v2(
         units = []
         for i in range(repeats):
             stride = grid.stride(2) if i == 0 else 1
-            units.append(ShuffleV2Unit(grid, channels, cout, stride))
+            units.append(ShuffleV2Unit(grid, channels, cout, stride, residual))
             channels = cout
         layers[f"stage{stage + 2}"] = nn.Sequential(*units)
     layers["conv5"] = grid.conv_bn(channels, conv5, 1, act=nn.ReLU(inplace=True))
     layers["head"] = ClassifierHead(grid, conv5, task.num_classes)
     return nn.Sequential(layers)
+
+
+@register_model("shufflenet_residual")
+def shufflenet_residual(task: Task, width: float = 1.0, **kwargs) -> nn.Module:
+    """Shuffle units strengthened by residual structure, after Li, Li & Liu 2020 (ICIP,
+    "Channel shuffle reconstruction network"): ShuffleNet V2 whose split units add the
+    processed half's input back to the branch's output before the concatenation and
+    shuffle, so that half learns a residual; downsampling units are V2's. Takes
+    :func:`shufflenet_v2`'s arguments."""
+    return shufflenet_v2(task, width, residual=True, **kwargs)
