@@ -219,22 +219,21 @@ def test_mobilenet_v3(digits):
 @pytest.mark.parametrize("lite", [False, True])
 def test_efficientnet(digits, lite):
     kw = dict(cfg=((1, 3, 1, 8, 1), (2, 5, 2, 16, 1)), stem_channels=8, last_channels=32)
-    se = (
-        (lambda cin, mid, pixels: (0, 0))
-        if lite
-        # squeezed to a quarter of cin
-        else (
-            lambda cin, mid, pixels: (mid * (cin // 4) * 2 + cin // 4 + mid, 2 * mid * (cin // 4))
-        )
-    )
+
+    def se(cin, mid):  # squeezed to a quarter of the block's input width, at 1x1
+        if lite:
+            return (0, 0)
+        r = cin // 4
+        return (mid * r + r) + (r * mid + mid), 2 * mid * r
+
     stem = (8 * 9 + 16, 8 * 64 * 9)
     block1 = (  # t=1: depthwise, SE, project 8 -> 8
-        (72 + 16) + se(8, 8, 64)[0] + (64 + 16),
-        9 * 8 * 64 + se(8, 8, 64)[1] + 8 * 8 * 64,
+        (72 + 16) + se(8, 8)[0] + (64 + 16),
+        9 * 8 * 64 + se(8, 8)[1] + 8 * 8 * 64,
     )
     block2 = (  # t=2: expand 8 -> 16 at 8x8, depthwise 5x5 stride 2, SE, project at 4x4
-        (128 + 32) + (16 * 25 + 32) + se(8, 16, 16)[0] + (256 + 32),
-        8 * 16 * 64 + 25 * 16 * 16 + se(8, 16, 16)[1] + 16 * 16 * 16,
+        (128 + 32) + (16 * 25 + 32) + se(8, 16)[0] + (256 + 32),
+        8 * 16 * 64 + 25 * 16 * 16 + se(8, 16)[1] + 16 * 16 * 16,
     )
     last = (16 * 32 + 64, 16 * 32 * 16)
     head = (330, 320)

@@ -87,7 +87,8 @@ class HeadPrunedAttention(nn.MultiheadAttention):
         if need_weights:
             scores = (q * d**-0.5) @ k.transpose(-2, -1)
             weights = torch.softmax(scores if mask is None else scores + mask, -1)
-            out = F.dropout(weights, dropout) @ v
+            weights = F.dropout(weights, dropout)  # returned after dropout, as PyTorch does
+            out = weights @ v
             if average_attn_weights:
                 weights = weights.mean(1)
             if not batched:
