@@ -239,3 +239,29 @@ def test_compact_files_keep_what_tflm_reads(digits, tmp_path):
     per_channel = [t.quantization for t in sub.tensors
                    if t.quantization is not None and len(t.quantization.scale) > 1]  # fmt: skip
     assert per_channel and all(len(qp.zeroPoint) == 1 for qp in per_channel)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_hard_swish_runs_as_the_runtimes_own_kernel_bit_for_bit(seed, tmp_path):
+    """The table of a hard-swish is what TFLite's int8 HARD_SWISH computes (its int16
+    fixed point), so the file runs that kernel instead of CAST + ADD + GATHER with int32
+    indices, equal to run_int8 in TFLM and LiteRT; the table stays within one step of the
+    rounded float function."""
+    g = torch.Generator().manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Conv1d(1, 3, 1), torch.nn.Hardswish())
+    with torch.no_grad():
+        model[0].weight.mul_(float(torch.rand(1, generator=g)) * 6 + 0.3)
+        model[0].bias.add_(float(torch.randn(1, generator=g)) * 2)
+    x = torch.linspace(-4, 4, 256).repeat(4, 1, 1) * (torch.rand(4, 1, 1, generator=g) * 2)
+    for rounding in ("tflm", "litert"):
+        q = sc.quant.quantize(model, x, rounding=rounding)
+        path = sc.deploy.export_tflite(q, tmp_path / f"{rounding}.tflite")
+        assert sc.deploy.tflite_operators(path) == ["CONV_2D", "HARD_SWISH"]
+        assert sc.deploy.verify_tflite(q, path, x).bit_exact, rounding
+    index = next(i for i, n in enumerate(q.graph.nodes) if n.kind == "lut")
+    qx, qy = (
+        q.qparams[v] for v in (q.graph.nodes[index].inputs[0], q.graph.nodes[index].outputs[0])
+    )
+    levels = torch.arange(-128, 128)
+    rounded = qy.quantize(torch.nn.functional.hardswish(qx.dequantize(levels).double()))
+    assert (q.ops[index].table - rounded).abs().max() <= 1

@@ -36,6 +36,7 @@ import torch
 from .._io import write_atomic
 from ..quant.capture import Node, QuantError
 from ..quant.executor import run_move
+from ..quant.integer import native_table
 from ..quant.ptq import QuantizedModel
 
 PAD_ND = torch.ops.aten.constant_pad_nd
@@ -413,10 +414,17 @@ def _gather_channels(w: _Writer, node: Node, base: int, idx: torch.Tensor, v: in
 
 
 def _lut(w: _Writer, index: int, node: Node) -> None:
-    """A lookup table as integer ops every TFLite runtime has: CAST the int8 input to
-    int32, ADD the offset of its smallest value, GATHER from the table (a constant)."""
+    """A lookup table: the runtime's own int8 kernel where the table is what that kernel
+    computes (``native_table``: HARD_SWISH), else integer ops every TFLite runtime has:
+    CAST the int8 input to int32, ADD the offset of its smallest value, GATHER from the
+    table (a constant)."""
     q = w.q
     x, qx = w.values[node.inputs[0]], q.qparams[node.inputs[0]]
+    if native_table(node, qx, q.qparams[node.outputs[0]]) is not None:
+        y = w.activation(node, node.outputs[0])
+        w.op("HARD_SWISH", [x], [y])
+        w.values[node.outputs[0]] = y
+        return
     shape = w.tensors[x].shape
     wide = w.tensor(shape, dtype="int32", name=f"cast{index}")
     w.op("CAST", [x], [wide], w.s.CastOptionsT(), "CastOptions")
@@ -600,7 +608,7 @@ TFLM_ALIGN = 16
 # operators whose TFLM reference kernels compute output element i from input element i
 # alone, reading it before writing: an input of the output's shape that dies there may
 # share its buffer
-IN_PLACE = {"ADD", "MUL", "RELU", "RELU6", "RELU_N1_TO_1"}
+IN_PLACE = {"ADD", "MUL", "RELU", "RELU6", "RELU_N1_TO_1", "HARD_SWISH"}
 
 
 def memory_plan_offsets(sub, operators: list[str]) -> list[int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -95,3 +96,55 @@ def multiply_by_quantized_multiplier_single(
 # (double rounding everywhere, as CMSIS-NN; MEAN folds 1/count into its multiplier), or
 # LiteRT (the same MEAN; FULLY_CONNECTED rounds once; the MUL multiplier from float32)
 ROUNDINGS = ("tflm", "litert")
+
+
+# --- int16 fixed point, as TFLite's int8 HARD_SWISH computes ------------------------------
+INT16_MIN, INT16_MAX = -(2**15), 2**15 - 1
+
+
+def _high_mul16(a: torch.Tensor, b: torch.Tensor | int, rounding: bool) -> torch.Tensor:
+    """High 16 bits of ``2 * a * b`` on int16 values: rounded to nearest (gemmlowp's
+    SaturatingRoundingDoublingHighMul) or truncated towards zero (SQDMULH)."""
+    ab = a * b
+    if rounding:
+        ab = ab + torch.where(ab >= 0, torch.tensor(1 << 14), torch.tensor(1 - (1 << 14)))
+    high = torch.div(ab, 1 << 15, rounding_mode="trunc")
+    return torch.where((a == INT16_MIN) & (b == INT16_MIN), torch.tensor(INT16_MAX), high)
+
+
+def _saturating_left_shift16(x: torch.Tensor, amount: int) -> torch.Tensor:
+    return torch.clamp(x * (1 << amount), INT16_MIN, INT16_MAX)
+
+
+def _int16_multiplier(real: float) -> tuple[int, int]:
+    """QuantizeMultiplier, then DownScaleInt32ToInt16Multiplier: the top 16 bits, rounded."""
+    fixed, shift = quantize_multiplier(real)
+    if fixed >= INT32_MAX - (1 << 15):
+        return INT16_MAX, shift
+    return (fixed + (1 << 15)) >> 16, shift
+
+
+def hard_swish_int8(
+    q: torch.Tensor, in_scale: float, in_zero: int, out_scale: float, out_zero: int
+) -> torch.Tensor | None:
+    """TFLite's int8 HARD_SWISH (reference_ops::HardSwish with the parameters its Prepare
+    derives, in float32 as it does) on int8 values ``q``; None where the kernel refuses the
+    scales (an output multiplier of 1 or more)."""
+    hires = np.float32(np.float32(1.0 / 128.0) * np.float32(in_scale))
+    out_mult, out_exp = _int16_multiplier(float(np.float32(hires / np.float32(out_scale))))
+    relu_mult, relu_exp = _int16_multiplier(float(np.float32(hires / np.float32(3.0 / 32768.0))))
+    if out_exp > 0:
+        return None
+    x = (torch.as_tensor(q, dtype=torch.int64) - in_zero) * (1 << 7)  # the hi-res input
+    on_output_scale = _high_mul16(x, out_mult, rounding=True)
+    reluish = x
+    if relu_exp > 0:  # left shifts saturate: all but the last bit before the multiply
+        reluish = _saturating_left_shift16(reluish, relu_exp - 1)
+    reluish = _high_mul16(reluish, relu_mult, rounding=True)
+    if relu_exp > 0:
+        reluish = _saturating_left_shift16(reluish, 1)
+    elif relu_exp < 0:
+        reluish = rounding_divide_by_pot(reluish, -relu_exp)
+    reluish = (reluish + (1 << 15)) >> 1  # [-1, 1] on 16 bits to [0, 1]
+    y = rounding_divide_by_pot(_high_mul16(reluish, on_output_scale, rounding=False), -out_exp)
+    return torch.clamp(y + out_zero, -128, 127)

@@ -20,8 +20,12 @@ import torch.nn.functional as F
 
 from .capture import Node, QGraph
 from .executor import conv_nd, out_of_place, run_move
+from .fixedpoint import (
+    hard_swish_int8,
+    multiply_by_quantized_multiplier_single,
+    quantize_multiplier,
+)
 from .fixedpoint import multiply_by_quantized_multiplier as mbqm
-from .fixedpoint import multiply_by_quantized_multiplier_single, quantize_multiplier
 from .observers import QParams
 
 ADD_LEFT_SHIFT = 20  # TFLite's int8 ADD headroom
@@ -128,6 +132,17 @@ def layer_consts(w, b, x: QParams, y: QParams, bits: int, scale=None) -> LayerCo
     return LayerConsts(wq, bq.to(torch.int64), ws, mult, shift, bits)
 
 
+def native_table(node: Node, x: QParams, y: QParams) -> torch.Tensor | None:
+    """A table activation's table as the TFLite runtimes' own int8 kernel computes it
+    (hard-swish: ``HARD_SWISH``), so the .tflite can run that kernel and stay bit for bit
+    with the table; None where there is no such kernel or it refuses these scales (the
+    table then rounds the float function)."""
+    if out_of_place(node.attrs["func"]) is not torch.ops.aten.hardswish.default:
+        return None
+    q = torch.arange(x.qmin, x.qmax + 1)
+    return hard_swish_int8(q, x.scale, x.zero_point, y.scale, y.zero_point)
+
+
 def op_consts(node: Node, qp: dict[int, QParams]) -> OpConsts:
     ins = [qp[v] for v in node.inputs]
     out = qp[node.outputs[0]]
@@ -141,10 +156,12 @@ def op_consts(node: Node, qp: dict[int, QParams]) -> OpConsts:
         ]
     elif node.kind == "lut":
         q = torch.arange(ins[0].qmin, ins[0].qmax + 1)
-        real = out_of_place(node.attrs["func"])(
-            ins[0].dequantize(q), *node.attrs["args"], **node.attrs["kwargs"]
-        )
-        consts.table = out.quantize(real)
+        consts.table = native_table(node, ins[0], out)
+        if consts.table is None:
+            real = out_of_place(node.attrs["func"])(
+                ins[0].dequantize(q), *node.attrs["args"], **node.attrs["kwargs"]
+            )
+            consts.table = out.quantize(real)
     if node.kind in ("add", "mul", "clamp"):
         consts.lo, consts.hi = activation_range(node.attrs.get("act"), out)
     return consts
