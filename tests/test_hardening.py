@@ -127,3 +127,45 @@ def test_bad_npz_files_are_named_with_the_fix(tmp_path):
     np.savez(tmp_path / "one.npz", x_train=x, y_train=y, x_test=x, y_test=y)
     with pytest.raises(ValueError, match=r"one\.npz: y_train: classes \[2\] have a single"):
         sc.data.load(tmp_path / "one.npz")
+
+
+@pytest.mark.parametrize(
+    ("name", "cfg", "message"),
+    [
+        ("mobilenet_v2", [(1, 16)], r"each cfg entry is \(t, c, n, s\); entry 0 is \(1, 16\)"),
+        ("mobilenet_v1", [(16,)], r"entry 0 is \(16,\)"),
+        ("ghostnet", "abc", r"cfg must be a non-empty list"),
+        ("efficientnet", [], r"cfg must be a non-empty list"),
+    ],
+)
+def test_malformed_cfg_names_the_entry_and_its_fields(name, cfg, message, digits):
+    with pytest.raises(ValueError, match=message):
+        sc.models.create(name, digits, cfg=cfg)
+
+
+def test_widths_no_machine_could_hold_are_refused_before_building(digits):
+    with pytest.raises(ValueError, match="width must be at most 64"):
+        sc.models.create("mlp", digits, width=1e4)
+
+
+def test_exports_name_a_path_that_cannot_take_them(digits, tmp_path):
+    q = sc.quant.quantize(sc.models.create("mlp", digits, seed=0), digits, num_batches=1)
+    file = tmp_path / "file.txt"
+    file.write_text("x")
+    with pytest.raises(ValueError, match="export_c writes a folder, but .*file.txt is a file"):
+        sc.deploy.export_c(q, file)
+    with pytest.raises(ValueError, match=r"cannot write .*sub: .*file.txt is a file, not a"):
+        sc.deploy.export_c(q, file / "sub")
+    with pytest.raises(ValueError, match="export_tflite writes a file, but .* is a folder"):
+        sc.deploy.export_tflite(q, tmp_path)
+    with pytest.raises(ValueError, match=r"export_onnx cannot write .*file.txt is a file"):
+        sc.deploy.export_onnx(q, file / "m.onnx")
+    assert file.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+def test_a_failing_compiler_is_named_with_its_exit_status(digits, tmp_path, monkeypatch):
+    q = sc.quant.quantize(sc.models.create("mlp", digits, seed=0), digits, num_batches=1)
+    sc.deploy.export_c(q, tmp_path)
+    monkeypatch.setenv("CC", "false")
+    with pytest.raises(RuntimeError, match=r"with 'false' \(CC\) failed with exit status 1"):
+        sc.deploy.verify_c(q, tmp_path, digits.test.tensors[0][:2])

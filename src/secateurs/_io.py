@@ -34,6 +34,25 @@ def write_atomic(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
     return path
 
 
+def check_output_path(path: str | os.PathLike, what: str, folder: bool) -> Path:
+    """``path`` as a Path, after failing early, naming it, where it cannot take what
+    ``what`` writes: a file where a folder goes (or a folder where a file goes), or a file
+    standing where one of its parent folders would be."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise ValueError(f"{what} writes a folder, but {path} is a file; pass a folder path")
+    if not folder and path.is_dir():
+        raise ValueError(
+            f"{what} writes a file, but {path} is a folder; pass a file path inside it"
+        )
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{what} cannot write {path}: {parent} is a file, not a folder")
+            break
+    return path
+
+
 def _fsync_dir(folder: Path) -> None:
     """Make a rename in ``folder`` durable (where the platform allows opening folders)."""
     try:

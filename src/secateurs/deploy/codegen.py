@@ -14,11 +14,10 @@ import os
 import re
 import shutil
 from importlib import resources
-from pathlib import Path
 
 import numpy as np
 
-from .._io import write_atomic
+from .._io import check_output_path, write_atomic
 from ..measure.target import Target, get_target
 from ..quant.ptq import QuantizedModel
 from .lower import SPARSE, Op, Program, lower
@@ -339,6 +338,7 @@ def export_c(
     Fails, before writing anything, when the model needs an op ``target`` lacks or does
     not fit its flash or SRAM.
     """
+    out = check_output_path(outdir, "export_c", folder=True)
     t = get_target(target)
     missing = sorted({n.kind for n in qmodel.graph.nodes} - t.kernels) if isinstance(
         qmodel, QuantizedModel) else []  # fmt: skip
@@ -353,7 +353,6 @@ def export_c(
             f"{report['scratch_bytes']} B of {t.sram_bytes} B of SRAM; "
             "prune or quantize further, or pick a larger target"
         )
-    out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     weights_c, weights_h = _weights(program)
     write_atomic(out / "model.h", _model_h(qmodel, program, memory))

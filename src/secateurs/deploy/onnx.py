@@ -20,7 +20,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from .._io import write_atomic
+from .._io import check_output_path, write_atomic
 from ..quant.capture import Node, QuantError
 from ..quant.ptq import QuantizedModel
 
@@ -31,7 +31,7 @@ TYING = ("move", "max_pool", "clamp")
 def export_onnx(model: nn.Module, path: str | os.PathLike, example: torch.Tensor | None = None):
     """Write ``model`` to ``path`` (atomically): QDQ int8 for a QuantizedModel, float
     otherwise (then ``example`` inputs are required). Returns the path."""
-    path = Path(path)
+    path = check_output_path(path, "export_onnx", folder=False)
     if isinstance(model, QuantizedModel):
         proto = qdq_model(model)
         onnx.checker.check_model(proto)

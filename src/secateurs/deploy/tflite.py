@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._io import write_atomic
+from .._io import check_output_path, write_atomic
 from ..quant.capture import Node, QuantError
 from ..quant.executor import run_move
 from ..quant.integer import native_table
@@ -679,4 +679,5 @@ def export_tflite(
 ) -> Path:
     """Write ``qmodel`` as an int8 ``.tflite`` file (atomically); returns the path. See
     :func:`tflite_model` for ``widen_kernels``, ``compact`` and ``memory_plan``."""
+    path = check_output_path(path, "export_tflite", folder=False)
     return write_atomic(path, tflite_model(qmodel, widen_kernels, compact, memory_plan))

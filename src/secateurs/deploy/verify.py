@@ -74,7 +74,11 @@ def compile_c(outdir: str | os.PathLike, sanitize: bool = False, cc: str | None 
            *(str(out / s) for s in SOURCES)]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"compiling {out} failed:\n{result.stderr[-4000:]}")
+        said = (result.stderr or result.stdout).strip()[-4000:] or "(it printed nothing)"
+        raise RuntimeError(
+            f"compiling {out} with {cc!r} (CC) failed with exit status {result.returncode}: "
+            f"{said}\ncommand: {' '.join(cmd)[:500]}"
+        )
     return binary
 
 

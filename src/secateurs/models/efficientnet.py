@@ -12,7 +12,7 @@ from torch import nn
 
 from .._checks import check_float
 from ..data.task import Task
-from .layers import ClassifierHead, Grid, InvertedResidual, SqueezeExcite, make_divisible
+from .layers import ClassifierHead, Grid, InvertedResidual, SqueezeExcite, check_cfg, make_divisible
 from .registry import register_model
 
 # (expansion, kernel, first stride, output channels, repeats): EfficientNet-B0, Table 1.
@@ -70,6 +70,7 @@ def efficientnet(
     act = (lambda: nn.ReLU6(inplace=True)) if lite else nn.SiLU
     layers["stem"] = grid.conv_bn(task.input_shape[0], channels, 3, grid.stem_stride(), act=act())
     index = 0
+    cfg = check_cfg("efficientnet", cfg, ("t", "k", "s", "c", "n"))
     for stage, (t, k, s, c, n) in enumerate(cfg):
         cout = make_divisible(c * w)
         fixed = lite and stage in (0, len(cfg) - 1)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..data.task import Task
-from .layers import ConvHead, Grid, SqueezeExcite, make_divisible
+from .layers import ConvHead, Grid, SqueezeExcite, check_cfg, make_divisible
 from .registry import register_model
 
 # (kernel, expansion channels, output channels, SE ratio, stride) of the paper's Table 1.
@@ -88,6 +88,7 @@ def ghostnet(
     layers["stem"] = grid.conv_bn(
         task.input_shape[0], channels, 3, grid.stem_stride(), act=nn.ReLU(inplace=True)
     )
+    cfg = check_cfg("ghostnet", cfg, ("k", "exp", "c", "se", "s"))
     for i, (k, exp, c, se, s) in enumerate(cfg):
         mid, cout = make_divisible(exp * width, 4), make_divisible(c * width, 4)
         stride = grid.stride(s)

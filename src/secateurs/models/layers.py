@@ -34,6 +34,24 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return rounded
 
 
+def check_cfg(builder: str, cfg, fields: Sequence[str]) -> list[tuple]:
+    """``cfg`` as a list of tuples, after failing, naming the entry, unless every entry is
+    a sequence of ``len(fields)`` values."""
+    if isinstance(cfg, (str, bytes)) or not isinstance(cfg, Sequence) or not cfg:
+        raise ValueError(f"{builder}: cfg must be a non-empty list of ({', '.join(fields)}) "
+                         f"entries, got {cfg!r}"[:300])  # fmt: skip
+    for i, entry in enumerate(cfg):
+        if (
+            isinstance(entry, (str, bytes))
+            or not isinstance(entry, Sequence)
+            or len(entry) != len(fields)
+        ):
+            raise ValueError(
+                f"{builder}: each cfg entry is ({', '.join(fields)}); entry {i} is {entry!r}"[:300]
+            )
+    return [tuple(e) for e in cfg]
+
+
 class Grid:
     """The spatial size of the feature map while a network is built, and the layers that fit it.
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from ..data.task import Task
-from .layers import ClassifierHead, Grid
+from .layers import ClassifierHead, Grid, check_cfg
 from .registry import register_model
 
 # (output channels, stride) of the 13 depthwise separable layers of the paper's Table 1.
@@ -60,6 +60,7 @@ def mobilenet_v1(
     layers["stem"] = grid.conv_bn(
         task.input_shape[0], channels, 3, grid.stem_stride(), act=nn.ReLU(inplace=True)
     )
+    cfg = check_cfg("mobilenet_v1", cfg, ("out channels", "stride"))
     for i, (cout, stride) in enumerate(cfg):
         cout = max(8, int(cout * width))
         layers[f"block{i + 1}"] = DepthwiseSeparable(grid, channels, cout, grid.stride(stride))

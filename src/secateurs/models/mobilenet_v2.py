@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from ..data.task import Task
-from .layers import ClassifierHead, Grid, InvertedResidual, make_divisible
+from .layers import ClassifierHead, Grid, InvertedResidual, check_cfg, make_divisible
 from .registry import register_model
 
 # (expansion t, output channels c, repeats n, first stride s), Table 2 of the paper.
@@ -44,6 +44,7 @@ def mobilenet_v2(
         task.input_shape[0], channels, 3, grid.stem_stride(), act=nn.ReLU6(inplace=True)
     )
     index = 0
+    cfg = check_cfg("mobilenet_v2", cfg, ("t", "c", "n", "s"))
     for t, c, n, s in cfg:
         cout = make_divisible(c * width)
         for i in range(n):

@@ -18,6 +18,9 @@ def list_models(pattern: str = "*") -> list[str]:
     return MODELS.names(pattern)
 
 
+MAX_WIDTH = 64.0  # as recipes bound it
+
+
 def create(
     name: str, task: Task, width: float = 1.0, seed: int | None = None, **kwargs
 ) -> nn.Module:
@@ -31,6 +34,11 @@ def create(
     if not isinstance(task, Task):
         raise TypeError(f"task must be a secateurs Task (sc.data.load(...)), got {type(task)}")
     width = check_float("width", width, minimum=0.0, strict_minimum=True)
+    if width > MAX_WIDTH:  # 1e4 would ask for terabytes before any check could run
+        raise ValueError(
+            f"width must be at most {MAX_WIDTH:g} (a zoo model {MAX_WIDTH:g} times as wide "
+            f"is already far beyond a microcontroller), got {width:g}"
+        )
     if seed is None:
         model = builder(task, width=width, **kwargs)
     else:
