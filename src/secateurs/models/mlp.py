@@ -26,7 +26,9 @@ def mlp(task: Task, width: float = 1.0, hidden: Sequence[int] = (128, 64)) -> nn
     """Flatten, then Linear+ReLU layers of ``hidden`` x ``width`` units, then a classifier."""
     bad = [h for h in hidden if isinstance(h, bool) or not isinstance(h, Integral) or h < 1]
     if bad:
-        raise ValueError(f"mlp: hidden sizes must be whole numbers of at least 1, got {bad}")
+        raise ValueError(
+            f"mlp: hidden sizes must be whole numbers of at least 1, got {bad!r}"[:200]
+        )
     widths = [max(1, round(h * width)) for h in hidden]
     return _mlp(math.prod(task.input_shape), widths, task.num_classes)
 

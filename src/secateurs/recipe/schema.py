@@ -101,8 +101,9 @@ class Checked(BaseModel):
             if isinstance(value, bool):
                 raise ValueError(f"{key}: expected a number, got {value}")
             if float not in kinds and abs(value) > MAX_COUNT and key not in ("seed", "seeds"):
-                raise ValueError(f"{key}: {value:g} is more than any run could do (at most "
-                                 f"{MAX_COUNT:,})")  # fmt: skip
+                what = "more than any run could do" if value > 0 else "out of range"
+                raise ValueError(f"{key}: {value:g} is {what} (at most {MAX_COUNT:,} either "
+                                 "way)")  # fmt: skip
         return data
 
 
