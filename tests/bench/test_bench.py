@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import secateurs as sc
@@ -319,3 +320,31 @@ def test_the_report_lists_the_cells_it_lacks(tiny, tmp_path):
     assert "## Cells missing from this report" in text
     assert f"| {key} | failed | 1 | ValueError: boom |" in text
     assert "Cells missing from this report" in page.read_text()
+
+
+@pytest.mark.slow
+def test_backends_agree_on_batchnorm_and_distillation(tmp_path):
+    """One thread policy: the serial backend runs cells on one torch thread as the process
+    backend's workers do (and gives the caller's thread count back), so a model with
+    BatchNorm, pruned and distilled, comes out the same from both."""
+    grid = {
+        "name": "bn-kd", "tasks": ["digits"], "seeds": [0], "keep": [0.5],
+        "models": {"resnet8": {"name": "resnet8", "width": 0.25}},
+        "train": {"epochs": 2, "lr": 0.003},
+        "methods": {"l1+kd": [
+            {"prune": {"target_macs": "{keep}", "importance": "l1", "scope": "global"}},
+            {"distill": {"method": "kd", "teacher": "model", "epochs": 1, "lr": 0.003}},
+        ]},
+    }  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        serial, parallel = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+        sc.bench.run_grid(grid, serial)
+        assert torch.get_num_threads() == 2
+        sc.bench.run_grid(grid, parallel, backend=sc.search.ProcessBackend(workers=2))
+    finally:
+        torch.set_num_threads(threads)
+    a, b = (_stable(sc.bench.Store(p).rows()) for p in (serial, parallel))
+    assert a == b and len(a) == 2
+    assert all(m["torch_threads"] == 1 for m in a.values())

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from rich.console import Console
 
 from .. import data, models
@@ -74,6 +75,7 @@ def run_cell(grid: Grid, cell, root: str) -> dict:
         metrics["accuracy"] = final["accuracy"]
         metrics["flash_bytes"] = final["flash_bytes"]
         metrics["wall_s"] = sum(r["wall_s"] for r in result.records)
+        metrics["torch_threads"] = torch.get_num_threads()  # one, on every backend
         counted = [r["details"] for r in result.records if "instructions" in r["details"]]
         if counted:  # the last C export that counted its instructions
             metrics["instructions"] = counted[-1]["instructions"]

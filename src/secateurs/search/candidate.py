@@ -71,10 +71,17 @@ BACKENDS: Registry[Callable[..., object]] = Registry("search backend")
 
 
 class SerialBackend:
-    """Candidates one after another in this process."""
+    """Candidates one after another in this process, on one torch thread as every backend
+    runs them (the caller's thread count is restored after), so that a cell or a candidate
+    computes the same whichever backend ran it."""
 
     def map(self, fn: Callable, jobs: Sequence[dict]) -> list:
-        return [fn(**job) for job in jobs]
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return [fn(**job) for job in jobs]
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _single_thread() -> None:
