@@ -169,3 +169,20 @@ def test_a_failing_compiler_is_named_with_its_exit_status(digits, tmp_path, monk
     monkeypatch.setenv("CC", "false")
     with pytest.raises(RuntimeError, match=r"with 'false' \(CC\) failed with exit status 1"):
         sc.deploy.verify_c(q, tmp_path, digits.test.tensors[0][:2])
+
+
+def test_inputs_the_model_cannot_take_are_named_with_their_shape(digits, tmp_path):
+    model = sc.models.create("mlp", digits, seed=0)
+    wrong = digits.example_inputs(2).reshape(2, 1, 4, 16)[:, :, :3]  # (1, 3, 16) per sample
+    calls = [
+        lambda: sc.measure.profile(model, wrong, latency=False),
+        lambda: sc.graph.DependencyGraph(model, wrong),
+        lambda: sc.prune.channels(model, wrong, ratio=0.3),
+        lambda: sc.prune.layers(model, wrong, target_macs=0.5, data=digits),
+        lambda: sc.deploy.export_onnx(model, tmp_path / "m.onnx", wrong),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"the model cannot run on example inputs of "
+                                             r"shape \(1, 3, 16\) \(per sample\)"):  # fmt: skip
+            call()
+    assert not (tmp_path / "m.onnx").exists()

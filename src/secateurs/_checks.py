@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -62,3 +63,21 @@ def check_finite_model(model, what: str) -> None:
                 f"{what}: {name} holds {bad} NaN or infinite values of {t.numel()}; the model "
                 "diverged or was loaded from a damaged file: retrain it or reload good weights"
             )
+
+
+@contextmanager
+def model_runs_on(inputs, what: str, passes: tuple[type, ...] = ()) -> Iterator[None]:
+    """Turn a failure of the model's own forward on ``inputs`` (a shape or dtype mismatch,
+    raised by torch as RuntimeError) into an error about the inputs, naming their shape;
+    the errors in ``passes`` (the caller's own kinds) go through as they are."""
+    try:
+        yield
+    except passes:
+        raise
+    except RuntimeError as err:
+        items = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
+        shapes = ", ".join(str(tuple(t.shape[1:])) for t in items if hasattr(t, "shape"))
+        raise ValueError(
+            f"{what}: the model cannot run on example inputs of shape {shapes} (per sample): "
+            f"{str(err)[:300]}; pass inputs shaped like its data (task.example_inputs())"
+        ) from err

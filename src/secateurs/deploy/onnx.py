@@ -20,6 +20,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+from .._checks import model_runs_on
 from .._io import check_output_path, write_atomic
 from ..quant.capture import Node, QuantError
 from ..quant.ptq import QuantizedModel
@@ -42,6 +43,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example: torch.Tensor
                 "export_onnx needs example inputs for a float model: "
                 "export_onnx(model, path, example=task.example_inputs())"
             )
+        with model_runs_on(example, "export_onnx"), torch.no_grad():
+            model.eval()(example)  # a clear error for inputs the model cannot take
         data = _torch_export(model, example)
     else:
         raise TypeError(f"model must be an nn.Module or QuantizedModel, got {type(model).__name__}")

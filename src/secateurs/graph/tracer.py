@@ -20,6 +20,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
+from .._checks import model_runs_on
 from . import attention
 from .shadow import BLOCKED, NONE, Shadow, compress
 from .unionfind import Couplings
@@ -752,7 +753,11 @@ def trace_channels(model: nn.Module, example_inputs, ignored=()) -> TraceResult:
             inputs = tuple(t.clone() if isinstance(t, torch.Tensor) else t for t in inputs)
             for t in _tensors(inputs):
                 builder.set_shadow(t, Shadow(blocked=True))
-            with _ChunkWatch(builder), builder:
+            with (
+                _ChunkWatch(builder),
+                builder,
+                model_runs_on(inputs, "dependency graph", (GraphError,)),
+            ):
                 out = model(*inputs)
             for t in _tensors(out):
                 s = builder.shadow(t)

@@ -17,6 +17,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from .._checks import model_runs_on
+
 aten = torch.ops.aten
 
 
@@ -198,7 +200,7 @@ def trace(model: nn.Module, example_inputs, activation_bits: int = 32) -> Trace:
             for t in _tensors(inputs):
                 recorder.mark_activation(t)
                 result.input_keys.append(_key(t))
-            with recorder:
+            with recorder, model_runs_on(inputs, "profile"):
                 out = model(*inputs)
             result.output_keys = list(dict.fromkeys(_key(t) for t in _tensors(out)))
     finally:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_finite_model, check_float, check_int
+from .._checks import check_finite_model, check_float, check_int, model_runs_on
 from ..graph.graph import remove_layer, set_module
 from ..measure import profile
 from .calibration import batches
@@ -70,7 +70,7 @@ def removable(model: nn.Module, example_inputs) -> list[str]:
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), model_runs_on(example_inputs, "layers"):
             model(example_inputs)
     finally:
         for h in handles:
