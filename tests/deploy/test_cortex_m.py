@@ -176,3 +176,14 @@ def test_sparse_kernels_on_the_dsp_path_match_run_int8(digits, tmp_path):
     x = digits.test.tensors[0][:16]
     result = sc.deploy.verify_c(q, tmp_path, x, target="cortex-m4")
     assert result.bit_exact, result.mismatches
+
+
+@needs_toolchain
+def test_a_relative_export_folder_runs_on_the_emulator(small_model, digits, tmp_path, monkeypatch):
+    """QEMU runs inside the build folder, so the counting plugin's path must not be
+    relative to where the caller stands (a grid's run folder usually is)."""
+    monkeypatch.chdir(tmp_path)
+    sc.deploy.export_c(small_model, "relative/c")
+    result = sc.deploy.verify_c(small_model, "relative/c", digits.test.tensors[0][:2],
+                                target="cortex-m4")  # fmt: skip
+    assert result.bit_exact and result.instructions > 0

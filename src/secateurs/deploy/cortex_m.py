@@ -239,7 +239,7 @@ def run(firmware: Firmware, x_q: torch.Tensor, output_size: int, timeout: int = 
     if len(x_q) == 0:
         raise ValueError("run needs at least one input")
     work = firmware.elf.parent
-    plugin = _plugin(work)
+    plugin = _plugin(work).resolve()  # QEMU runs in ``work``: a relative path would miss
     (work / "outputs.bin").unlink(missing_ok=True)
     marks = work / "marks.txt"
     write_atomic(work / "inputs.bin", x_q.to(torch.int8).contiguous().numpy().tobytes())
