@@ -140,8 +140,10 @@ def write_bench_report(store: str | Path, out: str | Path) -> tuple[Path, Path]:
           "speedup: the control's MACs over the nonzero MACs (Blalock et al. 2020). "
           "Accuracy is top-1 on each task's test split, mean ± std over seeds. CPU latency: "
           "the float model on this machine's CPU (not timed for int8 models); C "
-          "instructions: per inference of the exported int8 C, counted by callgrind (only "
-          "where a method exports C); wall: the cell's run time.", ""]  # fmt: skip
+          "instructions: per inference of the exported int8 C (only where a method exports "
+          "C), counted on the emulated core where the grid's target is a Cortex-M and its "
+          "toolchain is installed, else by callgrind on the host; wall: the cell's run "
+          "time.", ""]  # fmt: skip
     body = [f"<h1>Benchmark report</h1><p>{html.escape(md[2])}</p>"]
     for task in tasks:
         png = _pareto_plot(task, table)

@@ -369,8 +369,10 @@ class Evaluate(Args):
 class Export(Args):
     """Write the model out: ``c`` (``sc.deploy.export_c``, then compiled and checked bit for
     bit against ``run_int8`` when ``verify``; with ``instructions``, the instructions per
-    inference counted by callgrind on 4 test inputs and the latency they give on the
-    target), ``tflite`` or ``onnx``; into ``path`` under the run folder (default
+    inference on 4 test inputs, counted on the emulated core where the target names a
+    Cortex-M and its toolchain is installed, else by callgrind on the host
+    (``sc.deploy.estimate_c``), and the latency they give on the target), ``tflite`` or
+    ``onnx``; into ``path`` under the run folder (default
     ``export/<stage name>``)."""
 
     format: Literal["c", "onnx", "tflite"]

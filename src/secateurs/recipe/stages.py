@@ -263,4 +263,5 @@ def export_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
         binary = check.binary if a.verify else None  # built by verify_c just above
         est = estimate_c(state.qmodel, where, ctx.task.test.tensors[0][:4], target, binary)
         details.update({k: est[k] for k in ("instructions", "target", "latency_ms", "energy_mj")})
+        details["instructions_counted"] = est["model"]  # on the emulated core, or the host
     return details
