@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ._checks import check_choice, check_float, check_int
-from ._io import write_atomic
+from ._io import check_output_path, write_atomic
 from .data.forms import as_task
 from .measure import profile
 from .measure.target import Target, check, get_target
@@ -201,9 +201,7 @@ def compress(
     final_epochs = check_int("final_epochs", final_epochs, minimum=0)
     qat_epochs = check_int("qat_epochs", qat_epochs, minimum=0)
     max_steps = check_int("max_steps", max_steps, minimum=0)
-    out = Path(out) if out is not None else None
-    if out is not None and out.exists() and not out.is_dir():
-        raise ValueError(f"out={out} is a file; give a folder for the build")
+    out = check_output_path(out, "compress", folder=True) if out is not None else None
     say = _Say(progress)
 
     share = Budget(macs=macs) if macs is not None else None  # checks it: a share or a count

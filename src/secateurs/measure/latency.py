@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 from torch import nn
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block on ``n`` torch threads, giving the caller's count back after."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @torch.no_grad()
@@ -16,20 +28,18 @@ def measure_latency(
 ) -> float:
     """Median wall time of one forward pass in milliseconds (eval mode, no gradients)."""
     inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    previous_threads = torch.get_num_threads()
     was_training = model.training
     model.eval()
-    torch.set_num_threads(threads)
     try:
-        for _ in range(warmup):
-            model(*inputs)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(*inputs)
-            times.append(time.perf_counter() - start)
+        with torch_threads(threads):
+            for _ in range(warmup):
+                model(*inputs)
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(*inputs)
+                times.append(time.perf_counter() - start)
     finally:
-        torch.set_num_threads(previous_threads)
         model.train(was_training)
     return statistics.median(times) * 1e3
 
@@ -66,11 +76,9 @@ def compare_latency(
     mode, no gradients, ``threads`` threads), their forward passes timed in turns
     (:func:`time_in_turns`): for a speedup, say ``ms["parent"] / ms["pruned"]``."""
     inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    previous_threads = torch.get_num_threads()
     modes = {name: model.training for name, model in models.items()}
     for model in models.values():
         model.eval()
-    torch.set_num_threads(threads)
 
     def forward(model):
         def run():
@@ -80,8 +88,8 @@ def compare_latency(
         return run
 
     try:
-        return time_in_turns({n: forward(m) for n, m in models.items()}, repeats, warmup)
+        with torch_threads(threads):
+            return time_in_turns({n: forward(m) for n, m in models.items()}, repeats, warmup)
     finally:
-        torch.set_num_threads(previous_threads)
         for name, model in models.items():
             model.train(modes[name])

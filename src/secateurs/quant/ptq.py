@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_finite_model, check_int
+from .._checks import check_choice, check_finite_model, check_int, model_runs_on
 from .._registry import Registry
 from ..data import Task
 from ..measure.encoding import smallest_encoding
@@ -181,15 +181,8 @@ def check_batches(batches: list[torch.Tensor], data) -> tuple[int, ...]:
 
 def capture_checked(model: nn.Module, example: torch.Tensor) -> QGraph:
     """Capture, turning a shape mismatch inside the model into an error about the data."""
-    try:
+    with model_runs_on(example, "quantize", (QuantError,)):
         return capture(model, example)
-    except QuantError:
-        raise
-    except RuntimeError as err:
-        raise ValueError(
-            f"the model cannot run on calibration inputs of shape "
-            f"{tuple(example.shape[1:])} (per sample): {err}"
-        ) from err
 
 
 def layer_bits(graph: QGraph, scheme: Scheme, weight_bits) -> dict[int, int]:

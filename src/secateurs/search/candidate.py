@@ -20,6 +20,7 @@ from torch import nn
 
 from .._registry import Registry
 from ..data.task import Task
+from ..measure.latency import torch_threads
 from ..prune.channels import channels
 from ..train import Callback, FitState, evaluate, fit
 
@@ -76,12 +77,8 @@ class SerialBackend:
     computes the same whichever backend ran it."""
 
     def map(self, fn: Callable, jobs: Sequence[dict]) -> list:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             return [fn(**job) for job in jobs]
-        finally:
-            torch.set_num_threads(threads)
 
 
 def _single_thread() -> None:
