@@ -61,7 +61,8 @@ def _pruned(method: str, parent, task, keep: float, seed: int):
     report = sc.prune.layers(model, x, target_macs=keep, data=task)
     if report.macs_kept > keep + 0.02:
         sc.prune.channels(model, x, target_macs=keep / report.macs_kept, importance=REST,
-                          scope="global", data=task, seed=seed)  # fmt: skip
+                          scope="global", data=task, seed=seed,
+                          recalibrate=False)  # as the stored cells were run  # fmt: skip
     return model
 
 

@@ -20,6 +20,11 @@ and with Torch-Pruning, on seeds 5-9, which the choice never saw (the JSON's
 ``held_out``); with ``--every``, every method runs on those seeds as well, and each is
 compared with Torch-Pruning seed by seed over all ten (``all_seeds``).
 
+``--recalibration`` (alone) prunes the first seed's parents with every criterion to each
+ratio and does not fine-tune: test accuracy with the batch-norm statistics as they were
+and re-estimated (EagleEye, Li et al. 2020, arXiv 2007.02491; the JSON's
+``recalibration``). The fine-tuned cells above keep the statistics, as when they were run.
+
 ``--retime`` times the first seed's 0.5-MAC models again, all of them and the parent in
 turns, for speedups less exposed to the machine's drift than one timing each.
 
@@ -155,8 +160,9 @@ def _prune(method, parent, task, keep, seed):
                losses=[sc.prune.GroupLasso(x, weight=1e-3)])  # fmt: skip
         sc.prune.channels(model, x, target_macs=keep, importance="l2", scope="global")
         return model
+    # the stored cells were fine-tuned from the statistics as they were (the old default)
     sc.prune.channels(model, x, target_macs=keep, importance=method, scope="global",
-                      data=task, seed=seed)  # fmt: skip
+                      data=task, seed=seed, recalibrate=False)  # fmt: skip
     return model
 
 
@@ -231,7 +237,16 @@ def main(argv=None) -> int:
                         help="then time floor models to bound what pruning can buy")  # fmt: skip
     parser.add_argument("--recount-c", action="store_true",
                         help="count the C instructions again (after a kernel change)")  # fmt: skip
+    parser.add_argument("--recalibration", action="store_true",
+                        help="only: accuracy pruned, not fine-tuned, with and without "
+                        "re-estimated batch-norm statistics")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.recalibration:
+        torch.set_num_threads(1)
+        results = json.loads(RESULTS.read_text())
+        _recalibration(results, tuple(SETUPS), RATIOS)
+        _save(results)
+        return 0
     if not has_torch_pruning():
         return 2
     torch.set_num_threads(1)
@@ -311,6 +326,33 @@ def main(argv=None) -> int:
         _save(results)
     print(f"wrote {RESULTS}")
     return 0
+
+
+def _recalibration(results, tasks, ratios) -> None:
+    """Seed 0's parent pruned by every criterion to each ratio and not fine-tuned: test
+    accuracy with the batch-norm statistics as they were (``stale``) and re-estimated on 8
+    training batches (``recalibrated``, the default of ``channels`` given data), in the
+    JSON's ``recalibration``."""
+    out = results.setdefault("recalibration", {})
+    for task_name in tasks:
+        task, parent = sc.data.load(task_name, seed=0), None
+        for keep in ratios:
+            for method in CRITERIA:
+                key = f"{task_name}/{method}/{keep}"
+                if key in out:
+                    continue
+                parent = parent or _checked_parent(task, 0, results["cells"])
+                row = {}
+                for name, flag in (("stale", False), ("recalibrated", True)):
+                    model = copy.deepcopy(parent)
+                    sc.prune.channels(model, task.example_inputs(), target_macs=keep,
+                                      importance=method, scope="global", data=task, seed=0,
+                                      recalibrate=flag)  # fmt: skip
+                    row[name] = sc.evaluate(model, task)
+                out[key] = row
+                _save(results)
+                print(f"{key:32s} stale {row['stale']:.4f} recalibrated "
+                      f"{row['recalibrated']:.4f}", flush=True)  # fmt: skip
 
 
 def _new_cell(method, parent, task, keep, seed):

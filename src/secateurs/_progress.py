@@ -1,5 +1,6 @@
-"""A rich progress bar for training: the CLI's and the recipe runner's, and ``sc.fit``'s own
-where output goes to a terminal or a notebook."""
+"""Rich progress bars: ``sc.fit``'s over epochs (the CLI's and the recipe runner's, and its
+own where output goes to a terminal or a notebook) and :class:`Steps` over the rounds of any
+other long call: the searches, a grid, the KWS synthesis, a C build and run."""
 
 from __future__ import annotations
 
@@ -21,15 +22,7 @@ class RichProgress(Callback):
         self._bar = None
 
     def on_fit_start(self, state: FitState) -> None:
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(),
-            console=self.console,
-            transient=False,
-        )
+        self._progress = _bar(self.console)
         self._progress.start()
         self._bar = self._progress.add_task(self.description, total=state.epochs, status="")
 
@@ -41,6 +34,24 @@ class RichProgress(Callback):
     def on_fit_end(self, state: FitState) -> None:
         if self._progress is not None:
             self._progress.stop()
+
+
+def _bar(console: Console | None) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def fit_progress(label: str, enabled: bool) -> Callback | bool:
+    """What a long call passes to ``fit(progress=...)`` for its inner training: a bar
+    named ``label`` where it would be seen, else nothing."""
+    return RichProgress(label) if enabled and interactive() else False
 
 
 def interactive() -> bool:
@@ -55,3 +66,40 @@ def interactive() -> bool:
     ipython = sys.modules.get("IPython")
     shell = getattr(ipython, "get_ipython", lambda: None)() if ipython else None
     return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+class Steps:
+    """A progress bar over ``total`` steps of one long call (a search's rounds, a grid's
+    cells, a dataset's synthesis, a C build and run), drawn by rich where output reaches a
+    person (:func:`interactive`: a terminal or a notebook) and ``enabled``; otherwise it
+    draws nothing and costs nothing. No logging configuration is needed to see it.
+
+        with Steps("ABC search", cycles, enabled=progress) as bar:
+            for cycle in range(cycles):
+                ...
+                bar.advance(status=f"best {best:.3f}")
+    """
+
+    def __init__(self, description: str, total: int | None, enabled: bool = True,
+                 console: Console | None = None) -> None:  # fmt: skip
+        self.description, self.total = description, total
+        self.enabled = bool(enabled) and (console is not None or interactive())
+        self.console = console
+        self._progress: Progress | None = None
+        self._bar = None
+
+    def __enter__(self) -> Steps:
+        if self.enabled:
+            self._progress = _bar(self.console)
+            self._progress.start()
+            self._bar = self._progress.add_task(self.description, total=self.total, status="")
+        return self
+
+    def advance(self, steps: int = 1, status: str = "") -> None:
+        if self._progress is not None:
+            self._progress.update(self._bar, advance=steps, status=status)
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

@@ -354,7 +354,8 @@ class _Job:
         if budget is not None:
             self.say(f"searching widths ({method}) under {_budget(budget)}")
             SEARCHES[method](model, self.task, budget, finetune_epochs=0, seed=self.seed,
-                             ignored=self.ignored)  # fmt: skip
+                             ignored=self.ignored,
+                             progress=self.say.console is not None)  # fmt: skip
             recalibrate_bn(model, self.task)  # a model without batch norm is left alone
             if self.finetune_epochs:
                 self.say(f"fine-tuning {self.finetune_epochs} epochs"

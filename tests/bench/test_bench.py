@@ -106,6 +106,35 @@ def test_editing_a_method_reruns_its_cells_only(tiny, tmp_path):
     assert all(after[k]["digest"] != before[k]["digest"] for k in changed)
 
 
+def test_a_stage_default_that_changed_is_in_the_digest(tiny):
+    """A prune stage that leaves ``recalibrate`` out now re-estimates batch-norm
+    statistics: its digest differs from the one the same recipe had before the change, so
+    a resumed grid reruns those cells; one that asks for the old behaviour (false) keeps
+    the old digest, so its stored cells stay done."""
+    from secateurs.bench.grid import _digest, parent_digest
+
+    data = yaml.safe_load(TINY.read_text())
+    grid = sc.bench.parse_grid(data)
+    cells = [c for c in sc.bench.cells(grid) if c.method != sc.bench.CONTROL]
+
+    def before_the_change(c):  # the digest rule as it was: the recipe as written
+        parent = f"{'-'.join(map(str, c.parent))}-{parent_digest(grid, c.model)}"
+        return _digest(sc.bench.cell_recipe(grid, c, parent))
+
+    old = {c.key: before_the_change(c) for c in cells}
+    digests = {}
+    for flag in (None, False, True):
+        for stages in data["methods"].values():
+            if flag is not None:
+                stages[0]["prune"]["recalibrate"] = flag
+        flagged = sc.bench.parse_grid(data)
+        digests[flag] = {c.key: sc.bench.cell_digest(flagged, c) for c in cells}
+    stored = {r["key"]: r["digest"] for r in sc.bench.Store(tiny[0]).rows()}
+    assert all(stored[k] == digests[None][k] != old[k] for k in old)
+    assert digests[False] == old
+    assert all(digests[True][k] not in (old[k], digests[None][k]) for k in old)
+
+
 def test_rerun_runs_a_methods_cells_again_and_names_unknown_methods(tiny, tmp_path):
     store = tmp_path / "s.sqlite"
     store.write_bytes(tiny[0].read_bytes())

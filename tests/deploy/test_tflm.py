@@ -241,14 +241,25 @@ def test_compact_files_keep_what_tflm_reads(digits, tmp_path):
     assert per_channel and all(len(qp.zeroPoint) == 1 for qp in per_channel)
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_hard_swish_runs_as_the_runtimes_own_kernel_bit_for_bit(seed, tmp_path):
-    """The table of a hard-swish is what TFLite's int8 HARD_SWISH computes (its int16
-    fixed point), so the file runs that kernel instead of CAST + ADD + GATHER with int32
-    indices, equal to run_int8 in TFLM and LiteRT; the table stays within one step of the
-    rounded float function."""
-    g = torch.Generator().manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Conv1d(1, 3, 1), torch.nn.Hardswish())
+NATIVE = {
+    "hardswish": (torch.nn.Hardswish, ["HARD_SWISH"], 1),
+    "sigmoid": (torch.nn.Sigmoid, ["LOGISTIC"], 1),
+    "tanh": (torch.nn.Tanh, ["TANH"], 1),
+    "silu": (torch.nn.SiLU, ["LOGISTIC", "MUL"], None),  # sigmoid on steps of 1/256
+    "hardsigmoid": (torch.nn.Hardsigmoid, ["ADD", "MUL"], 1),
+}
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("act", list(NATIVE))
+def test_table_activations_run_as_the_runtimes_own_kernels_bit_for_bit(act, seed, tmp_path):
+    """A table activation the runtimes compute with int8 kernels of their own runs as
+    those kernels instead of CAST + ADD + GATHER with int32 indices, equal to run_int8 in
+    TFLM and LiteRT (each with its own arithmetic); the table stays within one step of
+    the rounded float function (SiLU: within |x|/512, the sigmoid's step times x)."""
+    module, ops, bound = NATIVE[act]
+    g = torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Conv1d(1, 3, 1), module())
     with torch.no_grad():
         model[0].weight.mul_(float(torch.rand(1, generator=g)) * 6 + 0.3)
         model[0].bias.add_(float(torch.randn(1, generator=g)) * 2)
@@ -256,12 +267,76 @@ def test_hard_swish_runs_as_the_runtimes_own_kernel_bit_for_bit(seed, tmp_path):
     for rounding in ("tflm", "litert"):
         q = sc.quant.quantize(model, x, rounding=rounding)
         path = sc.deploy.export_tflite(q, tmp_path / f"{rounding}.tflite")
-        assert sc.deploy.tflite_operators(path) == ["CONV_2D", "HARD_SWISH"]
+        assert sc.deploy.tflite_operators(path) == ["CONV_2D", *ops]
         assert sc.deploy.verify_tflite(q, path, x).bit_exact, rounding
     index = next(i for i, n in enumerate(q.graph.nodes) if n.kind == "lut")
-    qx, qy = (
-        q.qparams[v] for v in (q.graph.nodes[index].inputs[0], q.graph.nodes[index].outputs[0])
-    )
+    node = q.graph.nodes[index]
+    qx, qy = q.qparams[node.inputs[0]], q.qparams[node.outputs[0]]
     levels = torch.arange(-128, 128)
-    rounded = qy.quantize(torch.nn.functional.hardswish(qx.dequantize(levels).double()))
-    assert (q.ops[index].table - rounded).abs().max() <= 1
+    real_x = qx.dequantize(levels).double()
+    real = qy.dequantize(q.ops[index].table_for("tflm"))
+    ends = qy.dequantize(torch.tensor([-128, 127])).double()
+    expected = module()(real_x).clamp(*ends)  # the output's range bounds any table
+    if bound is None:
+        assert ((real - expected).abs() <= real_x.abs() / 512 + qy.scale).all()
+    else:
+        assert ((real - expected).abs() <= bound * qy.scale * 1.001).all()
+
+
+def test_logistic_is_tflm_fixed_point_not_the_rounded_float(tmp_path):
+    """Near saturation TFLM's gemmlowp logistic and the rounded float sigmoid part by one
+    step on an input step of ~2: run_int8 follows TFLM, and LiteRT's float32 table in
+    its mode; a table of the rounded float fails TFLM, so the check can fail."""
+    scale, zero = 2.0105042457580566, 73
+    lo, hi = -(zero + 128) * scale, (127 - zero) * scale
+    model = torch.nn.Sequential(torch.nn.Conv1d(1, 1, 1), torch.nn.Sigmoid())
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[0].bias.zero_()
+    x = torch.linspace(lo, hi, 256).reshape(1, 1, 256)
+    q = sc.quant.quantize(model, x)
+    qx = q.qparams[q.graph.nodes[1].inputs[0]]
+    assert (qx.scale, qx.zero_point) == (scale, zero)
+    path = sc.deploy.export_tflite(q, tmp_path / "m.tflite")
+    assert sc.deploy.verify_tflite(q, path, x).bit_exact
+    levels = torch.arange(-128, 128)
+    rounded = torch.clamp(torch.round(torch.sigmoid(qx.dequantize(levels).double()) * 256) - 128,
+                          -128, 127).to(torch.int64)  # fmt: skip
+    assert int((q.ops[1].table != rounded).sum()) == 1
+    q.ops[1].table = rounded
+    assert not sc.deploy.verify_tflite(q, path, x).bit_exact
+    ql = sc.quant.quantize(model, x, rounding="litert")
+    assert sc.deploy.verify_tflite(ql, sc.deploy.export_tflite(ql, tmp_path / "l.tflite"),
+                                   x).bit_exact  # fmt: skip
+    assert torch.equal(ql.ops[1].table_for("litert"), rounded)
+
+
+def test_sigmoid_output_takes_the_fixed_quantization_unless_shared(tmp_path):
+    """A sigmoid's output is quantized as TFLite's LOGISTIC writes it (1/256, -128), in
+    PTQ and through QAT; concatenated with another branch it keeps the shared observed
+    range, and its table runs as a GATHER."""
+
+    class Concat(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Conv1d(1, 2, 1), torch.nn.Conv1d(1, 2, 1)
+
+        def forward(self, x):
+            return torch.cat([torch.sigmoid(self.a(x)), torch.relu(self.b(x))], 1)
+
+    x = torch.randn(16, 1, 32, generator=torch.Generator().manual_seed(0))
+    plain = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 1), torch.nn.Sigmoid())
+    q = sc.quant.quantize(plain, x)
+    out = q.qparams[q.graph.output]
+    assert (out.scale, out.zero_point) == (1 / 256, -128)
+    qat = sc.quant.prepare_qat(plain, x)
+    qat.train()
+    for _ in range(3):
+        qat(x * 5)
+    out = sc.quant.convert(qat).qparams[qat.graph.output]
+    assert (out.scale, out.zero_point) == (1 / 256, -128)
+    q = sc.quant.quantize(Concat(), x)
+    assert q.qparams[q.graph.output].scale != 1 / 256
+    ops = sc.deploy.tflite_operators(sc.deploy.export_tflite(q, tmp_path / "c.tflite"))
+    assert "GATHER" in ops and "LOGISTIC" not in ops
+    assert sc.deploy.verify_tflite(q, tmp_path / "c.tflite", x).bit_exact

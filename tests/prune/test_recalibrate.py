@@ -40,6 +40,20 @@ def test_recalibration_brings_a_pruned_model_back_from_chance(mobilenet, digits)
     assert sc.evaluate(plain, digits) == after
 
 
+def test_data_turns_recalibration_on_by_default(mobilenet, digits):
+    """With data (for a data-driven criterion, say) channels() re-estimates the statistics
+    unless told not to; recalibrate=False keeps them, as before."""
+    x = digits.example_inputs()
+    default, kept, forced = (copy.deepcopy(mobilenet) for _ in range(3))
+    for model, flag in ((default, None), (kept, False), (forced, True)):
+        sc.prune.channels(model, x, target_macs=0.7, importance="taylor", scope="global",
+                          data=digits, recalibrate=flag)  # fmt: skip
+    assert sc.evaluate(default, digits) == sc.evaluate(forced, digits)
+    assert sc.evaluate(default, digits) > sc.evaluate(kept, digits) + 0.1
+    running = [k for k in default.state_dict() if "running_mean" in k]
+    assert any(not torch.equal(default.state_dict()[k], kept.state_dict()[k]) for k in running)
+
+
 def test_recalibration_restores_modes_momenta_and_leaves_models_without_batch_norm(digits):
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4, momentum=0.3), nn.ReLU(),
                           nn.Dropout(0.5), nn.Flatten(), nn.Linear(4 * 36, 10))  # fmt: skip

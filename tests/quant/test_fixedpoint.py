@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -83,3 +84,25 @@ def test_per_channel_multipliers_broadcast():
     s = torch.tensor([p[1] for p in pairs])
     assert multiply_by_quantized_multiplier(acc, m, s).tolist() == [[50, 25], [-50, -25]]
     assert math.isclose(pairs[1][0] * 2.0 ** (pairs[1][1] - 31), 0.25)
+
+
+def test_fixed_point_logistic_and_tanh_track_the_functions_and_saturate_as_tflm():
+    """gemmlowp's logistic and tanh, as TFLM's int8 kernels run them: within one output
+    step of the rounded function at every input level and scale; the saturation tests in
+    the kernels' order (at a radius of zero, level 0 meets the lower test first)."""
+    from secateurs.quant.fixedpoint import logistic_int8, tanh_int8
+
+    levels = torch.arange(-128, 128)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        scale = float(np.float32(10 ** rng.uniform(-3, 0.5)))
+        zero = int(rng.integers(-128, 128))
+        x = (levels - zero).double() * scale
+        sig = torch.clamp(torch.round(torch.sigmoid(x) * 256) - 128, -128, 127)
+        tan = torch.clamp(torch.round(torch.tanh(x) * 128), -128, 127)
+        assert (logistic_int8(levels, scale, zero) - sig).abs().max() <= 1
+        assert (tanh_int8(levels, scale, zero) - tan).abs().max() <= 1
+    huge = logistic_int8(levels, 1e3, 0)  # radius floor(15 * 2**27 / 2**37) = 0
+    assert torch.equal(huge, torch.where(levels > 0, 127, -128))
+    assert logistic_int8(torch.tensor([0]), 0.05, 0).item() == 0  # 0.5 exactly
+    assert tanh_int8(torch.tensor([0]), 0.05, 0).item() == 0

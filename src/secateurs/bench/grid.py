@@ -146,10 +146,28 @@ def parent_digest(grid: Grid, model: str) -> str:
     return _digest({"train": grid.train, "model": grid.models[model].model_dump()})
 
 
+# stage defaults that changed after grids were run: (stage, argument, old default, what
+# leaving it out means now). A cell's digest writes the new meaning where the argument is
+# left out and drops it where it is set to the old default, so a resumed grid reruns the
+# cells whose meaning changed and keeps those that ask for the old behaviour: a prune stage
+# now re-estimates batch-norm statistics unless told not to (it kept them before)
+CHANGED_DEFAULTS = [("prune", "recalibrate", False, "when data is given")]
+
+
 def cell_digest(grid: Grid, cell: Cell) -> str:
-    """What one cell runs: its recipe (with the parent named by what it depends on)."""
+    """What one cell runs: its recipe (with the parent named by what it depends on), its
+    stages' arguments read as ``CHANGED_DEFAULTS`` says."""
     parent = f"{'-'.join(map(str, cell.parent))}-{parent_digest(grid, cell.model)}"
-    return _digest(cell_recipe(grid, cell, parent))
+    recipe = cell_recipe(grid, cell, parent)
+    for stage in recipe["stages"]:
+        for kind, arg, old, now in CHANGED_DEFAULTS:
+            args = stage.get(kind)
+            if isinstance(args, dict):
+                if arg not in args:
+                    stage[kind] = {**args, arg: now}
+                elif args[arg] == old:
+                    stage[kind] = {k: v for k, v in args.items() if k != arg}
+    return _digest(recipe)
 
 
 def parse_grid(data: Any, source: str = "grid") -> Grid:

@@ -20,9 +20,10 @@ from rich.console import Console
 
 from .. import data, models
 from .._io import inside, safe_name
+from .._progress import Steps
 from ..models.checkpoint import save_checkpoint
 from ..recipe import run as run_recipe
-from ..search.candidate import get_backend
+from ..search.candidate import get_backend, map_jobs
 from ..train import evaluate, fit
 from .grid import (
     CONTROL,
@@ -148,6 +149,7 @@ def run_grid(
     console: Console | None = None,
     rerun: Iterable[str] = (),
     retry_failed: bool = False,
+    progress: bool = True,
 ) -> GridRun:
     """Run every cell of ``grid`` (a path or a validated Grid) that ``store`` does not
     hold as done. ``root`` (default: beside the store) keeps the parents and each cell's
@@ -155,12 +157,16 @@ def run_grid(
     object with ``map(fn, jobs)``, such as ``sc.search.RayBackend("auto")``. ``rerun``:
     methods whose cells run again from scratch although done (the digests see a changed
     grid, not changed code). ``retry_failed``: cells whose attempts ran out get them back.
+    ``progress``: bars over the parents and the cells, where output reaches a person (or
+    on ``console``).
     One runner per store at a time: a second is refused while the first holds the lock."""
     with store_lock(store):
-        return _run_grid(grid, store, root, backend, max_attempts, console, rerun, retry_failed)
+        return _run_grid(grid, store, root, backend, max_attempts, console, rerun, retry_failed,
+                         progress)  # fmt: skip
 
 
-def _run_grid(grid, store, root, backend, max_attempts, console, rerun, retry_failed) -> GridRun:
+def _run_grid(grid, store, root, backend, max_attempts, console, rerun, retry_failed,
+              progress) -> GridRun:  # fmt: skip
     grid = grid if isinstance(grid, Grid) else (
         parse_grid(grid) if isinstance(grid, dict) else load_grid(grid))  # fmt: skip
     db = Store(store)
@@ -187,28 +193,31 @@ def _run_grid(grid, store, root, backend, max_attempts, console, rerun, retry_fa
     if jobs:
         if console is not None:
             console.print(f"training {len(jobs)} parent model(s)")
-        scores = runner.map(train_parent, jobs)
+        with Steps(f"{grid.name}: parents", len(jobs), progress, console) as bar:
+            scores = map_jobs(runner, train_parent, jobs, bar)
         _check_parents(db, parents, scores)
 
     failed = 0
     rounds = math.ceil(len(todo) / width)
-    for r in range(rounds):
-        batch = todo[r * width : (r + 1) * width]
-        for c in batch:
-            db.start(c.key)
-        try:
-            results = runner.map(run_cell, [dict(grid=grid, cell=c, root=str(root))
-                                            for c in batch])  # fmt: skip
-        except KeyboardInterrupt:
-            raise
-        except Exception as err:  # noqa: BLE001  (a lost worker: the round is retried)
-            results = [{"error": f"the backend lost this round: {err!r}"}] * len(batch)
-        for i, (c, res) in enumerate(zip(batch, results)):
-            db.finish(c.key, res.get("metrics"), res.get("error"))
-            failed += "error" in res
-            if console is not None:
-                status = "failed" if "error" in res else f"{res['metrics']['accuracy']:.4f}"
-                console.print(f"[{r * width + i + 1}/{len(todo)}] {c.key}: {status}")
+    with Steps(f"{grid.name}: cells", len(todo), progress and bool(todo), console) as bar:
+        for r in range(rounds):
+            batch = todo[r * width : (r + 1) * width]
+            for c in batch:
+                db.start(c.key)
+            try:
+                results = runner.map(run_cell, [dict(grid=grid, cell=c, root=str(root))
+                                                for c in batch])  # fmt: skip
+            except KeyboardInterrupt:
+                raise
+            except Exception as err:  # noqa: BLE001  (a lost worker: the round is retried)
+                results = [{"error": f"the backend lost this round: {err!r}"}] * len(batch)
+            for i, (c, res) in enumerate(zip(batch, results)):
+                db.finish(c.key, res.get("metrics"), res.get("error"))
+                failed += "error" in res
+                if console is not None:
+                    status = "failed" if "error" in res else f"{res['metrics']['accuracy']:.4f}"
+                    console.print(f"[{r * width + i + 1}/{len(todo)}] {c.key}: {status}")
+            bar.advance(len(batch), status=f"{failed} failed" if failed else "")
     if backend_owned and callable(getattr(runner, "close", None)):
         runner.close()
     keys = {c.key for c in everything} - {c.key for c in todo}

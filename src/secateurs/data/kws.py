@@ -138,9 +138,15 @@ def generate(per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``per_class`` examples of each class: MFCCs (N, 1, 49, 10) and labels."""
     exe = _espeak()
     rng = np.random.default_rng(seed)
+    from .._progress import Steps  # here: the progress module imports training, which imports data
+
     labels = np.repeat(np.arange(len(CLASSES)), per_class)
-    features = np.stack([mfcc(utterance(int(y), rng, exe)) for y in labels])[:, None]
-    return features, labels.astype(np.int64)
+    features = []
+    with Steps("kws: synthesizing speech (espeak-ng, once, then cached)", len(labels)) as bar:
+        for y in labels:
+            features.append(mfcc(utterance(int(y), rng, exe)))
+            bar.advance()
+    return np.stack(features)[:, None], labels.astype(np.int64)
 
 
 def load_arrays(per_class: int) -> tuple[np.ndarray, np.ndarray]:

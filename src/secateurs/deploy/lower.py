@@ -406,7 +406,9 @@ def lower(qmodel: QuantizedModel, sparse: str = "auto") -> Program:
             op.kernel, op.params = "sc_clamp", dict(count=sizes[op.output], lo=c.lo, hi=c.hi)
         elif node.kind == "lut":
             op.kernel, op.params = "sc_lut", dict(count=sizes[op.output])
-            op.consts["table"] = Const("int8_t", qmodel.ops[index].table.numpy().astype(np.int8))
+            op.consts["table"] = Const(
+                "int8_t", qmodel.ops[index].table_for(qmodel.rounding).numpy().astype(np.int8)
+            )
         else:
             raise QuantError(f"no C kernel for op kind {node.kind!r} in '{node.module}'")
         ops.append(op)

@@ -18,11 +18,13 @@ copied. Operator versions are those the TFLite converter writes for int8 tensors
 
 Supported: conv (dense, depthwise, and grouped as one CONV_2D whose filter holds a group's
 input channels: operator version 6), linear, add, mul, global mean, average and max
-pooling, ReLU-family clamps, lookup tables (sigmoid, hard-swish: CAST to int32, ADD the
-offset, GATHER from the table), concatenation, and data movement that selects or reorders
-channels (channel shuffle, channel splits: a chain of moves through a higher rank, such as
-a shuffle's (N, groups, C/groups, H, W) view, is composed and written as one GATHER along
-channels). Other moves are refused with the op and its module; ``export_c`` covers them.
+pooling, ReLU-family clamps, lookup tables (the runtimes' own kernels where the table is
+what they compute: HARD_SWISH, LOGISTIC, TANH, LOGISTIC + MUL for SiLU, ADD + MUL for
+hard-sigmoid; else CAST to int32, ADD the offset, GATHER from the table), concatenation,
+and data movement that selects or reorders channels (channel shuffle, channel splits: a
+chain of moves through a higher rank, such as a shuffle's (N, groups, C/groups, H, W)
+view, is composed and written as one GATHER along channels). Other moves are refused with
+the op and its module; ``export_c`` covers them.
 """
 
 from __future__ import annotations
@@ -36,11 +38,18 @@ import torch
 from .._io import check_output_path, write_atomic
 from ..quant.capture import Node, QuantError
 from ..quant.executor import run_move
-from ..quant.integer import native_table
+from ..quant.integer import (
+    FIXED_OUTPUT,
+    HARD_SIGMOID_SIXTH,
+    HARD_SIGMOID_THREE,
+    hard_sigmoid_sum,
+    native_op,
+)
 from ..quant.ptq import QuantizedModel
 
 PAD_ND = torch.ops.aten.constant_pad_nd
 CAT = torch.ops.aten.cat
+SIGMOID = torch.ops.aten.sigmoid.default
 # PyTorch dimension (batch included) -> TFLite axis, by rank: NCHW -> NHWC, (N, C, L) ->
 # (1, 1, L, C), (N, F) -> (1, F)
 CAT_AXES = {4: {1: 3, 2: 1, 3: 2}, 3: {1: 3, 2: 2}, 2: {1: 1}}
@@ -49,7 +58,7 @@ OP_VERSIONS = {
     "CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "ADD": 2, "MUL": 2,
     "MEAN": 2, "AVERAGE_POOL_2D": 2, "MAX_POOL_2D": 2, "CONCATENATION": 2, "PAD": 2,
     "PADV2": 2, "SPLIT": 2, "GATHER": 2, "TRANSPOSE": 2, "RELU": 2, "RELU6": 2,
-    "RELU_N1_TO_1": 2,
+    "RELU_N1_TO_1": 2, "LOGISTIC": 2, "TANH": 2,
 }  # fmt: skip
 RELU_FAMILY = {(0.0, None): "RELU", (0.0, 6.0): "RELU6", (-1.0, 1.0): "RELU_N1_TO_1"}
 
@@ -413,16 +422,39 @@ def _gather_channels(w: _Writer, node: Node, base: int, idx: torch.Tensor, v: in
     return y
 
 
+def _options(options, activation: int):
+    options.fusedActivationFunction = activation
+    return options
+
+
 def _lut(w: _Writer, index: int, node: Node) -> None:
-    """A lookup table: the runtime's own int8 kernel where the table is what that kernel
-    computes (``native_table``: HARD_SWISH), else integer ops every TFLite runtime has:
-    CAST the int8 input to int32, ADD the offset of its smallest value, GATHER from the
-    table (a constant)."""
+    """A lookup table: the runtime's own int8 kernels where the table is what they compute
+    (``native_op``: HARD_SWISH, LOGISTIC, TANH; LOGISTIC then MUL for SiLU; ADD of 3 with
+    a fused RELU6, then MUL by 1/6, for hard-sigmoid), else
+    integer ops every TFLite runtime has: CAST the int8 input to int32, ADD the offset of
+    its smallest value, GATHER from the table (a constant)."""
     q = w.q
     x, qx = w.values[node.inputs[0]], q.qparams[node.inputs[0]]
-    if native_table(node, qx, q.qparams[node.outputs[0]]) is not None:
+    qy = q.qparams[node.outputs[0]]
+    native = native_op(node, qx, qy)
+    if native is not None:
         y = w.activation(node, node.outputs[0])
-        w.op("HARD_SWISH", [x], [y])
+        shape = w.tensors[x].shape
+        none = w.s.ActivationFunctionType.NONE
+        if native == "SILU":
+            gate = w.tensor(shape, FIXED_OUTPUT[SIGMOID], name=f"gate{index}")
+            w.op("LOGISTIC", [x], [gate])
+            w.op("MUL", [x, gate], [y], _options(w.s.MulOptionsT(), none), "MulOptions")
+        elif native == "HARD_SIGMOID":
+            level = np.array([127], dtype=np.int8)
+            three = w.tensor([1], HARD_SIGMOID_THREE, data=level, name=f"three{index}")
+            total = w.tensor(shape, hard_sigmoid_sum(qy), name=f"sum{index}")
+            relu6 = w.s.ActivationFunctionType.RELU6
+            w.op("ADD", [x, three], [total], _options(w.s.AddOptionsT(), relu6), "AddOptions")
+            sixth = w.tensor([1], HARD_SIGMOID_SIXTH, data=level, name=f"sixth{index}")
+            w.op("MUL", [total, sixth], [y], _options(w.s.MulOptionsT(), none), "MulOptions")
+        else:
+            w.op(native, [x], [y])
         w.values[node.outputs[0]] = y
         return
     shape = w.tensors[x].shape
@@ -434,7 +466,7 @@ def _lut(w: _Writer, index: int, node: Node) -> None:
     add.fusedActivationFunction = w.s.ActivationFunctionType.NONE
     w.op("ADD", [wide, offset], [at], add, "AddOptions")
     qy = q.qparams[node.outputs[0]]
-    table = q.ops[index].table.numpy().astype(np.int8)
+    table = q.ops[index].table_for(q.rounding).numpy().astype(np.int8)
     values = w.tensor([len(table)], qy, data=table, name=f"table{index}")
     y = w.activation(node, node.outputs[0])
     opt = w.s.GatherOptionsT()
@@ -608,14 +640,19 @@ TFLM_ALIGN = 16
 # operators whose TFLM reference kernels compute output element i from input element i
 # alone, reading it before writing: an input of the output's shape that dies there may
 # share its buffer
-IN_PLACE = {"ADD", "MUL", "RELU", "RELU6", "RELU_N1_TO_1", "HARD_SWISH"}
+# the arena scratch a TFLM kernel requests, by its output's byte count: MEAN sums into
+# int32, one per output element. The offline plan leaves a hole for it while the operator
+# runs, which TFLM's planner, placing scratch first fit around the offline buffers, finds
+SCRATCH = {"MEAN": lambda output_bytes: 4 * output_bytes}
+IN_PLACE = {"ADD", "MUL", "RELU", "RELU6", "RELU_N1_TO_1", "HARD_SWISH", "LOGISTIC", "TANH"}
 
 
 def memory_plan_offsets(sub, operators: list[str]) -> list[int]:
     """An arena offset for every tensor of the subgraph ``sub`` (-1 for constants), as
     TFLM's offline memory plan (the "OfflineMemoryAllocation" metadata). Lifetimes run
     over the operator order; an in-place operator (``IN_PLACE``) writes over an input that
-    dies there; buffers are placed as the C arena's are (:func:`..plan.place`). The model's
+    dies there; the kernels' scratch (``SCRATCH``) is planned as a buffer of its operator;
+    buffers are placed as the C arena's are (:func:`..plan.place`). The model's
     input and output are never written over, as in the C. ``operators``: the operator name
     of each opcode index."""
     from .plan import place
@@ -654,6 +691,11 @@ def memory_plan_offsets(sub, operators: list[str]) -> list[int]:
         f, la = lives.get(b, (first_use[t], last_use[t]))
         lives[b] = (min(f, first_use[t]), max(la, last_use[t]))
         sizes[b] = -(-max(sizes.get(b, 0), size[t]) // TFLM_ALIGN) * TFLM_ALIGN
+    for k, op in enumerate(sub.operators):  # room for the kernels' own scratch
+        scratch = SCRATCH.get(operators[op.opcodeIndex], lambda _: 0)(size[op.outputs[0]])
+        if scratch:
+            lives[("scratch", k)] = (k, k)
+            sizes[("scratch", k)] = -(-scratch // TFLM_ALIGN) * TFLM_ALIGN
     offsets, _arena, _bound = place(lives, sizes)
     return [-1 if i in const or i not in first_use else offsets[root.get(i, i)]
             for i in range(len(sub.tensors))]  # fmt: skip

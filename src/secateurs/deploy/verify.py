@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .._io import write_atomic
+from .._progress import Steps
 from ..measure.target import Target, get_target
 from ..quant.ptq import QuantizedModel
 
@@ -116,6 +117,7 @@ def verify_c(
     sanitize: bool = False,
     target: str | None = None,
     opt: str = "-O2",
+    progress: bool = True,
 ) -> Verification:
     """Compile ``outdir`` (from ``export_c(qmodel, outdir)``), run it on float inputs ``x``
     and count the int8 outputs that differ from ``qmodel.run_int8``.
@@ -123,19 +125,25 @@ def verify_c(
     ``target``: None builds for the host with gcc (``sanitize``: with ASan and UBSan); a
     Cortex-M core ("cortex-m4", see ``sc.deploy.cortex_m.CORES``) cross-compiles at
     ``opt`` and runs on the board QEMU emulates for it, and records instructions per
-    inference, per kernel call and code sizes in ``report.json`` under ``"cortex_m"``."""
+    inference, per kernel call and code sizes in ``report.json`` under ``"cortex_m"``.
+    ``progress``: a bar over building and running, where output reaches a person."""
     check_inputs(qmodel, x, "verify_c")
     x_q = qmodel.quantize_input(x)
     expected = qmodel.run_int8(x_q).reshape(len(x_q), -1).numpy()
     instructions = None
     if target is None or target == "host":
-        binary = compile_c(outdir, sanitize=sanitize)
-        got = run_c(binary, x_q, expected.shape[1])
+        with Steps("verify_c: compile, then run on the host", 2, progress) as bar:
+            binary = compile_c(outdir, sanitize=sanitize)
+            bar.advance(status=f"running {len(x_q)} inputs")
+            got = run_c(binary, x_q, expected.shape[1])
+            bar.advance()
     else:
         from . import cortex_m
 
         cortex_m.get_core(target)  # an unknown core fails here, listing the known ones
-        entry = cortex_m.measure(outdir, x_q, expected.shape[1], target, opt)
+        with Steps(f"verify_c: build and run on {target} (QEMU)", 1, progress) as bar:
+            entry = cortex_m.measure(outdir, x_q, expected.shape[1], target, opt)
+            bar.advance()
         got, instructions = entry["_outputs"], entry["instructions_mean"]
         binary = Path(outdir) / "cortex-m" / f"{entry['core']}{opt}" / "firmware.elf"
     diff = np.abs(got.astype(np.int32) - expected.astype(np.int32))

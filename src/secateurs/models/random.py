@@ -8,7 +8,7 @@ A seed fixes the architecture and the weights. The blocks are drawn from what sm
 networks for microcontrollers are made of: dense, grouped and depthwise convolutions
 (kernels 1 to 5, strides 1 and 2, padded or not, BatchNorm), residual additions,
 channel concatenations, squeeze-excite gates (a product), max and average pooling,
-ReLU-family clamps and table activations (sigmoid, tanh, hard-sigmoid, hard-swish),
+ReLU-family clamps and table activations (sigmoid, tanh, hard-sigmoid, hard-swish, SiLU),
 ending in a global mean over whatever positions remain (1 to 49 and more) or a flatten,
 then a fully connected classifier.
 """
@@ -34,6 +34,7 @@ ACTIVATIONS = {
     "tanh": nn.Tanh,
     "hardsigmoid": nn.Hardsigmoid,
     "hardswish": nn.Hardswish,
+    "silu": nn.SiLU,
     "none": nn.Identity,
 }
 

@@ -184,7 +184,7 @@ def channels(
     seed: int = 0,
     threshold: float | None = None,
     keep: dict[str, int] | None = None,
-    recalibrate: bool = False,
+    recalibrate: bool | None = None,
 ) -> PruneReport:
     """Remove channels from ``model`` in place, making its tensors physically smaller.
 
@@ -203,7 +203,9 @@ def channels(
     model's inputs, outputs and ``ignored`` modules keep their channels. ``recalibrate``:
     re-estimate the batch-norm statistics on ``data`` after the surgery
     (:func:`~secateurs.prune.recalibrate_bn`), so the pruned model scores before
-    fine-tuning what its weights allow, not near chance.
+    fine-tuning what its weights allow, not near chance; by default (None) whenever
+    ``data`` is given, ``False`` keeps the statistics as they were (every kept channel
+    then computes exactly what it did).
     """
     check_finite_model(model, "channels")
     if not isinstance(model, nn.Module):
@@ -261,7 +263,7 @@ def channels(
     if compensate is not None:
         compensate(graph, plan, data)
     graph.prune(plan)
-    if recalibrate:
+    if recalibrate or (recalibrate is None and data is not None):
         recalibrate_bn(model, data)
     after = profile(model, x, latency=False)
     reports = tuple(

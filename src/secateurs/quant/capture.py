@@ -98,6 +98,7 @@ IGNORED = _overloads(aten.empty, aten.zeros, aten.ones, aten.full, aten.lift_fre
 
 KINDS = ("conv", "linear", "add", "mul", "mean", "avg_pool", "max_pool", "clamp", "lut", "move")
 FUSIBLE = ("conv", "linear", "add")  # ops whose output clamp TFLite folds into the kernel
+TYING = ("move", "max_pool", "avg_pool", "clamp")  # ops whose output keeps its input's scale
 
 
 class QuantError(RuntimeError):
@@ -152,12 +153,17 @@ class QGraph:
             return v
 
         for node in self.nodes:
-            if node.kind in ("move", "max_pool", "avg_pool", "clamp"):
+            if node.kind in TYING:
                 for v in node.inputs[1:] + node.outputs:
                     a, b = find(node.inputs[0]), find(v)
                     if a != b:
                         parent[max(a, b)] = min(a, b)
         return {v: find(v) for v in self.shapes}
+
+    def sources(self) -> set[int]:
+        """The values whose range is observed: the input and every output of an op that
+        requantizes (the others take their input's parameters, ``ties``)."""
+        return {self.input} | {v for n in self.nodes if n.kind not in TYING for v in n.outputs}
 
 
 def _tensors(obj) -> list[torch.Tensor]:

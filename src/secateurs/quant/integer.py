@@ -12,6 +12,7 @@ partial sum stays far below 2**53), then become int64.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,8 +23,11 @@ from .capture import Node, QGraph
 from .executor import conv_nd, out_of_place, run_move
 from .fixedpoint import (
     hard_swish_int8,
+    litert_table,
+    logistic_int8,
     multiply_by_quantized_multiplier_single,
     quantize_multiplier,
+    tanh_int8,
 )
 from .fixedpoint import multiply_by_quantized_multiplier as mbqm
 from .observers import QParams
@@ -51,6 +55,13 @@ class OpConsts:
     lo: int = -128
     hi: int = 127
     table: torch.Tensor | None = None
+    litert_table: torch.Tensor | None = None  # where LiteRT's kernels compute another
+
+    def table_for(self, rounding: str) -> torch.Tensor | None:
+        """The table of the runtime ``rounding`` names (``ROUNDINGS``)."""
+        if rounding == "litert" and self.litert_table is not None:
+            return self.litert_table
+        return self.table
 
 
 def round_half_away(x: torch.Tensor) -> torch.Tensor:
@@ -132,15 +143,89 @@ def layer_consts(w, b, x: QParams, y: QParams, bits: int, scale=None) -> LayerCo
     return LayerConsts(wq, bq.to(torch.int64), ws, mult, shift, bits)
 
 
-def native_table(node: Node, x: QParams, y: QParams) -> torch.Tensor | None:
-    """A table activation's table as the TFLite runtimes' own int8 kernel computes it
-    (hard-swish: ``HARD_SWISH``), so the .tflite can run that kernel and stay bit for bit
-    with the table; None where there is no such kernel or it refuses these scales (the
-    table then rounds the float function)."""
-    if out_of_place(node.attrs["func"]) is not torch.ops.aten.hardswish.default:
+# the int8 kernels that write on a fixed quantization (TFLite's int8 specification):
+# LOGISTIC in steps of 1/256 from zero point -128, TANH in steps of 1/128 around 0
+FIXED_OUTPUT = {
+    torch.ops.aten.sigmoid.default: QParams(1.0 / 256.0, -128),
+    torch.ops.aten.tanh.default: QParams(1.0 / 128.0, 0),
+}
+# hard-sigmoid, relu6(x + 3) / 6, as the int8 ops a converter writes for it: ADD of the
+# constant 3 with a fused RELU6 onto [0, 6] (``hard_sigmoid_sum``), then MUL by the
+# constant 1/6 (each constant one int8 level, 127, on its own scale)
+HARD_SIGMOID_THREE = QParams(float(np.float32(3.0 / 127.0)), 0)
+HARD_SIGMOID_SIXTH = QParams(float(np.float32(1.0 / 6.0 / 127.0)), 0)
+
+
+def hard_sigmoid_sum(y: QParams) -> QParams:
+    """The quantization of relu6(x + 3) inside a hard-sigmoid whose output is ``y``: six
+    times its scale, its zero point, so the sum's grid is the output's, the MUL by 1/6
+    (a multiplier of 1/127 on the level 127) copies it, and the output is rounded once."""
+    return QParams(float(np.float32(6.0 * y.scale)), y.zero_point, y.qmin, y.qmax)
+
+
+# what each native table is exported as: one runtime kernel, (SiLU) LOGISTIC then MUL,
+# (hard-sigmoid) ADD with RELU6, then MUL
+NATIVE_OPS = {
+    torch.ops.aten.hardsigmoid.default: "HARD_SIGMOID",
+    torch.ops.aten.hardswish.default: "HARD_SWISH",
+    torch.ops.aten.sigmoid.default: "LOGISTIC",
+    torch.ops.aten.tanh.default: "TANH",
+    torch.ops.aten.silu.default: "SILU",
+}
+
+
+def fixed_output(node: Node) -> QParams | None:
+    """The quantization a lookup-table node's output must take for the runtime's own
+    kernel to compute it (sigmoid, tanh), else None."""
+    return FIXED_OUTPUT.get(out_of_place(node.attrs["func"])) if node.kind == "lut" else None
+
+
+def native_op(node: Node, x: QParams, y: QParams) -> str | None:
+    """The runtime kernel that computes this table activation exactly as its table holds
+    (``NATIVE_OPS``), or None where there is none at these scales: sigmoid and tanh need
+    their fixed output quantization (``FIXED_OUTPUT``), hard-swish an output multiplier
+    below one. The table of an op without one rounds the float function instead."""
+    func = out_of_place(node.attrs["func"])
+    name = NATIVE_OPS.get(func)
+    if name is None or node.attrs["args"] or node.attrs["kwargs"]:
         return None
+    if func in FIXED_OUTPUT and FIXED_OUTPUT[func] != y:
+        return None
+    if name in ("LOGISTIC", "TANH", "SILU") and math.frexp(x.scale * (1 << 27))[1] < 0:
+        return None  # an input step below 2**-28: the kernels' shifts would be negative
+    if name == "HARD_SWISH" and hard_swish_int8(torch.zeros(1), x.scale, 0, y.scale, 0) is None:
+        return None
+    return name
+
+
+def native_table(node: Node, x: QParams, y: QParams, rounding: str = "tflm") -> torch.Tensor | None:
+    """A table activation's table as the runtimes' own int8 kernels compute it
+    (:func:`native_op`), so the .tflite can run those kernels and stay bit for bit with the
+    table; None where there is none. ``rounding`` names the runtime: TFLite Micro computes
+    LOGISTIC and TANH in gemmlowp's fixed point, LiteRT from a float32 table. SiLU,
+    x * sigmoid(x), is LOGISTIC onto its fixed quantization, then MUL with the input."""
+    name = native_op(node, x, y)
     q = torch.arange(x.qmin, x.qmax + 1)
-    return hard_swish_int8(q, x.scale, x.zero_point, y.scale, y.zero_point)
+    if name is None:
+        return None
+    if name == "HARD_SWISH":
+        return hard_swish_int8(q, x.scale, x.zero_point, y.scale, y.zero_point)
+    if name == "HARD_SIGMOID":
+        three, sixth, t = HARD_SIGMOID_THREE, HARD_SIGMOID_SIXTH, hard_sigmoid_sum(y)
+        level = torch.tensor(127)
+        lo, hi = activation_range((0.0, 6.0), t)
+        s = add_int8(q, x, level, three, t, add_multipliers(x, three, t), lo, hi)
+        return mul_int8(s, t, level, sixth, y, rounding, y.qmin, y.qmax)
+    kernel = "TANH" if name == "TANH" else "LOGISTIC"
+    func = torch.ops.aten.tanh.default if kernel == "TANH" else torch.ops.aten.sigmoid.default
+    gate = FIXED_OUTPUT[func]
+    if rounding == "litert":
+        s = litert_table(kernel, q, x.scale, x.zero_point, gate.scale, gate.zero_point)
+    else:
+        s = (tanh_int8 if kernel == "TANH" else logistic_int8)(q, x.scale, x.zero_point)
+    if name != "SILU":
+        return s
+    return mul_int8(q, x, s, gate, y, rounding, y.qmin, y.qmax)
 
 
 def op_consts(node: Node, qp: dict[int, QParams]) -> OpConsts:
@@ -148,15 +233,13 @@ def op_consts(node: Node, qp: dict[int, QParams]) -> OpConsts:
     out = qp[node.outputs[0]]
     consts = OpConsts()
     if node.kind == "add":
-        twice_max = 2 * max(ins[0].scale, ins[1].scale)
-        consts.multipliers = [
-            quantize_multiplier(ins[0].scale / twice_max),
-            quantize_multiplier(ins[1].scale / twice_max),
-            quantize_multiplier(twice_max / ((1 << ADD_LEFT_SHIFT) * out.scale)),
-        ]
+        consts.multipliers = add_multipliers(ins[0], ins[1], out)
     elif node.kind == "lut":
         q = torch.arange(ins[0].qmin, ins[0].qmax + 1)
         consts.table = native_table(node, ins[0], out)
+        litert = native_table(node, ins[0], out, "litert")
+        if litert is not None and not torch.equal(litert, consts.table):
+            consts.litert_table = litert
         if consts.table is None:
             real = out_of_place(node.attrs["func"])(
                 ins[0].dequantize(q), *node.attrs["args"], **node.attrs["kwargs"]
@@ -165,6 +248,31 @@ def op_consts(node: Node, qp: dict[int, QParams]) -> OpConsts:
     if node.kind in ("add", "mul", "clamp"):
         consts.lo, consts.hi = activation_range(node.attrs.get("act"), out)
     return consts
+
+
+def add_multipliers(a: QParams, b: QParams, y: QParams) -> list[tuple[int, int]]:
+    """TFLite's int8 ADD: each input rescaled to twice the larger input scale (after a
+    20-bit left shift), then the sum to the output scale."""
+    twice_max = 2 * max(a.scale, b.scale)
+    return [
+        quantize_multiplier(a.scale / twice_max),
+        quantize_multiplier(b.scale / twice_max),
+        quantize_multiplier(twice_max / ((1 << ADD_LEFT_SHIFT) * y.scale)),
+    ]
+
+
+def add_int8(a, qa: QParams, b, qb: QParams, y: QParams, multipliers, lo: int, hi: int):
+    """TFLite's int8 ADD of int8 values ``a`` and ``b``, clamped to [lo, hi]."""
+    (m1, s1), (m2, s2), (mo, so) = multipliers
+    x1 = mbqm((a - qa.zero_point) << ADD_LEFT_SHIFT, m1, s1)
+    x2 = mbqm((b - qb.zero_point) << ADD_LEFT_SHIFT, m2, s2)
+    return torch.clamp(mbqm(x1 + x2, mo, so) + y.zero_point, lo, hi)
+
+
+def mul_int8(a, qa: QParams, b, qb: QParams, y: QParams, rounding: str, lo: int, hi: int):
+    """TFLite's int8 MUL of int8 values ``a`` and ``b``, clamped to [lo, hi]."""
+    prod = (a - qa.zero_point) * (b - qb.zero_point)
+    return torch.clamp(mbqm(prod, *mul_multiplier(qa, qb, y, rounding)) + y.zero_point, lo, hi)
 
 
 def _per_channel(t: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -209,15 +317,10 @@ def run_integer(
             outs = [torch.clamp(y + out.zero_point, lo, hi)]
         elif node.kind == "add":
             c = ops[index]
-            (m1, s1), (m2, s2), (mo, so) = c.multipliers
-            x1 = mbqm((ins[0] - qin[0].zero_point) << ADD_LEFT_SHIFT, m1, s1)
-            x2 = mbqm((ins[1] - qin[1].zero_point) << ADD_LEFT_SHIFT, m2, s2)
-            outs = [torch.clamp(mbqm(x1 + x2, mo, so) + out.zero_point, c.lo, c.hi)]
+            outs = [add_int8(ins[0], qin[0], ins[1], qin[1], out, c.multipliers, c.lo, c.hi)]
         elif node.kind == "mul":
             c = ops[index]
-            prod = (ins[0] - qin[0].zero_point) * (ins[1] - qin[1].zero_point)
-            m = mul_multiplier(qin[0], qin[1], out, rounding)
-            outs = [torch.clamp(mbqm(prod, *m) + out.zero_point, c.lo, c.hi)]
+            outs = [mul_int8(ins[0], qin[0], ins[1], qin[1], out, rounding, c.lo, c.hi)]
         elif node.kind == "mean":
             count = 1
             for d in a["dims"]:
@@ -240,7 +343,7 @@ def run_integer(
         elif node.kind == "clamp":
             outs = [torch.clamp(ins[0], ops[index].lo, ops[index].hi)]
         elif node.kind == "lut":
-            outs = [ops[index].table[ins[0] - qin[0].qmin]]
+            outs = [ops[index].table_for(rounding)[ins[0] - qin[0].qmin]]
         else:
             outs = run_move(node, env, pad_value=qin[0].zero_point)
         for v, t in zip(node.outputs, outs):

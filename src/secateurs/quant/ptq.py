@@ -17,7 +17,7 @@ from .capture import QGraph, QuantError, capture
 from .executor import folded_weights, run_float
 from .fixedpoint import ROUNDINGS
 from .fold import fold_constant_channels
-from .integer import LayerConsts, OpConsts, layer_consts, op_consts, run_integer
+from .integer import LayerConsts, OpConsts, fixed_output, layer_consts, op_consts, run_integer
 from .observers import CALIBRATIONS, QParams, RangeObserver, affine_qparams
 
 
@@ -218,7 +218,26 @@ def observe_ranges(
         for batch in batches:
             run_float(graph, model, batch.float(), observe=see)
     roots = {root: affine_qparams(*obs.range()) for root, obs in observers.items()}
+    roots.update(fixed_ranges(graph))
     return {v: roots[root] for v, root in ties.items()}
+
+
+def fixed_ranges(graph: QGraph) -> dict[int, QParams]:
+    """Tie-group root -> the parameters a runtime kernel fixes for it: the output of a
+    sigmoid or tanh takes TFLite's fixed int8 quantization (``FIXED_OUTPUT``), so it runs
+    as LOGISTIC or TANH. Only where nothing else writes into that group (a concatenation
+    with another tensor keeps its observed range, and the table)."""
+    ties, sources = graph.ties(), graph.sources()
+    writers: dict[int, set[int]] = {}
+    for v in sources:
+        writers.setdefault(ties[v], set()).add(v)
+    out = {}
+    for node in graph.nodes:
+        params = fixed_output(node)
+        root = ties[node.outputs[0]]
+        if params is not None and writers[root] == {node.outputs[0]}:
+            out[root] = params
+    return out
 
 
 def build(graph: QGraph, model: nn.Module, qparams, scheme: Scheme, bits, scales=None):

@@ -21,25 +21,27 @@ from .capture import QGraph
 from .executor import folded_weights, run_float
 from .integer import weight_scale
 from .observers import QParams, affine_qparams
-from .ptq import QuantizedModel, build, calibrate
-
-TYING = ("move", "max_pool", "avg_pool", "clamp")
+from .ptq import QuantizedModel, build, calibrate, fixed_ranges
 
 
 class ActivationQuantizer(nn.Module):
-    """Fake-quantizes one activation (asymmetric, per tensor) with an EMA or learned range."""
+    """Fake-quantizes one activation (asymmetric, per tensor) with an EMA or learned range;
+    a ``fixed`` one keeps ``params``, which the runtime's kernel requires (``fixed_ranges``)."""
 
-    def __init__(self, params: QParams, momentum: float, lsq: bool) -> None:
+    def __init__(self, params: QParams, momentum: float, lsq: bool, fixed: bool = False) -> None:
         super().__init__()
-        self.qmin, self.qmax, self.momentum, self.lsq = params.qmin, params.qmax, momentum, lsq
+        self.qmin, self.qmax, self.momentum = params.qmin, params.qmax, momentum
+        self.lsq, self.fixed = lsq and not fixed, params if fixed else None
         lo = params.scale * (params.qmin - params.zero_point)
         hi = params.scale * (params.qmax - params.zero_point)
         self.register_buffer("lo", torch.tensor(float(lo)))
         self.register_buffer("hi", torch.tensor(float(hi)))
         self.register_buffer("zero_point", torch.tensor([float(params.zero_point)]))
-        self.scale = nn.Parameter(torch.tensor([float(params.scale)]), requires_grad=lsq)
+        self.scale = nn.Parameter(torch.tensor([float(params.scale)]), requires_grad=self.lsq)
 
     def qparams(self) -> QParams:
+        if self.fixed is not None:
+            return self.fixed
         if self.lsq:
             scale = max(float(self.scale.detach().abs()), 1e-12)
             return QParams(scale, int(self.zero_point[0]), self.qmin, self.qmax)
@@ -51,7 +53,7 @@ class ActivationQuantizer(nn.Module):
             return torch._fake_quantize_learnable_per_tensor_affine(
                 x, self.scale, self.zero_point, self.qmin, self.qmax, grad
             )
-        if self.training and update:
+        if self.training and update and self.fixed is None:
             with torch.no_grad():
                 m = self.momentum
                 self.lo.mul_(1 - m).add_(m * torch.clamp(x.min(), max=0.0))
@@ -95,12 +97,12 @@ class QATModel(nn.Module):
         self.model = model
         self.graph, self.scheme, self.bits = graph, scheme, bits
         self.ties = graph.ties()
-        producers = {v: n.kind for n in graph.nodes for v in n.outputs}
-        self.sources = {graph.input} | {v for v, k in producers.items() if k not in TYING}
-        self.rounded = {v for v, k in producers.items() if k == "avg_pool"}
+        self.sources = graph.sources()
+        self.rounded = {v for n in graph.nodes if n.kind == "avg_pool" for v in n.outputs}
         roots = sorted(set(self.ties.values()))
+        fixed = fixed_ranges(graph)
         self.activations = nn.ModuleDict(
-            {str(r): ActivationQuantizer(qparams[r], momentum, lsq) for r in roots}
+            {str(r): ActivationQuantizer(qparams[r], momentum, lsq, r in fixed) for r in roots}
         )
         self.weights = nn.ModuleDict(
             {

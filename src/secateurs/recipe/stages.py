@@ -121,6 +121,7 @@ def search_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
     target = spec.pop("target", None)
     budget = Budget.for_target(target, **spec) if target else Budget(**spec)
     result = SEARCHES[a.method](state.model, ctx.task, budget, seed=ctx.seed,
+                                progress=ctx.console is not None,
                                 **a.kwargs("method", "budget", "options"), **a.options)  # fmt: skip
     return {
         "fits": result.fits,

@@ -17,10 +17,11 @@ import numpy as np
 from torch import nn
 
 from .._checks import check_int
+from .._progress import Steps
 from ..data.forms import as_task
 from ..data.task import Task
 from .budget import Budget
-from .candidate import evaluate_candidate, get_backend
+from .candidate import evaluate_candidate, get_backend, map_jobs
 from .result import SearchResult, finish
 from .space import Space
 
@@ -41,6 +42,7 @@ def abc(
     min_keep: float = 0.1,
     ignored: Iterable[str] = (),
     backend=None,
+    progress: bool = True,
 ) -> SearchResult:
     """Search kept channels per group with an artificial bee colony under ``budget``;
     prune ``model`` in place to the best source, fine-tune it, return the result.
@@ -66,7 +68,7 @@ def abc(
         jobs = [dict(model=model, task=task, keep=space.keep(s), example_inputs=x, steps=steps,
                      lr=lr, importance=importance, ignored=space.ignored, seed=seed)
                 for s in todo]  # fmt: skip
-        for s, acc in zip(todo, run.map(evaluate_candidate, jobs)):
+        for s, acc in zip(todo, map_jobs(run, evaluate_candidate, jobs)):
             evaluated[s] = acc
         return [evaluated[tuple(s.tolist())] for s in structures]
 
@@ -81,31 +83,34 @@ def abc(
             v[d] += step
         return space.shrink(space.clip(v))
 
-    sources = [space.uniform()] + [space.shrink(space.random(rng)) for _ in range(colony - 1)]
-    fit = fitness(sources)
-    trials = [0] * colony
-    history = [{"cycle": 0, "best": max(fit)}]
+    with Steps("abc: bee colony cycles", cycles + 1, progress) as bar:
+        sources = [space.uniform()] + [space.shrink(space.random(rng)) for _ in range(colony - 1)]
+        fit = fitness(sources)
+        bar.advance(status=f"best val acc {max(fit):.3f}")
+        trials = [0] * colony
+        history = [{"cycle": 0, "best": max(fit)}]
 
-    def try_move(i: int) -> None:
-        v = neighbour(i, sources)
-        (fv,) = fitness([v])
-        if fv > fit[i]:
-            sources[i], fit[i], trials[i] = v, fv, 0
-        else:
-            trials[i] += 1
+        def try_move(i: int) -> None:
+            v = neighbour(i, sources)
+            (fv,) = fitness([v])
+            if fv > fit[i]:
+                sources[i], fit[i], trials[i] = v, fv, 0
+            else:
+                trials[i] += 1
 
-    for cycle in range(1, cycles + 1):
-        for i in range(colony):  # employed bees
-            try_move(i)
-        weights = np.asarray(fit) + 1e-6
-        for i in rng.choice(colony, size=colony, p=weights / weights.sum()):  # onlookers
-            try_move(int(i))
-        best = int(np.argmax(fit))
-        for i in range(colony):  # scouts
-            if trials[i] > limit and i != best:
-                sources[i] = space.shrink(space.random(rng))
-                fit[i], trials[i] = fitness([sources[i]])[0], 0
-        history.append({"cycle": cycle, "best": max(fit), "mean": float(np.mean(fit))})
+        for cycle in range(1, cycles + 1):
+            for i in range(colony):  # employed bees
+                try_move(i)
+            weights = np.asarray(fit) + 1e-6
+            for i in rng.choice(colony, size=colony, p=weights / weights.sum()):  # onlookers
+                try_move(int(i))
+            best = int(np.argmax(fit))
+            for i in range(colony):  # scouts
+                if trials[i] > limit and i != best:
+                    sources[i] = space.shrink(space.random(rng))
+                    fit[i], trials[i] = fitness([sources[i]])[0], 0
+            history.append({"cycle": cycle, "best": max(fit), "mean": float(np.mean(fit))})
+            bar.advance(status=f"best val acc {max(fit):.3f}")
     best = sources[int(np.argmax(fit))]
     return finish("abc", space, model, best, task, finetune_epochs, lr, seed, start,
-                  len(evaluated), history, importance)  # fmt: skip
+                  len(evaluated), history, importance, progress=progress)  # fmt: skip

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .._progress import fit_progress
 from ..data.forms import as_task
 from ..data.task import Task
 from ..graph import DependencyGraph
@@ -35,7 +36,7 @@ from ..prune.sparsify import WeightMask
 from ..train import Callback, FitState, LossTerm, Step, evaluate, fit
 from .budget import Budget, measure_costs
 from .gates import GroupGates
-from .result import SearchResult, finish
+from .result import SearchResult, finetune, finish
 from .space import Space, bisect_fraction
 
 
@@ -163,6 +164,7 @@ def admm(
     seed: int = 0,
     min_keep: float = 0.1,
     ignored: Iterable[str] = (),
+    progress: bool = True,
 ) -> SearchResult:
     """ADMM-train ``model`` toward the budget's structure (``structured``: kept channels
     per group, by default the uniform fraction that meets the budget, or ``structure``;
@@ -172,7 +174,7 @@ def admm(
     x = task.example_inputs()
     if not structured:
         return _unstructured(model, task, budget, epochs, admm_lr, lr, rho, rho_growth,
-                             finetune_epochs, seed, ignored, start)  # fmt: skip
+                             finetune_epochs, seed, ignored, start, progress)  # fmt: skip
     space = Space(model, x, budget, ignored, min_keep)
     space.check_reachable()
     if isinstance(structure, dict):
@@ -188,7 +190,7 @@ def admm(
     term.z = project({n: p.detach() for n, p in params.items()})
     dual = _Dual(term, project, rho_growth, history)
     fit(model, task, epochs=epochs, lr=admm_lr, optimizer="sgd", losses=[term],
-        callbacks=[dual], seed=seed, progress=False)  # fmt: skip
+        callbacks=[dual], seed=seed, progress=fit_progress("admm: training", progress))  # fmt: skip
     gates = [torch.ones(g.channels) for g in space.groups]
     for gi, idxs in project.plan.items():
         gates[gi][list(idxs)] = 0.0
@@ -201,7 +203,7 @@ def admm(
     space.graph.prune(plan)
     counts = [int(g.sum()) for g in gates]
     return finish("admm", space, model, counts, task, finetune_epochs, lr, seed, start, 0,
-                  history, pruned=True)  # fmt: skip
+                  history, pruned=True, progress=progress)  # fmt: skip
 
 
 def _weights(model: nn.Module, ignored) -> dict[str, nn.Parameter]:
@@ -224,7 +226,7 @@ def _top(values: dict[str, torch.Tensor], density: float) -> dict[str, torch.Ten
 
 
 def _unstructured(model, task, budget, epochs, admm_lr, lr, rho, growth, finetune_epochs, seed,
-                  ignored, start) -> SearchResult:  # fmt: skip
+                  ignored, start, progress) -> SearchResult:  # fmt: skip
     x = task.example_inputs()
     dense = measure_costs(model, x, budget, sparse=True)
     limits = budget.limits(dense)
@@ -252,14 +254,14 @@ def _unstructured(model, task, budget, epochs, admm_lr, lr, rho, growth, finetun
 
     term.z = project({n: p.detach() for n, p in params.items()})
     fit(model, task, epochs=epochs, lr=admm_lr, optimizer="sgd", losses=[term],
-        callbacks=[_Dual(term, project, growth, history)], seed=seed, progress=False)  # fmt: skip
+        callbacks=[_Dual(term, project, growth, history)], seed=seed,
+        progress=fit_progress("admm: training", progress))  # fmt: skip
     masks = _top({n: p.detach() + term.u[n] for n, p in params.items()}, density)
     modules = dict(model.named_modules())
     for n, mask in masks.items():
         parametrize.register_parametrization(modules[n[: -len(".weight")]], "weight",
                                              WeightMask(mask))  # fmt: skip
-    if finetune_epochs:
-        fit(model, task, epochs=finetune_epochs, lr=lr, seed=seed, progress=False)
+    finetune(model, task, "admm", finetune_epochs, lr, seed, progress)
     model.eval()
     costs = measure_costs(model, x, budget, sparse=True)
     if not budget.fits(costs, limits):

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._progress import fit_progress
 from ..data.forms import as_task
 from ..data.task import Task
 from ..prune.select import lowest
@@ -93,6 +94,7 @@ def autoprune(
     seed: int = 0,
     min_keep: float = 0.1,
     ignored: Iterable[str] = (),
+    progress: bool = True,
 ) -> SearchResult:
     """Train ``model`` with gated channels and auxiliary parameters for ``epochs``, prune
     the channels whose gates ended closed (then, while over budget, those with the lowest
@@ -127,7 +129,7 @@ def autoprune(
     update = _AuxUpdate(aux, penalty, space, aux_lr, every, history)
     with GroupGates(space.graph, space.groups, lambda: [_gate(m) for m in aux]):
         fit(model, task, epochs=epochs, lr=lr, losses=[penalty], callbacks=[update], seed=seed,
-            progress=False)  # fmt: skip
+            progress=fit_progress("autoprune: gated training", progress))  # fmt: skip
     structure = open_structure(aux, space)
     structure = space.grow(structure) if space.fits(structure) else space.shrink(structure)
     plan = {}
@@ -138,4 +140,4 @@ def autoprune(
     space.graph.prune(plan)
     history.append({"aux": {n: m.detach().tolist() for n, m in zip(space.names, aux)}})
     return finish("autoprune", space, model, structure, task, finetune_epochs, lr, seed, start,
-                  0, history, pruned=True)  # fmt: skip
+                  0, history, pruned=True, progress=progress)  # fmt: skip

@@ -9,15 +9,17 @@ benchmark grids run their cells through the same backends.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 
 import torch
 from torch import nn
 
+from .._progress import Steps
 from .._registry import Registry
 from ..data.task import Task
 from ..measure.latency import torch_threads
@@ -76,9 +78,14 @@ class SerialBackend:
     runs them (the caller's thread count is restored after), so that a cell or a candidate
     computes the same whichever backend ran it."""
 
-    def map(self, fn: Callable, jobs: Sequence[dict]) -> list:
+    def map(self, fn: Callable, jobs: Sequence[dict], on_done: Callable | None = None) -> list:
+        out = []
         with torch_threads(1):
-            return [fn(**job) for job in jobs]
+            for job in jobs:
+                out.append(fn(**job))
+                if on_done is not None:
+                    on_done()
+        return out
 
 
 def _single_thread() -> None:
@@ -91,12 +98,15 @@ class ProcessBackend:
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or os.cpu_count() or 1
 
-    def map(self, fn: Callable, jobs: Sequence[dict]) -> list:
+    def map(self, fn: Callable, jobs: Sequence[dict], on_done: Callable | None = None) -> list:
         if len(jobs) <= 1 or self.workers == 1:
-            return SerialBackend().map(fn, jobs)
+            return SerialBackend().map(fn, jobs, on_done)
         with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
                                  initializer=_single_thread) as pool:  # fmt: skip
             futures = [pool.submit(fn, **job) for job in jobs]
+            if on_done is not None:
+                for _ in as_completed(futures):
+                    on_done()
             return [f.result() for f in futures]
 
 
@@ -135,10 +145,15 @@ class RayBackend:
     def workers(self) -> int:
         return int(self._ray().cluster_resources().get("CPU", 1))
 
-    def map(self, fn: Callable, jobs: Sequence[dict]) -> list:
+    def map(self, fn: Callable, jobs: Sequence[dict], on_done: Callable | None = None) -> list:
         ray = self._ray()
         remote = ray.remote(num_cpus=1, max_retries=1)(_call_single_threaded)
-        return ray.get([remote.remote(fn, job) for job in jobs])
+        refs = [remote.remote(fn, job) for job in jobs]
+        pending = list(refs) if on_done is not None else []
+        while pending:
+            _, pending = ray.wait(pending, num_returns=1)
+            on_done()
+        return ray.get(refs)
 
     def close(self) -> None:
         if self._started:
@@ -151,6 +166,22 @@ class RayBackend:
 BACKENDS.register("serial")(SerialBackend)
 BACKENDS.register("process")(ProcessBackend)
 BACKENDS.register("ray")(RayBackend)
+
+
+def map_jobs(backend, fn: Callable, jobs: Sequence[dict], steps: Steps | None = None) -> list:
+    """``backend.map(fn, jobs)``, advancing ``steps`` as each job ends where the backend
+    reports it (``on_done``, as the built-in ones do), else all at once at the end."""
+    if steps is None:
+        return backend.map(fn, jobs)
+    try:
+        takes = "on_done" in inspect.signature(backend.map).parameters
+    except (TypeError, ValueError):
+        takes = False
+    if takes:
+        return backend.map(fn, jobs, on_done=steps.advance)
+    out = backend.map(fn, jobs)
+    steps.advance(len(jobs))
+    return out
 
 
 def get_backend(backend) -> object:

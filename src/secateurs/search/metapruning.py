@@ -22,6 +22,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .._checks import check_int
+from .._progress import Steps, fit_progress
 from ..data.forms import as_task
 from ..data.task import Task
 from ..train import evaluate, fit
@@ -136,6 +137,7 @@ def metapruning(
     seed: int = 0,
     min_keep: float = 0.1,
     ignored: Iterable[str] = (),
+    progress: bool = True,
 ) -> SearchResult:
     """Train a PruningNet over random widths for ``epochs`` (at ``meta_lr``; widths are
     drawn around the budget's uniform width), search width vectors within
@@ -152,7 +154,14 @@ def metapruning(
         torch.manual_seed(seed)
         net = PruningNet(model, space, hidden)
     center = space.fractions(space.uniform())
-    fit(_Sample(net, center, seed), task, epochs=epochs, lr=meta_lr, seed=seed, progress=False)
+    fit(
+        _Sample(net, center, seed),
+        task,
+        epochs=epochs,
+        lr=meta_lr,
+        seed=seed,
+        progress=fit_progress("metapruning: PruningNet training", progress),
+    )
     rng = np.random.default_rng(seed + 1)
     scores: dict[tuple[int, ...], float] = {}
 
@@ -179,20 +188,22 @@ def metapruning(
 
     pool = [legal(space.channels)] + [legal(space.random(rng)) for _ in range(population - 1)]
     history = []
-    for generation in range(generations + 1):
-        ranked = sorted(pool, key=score, reverse=True)
-        history.append({"generation": generation, "best": score(ranked[0])})
-        if generation == generations:
-            break
-        elite = ranked[:parents]
-        children = []
-        while len(children) < population - parents:
-            a, b = rng.choice(len(elite), size=2)
-            child = np.where(rng.random(len(space)) < 0.5, elite[a], elite[b])
-            flip = rng.random(len(space)) < mutation
-            child = np.where(flip, space.random(rng), child)
-            children.append(legal(child))
-        pool = elite + children
+    with Steps("metapruning: evolution", generations + 1, progress) as bar:
+        for generation in range(generations + 1):
+            ranked = sorted(pool, key=score, reverse=True)
+            history.append({"generation": generation, "best": score(ranked[0])})
+            bar.advance(status=f"best val acc {history[-1]['best']:.3f}")
+            if generation == generations:
+                break
+            elite = ranked[:parents]
+            children = []
+            while len(children) < population - parents:
+                a, b = rng.choice(len(elite), size=2)
+                child = np.where(rng.random(len(space)) < 0.5, elite[a], elite[b])
+                flip = rng.random(len(space)) < mutation
+                child = np.where(flip, space.random(rng), child)
+                children.append(legal(child))
+            pool = elite + children
     best = max(pool, key=score)
     net.structure = best
     _recalibrate(net, task)
@@ -201,4 +212,4 @@ def metapruning(
             model.get_submodule(name[: -len(".weight")]).weight.copy_(w)
     space.graph.prune(space.plan(best))
     return finish("metapruning", space, model, best, task, finetune_epochs, lr, seed, start,
-                  len(scores), history, pruned=True)  # fmt: skip
+                  len(scores), history, pruned=True, progress=progress)  # fmt: skip

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import nn
 
+from .._progress import fit_progress
 from ..data.task import Task
 from ..train import evaluate, fit
 from .budget import Costs, measure_costs
@@ -34,6 +35,14 @@ class SearchResult:
         return all(self.costs.get(m) <= v for m, v in self.limits.items())
 
 
+def finetune(model: nn.Module, task: Task, method: str, epochs: int, lr: float, seed: int,
+             progress: bool) -> None:  # fmt: skip
+    """The fine-tuning every search ends with (none for 0 epochs), its bar named after it."""
+    if epochs:
+        fit(model, task, epochs=epochs, lr=lr, seed=seed,
+            progress=fit_progress(f"{method}: fine-tuning", progress))  # fmt: skip
+
+
 def finish(
     method: str,
     space: Space,
@@ -48,13 +57,13 @@ def finish(
     history: list[dict],
     importance: str = "l1",
     pruned: bool = False,
+    progress: bool = False,
 ) -> SearchResult:
     """Prune ``model`` to ``structure`` in place (unless ``pruned``), fine-tune it, measure
     it, and fail loudly if the result breaks the budget (a bug, never a result)."""
     if not pruned:
         space.apply(model, structure, importance=importance, data=task, seed=seed)
-    if finetune_epochs:
-        fit(model, task, epochs=finetune_epochs, lr=lr, seed=seed, progress=False)
+    finetune(model, task, method, finetune_epochs, lr, seed, progress)
     model.eval()
     costs = measure_costs(model, space.x, space.budget)
     if not space.budget.fits(costs, space.limits):

@@ -19,11 +19,12 @@ from collections.abc import Iterable
 import numpy as np
 from torch import nn
 
+from .._progress import Steps
 from ..data.forms import as_task
 from ..data.task import Task
 from ..train import evaluate
 from .budget import Budget
-from .candidate import evaluate_candidate, get_backend
+from .candidate import evaluate_candidate, get_backend, map_jobs
 from .result import SearchResult, finish
 from .space import Space
 
@@ -42,6 +43,7 @@ def greedy_sensitivity(
     min_keep: float = 0.1,
     ignored: Iterable[str] = (),
     backend=None,
+    progress: bool = True,
 ) -> SearchResult:
     """Prune ``model`` in place to the greedy sensitivity allocation that meets ``budget``,
     fine-tune it for ``finetune_epochs``, and return the result."""
@@ -65,7 +67,9 @@ def greedy_sensitivity(
                              importance=importance, ignored=space.ignored, seed=seed))  # fmt: skip
             where.append((g, r))
     drop = np.zeros((len(space), len(fractions)))
-    for (g, r), acc in zip(where, get_backend(backend).map(evaluate_candidate, jobs)):
+    with Steps("sensitivity: one group cut at a time", len(jobs), progress) as bar:
+        accs = map_jobs(get_backend(backend), evaluate_candidate, jobs, bar)
+    for (g, r), acc in zip(where, accs):
         drop[g, r] = max(base - acc, 0.0)
     drop = np.maximum.accumulate(drop, axis=1)  # a deeper cut never counts as cheaper
 
@@ -92,7 +96,7 @@ def greedy_sensitivity(
         history.append({"group": space.names[best], "kept": int(current[best]),
                         "excess": space.excess(current)})  # fmt: skip
     return finish("sensitivity", space, model, current, task, finetune_epochs, lr, seed,
-                  start, len(jobs), history, importance)  # fmt: skip
+                  start, len(jobs), history, importance, progress=progress)  # fmt: skip
 
 
 def overshoot_removed(space: Space, before, after) -> float:
@@ -112,6 +116,7 @@ def uniform(
     seed: int = 0,
     min_keep: float = 0.1,
     ignored: Iterable[str] = (),
+    progress: bool = True,
 ) -> SearchResult:
     """The control: the same kept fraction in every group, the largest within ``budget``,
     channels chosen by ``importance`` (L1 norm by default), then fine-tuned."""
@@ -121,4 +126,4 @@ def uniform(
     space.check_reachable()
     structure = space.uniform()
     return finish("uniform", space, model, structure, task, finetune_epochs, lr, seed, start,
-                  0, [], importance)  # fmt: skip
+                  0, [], importance, progress=progress)  # fmt: skip
