@@ -60,3 +60,30 @@ def test_float_export_matches_torch(digits, tmp_path):
 def test_float_export_needs_example_inputs(digits, tmp_path):
     with pytest.raises(ValueError, match="example"):
         export_onnx(sc.models.create("mlp", digits), tmp_path / "m.onnx")
+
+
+def test_the_core_install_imports_and_exports_c_without_the_extras(tmp_path):
+    """``import secateurs`` and the core verbs need none of the extras' packages (ONNX,
+    onnxruntime, TFLite, Ray); export_onnx without onnx names the extra to install."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+for name in ("onnx", "onnxruntime", "onnxscript", "tflite_micro", "ai_edge_litert", "ray"):
+    sys.modules[name] = None
+import torch
+import secateurs as sc
+model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+q = sc.quant.quantize(model, torch.randn(8, 4))
+sc.deploy.export_c(q, {str(tmp_path / "c")!r})
+try:
+    sc.deploy.export_onnx(q, {str(tmp_path / "m.onnx")!r})
+except ImportError as err:
+    print(err)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "pip install 'secateurs[onnx]'" in out.stdout
+    assert (tmp_path / "c" / "model.c").is_file()

@@ -13,11 +13,10 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 import torch
-from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from .._checks import model_runs_on
@@ -25,17 +24,33 @@ from .._io import check_output_path, write_atomic
 from ..quant.capture import Node, QuantError
 from ..quant.ptq import QuantizedModel
 
+if TYPE_CHECKING:
+    import onnx
+
 OPSET = 17
 TYING = ("move", "max_pool", "clamp")
+
+
+def _onnx():
+    """The onnx package (the ``onnx`` extra), imported where an export needs it."""
+    try:
+        import onnx
+    except ImportError as err:
+        raise ImportError(
+            "export_onnx needs the onnx package: pip install 'secateurs[onnx]' (or pip "
+            "install onnx; add onnxruntime to run the file)"
+        ) from err
+    return onnx
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, example: torch.Tensor | None = None):
     """Write ``model`` to ``path`` (atomically): QDQ int8 for a QuantizedModel, float
     otherwise (then ``example`` inputs are required). Returns the path."""
     path = check_output_path(path, "export_onnx", folder=False)
+    _onnx()  # torch's exporter needs it too: say which extra, before any work
     if isinstance(model, QuantizedModel):
         proto = qdq_model(model)
-        onnx.checker.check_model(proto)
+        _onnx().checker.check_model(proto)
         data = proto.SerializeToString()
     elif isinstance(model, nn.Module):
         if example is None:
@@ -74,6 +89,7 @@ def _torch_export(model: nn.Module, example: torch.Tensor) -> bytes:
 
 class _Builder:
     def __init__(self, qmodel: QuantizedModel) -> None:
+        self.onnx = _onnx()
         self.q = qmodel
         self.nodes: list = []
         self.inits: list = []
@@ -85,12 +101,12 @@ class _Builder:
 
     def const(self, array: np.ndarray, stem: str) -> str:
         name = self.name(stem)
-        self.inits.append(numpy_helper.from_array(np.asarray(array), name))
+        self.inits.append(self.onnx.numpy_helper.from_array(np.asarray(array), name))
         return name
 
     def op(self, kind: str, inputs: list[str], stem: str, **attrs) -> str:
         out = self.name(stem)
-        self.nodes.append(helper.make_node(kind, inputs, [out], **attrs))
+        self.nodes.append(self.onnx.helper.make_node(kind, inputs, [out], **attrs))
         return out
 
     def qdq(self, tensor: str, value: int, stem: str) -> tuple[str, str]:
@@ -105,6 +121,7 @@ class _Builder:
 def qdq_model(qmodel: QuantizedModel) -> onnx.ModelProto:
     """The QDQ ONNX graph of ``qmodel``."""
     b = _Builder(qmodel)
+    helper, tensor_proto = b.onnx.helper, b.onnx.TensorProto
     graph = qmodel.graph
     names: dict[int, str] = {}
     _, names[graph.input] = b.qdq("input", graph.input, "input")
@@ -123,8 +140,8 @@ def qdq_model(qmodel: QuantizedModel) -> onnx.ModelProto:
     onnx_graph = helper.make_graph(
         b.nodes,
         "secateurs_int8",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, in_shape)],
-        [helper.make_tensor_value_info("output", TensorProto.INT8, out_shape)],
+        [helper.make_tensor_value_info("input", tensor_proto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info("output", tensor_proto.INT8, out_shape)],
         b.inits,
     )
     model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)])
@@ -277,7 +294,7 @@ def _move(b: _Builder, node: Node, ins: list[str]) -> list[str]:
             sizes = list(args[1])
         outs = [b.name("split") for _ in sizes]
         b.nodes.append(
-            helper.make_node(
+            b.onnx.helper.make_node(
                 "Split", [ins[0], b.const(np.array(sizes, np.int64), "sizes")], outs, axis=dim
             )
         )
