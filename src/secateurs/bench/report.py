@@ -56,29 +56,139 @@ def aggregate(rows: list[dict]) -> dict:
     return out
 
 
+def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    """The points (cost, accuracy, label) no other point beats: none cheaper or as cheap
+    with a higher accuracy. Sorted by cost."""
+    front, best = [], float("-inf")
+    for cost, acc, label in sorted(points, key=lambda p: (p[0], -p[1])):
+        if acc > best:
+            front.append((cost, acc, label))
+            best = acc
+    return front
+
+
+def _styles(methods: list[str]) -> dict[str, tuple]:
+    """A colour and marker per method, no two methods alike (40 colours, 8 markers)."""
+    colours = [*plt.get_cmap("tab20").colors, *plt.get_cmap("tab20b").colors]
+    markers = "os^Dv<>P"
+    return {m: (colours[i % len(colours)], markers[i // len(colours) % len(markers)]
+                if len(methods) > len(colours) else markers[i % len(markers)])
+            for i, m in enumerate(methods)}  # fmt: skip
+
+
 def _pareto_plot(task: str, table: dict) -> bytes:
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    """Accuracy against MACs, flash and SRAM, one line per method (mean over seeds), the
+    Pareto front over every method drawn and its methods named, the legend below."""
+    from matplotlib.ticker import EngFormatter
+
     series: dict[tuple, list] = defaultdict(list)
     for (t, model, method, keep), s in table.items():
         if t == task:
             series[(model, method)].append((keep, s))
+    names = sorted({f"{model} {method}" for model, method in series if method != CONTROL})
+    style = _styles(names)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2), sharey=True)
     for ax, (metric, label) in zip(axes, AXES):
+        everything = []
         for (model, method), points in sorted(series.items()):
             points.sort(key=lambda p: -p[0])
             xs = [s[metric] for _, s in points]
             ys = [100 * s["accuracy"] for _, s in points]
+            name = f"{model} {method}"
+            everything += [(x, y, name if method != CONTROL else f"{model} unpruned")
+                           for x, y in zip(xs, ys)]  # fmt: skip
             if method == CONTROL:
-                ax.plot(xs, ys, "k*", markersize=12, label=f"{model} unpruned")
+                ax.plot(xs, ys, "k*", markersize=13, label=f"{model} unpruned", zorder=5)
             else:
-                ax.errorbar(xs, ys, yerr=[100 * s["accuracy_std"] for _, s in points],
-                            marker="o", capsize=2, label=f"{model} {method}")  # fmt: skip
+                colour, marker = style[name]
+                ax.plot(xs, ys, marker=marker, color=colour, lw=1, ms=4.5, alpha=0.75,
+                        label=name)  # fmt: skip
+        front = pareto_front(everything)
+        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="black",
+                lw=2.2, ls="--", alpha=0.8, zorder=4,
+                label="Pareto front" if ax is axes[0] else None)  # fmt: skip
+        shown = None
+        for i, (x, y, name) in enumerate(front):  # the methods on the front, each run named once
+            if name != shown:
+                ax.annotate(name.split(" ", 1)[-1], (x, y), xytext=(4, -10 - 9 * (i % 2)),
+                            textcoords="offset points", fontsize=7.5, zorder=6)  # fmt: skip
+            shown = name
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
         ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy (%)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{task}: accuracy against cost (mean ± std over seeds)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("test accuracy (%)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=min(6, max(1, len(labels))), fontsize=8, frameon=False)  # fmt: skip
+    fig.suptitle(f"{task}: accuracy against cost (mean over seeds; dashed: the Pareto "
+                 "front over every method, named)")  # fmt: skip
+    fig.tight_layout()
     return _png(fig)
+
+
+def mean_ranks(rows: list[dict], resamples: int = 2000, seed: int = 0) -> dict[str, list]:
+    """Per task and over all tasks ("all"): each method's mean rank among the methods done
+    at every operating point and seed of that task (1 is best, ties share their places),
+    with a 95% interval from resampling the seeds (the percentile bootstrap), and a tier:
+    methods whose intervals overlap the tier's first are tied with it. Rows of
+    ``(method, mean, low, high, tier)``, best first."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    acc: dict = defaultdict(dict)  # task -> (keep, seed) -> {method: accuracy}
+    for r in rows:
+        if r["method"] != CONTROL and r.get("metrics"):
+            acc[r["task"]].setdefault((r["keep"], r["seed"]), {})[r["method"]] = \
+                r["metrics"]["accuracy"]  # fmt: skip
+    rng = np.random.default_rng(seed)
+    per_task, samples = {}, {}
+    for task, cells in acc.items():
+        seeds = sorted({s for _, s in cells})
+        keeps = sorted({k for k, _ in cells})
+        methods = sorted(set.intersection(*(set(c) for c in cells.values())))
+        if len(methods) < 2 or any((k, s) not in cells for k in keeps for s in seeds):
+            continue
+        ranks = np.empty((len(seeds), len(keeps), len(methods)))
+        for i, s in enumerate(seeds):
+            for j, k in enumerate(keeps):
+                ranks[i, j] = rankdata([-cells[(k, s)][m] for m in methods], method="average")
+        draws = rng.integers(0, len(seeds), size=(resamples, len(seeds)))
+        boot = ranks[draws].mean(axis=(1, 2))  # (resamples, methods)
+        samples[task] = (methods, ranks.mean(axis=(0, 1)), boot)
+    common = sorted(set.intersection(*(set(m) for m, _, _ in samples.values()))) \
+        if samples else []  # fmt: skip
+    if len(samples) > 1 and len(common) > 1:
+        idx = {t: [m.index(c) for c in common] for t, (m, _, _) in samples.items()}
+        mean = np.mean([samples[t][1][idx[t]] for t in samples], axis=0)
+        boot = np.mean([samples[t][2][:, idx[t]] for t in samples], axis=0)
+        samples["all"] = (common, mean, boot)
+    for task, (methods, mean, boot) in samples.items():
+        low, high = np.percentile(boot, 2.5, axis=0), np.percentile(boot, 97.5, axis=0)
+        order = np.argsort(mean, kind="stable")
+        rows_out, tier, head_high = [], 0, None
+        for i in order:
+            if head_high is None or low[i] > head_high:
+                tier, head_high = tier + 1, high[i]
+            rows_out.append((methods[i], float(mean[i]), float(low[i]), float(high[i]), tier))
+        per_task[task] = rows_out
+    return per_task
+
+
+def _rank_table(ranks: dict[str, list]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """The mean-rank table: over all tasks first (where there are several), then each."""
+    tasks = [t for t in ranks if t != "all"]
+    lead = "all" if "all" in ranks else tasks[0]
+    per = {t: {m: (mean, lo, hi) for m, mean, lo, hi, _ in ranks[t]} for t in ranks}
+    header = ("method", f"mean rank ({'all tasks' if lead == 'all' else lead}), 95% interval",
+              "tier", *(f"{t}" for t in tasks if t != lead))  # fmt: skip
+    out = []
+    for m, mean, lo, hi, tier in ranks[lead]:
+        cells = [f"{per[t][m][0]:.1f} [{per[t][m][1]:.1f}, {per[t][m][2]:.1f}]"
+                 if m in per[t] else "-" for t in tasks if t != lead]  # fmt: skip
+        out.append((m, f"{mean:.1f} [{lo:.1f}, {hi:.1f}]", str(tier), *cells))
+    return header, out
 
 
 def _leaderboard(task: str, table: dict) -> list[tuple[str, ...]]:
@@ -145,6 +255,20 @@ def write_bench_report(store: str | Path, out: str | Path) -> tuple[Path, Path]:
           "toolchain is installed, else by callgrind on the host; wall: the cell's run "
           "time.", ""]  # fmt: skip
     body = [f"<h1>Benchmark report</h1><p>{html.escape(md[2])}</p>"]
+    ranks = mean_ranks(rows)
+    if ranks:
+        header, rank_rows = _rank_table(ranks)
+        intro = (
+            "Mean rank of each method over the operating points and seeds of each task "
+            "(1 is best; methods tied on accuracy share their places), with a 95% "
+            "interval from resampling the seeds; a tier holds the methods whose "
+            "intervals overlap its first method's, which this grid cannot tell apart."
+        )
+        md += ["## Mean rank", "", intro, "", "| " + " | ".join(header) + " |",
+               "|" + "---|" * len(header)]  # fmt: skip
+        md += ["| " + " | ".join(r) + " |" for r in rank_rows] + [""]
+        body.append(f"<h2>Mean rank</h2><p>{html.escape(intro)}</p>"
+                    + _html_table(header, rank_rows))  # fmt: skip
     for task in tasks:
         png = _pareto_plot(task, table)
         plot = f"plots/{safe_name(task)}.png"
