@@ -68,3 +68,15 @@ def test_the_pareto_front_keeps_what_nothing_cheaper_beats():
     points = [(1, 50, "a"), (2, 40, "b"), (2, 60, "c"), (3, 55, "d"), (4, 70, "e")]
     assert pareto_front(points) == [(1, 50, "a"), (2, 60, "c"), (4, 70, "e")]
     assert pareto_front([]) == []
+
+
+def test_one_seed_gives_mean_ranks_without_intervals_or_tiers():
+    from secateurs.bench.report import _rank_table, mean_ranks
+
+    order = {"first": 0.9, "second": 0.8, "third": 0.7}
+    ranks = mean_ranks(_grid_rows(lambda t, m, k, s: order[m], seeds=[0]))
+    assert [(r[0], r[1], r[4]) for r in ranks["all"]] == [("first", 1.0, 0), ("second", 2.0, 0),
+                                                         ("third", 3.0, 0)]  # fmt: skip
+    assert all(r[2] != r[2] for r in ranks["all"])  # NaN: no interval
+    _, rows = _rank_table(ranks)
+    assert rows[0][:3] == ("first", "1.0 (one seed)", "-")

@@ -87,6 +87,8 @@ def _pareto_plot(task: str, table: dict) -> bytes:
             series[(model, method)].append((keep, s))
     names = sorted({f"{model} {method}" for model, method in series if method != CONTROL})
     style = _styles(names)
+    models = sorted({model for model, _ in series})
+    stars = plt.get_cmap("tab10").colors
     fig, axes = plt.subplots(1, 3, figsize=(15, 5.2), sharey=True)
     for ax, (metric, label) in zip(axes, AXES):
         everything = []
@@ -97,8 +99,10 @@ def _pareto_plot(task: str, table: dict) -> bytes:
             name = f"{model} {method}"
             everything += [(x, y, name if method != CONTROL else f"{model} unpruned")
                            for x, y in zip(xs, ys)]  # fmt: skip
-            if method == CONTROL:
-                ax.plot(xs, ys, "k*", markersize=13, label=f"{model} unpruned", zorder=5)
+            if method == CONTROL:  # a star per model, in that model's colour where several
+                colour = "black" if len(models) == 1 else stars[models.index(model) % 10]
+                ax.plot(xs, ys, "*", color=colour, mec="black", markersize=13,
+                        label=f"{model} unpruned", zorder=5)  # fmt: skip
             else:
                 colour, marker = style[name]
                 ax.plot(xs, ys, marker=marker, color=colour, lw=1, ms=4.5, alpha=0.75,
@@ -110,7 +114,8 @@ def _pareto_plot(task: str, table: dict) -> bytes:
         shown = None
         for i, (x, y, name) in enumerate(front):  # the methods on the front, each run named once
             if name != shown:
-                ax.annotate(name.split(" ", 1)[-1], (x, y), xytext=(4, -10 - 9 * (i % 2)),
+                short = name if len(models) > 1 else name.split(" ", 1)[-1]
+                ax.annotate(short, (x, y), xytext=(4, -10 - 9 * (i % 2)),
                             textcoords="offset points", fontsize=7.5, zorder=6)  # fmt: skip
             shown = name
         ax.set_xscale("log")
@@ -130,33 +135,36 @@ def _pareto_plot(task: str, table: dict) -> bytes:
 
 def mean_ranks(rows: list[dict], resamples: int = 2000, seed: int = 0) -> dict[str, list]:
     """Per task and over all tasks ("all"): each method's mean rank among the methods done
-    at every operating point and seed of that task (1 is best, ties share their places),
+    at every model, operating point and seed of that task (1 is best, ties share places),
     with a 95% interval from resampling the seeds (the percentile bootstrap), and a tier:
-    methods whose intervals overlap the tier's first are tied with it. Rows of
-    ``(method, mean, low, high, tier)``, best first."""
+    methods whose intervals overlap the tier's first are tied with it. With one seed
+    there is no interval (NaN) and no tier (0). Rows of ``(method, mean, low, high,
+    tier)``, best first."""
     import numpy as np
     from scipy.stats import rankdata
 
-    acc: dict = defaultdict(dict)  # task -> (keep, seed) -> {method: accuracy}
+    acc: dict = defaultdict(dict)  # task -> ((model, keep), seed) -> {method: accuracy}
     for r in rows:
         if r["method"] != CONTROL and r.get("metrics"):
-            acc[r["task"]].setdefault((r["keep"], r["seed"]), {})[r["method"]] = \
-                r["metrics"]["accuracy"]  # fmt: skip
+            point = ((r["model"], r["keep"]), r["seed"])
+            acc[r["task"]].setdefault(point, {})[r["method"]] = r["metrics"]["accuracy"]
     rng = np.random.default_rng(seed)
-    per_task, samples = {}, {}
+    per_task, samples, single = {}, {}, set()
     for task, cells in acc.items():
         seeds = sorted({s for _, s in cells})
-        keeps = sorted({k for k, _ in cells})
+        points = sorted({p for p, _ in cells})  # (model, operating point)
         methods = sorted(set.intersection(*(set(c) for c in cells.values())))
-        if len(methods) < 2 or any((k, s) not in cells for k in keeps for s in seeds):
+        if len(methods) < 2 or any((p, s) not in cells for p in points for s in seeds):
             continue
-        ranks = np.empty((len(seeds), len(keeps), len(methods)))
+        ranks = np.empty((len(seeds), len(points), len(methods)))
         for i, s in enumerate(seeds):
-            for j, k in enumerate(keeps):
-                ranks[i, j] = rankdata([-cells[(k, s)][m] for m in methods], method="average")
+            for j, p in enumerate(points):
+                ranks[i, j] = rankdata([-cells[(p, s)][m] for m in methods], method="average")
         draws = rng.integers(0, len(seeds), size=(resamples, len(seeds)))
         boot = ranks[draws].mean(axis=(1, 2))  # (resamples, methods)
         samples[task] = (methods, ranks.mean(axis=(0, 1)), boot)
+        if len(seeds) < 2:
+            single.add(task)
     common = sorted(set.intersection(*(set(m) for m, _, _ in samples.values()))) \
         if samples else []  # fmt: skip
     if len(samples) > 1 and len(common) > 1:
@@ -166,10 +174,14 @@ def mean_ranks(rows: list[dict], resamples: int = 2000, seed: int = 0) -> dict[s
         samples["all"] = (common, mean, boot)
     for task, (methods, mean, boot) in samples.items():
         low, high = np.percentile(boot, 2.5, axis=0), np.percentile(boot, 97.5, axis=0)
+        if task in single or (task == "all" and single):  # one seed: no interval, no tiers
+            low, high = np.full_like(mean, np.nan), np.full_like(mean, np.nan)
         order = np.argsort(mean, kind="stable")
         rows_out, tier, head_high = [], 0, None
         for i in order:
-            if head_high is None or low[i] > head_high:
+            if np.isnan(low[i]):
+                tier = 0
+            elif head_high is None or low[i] > head_high:
                 tier, head_high = tier + 1, high[i]
             rows_out.append((methods[i], float(mean[i]), float(low[i]), float(high[i]), tier))
         per_task[task] = rows_out
@@ -184,10 +196,13 @@ def _rank_table(ranks: dict[str, list]) -> tuple[tuple[str, ...], list[tuple[str
     header = ("method", f"mean rank ({'all tasks' if lead == 'all' else lead}), 95% interval",
               "tier", *(f"{t}" for t in tasks if t != lead))  # fmt: skip
     out = []
+
+    def cell(mean, lo, hi):
+        return f"{mean:.1f}" + (" (one seed)" if lo != lo else f" [{lo:.1f}, {hi:.1f}]")
+
     for m, mean, lo, hi, tier in ranks[lead]:
-        cells = [f"{per[t][m][0]:.1f} [{per[t][m][1]:.1f}, {per[t][m][2]:.1f}]"
-                 if m in per[t] else "-" for t in tasks if t != lead]  # fmt: skip
-        out.append((m, f"{mean:.1f} [{lo:.1f}, {hi:.1f}]", str(tier), *cells))
+        cells = [cell(*per[t][m]) if m in per[t] else "-" for t in tasks if t != lead]
+        out.append((m, cell(mean, lo, hi), str(tier) if tier else "-", *cells))
     return header, out
 
 
