@@ -211,4 +211,4 @@ def test_compress_refuses_an_untrained_or_unknown_model(tmp_path):
     assert code == 2 and "cannot import 'no_such_pkg.mod'" in out
     code, out = _run(["compress", "--model", "lenet5", "--data", "digits", "--checkpoint",
                       str(tmp_path / "missing.pt")])  # fmt: skip
-    assert code == 2 and "no such file" in out
+    assert code == 2 and "--checkpoint" in out and "missing.pt does not exist" in out

@@ -4,6 +4,7 @@ without bound, numbers no run could finish, and files that are not what they cla
 from __future__ import annotations
 
 import pytest
+import torch
 from rich.console import Console
 
 import secateurs as sc
@@ -186,3 +187,28 @@ def test_inputs_the_model_cannot_take_are_named_with_their_shape(digits, tmp_pat
                                              r"shape \(1, 3, 16\) \(per sample\)"):  # fmt: skip
             call()
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_one_loader_reads_every_weights_file(tmp_path, digits):
+    """A plain state dict and a secateurs checkpoint load the same way wherever weights
+    come in (``sc.models.load_weights``, the CLI's --checkpoint, a recipe's
+    model.checkpoint); a wrong file names the argument, the file and the fix."""
+    model = sc.models.create("mlp", digits, seed=0)
+    torch.save(model.state_dict(), tmp_path / "plain.pt")
+    sc.models.save_checkpoint(model, tmp_path / "zoo.pt", "mlp", digits)
+    for name in ("plain.pt", "zoo.pt"):
+        fresh = sc.models.create("mlp", digits, seed=1)
+        assert sc.models.load_weights(fresh, tmp_path / name) is fresh
+        assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(),
+                                                    model.state_dict().values()))  # fmt: skip
+    torch.save([1, 2], tmp_path / "list.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match=r"--checkpoint: .*list\.pt is not a state dict"):
+        sc.models.load_weights(model, tmp_path / "list.pt", "--checkpoint")
+    with pytest.raises(ValueError, match=r"junk\.pt cannot be loaded as a weights-only"):
+        sc.models.load_weights(model, tmp_path / "junk.pt")
+    with pytest.raises(FileNotFoundError, match=r"weights: .*missing\.pt does not exist"):
+        sc.models.load_weights(model, tmp_path / "missing.pt")
+    other = sc.models.create("mlp", digits, seed=0, hidden=[8])
+    with pytest.raises(ValueError, match=r"does not fit the model"):
+        sc.models.load_weights(other, tmp_path / "plain.pt")

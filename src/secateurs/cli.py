@@ -17,7 +17,7 @@ from rich.table import Table
 
 from . import bench, data, measure, models, recipe, search
 from ._progress import RichProgress
-from .models.checkpoint import load_checkpoint, save_checkpoint
+from .models.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .train import evaluate, fit
 
 
@@ -138,25 +138,6 @@ def cmd_profile(args, console: Console) -> int:
     return 0
 
 
-def load_weights(model, path: str) -> None:
-    """A state dict saved with ``torch.save(model.state_dict(), path)``, or a secateurs
-    checkpoint (``secateurs train --out``)."""
-    import torch
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"--checkpoint {path}: no such file")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"--checkpoint {path} holds a {type(state).__name__}, not a state "
-                         "dict; save it with torch.save(model.state_dict(), path)")  # fmt: skip
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(f"--checkpoint {path} does not match the model: {err}") from None
-
-
 def _limit(text: str):
     """--macs: '0.5' is a share of the model's MACs, '200000' absolute."""
     try:
@@ -176,7 +157,7 @@ def cmd_compress(args, console: Console) -> int:
     else:
         model = models.create(args.model, task, width=args.width, seed=args.seed, **kwargs)
     if args.checkpoint:
-        load_weights(model, args.checkpoint)
+        load_weights(model, args.checkpoint, "--checkpoint")
     elif args.train_epochs:
         fit(model, task, epochs=args.train_epochs, seed=args.seed,
             progress=RichProgress("training the model first", console=console))  # fmt: skip

@@ -21,6 +21,7 @@ from . import (  # noqa: F401  (each module registers its builders)
     shufflenet,
     xception,
 )
+from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .elm import ExtremeLearningMachine
 from .layers import ChannelShuffle, Grid, make_divisible
 from .random import random_input_shape, random_net
@@ -43,6 +44,9 @@ __all__ = [
     "list_models",
     "register_model",
     "check_model_fits",
+    "load_weights",
+    "load_checkpoint",
+    "save_checkpoint",
     "ExtremeLearningMachine",
     "ChannelShuffle",
     "Grid",

@@ -1,6 +1,8 @@
-"""Checkpoints of zoo models: the builder's name and arguments plus the state dict.
+"""Checkpoints of zoo models (the builder's name and arguments plus the state dict), and
+the one way weights are read here: every file, a checkpoint, a run state or a user's
+state dict, goes through :func:`read_weights_file` (``weights_only=True``).
 
-Saved atomically (temporary file, then rename) and loaded with ``weights_only=True``.
+Saved atomically (temporary file, then rename).
 """
 
 from __future__ import annotations
@@ -23,17 +25,55 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     write_atomic(path, lambda f: torch.save(obj, f))
 
 
-def load_versioned(path: str | Path, fmt: str, what: str) -> dict:
-    """``torch.load(weights_only=True)`` a dict written with ``"format": fmt``, or fail
-    saying the file is not ``what``."""
+def read_weights_file(path: str | Path, what: str) -> Any:
+    """``torch.load(weights_only=True)`` of ``path``, for every loader of weights here:
+    a missing or unreadable file fails naming ``what`` (the argument or field that gave
+    it) and the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist")
+        raise FileNotFoundError(f"{what}: {path} does not exist")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001  (torch raises many kinds on a damaged file)
-        raise ValueError(f"{path} cannot be read as a {what}; it is damaged or not a torch "
-                         f"file ({type(err).__name__}: {str(err)[:200]})") from None  # fmt: skip
+        raise ValueError(f"{what}: {path} cannot be loaded as a weights-only torch file; it "
+                         f"is damaged or not a torch file ({type(err).__name__}: "
+                         f"{str(err)[:200]})") from None  # fmt: skip
+
+
+def state_dict_of(obj: Any, path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """The state dict ``obj`` holds: a plain one (``torch.save(model.state_dict(), path)``)
+    or a secateurs checkpoint's (``secateurs train --out``)."""
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        obj = obj["state_dict"]
+    if (
+        isinstance(obj, dict)
+        and obj
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    ):
+        return obj
+    raise ValueError(
+        f"{what}: {path} is not a state dict (a mapping of parameter names to tensors) nor a "
+        "secateurs checkpoint; save the model with torch.save(model.state_dict(), path) or "
+        "with `secateurs train --out`"
+    )
+
+
+def load_weights(model: nn.Module, path: str | Path, what: str = "weights") -> nn.Module:
+    """Load the weights of ``path`` (a state dict or a secateurs checkpoint) into
+    ``model`` in place, and return it; a file that does not fit says which keys or shapes
+    differ."""
+    state = state_dict_of(read_weights_file(path, what), path, what)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{what}: {path} does not fit the model: {str(err)[:500]}") from None
+    return model
+
+
+def load_versioned(path: str | Path, fmt: str, what: str) -> dict:
+    """A dict written with ``"format": fmt`` (a checkpoint, a run state), or fail saying
+    the file is not ``what``."""
+    data = read_weights_file(path, what)
     if not isinstance(data, dict) or data.get("format") != fmt:
         raise ValueError(f"{path} is not a {what} (expected format {fmt!r})")
     return data

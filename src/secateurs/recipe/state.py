@@ -21,7 +21,7 @@ from ..data.task import Task
 from ..graph.graph import pruning_history, replay
 from ..models import check_model_fits, create, from_import
 from ..models.checkpoint import FORMAT as ZOO_FORMAT
-from ..models.checkpoint import atomic_save, load_versioned
+from ..models.checkpoint import atomic_save, load_versioned, read_weights_file, state_dict_of
 from ..prune.sparsify import WeightMask
 from ..quant import QATModel, QuantizedModel, convert, prepare_qat, quantize
 
@@ -59,20 +59,6 @@ def _masked(model: nn.Module) -> list[str]:
     return names
 
 
-def _loadable_state(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    if (
-        isinstance(obj, dict)
-        and obj
-        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-    ):
-        return obj
-    raise ValueError(
-        f"{path} is not a state dict (a mapping of parameter names to tensors) nor a "
-        "secateurs checkpoint; save the model with torch.save(model.state_dict(), path) "
-        "or with `secateurs train --out`"
-    )
-
-
 def _spec(spec) -> dict:
     if spec.import_ is not None:
         return {"import": spec.import_, "kwargs": dict(spec.args)}
@@ -92,14 +78,7 @@ def build_model(spec, task: Task, seed: int) -> RunState:
     """The starting model of a recipe: a fresh zoo model, or one loaded from a checkpoint."""
     if spec.checkpoint is not None:
         path = Path(spec.checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"model.checkpoint: {path} does not exist")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001  (torch raises many kinds on a bad file)
-            raise ValueError(
-                f"model.checkpoint: {path} cannot be loaded as a weights-only torch file: {err}"
-            ) from None
+        obj = read_weights_file(path, "model.checkpoint")
         if isinstance(obj, dict) and obj.get("format") == ZOO_FORMAT:
             ckpt = load_versioned(path, ZOO_FORMAT, "secateurs checkpoint")
             if spec.name is not None and spec.name != ckpt["model"]:
@@ -116,7 +95,7 @@ def build_model(spec, task: Task, seed: int) -> RunState:
                     "(and its width and args) or model.import so the model can be built"
                 )
             model_spec = _spec(spec)
-            state = _loadable_state(obj, path)
+            state = state_dict_of(obj, path, "model.checkpoint")
     else:
         model_spec = _spec(spec)
         state = None
