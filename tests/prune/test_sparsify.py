@@ -348,6 +348,29 @@ def test_learned_masks_train_to_the_target_sparsity(digits):
         assert torch.equal(model(x), before)
 
 
+def test_fixing_learned_masks_keeps_the_weights_other_parametrizations(digits):
+    """fix_masks swaps each LearnedMask for the WeightMask it learned, in its place; a
+    parametrization of someone else's on the same weight stays, outputs unchanged."""
+    from torch.nn.utils import parametrize
+
+    class Halve(torch.nn.Module):
+        def forward(self, w):
+            return w * 0.5
+
+    model = sc.models.create("lenet_300_100", digits, seed=0)
+    sc.prune.learn_masks(model, 0.8)
+    layer = next(m for m in model.modules() if parametrize.is_parametrized(m, "weight"))
+    parametrize.register_parametrization(layer, "weight", Halve())
+    x = digits.example_inputs(4)
+    with torch.no_grad():
+        before = model.eval()(x)
+    sc.prune.fix_masks(model)
+    kinds = [type(p).__name__ for p in layer.parametrizations["weight"]]
+    assert kinds == ["WeightMask", "Halve"]
+    with torch.no_grad():
+        assert torch.equal(model(x), before)
+
+
 def test_learned_masks_take_their_layer_shares_from_the_scope(trained):
     def shares(model):
         return [float((m.hard_mask() == 0).double().mean())

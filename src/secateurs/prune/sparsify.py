@@ -452,13 +452,16 @@ def learn_masks(
 
 
 def fix_masks(model: nn.Module) -> nn.Module:
-    """Replace every learned mask by the fixed binary mask it has learned (a WeightMask)."""
+    """Replace every learned mask by the fixed binary mask it has learned (a WeightMask), in
+    its place among the weight's parametrizations; any other parametrization stays."""
     for module in model.modules():
         if not parametrize.is_parametrized(module, "weight"):
             continue
-        learned = [p for p in module.parametrizations["weight"] if isinstance(p, LearnedMask)]
-        if learned:
-            mask = learned[0].hard_mask()
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
-            parametrize.register_parametrization(module, "weight", WeightMask(mask))
+        chain = list(module.parametrizations["weight"])
+        if not any(isinstance(p, LearnedMask) for p in chain):
+            continue
+        chain = [WeightMask(p.hard_mask()) if isinstance(p, LearnedMask) else p for p in chain]
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        for p in chain:
+            parametrize.register_parametrization(module, "weight", p)
     return model
