@@ -155,3 +155,15 @@ def test_process_backend_matches_serial(trained_lenet, digits):
     assert serial == parallel
     with pytest.raises(ValueError, match="unknown search backend 'gpu'"):
         sc.search.get_backend("gpu")
+
+
+def test_every_search_takes_its_options_by_keyword_only():
+    """(model, task, budget), then keywords: a positional option would bind silently to
+    whichever parameter sits there in that search's own order."""
+    import inspect
+
+    for name, search in sc.search.METHODS.items():
+        params = list(inspect.signature(search).parameters.values())
+        assert [p.name for p in params[:3]] == ["model", "task", "budget"], name
+        assert all(p.kind is p.KEYWORD_ONLY for p in params[3:]), name
+        assert "progress" in {p.name for p in params}, name

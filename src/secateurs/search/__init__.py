@@ -2,7 +2,8 @@
 
 result = sc.search.abc(model, task, sc.search.Budget(macs=0.3))
 
-Every search takes ``progress`` (default True): bars over its rounds or candidates and its
+Every search takes ``(model, task, budget)``, then keyword arguments only. Each takes
+``progress`` (default True): bars over its rounds or candidates and its
 training, drawn only where output reaches a person. Candidates are scored with the
 batch-norm statistics re-estimated after pruning (``sc.prune.channels`` given data).
 """

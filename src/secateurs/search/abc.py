@@ -30,6 +30,7 @@ def abc(
     model: nn.Module,
     task: Task,
     budget: Budget,
+    *,
     colony: int = 6,
     cycles: int = 4,
     limit: int = 3,

@@ -151,6 +151,7 @@ def admm(
     model: nn.Module,
     task: Task,
     budget: Budget,
+    *,
     structured: bool = True,
     structure=None,
     epochs: int = 6,

@@ -84,6 +84,7 @@ def autoprune(
     model: nn.Module,
     task: Task,
     budget: Budget,
+    *,
     epochs: int = 6,
     lr: float = 1e-3,
     aux_lr: float = 0.01,

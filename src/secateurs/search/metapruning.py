@@ -125,6 +125,7 @@ def metapruning(
     model: nn.Module,
     task: Task,
     budget: Budget,
+    *,
     epochs: int = 6,
     meta_lr: float = 1e-3,
     lr: float = 1e-3,
