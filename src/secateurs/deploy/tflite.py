@@ -423,6 +423,7 @@ def _gather_channels(w: _Writer, node: Node, base: int, idx: torch.Tensor, v: in
 
 
 def _options(options, activation: int):
+    """``options`` (ADD's, MUL's) with its fused activation set."""
     options.fusedActivationFunction = activation
     return options
 
@@ -462,10 +463,8 @@ def _lut(w: _Writer, index: int, node: Node) -> None:
     w.op("CAST", [x], [wide], w.s.CastOptionsT(), "CastOptions")
     offset = w.tensor([], dtype="int32", data=np.array([-qx.qmin], dtype=np.int32))
     at = w.tensor(shape, dtype="int32", name=f"index{index}")
-    add = w.s.AddOptionsT()
-    add.fusedActivationFunction = w.s.ActivationFunctionType.NONE
-    w.op("ADD", [wide, offset], [at], add, "AddOptions")
-    qy = q.qparams[node.outputs[0]]
+    none = w.s.ActivationFunctionType.NONE
+    w.op("ADD", [wide, offset], [at], _options(w.s.AddOptionsT(), none), "AddOptions")
     table = q.ops[index].table_for(q.rounding).numpy().astype(np.int8)
     values = w.tensor([len(table)], qy, data=table, name=f"table{index}")
     y = w.activation(node, node.outputs[0])
@@ -536,13 +535,9 @@ def _binary(w: _Writer, node: Node) -> None:
     y = w.activation(node, node.outputs[0])
     inputs = [w.values[v] for v in node.inputs]
     if node.kind == "add":
-        opt = s.AddOptionsT()
-        opt.fusedActivationFunction = _fused(w, node)
-        w.op("ADD", inputs, [y], opt, "AddOptions")
+        w.op("ADD", inputs, [y], _options(s.AddOptionsT(), _fused(w, node)), "AddOptions")
     else:
-        opt = s.MulOptionsT()
-        opt.fusedActivationFunction = _fused(w, node)
-        w.op("MUL", inputs, [y], opt, "MulOptions")
+        w.op("MUL", inputs, [y], _options(s.MulOptionsT(), _fused(w, node)), "MulOptions")
     w.values[node.outputs[0]] = y
 
 
@@ -640,11 +635,11 @@ TFLM_ALIGN = 16
 # operators whose TFLM reference kernels compute output element i from input element i
 # alone, reading it before writing: an input of the output's shape that dies there may
 # share its buffer
+IN_PLACE = {"ADD", "MUL", "RELU", "RELU6", "RELU_N1_TO_1", "HARD_SWISH", "LOGISTIC", "TANH"}
 # the arena scratch a TFLM kernel requests, by its output's byte count: MEAN sums into
 # int32, one per output element. The offline plan leaves a hole for it while the operator
 # runs, which TFLM's planner, placing scratch first fit around the offline buffers, finds
 SCRATCH = {"MEAN": lambda output_bytes: 4 * output_bytes}
-IN_PLACE = {"ADD", "MUL", "RELU", "RELU6", "RELU_N1_TO_1", "HARD_SWISH", "LOGISTIC", "TANH"}
 
 
 def memory_plan_offsets(sub, operators: list[str]) -> list[int]:

@@ -205,9 +205,9 @@ def native_table(node: Node, x: QParams, y: QParams, rounding: str = "tflm") -> 
     LOGISTIC and TANH in gemmlowp's fixed point, LiteRT from a float32 table. SiLU,
     x * sigmoid(x), is LOGISTIC onto its fixed quantization, then MUL with the input."""
     name = native_op(node, x, y)
-    q = torch.arange(x.qmin, x.qmax + 1)
     if name is None:
         return None
+    q = torch.arange(x.qmin, x.qmax + 1)
     if name == "HARD_SWISH":
         return hard_swish_int8(q, x.scale, x.zero_point, y.scale, y.zero_point)
     if name == "HARD_SIGMOID":
@@ -216,9 +216,8 @@ def native_table(node: Node, x: QParams, y: QParams, rounding: str = "tflm") -> 
         lo, hi = activation_range((0.0, 6.0), t)
         s = add_int8(q, x, level, three, t, add_multipliers(x, three, t), lo, hi)
         return mul_int8(s, t, level, sixth, y, rounding, y.qmin, y.qmax)
-    kernel = "TANH" if name == "TANH" else "LOGISTIC"
-    func = torch.ops.aten.tanh.default if kernel == "TANH" else torch.ops.aten.sigmoid.default
-    gate = FIXED_OUTPUT[func]
+    func = torch.ops.aten.tanh.default if name == "TANH" else torch.ops.aten.sigmoid.default
+    kernel, gate = NATIVE_OPS[func], FIXED_OUTPUT[func]  # SiLU runs LOGISTIC first
     if rounding == "litert":
         s = litert_table(kernel, q, x.scale, x.zero_point, gate.scale, gate.zero_point)
     else:
