@@ -170,7 +170,7 @@ def main(argv=None) -> int:
             for target, key in zip(SLOTS, keys):
                 if key in results["rows"]:
                     continue
-                row = {"parent": base}
+                row = {"parent": base, "command": command}  # the rows of one file, several runs
                 for label, kw in (("compress", {}),
                                   ("uniform_ptq", {"method": "uniform", "distill": False,
                                                    "qat_epochs": 0})):  # fmt: skip

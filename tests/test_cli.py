@@ -203,6 +203,46 @@ def test_compress_takes_a_users_module_and_npz(tmp_path, monkeypatch, digits):
     assert (tmp_path / "build" / "c" / "model.c").is_file()
 
 
+TWO_INPUT_MODEL = """
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, classes=10):
+        super().__init__()
+        self.image = nn.Sequential(nn.Conv2d(1, 24, 3, padding=1), nn.BatchNorm2d(24), nn.ReLU())
+        self.stats = nn.Linear(8, 16)
+        self.head = nn.Linear(24 + 16, classes)
+
+    def forward(self, image, stats):
+        return self.head(torch.cat([self.image(image).mean((2, 3)), self.stats(stats)], 1))
+"""
+
+
+@pytest.mark.slow
+def test_compress_takes_a_two_input_module_and_npz(tmp_path, monkeypatch, digits):
+    import numpy as np
+
+    (tmp_path / "two.py").write_text(TWO_INPUT_MODEL)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    arrays = {}
+    for split in ("train", "test"):
+        x, y = digits.split(split).tensors
+        arrays.update({f"x0_{split}": x.numpy(), f"x1_{split}": x[:, 0].mean(2).numpy(),
+                       f"y_{split}": y.numpy()})  # fmt: skip
+    np.savez(tmp_path / "two.npz", **arrays)
+    code, out = _run(["compress", "--model", "two:Net", "--train-epochs", "4", "--data",
+                      "two.npz", "--target", "cortex-m4", "--macs", "0.5", "--method",
+                      "uniform", "--epochs", "1", "--out", "build"])  # fmt: skip
+    assert code == 0, out
+    summary = json.loads((tmp_path / "build" / "compress.json").read_text())
+    assert summary["fits"] and summary["verified"] == {"c_inputs": 64, "c_mismatches": 0}
+    assert summary["costs"]["macs"] <= 0.5 * summary["original_costs"]["macs"]
+    assert "#define SECATEURS_INPUTS 2" in (tmp_path / "build" / "c" / "model.h").read_text()
+
+
 def test_compress_refuses_an_untrained_or_unknown_model(tmp_path):
     code, out = _run(["compress", "--model", "lenet5", "--data", "digits"])
     assert code == 2 and "--checkpoint" in out

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import secateurs as sc
 from secateurs.compress import parse_bytes
+from secateurs.data.task import call
 from secateurs.search import Budget, BudgetError, measure_costs
 
 # --- six architectures written here, none of them in the zoo ---------------------------
@@ -114,6 +115,22 @@ class HardSwishNet(nn.Module):
         return self.head(x.flatten(1))
 
 
+class TwoInputNet(nn.Module):
+    """Two inputs: an image branch and a feature-vector branch, concatenated."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.image = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1, stride=2), nn.BatchNorm2d(32), nn.ReLU(),
+        )  # fmt: skip
+        self.stats = nn.Sequential(nn.Linear(8, 24), nn.ReLU())
+        self.head = nn.Linear(32 + 24, classes)
+
+    def forward(self, image, stats):
+        return self.head(torch.cat([self.image(image).mean((2, 3)), self.stats(stats)], 1))
+
+
 def margin_loss(outputs, targets):
     """A multi-class hinge loss: not cross-entropy."""
     return F.multi_margin_loss(outputs, targets)
@@ -127,6 +144,12 @@ def balanced_accuracy(outputs, targets) -> float:
 
 def _digits_pairs(digits):
     return (digits.train.tensors, digits.val.tensors)
+
+
+def _two_inputs(digits):
+    """Each image and its row means, as ((images, means), labels) per split."""
+    return tuple(((x, x[:, 0].mean(2)), y) for x, y in (digits.train.tensors,
+                                                        digits.val.tensors))  # fmt: skip
 
 
 def _loaders(task, batch_size=32, n=None):
@@ -150,6 +173,7 @@ CASES = {
         {"method": "uniform", "loss": margin_loss, "metric": balanced_accuracy},
     ),  # fmt: skip
     "hardswish": (HardSwishNet, "digits_pairs", {"method": "uniform"}),
+    "two_inputs": (TwoInputNet, "digits_two_inputs", {"method": "sensitivity"}),
 }
 DATA_KEYS = ("loss", "metric")
 
@@ -163,6 +187,7 @@ def test_compress_fits_and_verifies_user_models(case, digits, mnist1d, tmp_path)
         "mnist1d_loaders": lambda: _loaders(mnist1d, 64, 1500),
         "digits_pairs": lambda: _digits_pairs(digits),
         "digits_loaders": lambda: _loaders(digits),
+        "digits_two_inputs": lambda: _two_inputs(digits),
     }[form]()
     task = sc.data.as_task(data, **{k: v for k, v in extra.items() if k in DATA_KEYS})
     model = build()
@@ -197,8 +222,8 @@ def test_compress_fits_and_verifies_user_models(case, digits, mnist1d, tmp_path)
     assert summary["fits"] and summary["costs"] == result.costs
     # the pruned float model reloads from model.pt into a fresh build
     fresh = sc.graph.load_pruned(build(), tmp_path / "build" / "model.pt")
-    x = task.test.tensors[0][:8]
-    torch.testing.assert_close(fresh.eval()(x), result.model.eval()(x))
+    x = task.inputs("test", 8)
+    torch.testing.assert_close(call(fresh.eval(), x), call(result.model.eval(), x))
 
 
 @pytest.mark.slow
@@ -273,10 +298,32 @@ def test_as_task_reads_every_form(digits):
     assert sc.data.as_task("digits").input_shape == digits.input_shape
 
 
+def test_as_task_reads_several_inputs_in_every_form(digits):
+    x, y = digits.train.tensors
+    xv, yv = digits.val.tensors
+    s, sv = x.flatten(1)[:, :5], xv.flatten(1)[:, :5]
+    pair = sc.data.as_task(((x, s), y))
+    assert pair.num_inputs == 2 and pair.input_shape == ((1, 8, 8), (5,))
+    one = sc.data.as_task((x, y))  # the same split, sample for sample, as one input's
+    assert torch.equal(pair.train.tensors[0], one.train.tensors[0])
+    assert torch.equal(pair.train.tensors[1], one.train.tensors[0].flatten(1)[:, :5])
+    assert torch.equal(pair.train.tensors[2], one.train.tensors[1])
+    nested = DataLoader(list(zip(zip(x, s), y)), batch_size=50)  # ((x, s), y) samples
+    flat = DataLoader(TensorDataset(xv, sv, yv), batch_size=7)  # (x, s, y) samples
+    loaders = sc.data.as_task((nested, flat))
+    assert torch.equal(loaders.train.tensors[1], s) and torch.equal(loaders.val.tensors[2], yv)
+    example = loaders.example_inputs(3)
+    assert [tuple(t.shape) for t in example] == [(3, 1, 8, 8), (3, 5)]
+    assert [tuple(t.shape) for t in loaders.inputs("val", 4)] == [(4, 1, 8, 8), (4, 5)]
+    assert loaders.input_shapes == ((1, 8, 8), (5,)) and one.input_shapes == ((1, 8, 8),)
+
+
 def test_as_task_refuses_what_it_cannot_read(digits):
     x, y = digits.train.tensors
-    with pytest.raises(ValueError, match="several inputs"):
-        sc.data.as_task(([((x[:4], x[:4]), y[:4])], (x, y)))
+    with pytest.raises(ValueError, match="batch 1 has 1 inputs, batch 0 2"):
+        sc.data.as_task(([((x[:4], x[:4]), y[:4]), (x[:4], y[:4])], (x, y)))
+    with pytest.raises(ValueError, match="input 1 must be numbers"):
+        sc.data.as_task(((x, np.array([["a"]] * len(x))), y))
     with pytest.raises(ValueError, match="class indices"):
         sc.data.as_task(((x, y.float()), (x, y)))
     with pytest.raises(ValueError, match="sample shapes differ"):
@@ -306,6 +353,32 @@ def test_fit_and_evaluate_take_the_task_loss_and_metric(digits):
     assert 0 <= sc.evaluate(model, digits, "val") <= 1  # the plain task keeps top-1
     with pytest.raises(TypeError, match="scalar"):
         sc.fit(MLP(), sc.data.as_task(digits, loss=lambda o, t: o), epochs=1, progress=False)
+
+
+QUICK = {  # each search at its smallest: the test is that a two-input model runs through
+    "uniform": {},
+    "sensitivity": {"levels": (0.75, 0.5)},
+    "admm": {"epochs": 1},
+    "abc": {"colony": 2, "cycles": 1, "steps": 5},
+    "autoprune": {"epochs": 1},
+    "metapruning": {"epochs": 1, "population": 4, "generations": 1, "parents": 2},
+}
+
+
+@pytest.mark.parametrize("method", sorted(QUICK))
+def test_every_search_prunes_a_two_input_model(method, digits):
+    assert set(QUICK) == set(sc.search.METHODS)
+    data = _two_inputs(digits)
+    task = sc.data.as_task(data)
+    torch.manual_seed(0)
+    model = TwoInputNet()
+    sc.fit(model, task, epochs=2, lr=3e-3, progress=False)
+    before = measure_costs(model, task.example_inputs(), Budget(macs=1.0)).macs
+    result = sc.search.METHODS[method](model, data, Budget(macs=0.6), finetune_epochs=0,
+                                       progress=False, **QUICK[method])  # fmt: skip
+    after = measure_costs(model, task.example_inputs(), Budget(macs=1.0)).macs
+    assert result.fits and after <= 0.6 * before * 1.02, (before, after)
+    assert sc.evaluate(model, task, "val") > 0.2  # not collapsed: both branches still feed it
 
 
 def test_searches_take_the_same_data_forms(digits):

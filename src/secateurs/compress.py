@@ -435,7 +435,7 @@ class _Job:
 
         with tempfile.TemporaryDirectory() as tmp:
             export_c(qmodel, tmp, target="generic")
-            est = estimate_c(qmodel, tmp, self.task.test.tensors[0][:2], self.target)
+            est = estimate_c(qmodel, tmp, self.task.inputs("test", 2), self.target)
         return float(est["latency_ms"])
 
 
@@ -446,7 +446,7 @@ def _write(result: CompressResult, task, out: Path, tflite: bool, say) -> None:
     from .deploy import export_c, export_tflite, verify_c, verify_tflite
     from .graph.persist import save_pruned
 
-    x = task.test.tensors[0][:64]
+    x = task.inputs("test", 64)
     out.mkdir(parents=True, exist_ok=True)
     say(f"exporting C to {out / 'c'} and verifying it")
     export_c(result.qmodel, out / "c", target=result.target)

@@ -18,7 +18,7 @@ from torch import nn
 
 from ._checks import check_choice, check_finite_model, check_float, check_int
 from .data.forms import as_task
-from .data.task import SPLITS, Task
+from .data.task import SPLITS, Inputs, Task, as_args, call, map_inputs, split_batch
 from .models.registry import check_model_fits
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class Step:
     """What a LossTerm sees at one training step."""
 
     model: nn.Module
-    inputs: torch.Tensor
+    inputs: Inputs  # a tensor, or a tuple of tensors for a model with several inputs
     targets: torch.Tensor
     outputs: torch.Tensor
     teacher_outputs: torch.Tensor | None
@@ -313,9 +313,10 @@ def _loop(
             cb.on_epoch_start(state)
         sums: dict[str, float] = dict.fromkeys(["train_loss", *names], 0.0)
         correct = seen = 0
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            out = model(x)
+        for batch in loader:
+            x, y = split_batch(batch)
+            x, y = map_inputs(lambda t: t.to(device), x), y.to(device)
+            out = call(model, x)
             loss = criterion(out, y)
             if not (isinstance(loss, torch.Tensor) and loss.numel() == 1):
                 raise TypeError(
@@ -327,7 +328,7 @@ def _loop(
             t_out = None
             if teacher is not None:
                 with torch.no_grad():
-                    t_out = teacher(x)
+                    t_out = call(teacher, x)
             step = Step(model, x, y, out, t_out, epoch, state.step, teacher)
             for name, term in zip(names, losses):
                 value = term(step)
@@ -354,7 +355,7 @@ def _loop(
                 break
         record = {"epoch": epoch, **{k: v / max(seen, 1) for k, v in sums.items()}}
         if criterion is F.cross_entropy and record["train_loss"] > DIVERGED:
-            scale = float(x.detach().abs().max())
+            scale = max(float(t.detach().abs().max()) for t in as_args(x))
             raise FloatingPointError(
                 f"training diverged: the mean cross-entropy of epoch {epoch} is "
                 f"{record['train_loss']:.3g} (a model guessing scores about "
@@ -391,8 +392,9 @@ def evaluate(model: nn.Module, task: Task, split: str = "test", batch_size: int 
     correct = total = 0
     outputs, targets = [], []
     try:
-        for x, y in task.loader(split, batch_size=batch_size, shuffle=False):
-            out = model(x.to(device)).cpu()
+        for batch in task.loader(split, batch_size=batch_size, shuffle=False):
+            x, y = split_batch(batch)
+            out = call(model, map_inputs(lambda t: t.to(device), x)).cpu()
             if task.metric is not None:
                 outputs.append(out)
                 targets.append(y)

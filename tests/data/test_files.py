@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import secateurs as sc
@@ -40,6 +41,30 @@ def test_npz_two_dimensional_inputs_become_one_channel_signals(tmp_path):
     arrays = _arrays()
     arrays["x_train"], arrays["x_test"] = arrays["x_train"][:, 0], arrays["x_test"][:, 0]
     assert sc.data.load(_save(tmp_path, arrays)).input_shape == (1, 12)
+
+
+def test_npz_with_several_inputs_keeps_each_as_shaped(tmp_path):
+    arrays = _arrays(shape=(1, 6, 6))
+    one = sc.data.load(_save(tmp_path, arrays, "one.npz"))
+    arrays["x0_train"], arrays["x0_test"] = arrays.pop("x_train"), arrays.pop("x_test")
+    arrays["x1_train"], arrays["x1_test"] = (
+        np.ones((60, 5)) * np.arange(60)[:, None],
+        np.ones((20, 5)),
+    )
+    task = sc.data.load(_save(tmp_path, arrays))
+    assert task.num_inputs == 2 and task.input_shape == ((1, 6, 6), (5,))
+    assert task.modality == "image" and (len(task.train), len(task.val)) == (51, 9)
+    x0, x1, y = task.train.tensors  # the one-input split, sample for sample, row by row
+    assert torch.equal(x0, one.train.tensors[0]) and torch.equal(y, one.train.tensors[1])
+    assert torch.equal(
+        x0.flatten(1), torch.as_tensor(arrays["x0_train"])[x1[:, 0].long()].flatten(1)
+    )
+    arrays["x1_val"] = arrays["x1_test"]
+    with pytest.raises(ValueError, match="give both x0_val, x1_val and y_val"):
+        sc.data.load(_save(tmp_path, arrays))
+    del arrays["x1_val"], arrays["x1_test"]
+    with pytest.raises(ValueError, match=r"missing arrays \['x1_test'\]"):
+        sc.data.load(_save(tmp_path, arrays))
 
 
 def test_npz_float_labels_with_integer_values_are_accepted(tmp_path):

@@ -14,7 +14,9 @@ VAL_FRACTION = 0.15
 TEST_FRACTION = 0.15
 
 
-def _check_inputs(x: np.ndarray, key: str, source: Path) -> np.ndarray:
+def _check_inputs(x: np.ndarray, key: str, source: Path, one: bool = True) -> np.ndarray:
+    """Real, finite inputs as float32; the only input of a model, shaped (N, L), gets one
+    channel (``one``); an input of several is kept as shaped."""
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise ValueError(f"{source}: '{key}' must hold real numbers, got dtype {x.dtype}")
     if x.ndim not in (2, 3, 4):
@@ -30,7 +32,17 @@ def _check_inputs(x: np.ndarray, key: str, source: Path) -> np.ndarray:
                 int(np.argwhere(bad)[0][0])
             )
         )
-    return x[:, None, :] if x.ndim == 2 else x
+    return x[:, None, :] if x.ndim == 2 and one else x
+
+
+def _input_names(arrays: dict, path: Path) -> list[str]:
+    """``["x"]``, or ``["x0", "x1", ...]`` for a model with several inputs."""
+    if "x_train" in arrays:
+        return ["x"]
+    names = []
+    while f"x{len(names)}_train" in arrays:
+        names.append(f"x{len(names)}")
+    return names if len(names) > 1 else ["x"]
 
 
 def _check_labels(y: np.ndarray, key: str, source: Path) -> np.ndarray:
@@ -54,8 +66,10 @@ def _check_labels(y: np.ndarray, key: str, source: Path) -> np.ndarray:
 def load_npz(path: str | Path, seed: int = 0) -> Task:
     """Load ``x_train, y_train, x_test, y_test`` (and optionally ``x_val, y_val``) from an .npz.
 
-    Inputs are shaped (N, L) or (N, C, L) for signals, (N, C, H, W) for images. Without a
-    validation pair, 15% of train is held out, stratified by ``seed``.
+    Inputs are shaped (N, L) or (N, C, L) for signals, (N, C, H, W) for images. A model
+    with several inputs reads ``x0_train, x1_train, ...`` (and ``x0_test``, ...) instead
+    of ``x_train``, each kept as shaped. Without a validation pair, 15% of train is held
+    out, stratified by ``seed``.
     """
     path = Path(path)
     try:
@@ -69,28 +83,32 @@ def load_npz(path: str | Path, seed: int = 0) -> Task:
     except (OSError, zipfile.BadZipFile, EOFError) as err:
         raise ValueError(f"{path}: not a readable .npz archive ({type(err).__name__}: {err}); "
                          "write it again with np.savez") from None  # fmt: skip
-    required = ["x_train", "y_train", "x_test", "y_test"]
+    names = _input_names(arrays, path)
+    required = [f"{n}_{s}" for s in ("train", "test") for n in names] + ["y_train", "y_test"]
     missing = [k for k in required if k not in arrays]
     if missing:
         raise ValueError(
-            f"{path}: missing arrays {missing}; an .npz task needs {required} "
-            f"(and optionally x_val, y_val); found {sorted(arrays)}"
+            f"{path}: missing arrays {missing}; an .npz task needs x_train, y_train, x_test, "
+            "y_test (and optionally x_val, y_val), or x0_train, x1_train, ... for a model "
+            f"with several inputs; found {sorted(arrays)}"
         )
-    if ("x_val" in arrays) != ("y_val" in arrays):
-        raise ValueError(f"{path}: give both x_val and y_val, or neither")
-    splits = [s for s in ("train", "val", "test") if f"x_{s}" in arrays]
+    if any((f"{n}_val" in arrays) != ("y_val" in arrays) for n in names):
+        raise ValueError(f"{path}: give both {', '.join(n + '_val' for n in names)} and y_val, "
+                         "or neither")  # fmt: skip
+    splits = [s for s in ("train", "val", "test") if "y_" + s in arrays]
     data = {}
     for s in splits:
-        x = _check_inputs(arrays[f"x_{s}"], f"x_{s}", path)
+        xs = [_check_inputs(arrays[f"{n}_{s}"], f"{n}_{s}", path, len(names) == 1)
+              for n in names]  # fmt: skip
         y = _check_labels(arrays[f"y_{s}"], f"y_{s}", path)
-        if len(x) != len(y):
-            raise ValueError(
-                f"{path}: x_{s} has {len(x)} samples but y_{s} has {len(y)}; they must match"
-            )
-        if len(x) == 0:
-            raise ValueError(f"{path}: x_{s} is empty")
-        data[s] = (x, y)
-    shapes = {s: data[s][0].shape[1:] for s in splits}
+        for n, x in zip(names, xs):
+            if len(x) != len(y):
+                raise ValueError(f"{path}: {n}_{s} has {len(x)} samples but y_{s} has {len(y)}; "
+                                 "they must match")  # fmt: skip
+        if len(y) == 0:
+            raise ValueError(f"{path}: {names[0]}_{s} is empty")
+        data[s] = (xs, y)
+    shapes = {s: tuple(x.shape[1:] for x in data[s][0]) for s in splits}
     if len(set(shapes.values())) != 1:
         raise ValueError(f"{path}: sample shapes differ between splits: {shapes}")
     num_classes = int(max(data[s][1].max() for s in splits)) + 1
@@ -102,19 +120,20 @@ def load_npz(path: str | Path, seed: int = 0) -> Task:
             "with every class present in y_train"
         )
     if "val" not in data:
+        xs, y = data["train"]
         try:
-            x_tr, x_val, y_tr, y_val = stratified_split(*data["train"], VAL_FRACTION, seed)
+            i_tr, i_val, y_tr, y_val = stratified_split(np.arange(len(y)), y, VAL_FRACTION, seed)
         except ValueError as err:
             raise ValueError(f"{path}: y_train: {err} (x_val, y_val)") from None
-        data["train"], data["val"] = (x_tr, y_tr), (x_val, y_val)
-    input_shape = shapes["train"]
+        data["train"], data["val"] = ([x[i_tr] for x in xs], y_tr), ([x[i_val] for x in xs], y_val)
+    shape = shapes["train"]
     return Task(
         name=path.stem,
-        modality="image" if len(input_shape) == 3 else "signal",
+        modality="image" if any(len(d) == 3 for d in shape) else "signal",
         train=tensor_dataset(*data["train"]),
         val=tensor_dataset(*data["val"]),
         test=tensor_dataset(*data["test"]),
-        input_shape=input_shape,
+        input_shape=shape[0] if len(shape) == 1 else shape,
         num_classes=num_classes,
     )
 

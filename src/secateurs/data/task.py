@@ -20,9 +20,13 @@ class Task:
     """A classification task: datasets of ``(x, label)`` pairs plus what a model needs to know.
 
     ``input_shape`` excludes the batch dimension: ``(C, L)`` for signals, ``(C, H, W)`` for
-    images and audio features. ``loss(outputs, targets)`` and ``metric(outputs, targets)``
-    (higher is better), where set, replace cross-entropy in :func:`sc.fit` and top-1
-    accuracy in :func:`sc.evaluate` (see :func:`sc.data.as_task`).
+    images and audio features. A task for a model with several inputs holds one shape per
+    input (each of 1 to 3 dimensions) and datasets of ``(x_1, ..., x_k, label)``; its
+    inputs are tuples of tensors everywhere (``example_inputs``, ``inputs``, batches), and
+    a model is called as ``model(x_1, ..., x_k)`` (see :func:`call`).
+    ``loss(outputs, targets)`` and ``metric(outputs, targets)`` (higher is better), where
+    set, replace cross-entropy in :func:`sc.fit` and top-1 accuracy in
+    :func:`sc.evaluate` (see :func:`sc.data.as_task`).
     """
 
     name: str
@@ -38,11 +42,20 @@ class Task:
 
     def __post_init__(self) -> None:
         check_choice("Task.modality", self.modality, MODALITIES)
-        self.input_shape = tuple(int(d) for d in self.input_shape)
-        if len(self.input_shape) not in (2, 3):
-            raise ValueError(
-                f"Task.input_shape must be (C, L) or (C, H, W), got {self.input_shape}"
-            )
+        shape = tuple(self.input_shape)
+        if shape and all(isinstance(d, (tuple, list)) for d in shape):  # several inputs
+            self.input_shape = tuple(tuple(int(d) for d in s) for s in shape)
+            if len(shape) < 2 or any(len(s) not in (1, 2, 3) for s in self.input_shape):
+                raise ValueError(
+                    "Task.input_shape of a model with several inputs must hold two or more "
+                    f"shapes of 1 to 3 dimensions, got {self.input_shape}"
+                )
+        else:
+            self.input_shape = tuple(int(d) for d in shape)
+            if len(self.input_shape) not in (2, 3):
+                raise ValueError(
+                    f"Task.input_shape must be (C, L) or (C, H, W), got {self.input_shape}"
+                )
         check_int("Task.num_classes", self.num_classes, minimum=2)
         if not self.class_names:
             self.class_names = tuple(str(i) for i in range(self.num_classes))
@@ -52,14 +65,37 @@ class Task:
         check_choice("split", name, SPLITS)
         return getattr(self, name)
 
-    def example_inputs(self, batch: int = 1) -> torch.Tensor:
-        """The first ``batch`` training inputs, shaped ``(batch, *input_shape)``."""
+    @property
+    def num_inputs(self) -> int:
+        """How many tensors the model takes (1 for most models)."""
+        return len(self.input_shape) if isinstance(self.input_shape[0], tuple) else 1
+
+    @property
+    def input_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """One shape per model input (a one-tuple for a model with one input)."""
+        return self.input_shape if self.num_inputs > 1 else (self.input_shape,)
+
+    def example_inputs(self, batch: int = 1) -> Inputs:
+        """The first ``batch`` training inputs, shaped ``(batch, *input_shape)`` (a tuple of
+        such tensors for a model with several inputs)."""
         batch = check_int("batch", batch, minimum=1)
         n = min(batch, len(self.train))
-        x = torch.stack([self.train[i][0] for i in range(n)])
+        items = [self.train[i] for i in range(n)]
+        xs = [torch.stack([item[k] for item in items]) for k in range(self.num_inputs)]
         if n < batch:  # repeat when the training set is smaller than the batch asked for
-            x = x.repeat((batch + n - 1) // n, *([1] * len(self.input_shape)))[:batch]
-        return x
+            xs = [x.repeat((batch + n - 1) // n, *([1] * (x.dim() - 1)))[:batch] for x in xs]
+        return xs[0] if len(xs) == 1 else tuple(xs)
+
+    def inputs(self, split: str = "test", n: int | None = None) -> Inputs:
+        """The inputs of one split (its first ``n``), without labels: a tensor, or a tuple
+        of tensors for a model with several inputs. The split must be a TensorDataset, as
+        every Task secateurs builds holds."""
+        dataset = self.split(split)
+        if not isinstance(dataset, TensorDataset):
+            raise TypeError(f"Task.inputs needs the {split} split as a TensorDataset, got "
+                            f"{type(dataset).__name__}")  # fmt: skip
+        xs = [t[:n] if n is not None else t for t in dataset.tensors[: self.num_inputs]]
+        return xs[0] if len(xs) == 1 else tuple(xs)
 
     def loader(
         self,
@@ -83,12 +119,40 @@ class Task:
         )
 
 
-def tensor_dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
-    """float32 inputs and int64 labels as a TensorDataset."""
+def tensor_dataset(x, y: np.ndarray) -> TensorDataset:
+    """float32 inputs and int64 labels as a TensorDataset; ``x`` an array, or a list of
+    arrays for a model with several inputs (the dataset then holds them all, then y)."""
+    xs = list(x) if isinstance(x, (list, tuple)) else [x]
     return TensorDataset(
-        torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32),
+        *(torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32) for a in xs),
         torch.as_tensor(np.ascontiguousarray(y), dtype=torch.int64),
     )
+
+
+# --- inputs: a tensor, or a tuple of tensors for a model with several inputs -------------
+
+Inputs = torch.Tensor | tuple[torch.Tensor, ...]
+
+
+def as_args(x: Inputs) -> tuple[torch.Tensor, ...]:
+    """The positional arguments a model takes for ``x``: ``(x,)`` or the tuple itself."""
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def call(model, x: Inputs):
+    """``model(x)``, or ``model(*x)`` for the inputs of a model with several inputs."""
+    return model(*as_args(x))
+
+
+def split_batch(batch) -> tuple[Inputs, torch.Tensor]:
+    """A Task loader's batch ``[x_1, ..., x_k, y]`` as ``(inputs, targets)``."""
+    *xs, y = batch
+    return (xs[0] if len(xs) == 1 else tuple(xs)), y
+
+
+def map_inputs(fn, x: Inputs) -> Inputs:
+    """``fn`` applied to each input tensor, the form kept."""
+    return tuple(fn(t) for t in x) if isinstance(x, (tuple, list)) else fn(x)
 
 
 def stratified_split(

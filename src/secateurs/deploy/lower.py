@@ -23,6 +23,7 @@ from ..quant.integer import LayerConsts, activation_range, mean_multiplier, mul_
 from ..quant.ptq import QuantizedModel
 
 SPARSE = ("auto", "never", "always")
+PACKED = -1  # the value id of the array holding a model's several inputs, in order
 ELEMENTWISE = ("clamp", "lut", "add", "mul")  # may write over an input that dies here
 
 
@@ -64,7 +65,7 @@ class Op:
 class Program:
     ops: list[Op]
     sizes: dict[int, int]  # value id -> bytes at batch 1
-    input: int
+    input: int  # the caller's input array: the model's input, or PACKED for several
     output: int
     alias: dict[int, int]  # value id -> the value whose buffer it is (views)
     # value id -> (value, byte offset): stored inside that value's bytes, such as an input
@@ -416,4 +417,11 @@ def lower(qmodel: QuantizedModel, sparse: str = "auto") -> Program:
     if all(int(np.abs(r.values).max()) < 2**15 for r in runs):  # two bytes a field will do
         for r in runs:
             r.ctype = "int16_t"
-    return Program(ops, sizes, graph.input, graph.output, alias)
+    program = Program(ops, sizes, graph.inputs[0], graph.output, alias)
+    if len(graph.inputs) > 1:  # one caller's array holding every input, one after another
+        program.input, offset = PACKED, 0
+        for v in graph.inputs:
+            program.slices[v] = (PACKED, offset)
+            offset += sizes[v]
+        sizes[PACKED] = offset
+    return program

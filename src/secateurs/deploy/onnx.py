@@ -21,6 +21,7 @@ from torch import nn
 
 from .._checks import model_runs_on
 from .._io import check_output_path, write_atomic
+from ..data.task import as_args, call
 from ..quant.capture import Node, QuantError
 from ..quant.ptq import QuantizedModel
 
@@ -43,9 +44,11 @@ def _onnx():
     return onnx
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, example: torch.Tensor | None = None):
+def export_onnx(model: nn.Module, path: str | os.PathLike, example=None):
     """Write ``model`` to ``path`` (atomically): QDQ int8 for a QuantizedModel, float
-    otherwise (then ``example`` inputs are required). Returns the path."""
+    otherwise (then ``example`` inputs are required: a tensor, or a tuple of tensors for a
+    model with several inputs). The graph's inputs are named "input" (or "input0",
+    "input1", ... for several), its output "output". Returns the path."""
     path = check_output_path(path, "export_onnx", folder=False)
     _onnx()  # torch's exporter needs it too: say which extra, before any work
     if isinstance(model, QuantizedModel):
@@ -59,28 +62,30 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example: torch.Tensor
                 "export_onnx(model, path, example=task.example_inputs())"
             )
         with model_runs_on(example, "export_onnx"), torch.no_grad():
-            model.eval()(example)  # a clear error for inputs the model cannot take
+            call(model.eval(), example)  # a clear error for inputs the model cannot take
         data = _torch_export(model, example)
     else:
         raise TypeError(f"model must be an nn.Module or QuantizedModel, got {type(model).__name__}")
     return write_atomic(path, data)
 
 
-def _torch_export(model: nn.Module, example: torch.Tensor) -> bytes:
+def _torch_export(model: nn.Module, example) -> bytes:
     was_training = model.training
     model.eval()
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         out = Path(tmp) / "model.onnx"
         try:
             warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter
+            args = as_args(example)
+            names = ["input"] if len(args) == 1 else [f"input{k}" for k in range(len(args))]
             torch.onnx.export(
                 model,
-                (example,),
+                args,
                 str(out),
-                input_names=["input"],
+                input_names=names,
                 output_names=["output"],
                 dynamo=False,
-                dynamic_axes={"input": {0: "N"}, "output": {0: "N"}},
+                dynamic_axes={**{n: {0: "N"} for n in names}, "output": {0: "N"}},
             )
         finally:
             model.train(was_training)
@@ -124,7 +129,11 @@ def qdq_model(qmodel: QuantizedModel) -> onnx.ModelProto:
     helper, tensor_proto = b.onnx.helper, b.onnx.TensorProto
     graph = qmodel.graph
     names: dict[int, str] = {}
-    _, names[graph.input] = b.qdq("input", graph.input, "input")
+    inputs = (
+        ["input"] if len(graph.inputs) == 1 else [f"input{k}" for k in range(len(graph.inputs))]
+    )
+    for name, v in zip(inputs, graph.inputs):
+        _, names[v] = b.qdq(name, v, name)
     for index, node in enumerate(graph.nodes):
         ins = [names[v] for v in node.inputs]
         outs = _emit(b, index, node, ins)
@@ -135,12 +144,14 @@ def qdq_model(qmodel: QuantizedModel) -> onnx.ModelProto:
                 names[v] = b.qdq(t, v, f"v{v}")[1]
     out_q = b.qdq(names[graph.output], graph.output, "output")[0]
     b.nodes.append(helper.make_node("Identity", [out_q], ["output"]))
-    in_shape = ["N", *graph.shapes[graph.input][1:]]
     out_shape = ["N", *graph.shapes[graph.output][1:]]
     onnx_graph = helper.make_graph(
         b.nodes,
         "secateurs_int8",
-        [helper.make_tensor_value_info("input", tensor_proto.FLOAT, in_shape)],
+        [
+            helper.make_tensor_value_info(name, tensor_proto.FLOAT, ["N", *graph.shapes[v][1:]])
+            for name, v in zip(inputs, graph.inputs)
+        ],  # fmt: skip
         [helper.make_tensor_value_info("output", tensor_proto.INT8, out_shape)],
         b.inits,
     )

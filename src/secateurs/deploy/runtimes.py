@@ -60,26 +60,29 @@ def _import(runtime: str):
 
 def run_tflite(
     path: str | os.PathLike,
-    x_q: torch.Tensor,
+    x_q,
     output_shape: tuple[int, ...],
     runtime: str = "tflm",
     arena_size: int | None = None,
 ) -> np.ndarray:
     """int8 outputs (N, prod(output_shape)) of the ``.tflite`` at ``path`` for int8 inputs
-    ``x_q`` (N, ...) in PyTorch layout, one inference per input, in ``runtime``: "tflm"
-    (TensorFlow Lite Micro, with an arena of ``arena_size`` bytes; by default 8 MiB,
-    doubled while the model does not fit) or "litert" (LiteRT's reference kernels).
-    Outputs come back in PyTorch layout, as ``run_int8`` gives them."""
+    ``x_q`` (N, ...) in PyTorch layout (a tuple, one tensor per input, for a model with
+    several), one inference per sample, in ``runtime``: "tflm" (TensorFlow Lite Micro,
+    with an arena of ``arena_size`` bytes; by default 8 MiB, doubled while the model does
+    not fit) or "litert" (LiteRT's reference kernels). Outputs come back in PyTorch
+    layout, as ``run_int8`` gives them."""
     module = _import(runtime)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no .tflite at {path}; write one with sc.deploy.export_tflite")
-    samples = x_q.to(torch.int8).numpy()
+    inputs = [t.to(torch.int8).numpy() for t in (x_q if isinstance(x_q, (tuple, list)) else (x_q,))]
+    samples = list(zip(*inputs))
     rows = []
     if runtime == "tflm":
         interp = _tflm_interpreter(module, path, arena_size)
         for sample in samples:
-            interp.set_input(_to_tflite(sample), 0)
+            for k, part in enumerate(sample):
+                interp.set_input(_to_tflite(part), k)
             interp.invoke()
             rows.append(_from_tflite(interp.get_output(0), output_shape))
     else:
@@ -95,9 +98,10 @@ def run_tflite(
                 "compact=False), or quantize with rounding='litert' for LiteRT"
             ) from e
         interp.allocate_tensors()
-        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+        ins, out = interp.get_input_details(), interp.get_output_details()[0]
         for sample in samples:
-            interp.set_tensor(inp["index"], _to_tflite(sample).reshape(inp["shape"]))
+            for detail, part in zip(ins, sample):
+                interp.set_tensor(detail["index"], _to_tflite(part).reshape(detail["shape"]))
             interp.invoke()
             rows.append(_from_tflite(interp.get_tensor(out["index"]), output_shape))
     return np.stack(rows) if rows else np.zeros((0, int(np.prod(output_shape))), np.int8)
@@ -116,17 +120,19 @@ def _tflm_interpreter(module, path: Path, arena_size: int | None):
 
 
 def verify_tflite(
-    qmodel: QuantizedModel, path: str | os.PathLike, x: torch.Tensor, runtime: str | None = None
+    qmodel: QuantizedModel, path: str | os.PathLike, x, runtime: str | None = None
 ) -> Verification:
     """Run the ``.tflite`` at ``path`` (from ``export_tflite(qmodel, path)``) on float inputs
-    ``x`` in ``runtime`` and count the int8 outputs that differ from ``qmodel.run_int8``.
+    ``x`` (a tuple of batches, one per input, for several) in ``runtime`` and count the
+    int8 outputs that differ from ``qmodel.run_int8``.
     ``runtime`` defaults to the one ``qmodel`` was quantized for (its ``rounding``)."""
     check_inputs(qmodel, x, "verify_tflite")
     runtime = runtime or qmodel.rounding
     x_q = qmodel.quantize_input(x)
-    expected = qmodel.run_int8(x_q).reshape(len(x_q), -1).numpy()
+    n = len(x_q[0] if isinstance(x_q, tuple) else x_q)
+    expected = qmodel.run_int8(x_q).reshape(n, -1).numpy()
     shape = tuple(qmodel.graph.shapes[qmodel.graph.output][1:])
     got = run_tflite(path, x_q, shape, runtime)
     diff = np.abs(got.astype(np.int32) - expected.astype(np.int32))
-    return Verification(len(x_q), int((diff != 0).sum()), int(diff.max(initial=0)), Path(path),
+    return Verification(n, int((diff != 0).sum()), int(diff.max(initial=0)), Path(path),
                         runtime)  # fmt: skip

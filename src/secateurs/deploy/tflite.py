@@ -97,7 +97,8 @@ class _Writer:
         t = s.TensorT()
         t.shape = [int(d) for d in shape]
         t.type = {"int8": s.TensorType.INT8, "int32": s.TensorType.INT32}[dtype]
-        t.name = None if self.compact and name not in ("input", "output") else name
+        kept = name == "output" or (name or "").startswith("input")  # the interface's names
+        t.name = None if self.compact and not kept else name
         if self.compact and dtype == "int32" and scales is not None and len(scales) > 1:
             scales = None  # a per-channel bias: TFLM derives its scale, never reads it
         t.buffer = 0
@@ -568,7 +569,8 @@ def tflite_model(
     ``rounding="tflm"``) writes what TFLM reads and nothing more: one zero point for a
     per-channel weight tensor (TFLM takes it for every channel; LiteRT refuses it), no
     quantization parameters on per-channel biases (TFLM derives their scale from the
-    input's and the weights'), and no names but "input" and "output". It saves
+    input's and the weights'), and no names but "input" (or "input0", "input1", ...) and
+    "output". It saves
     20 bytes per output channel of every layer. ``compact=False`` writes the layout the
     TFLite converter writes, which every runtime loads.
     """
@@ -579,8 +581,9 @@ def tflite_model(
     flatbuffers, s = _schema()
     w = _Writer(s, qmodel, widen_kernels, qmodel.rounding == "tflm" if compact is None else compact)
     graph = qmodel.graph
-    w.values[graph.input] = w.tensor(_nhwc(graph.shapes[graph.input][1:]),
-                                     qmodel.input_qparams, name="input")  # fmt: skip
+    for k, v in enumerate(graph.inputs):  # "input", or "input0", "input1", ... for several
+        name = "input" if len(graph.inputs) == 1 else f"input{k}"
+        w.values[v] = w.tensor(_nhwc(graph.shapes[v][1:]), qmodel.qparams[v], name=name)
     for index, node in enumerate(graph.nodes):
         if node.kind != "move" and w.pending.keys() & set(node.inputs):
             _fail(node, "computes on an intermediate of a data move, which TFLite does not hold")
@@ -605,7 +608,7 @@ def tflite_model(
     w.tensors[w.values[graph.output]].name = "output"
     sub = s.SubGraphT()
     sub.tensors, sub.operators = w.tensors, w.ops
-    sub.inputs, sub.outputs = [w.values[graph.input]], [w.values[graph.output]]
+    sub.inputs, sub.outputs = [w.values[v] for v in graph.inputs], [w.values[graph.output]]
     sub.name = "main"
     model = s.ModelT()
     model.version, model.description = 3, "secateurs int8"
@@ -648,7 +651,7 @@ def memory_plan_offsets(sub, operators: list[str]) -> list[int]:
     over the operator order; an in-place operator (``IN_PLACE``) writes over an input that
     dies there; the kernels' scratch (``SCRATCH``) is planned as a buffer of its operator;
     buffers are placed as the C arena's are (:func:`..plan.place`). The model's
-    input and output are never written over, as in the C. ``operators``: the operator name
+    inputs and output are never written over, as in the C. ``operators``: the operator name
     of each opcode index."""
     from .plan import place
 
@@ -658,7 +661,7 @@ def memory_plan_offsets(sub, operators: list[str]) -> list[int]:
     size = {i: int(np.prod(t.shape, dtype=np.int64)) * width[t.type]
             for i, t in enumerate(sub.tensors)}  # fmt: skip
     last = len(sub.operators) - 1
-    first_use, last_use = {sub.inputs[0]: 0}, {sub.outputs[0]: last}
+    first_use, last_use = dict.fromkeys(sub.inputs, 0), {sub.outputs[0]: last}
     for k, op in enumerate(sub.operators):
         for t in op.inputs:
             last_use[t] = max(last_use.get(t, k), k)
@@ -666,7 +669,7 @@ def memory_plan_offsets(sub, operators: list[str]) -> list[int]:
             first_use.setdefault(t, k)
             last_use.setdefault(t, k)
     root = {}
-    protected = {sub.inputs[0], sub.outputs[0]}
+    protected = {*sub.inputs, sub.outputs[0]}
     for k, op in enumerate(sub.operators):
         if operators[op.opcodeIndex] not in IN_PLACE or len(op.outputs) != 1:
             continue

@@ -22,6 +22,7 @@ import torch
 
 from .._io import write_atomic
 from .._progress import Steps
+from ..data.task import map_inputs
 from ..measure.target import Target, get_target
 from ..quant.ptq import QuantizedModel
 
@@ -94,33 +95,35 @@ def run_c(binary: str | os.PathLike, x_q: torch.Tensor, output_size: int) -> np.
     return np.frombuffer(result.stdout, dtype=np.int8).reshape(len(x_q), output_size)
 
 
-def check_inputs(qmodel, x: torch.Tensor, what: str) -> None:
-    """Fail with a clear message unless ``x`` is a float batch the model takes."""
+def check_inputs(qmodel, x, what: str) -> None:
+    """Fail with a clear message unless ``x`` is a float batch the model takes (a tuple of
+    batches, one per input, for a model with several inputs)."""
     if not isinstance(qmodel, QuantizedModel):
         raise TypeError(f"{what} takes a QuantizedModel (sc.quant.quantize(model, data)), "
                         f"got {type(qmodel).__name__}")  # fmt: skip
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"{what} takes float inputs (it quantizes them itself), got "
-                        f"{getattr(x, 'dtype', type(x).__name__)}")  # fmt: skip
-    expected = tuple(qmodel.graph.shapes[qmodel.graph.input][1:])
-    if tuple(x.shape[1:]) != expected or len(x) == 0:
-        raise ValueError(f"{what} takes a batch of inputs of shape (N, "
-                         f"{', '.join(map(str, expected))}), got {tuple(x.shape)}")  # fmt: skip
-    if not torch.isfinite(x).all():
+    for t in x if isinstance(x, (tuple, list)) else (x,):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise TypeError(f"{what} takes float inputs (it quantizes them itself), got "
+                            f"{getattr(t, 'dtype', type(t).__name__)}")  # fmt: skip
+    xs = qmodel._check_batch(x, what)
+    if len(xs[0]) == 0:
+        raise ValueError(f"{what} needs at least one input sample")
+    if not all(torch.isfinite(t).all() for t in xs):
         raise ValueError(f"{what}: the inputs hold NaN or infinite values")
 
 
 def verify_c(
     qmodel: QuantizedModel,
     outdir: str | os.PathLike,
-    x: torch.Tensor,
+    x,
     sanitize: bool = False,
     target: str | None = None,
     opt: str = "-O2",
     progress: bool = True,
 ) -> Verification:
     """Compile ``outdir`` (from ``export_c(qmodel, outdir)``), run it on float inputs ``x``
-    and count the int8 outputs that differ from ``qmodel.run_int8``.
+    (a tuple of batches, one per input, for a model with several inputs) and count the
+    int8 outputs that differ from ``qmodel.run_int8``.
 
     ``target``: None builds for the host with gcc (``sanitize``: with ASan and UBSan); a
     Cortex-M core ("cortex-m4", see ``sc.deploy.cortex_m.CORES``) cross-compiles at
@@ -128,8 +131,9 @@ def verify_c(
     inference, per kernel call and code sizes in ``report.json`` under ``"cortex_m"``.
     ``progress``: a bar over building and running, where output reaches a person."""
     check_inputs(qmodel, x, "verify_c")
-    x_q = qmodel.quantize_input(x)
-    expected = qmodel.run_int8(x_q).reshape(len(x_q), -1).numpy()
+    q = qmodel.quantize_input(x)
+    x_q = qmodel.packed_input(q)  # (N, SECATEURS_INPUT_SIZE), as the C reads it
+    expected = qmodel.run_int8(q).reshape(len(x_q), -1).numpy()
     instructions = None
     if target is None or target == "host":
         with Steps("verify_c: compile, then run on the host", 2, progress) as bar:
@@ -192,7 +196,7 @@ CORTEX_M_MODEL = (
 def estimate_c(
     qmodel: QuantizedModel,
     outdir: str | os.PathLike,
-    x: torch.Tensor,
+    x,
     target: str | Target | None = None,
     binary: str | os.PathLike | None = None,
 ) -> dict:
@@ -211,10 +215,11 @@ def estimate_c(
     if not report_path.is_file():
         raise FileNotFoundError(f"{out} holds no report.json; run sc.deploy.export_c first")
     t = get_target(target if target is not None else json.loads(report_path.read_text())["target"])
-    x_q = qmodel.quantize_input(x)
+    q = qmodel.quantize_input(x)
+    x_q = qmodel.packed_input(q)
     core = cortex_m.CORES.get(t.name)
     if core is not None and not cortex_m.toolchain_missing():
-        size = int(qmodel.run_int8(x_q[:1]).numel())
+        size = int(qmodel.run_int8(map_inputs(lambda t: t[:1], q)).numel())
         n = round(cortex_m.measure(out, x_q, size, core, "-O2", per_op=False)["instructions_mean"])
         cpi = core.cycles_per_instruction
         model = CORTEX_M_MODEL.format(board=core.board, core=core.name, cpi=cpi)
@@ -225,7 +230,7 @@ def estimate_c(
     estimates = {
         "target": t.name,
         "instructions": n,
-        "inputs": len(x),
+        "inputs": len(x_q),
         "cycles_per_instruction": cpi,
         "latency_ms": timed.latency_ms(n),
         "energy_mj": timed.energy_mj(n),

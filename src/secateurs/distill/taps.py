@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from ..data.task import Task
+from ..data.task import Task, call
 
 
 def classifier_path(model: nn.Module) -> str:
@@ -75,7 +75,7 @@ def probe(model: nn.Module, x: torch.Tensor, paths: Sequence[str], who: str, inp
     was_training = model.training
     model.eval()
     try:
-        model(x)
+        call(model, x)
         return {p: tuple(v.shape) for p, v in taps.values.items()}
     finally:
         model.train(was_training)

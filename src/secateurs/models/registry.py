@@ -7,7 +7,7 @@ from torch import nn
 
 from .._checks import check_float, check_int
 from .._registry import Registry
-from ..data.task import Task
+from ..data.task import Task, call
 
 MODELS: Registry = Registry("model")
 register_model = MODELS.register
@@ -57,11 +57,13 @@ def check_model_fits(model: nn.Module, task: Task, name: str | None = None) -> N
     model.eval()
     try:
         with torch.no_grad():
-            y = model(x)
-    except RuntimeError as err:
+            y = call(model, x)
+    except (RuntimeError, TypeError) as err:
+        shapes = " and ".join(f"(N, {', '.join(map(str, s))})" for s in task.input_shapes)
+        several = f"{task.num_inputs} inputs, " if task.num_inputs > 1 else ""
         raise ValueError(
             f"model {label!r} does not accept the inputs of task {task.name!r} "
-            f"(shape (N, {', '.join(map(str, task.input_shape))})): {err}"
+            f"({several}shaped {shapes}): {err}"
         ) from None
     finally:
         model.train(was_training)

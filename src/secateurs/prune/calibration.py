@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.task import Task
+from ..data.task import Task, call, split_batch
 from ..graph import DependencyGraph, Group
 
 DEFAULT_BATCHES = 4
@@ -18,7 +18,7 @@ MAX_ROWS = 2048  # feature rows (samples x positions) kept per layer
 
 def batches(data, num_batches: int = DEFAULT_BATCHES, batch_size: int = 64) -> list:
     """``num_batches`` (inputs, labels) batches from a Task (training split, fixed order) or
-    from any iterable of batches."""
+    from any iterable of batches; the inputs of a model with several are a tuple."""
     if data is None:
         raise ValueError(
             "this importance criterion needs calibration data: pass data=task "
@@ -31,7 +31,7 @@ def batches(data, num_batches: int = DEFAULT_BATCHES, batch_size: int = 64) -> l
     )
     out = []
     for batch in source:
-        out.append(batch)
+        out.append(split_batch(batch) if isinstance(batch, (tuple, list)) else batch)
         if len(out) == num_batches:
             break
     if not out:
@@ -60,7 +60,7 @@ def gradients(graph: DependencyGraph, data) -> dict[int, torch.Tensor]:
                 for p in params:
                     p.grad = None
                 with torch.enable_grad():
-                    F.cross_entropy(model(x), y).backward()
+                    F.cross_entropy(call(model, x), y).backward()
                 for p in params:
                     if p.grad is not None:
                         taylor[id(p)] += p.detach() * p.grad
@@ -117,7 +117,7 @@ def _capture(graph: DependencyGraph, path: str, data) -> np.ndarray:
     try:
         with torch.no_grad():
             for x, _ in batches(data):
-                model(x)
+                call(model, x)
     finally:
         handle.remove()
         model.train(was_training)

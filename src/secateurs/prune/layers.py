@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_finite_model, check_float, check_int, model_runs_on
+from ..data.task import call
 from ..graph.graph import remove_layer, set_module
 from ..measure import profile
 from .calibration import batches
@@ -103,7 +104,7 @@ def _cheapest(model, candidates, calibration, saved: dict[str, int], macs: int, 
 
 def _loss(model: nn.Module, data: list) -> float:
     with torch.no_grad():
-        return sum(float(F.cross_entropy(model(x), y)) for x, y in data) / len(data)
+        return sum(float(F.cross_entropy(call(model, x), y)) for x, y in data) / len(data)
 
 
 def layers(

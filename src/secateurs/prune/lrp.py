@@ -73,6 +73,9 @@ def _weight_forward(m: nn.Module, a: torch.Tensor, w: torch.Tensor, bias) -> tor
 
 def _relevance(model: nn.Module, x: torch.Tensor, target: torch.Tensor, eps: float,
                absolute: bool):  # fmt: skip
+    if isinstance(x, (tuple, list)):
+        raise ValueError("LRP walks plain chains of one input; this model takes several, so "
+                         "use importance 'magnitude' or 'taylor'")  # fmt: skip
     layers = chain(model)
     activations = [x]
     try:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .._checks import check_int
+from ..data.task import call, map_inputs, split_batch
 from .calibration import batches as calibration_batches
 
 DEFAULT_BATCHES = 8
@@ -48,8 +49,8 @@ def recalibrate_bn(model: nn.Module, data, batches: int = DEFAULT_BATCHES,
             m.train()
         with torch.no_grad():
             for batch in got:
-                x = batch[0] if isinstance(batch, (tuple, list)) else batch
-                model(x.to(device))
+                x = split_batch(batch)[0] if isinstance(batch, (tuple, list)) else batch
+                call(model, map_inputs(lambda t: t.to(device), x))
     except BaseException:
         for m, state in zip(norms, saved):
             m.load_state_dict(state)

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .._checks import check_choice, check_finite_model, check_float, check_int
+from ..data.task import call
 from ..train import Callback, FitState
 from .calibration import batches
 from .lrp import weight_relevance
@@ -124,7 +125,7 @@ def _scores(model, layers, importance, data, seed, exponent=0.5) -> dict[str, to
                     )
                     for n, m in layers.items()
                 ]
-                loss = F.cross_entropy(model(x), y)
+                loss = F.cross_entropy(call(model, x), y)
                 for h in hooks:
                     h.remove()
                 effective = [outputs[n] for n in layers]

@@ -125,7 +125,7 @@ class Node:
 class QGraph:
     nodes: list[Node]
     shapes: dict[int, tuple[int, ...]]  # value id -> shape at the traced batch size
-    input: int
+    inputs: list[int]  # the model's inputs, in the order it takes them
     output: int
 
     def layers(self) -> list[Node]:
@@ -161,9 +161,10 @@ class QGraph:
         return {v: find(v) for v in self.shapes}
 
     def sources(self) -> set[int]:
-        """The values whose range is observed: the input and every output of an op that
+        """The values whose range is observed: the inputs and every output of an op that
         requantizes (the others take their input's parameters, ``ties``)."""
-        return {self.input} | {v for n in self.nodes if n.kind not in TYING for v in n.outputs}
+        outputs = {v for n in self.nodes if n.kind not in TYING for v in n.outputs}
+        return set(self.inputs) | outputs
 
 
 def _tensors(obj) -> list[torch.Tensor]:
@@ -330,8 +331,9 @@ class _Recorder(TorchDispatchMode):
         raise AssertionError  # unreachable
 
 
-def capture(model: nn.Module, example: torch.Tensor) -> QGraph:
-    """Trace ``model`` (in eval mode, without gradients) on ``example`` into a fused QGraph."""
+def capture(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...]) -> QGraph:
+    """Trace ``model`` (in eval mode, without gradients) on ``example`` (a tuple of tensors
+    for a model with several inputs) into a fused QGraph."""
     recorder = _Recorder(model)
 
     def enter(path: str):
@@ -347,19 +349,27 @@ def capture(model: nn.Module, example: torch.Tensor) -> QGraph:
     was_training = model.training
     model.eval()
     try:
-        example = example.detach().clone()
-        recorder.batch = example.shape[0]
+        examples = [t.detach().clone() for t in
+                    (example if isinstance(example, (tuple, list)) else (example,))]  # fmt: skip
+        if len({t.shape[0] for t in examples}) != 1:
+            raise QuantError("the example inputs hold different numbers of samples")
+        recorder.batch = examples[0].shape[0]
         with torch.no_grad():
-            first = recorder.new_value(example)
+            firsts = [recorder.new_value(t) for t in examples]
             with recorder:
-                out = model(example)
+                out = model(*examples)
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or recorder.value(out) is None:
         raise QuantError("the model must return one tensor computed from its input")
-    graph = QGraph(recorder.nodes, recorder.shapes, first, recorder.value(out))
+    read = {v for node in recorder.nodes for v in node.inputs}
+    unused = [k for k, v in enumerate(firsts) if v not in read]
+    if unused:
+        raise QuantError(f"the model never reads input {unused[0]}; an int8 build takes only "
+                         "inputs it uses: drop it from forward")  # fmt: skip
+    graph = QGraph(recorder.nodes, recorder.shapes, firsts, recorder.value(out))
     return _fuse(graph)
 
 
@@ -405,4 +415,4 @@ def _fuse(graph: QGraph) -> QGraph:
         consumers[src.outputs[0]] = consumers.get(node.outputs[0], [])
     output = alias.get(graph.output, graph.output)
     shapes = {v: s for v, s in graph.shapes.items() if v not in alias}
-    return QGraph(kept, shapes, graph.input, output)
+    return QGraph(kept, shapes, graph.inputs, output)

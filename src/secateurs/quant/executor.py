@@ -86,12 +86,16 @@ def run_move(node: Node, env: dict[int, torch.Tensor], pad_value: float = 0.0) -
 def run_float(
     graph: QGraph,
     model: nn.Module,
-    x: torch.Tensor,
+    x: torch.Tensor | tuple[torch.Tensor, ...],
     observe: Observe | None = None,
     weight: WeightHook | None = None,
 ) -> torch.Tensor:
+    """The graph on float inputs ``x`` (a tuple, one tensor per input, for several)."""
     see = observe or (lambda v, t: t)
-    env = {graph.input: see(graph.input, x)}
+    xs = tuple(x) if isinstance(x, (tuple, list)) else (x,)
+    if len(xs) != len(graph.inputs):
+        raise ValueError(f"the graph takes {len(graph.inputs)} inputs, got {len(xs)}")
+    env = {v: see(v, t) for v, t in zip(graph.inputs, xs)}
     for node in graph.nodes:
         ins = [env[v] for v in node.inputs]
         a = node.attrs

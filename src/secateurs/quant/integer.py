@@ -283,17 +283,21 @@ def run_integer(
     qparams: dict[int, QParams],
     layers: dict[int, LayerConsts],
     ops: dict[int, OpConsts],
-    x: torch.Tensor,
+    x: torch.Tensor | tuple[torch.Tensor, ...],
     rounding: str = "tflm",
     values: dict[int, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Execute the graph on int8 values ``x`` (any integer dtype); int64 values out.
+    """Execute the graph on int8 values ``x`` (any integer dtype; a tuple, one tensor per
+    input, for a graph with several inputs); int64 values out.
     ``rounding`` picks the runtime whose arithmetic is reproduced: "tflm", TensorFlow Lite
     Micro's reference kernels (double rounding everywhere, as CMSIS-NN), or "litert", the
     LiteRT runtime's, where linear layers round once (see ``ROUNDINGS``). ``values``, a
     dict, receives every value of the graph by its id (for checking one layer alone)."""
-    env = {graph.input: x.to(torch.int64)} if values is None else values
-    env[graph.input] = x.to(torch.int64)
+    env = {} if values is None else values
+    xs = tuple(x) if isinstance(x, (tuple, list)) else (x,)
+    if len(xs) != len(graph.inputs):
+        raise ValueError(f"the graph takes {len(graph.inputs)} inputs, got {len(xs)}")
+    env.update({v: t.to(torch.int64) for v, t in zip(graph.inputs, xs)})
     for index, node in enumerate(graph.nodes):
         ins = [env[v] for v in node.inputs]
         qin = [qparams[v] for v in node.inputs]

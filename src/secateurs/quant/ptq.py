@@ -12,6 +12,7 @@ from torch import nn
 from .._checks import check_choice, check_finite_model, check_int, model_runs_on
 from .._registry import Registry
 from ..data import Task
+from ..data.task import Inputs, as_args, map_inputs, split_batch
 from ..measure.encoding import smallest_encoding
 from .capture import QGraph, QuantError, capture
 from .executor import folded_weights, run_float
@@ -58,51 +59,97 @@ class QuantizedModel(nn.Module):
         self.layer_names: dict[int, str] = names  # node index -> module path
 
     @property
+    def num_inputs(self) -> int:
+        return len(self.graph.inputs)
+
+    @property
     def input_qparams(self) -> QParams:
-        return self.qparams[self.graph.input]
+        """The input's scale and zero point (``inputs_qparams`` for several inputs)."""
+        if self.num_inputs > 1:
+            raise ValueError(f"this model has {self.num_inputs} inputs; read "
+                             "qmodel.inputs_qparams, one per input")  # fmt: skip
+        return self.qparams[self.graph.inputs[0]]
+
+    @property
+    def inputs_qparams(self) -> list[QParams]:
+        """Each input's scale and zero point, in the order the model takes them."""
+        return [self.qparams[v] for v in self.graph.inputs]
 
     @property
     def output_qparams(self) -> QParams:
         return self.qparams[self.graph.output]
 
     def input_shape(self) -> tuple[int, ...]:
-        """The shape of one input sample, without the batch dimension."""
-        return tuple(self.graph.shapes[self.graph.input][1:])
+        """The shape of one input sample, without the batch dimension (``input_shapes``
+        for several inputs)."""
+        if self.num_inputs > 1:
+            raise ValueError(f"this model has {self.num_inputs} inputs; call "
+                             "qmodel.input_shapes(), one shape per input")  # fmt: skip
+        return self.input_shapes()[0]
 
-    def _check_batch(self, x, what: str) -> None:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{what} takes a torch.Tensor, got {type(x).__name__}")
-        expected = self.input_shape()
-        if tuple(x.shape[1:]) != expected:
-            dims = ", ".join(map(str, expected))
-            raise ValueError(f"{what} takes a batch of shape (N, {dims}), got {tuple(x.shape)}")
+    def input_shapes(self) -> list[tuple[int, ...]]:
+        """One sample's shape per input, without the batch dimension."""
+        return [tuple(self.graph.shapes[v][1:]) for v in self.graph.inputs]
 
-    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Float inputs (N, ...) as the model's int8 input values."""
-        self._check_batch(x, "quantize_input")
-        if not x.is_floating_point():
-            raise TypeError(f"quantize_input takes float inputs, got {x.dtype}")
-        if not torch.isfinite(x).all():
-            raise ValueError("quantize_input: the inputs hold NaN or infinite values")
-        return self.input_qparams.quantize(x).to(torch.int8)
+    def _check_batch(self, x, what: str) -> tuple[torch.Tensor, ...]:
+        """``x`` as a tuple of one batch per input, each of its input's shape."""
+        expected = self.input_shapes()
+        several = len(expected) > 1
+        if several and not (isinstance(x, (tuple, list)) and len(x) == len(expected)):
+            raise TypeError(f"{what} takes a tuple of {len(expected)} tensors, one per input of "
+                            f"the model, got {type(x).__name__}")  # fmt: skip
+        xs = tuple(x) if several else (x,)
+        for k, (t, shape) in enumerate(zip(xs, expected)):
+            name = f"input {k}" if several else "a batch"
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{what} takes a torch.Tensor as {name}, got {type(t).__name__}")
+            if tuple(t.shape[1:]) != shape:
+                dims = ", ".join(map(str, shape))
+                raise ValueError(f"{what} takes {name} of shape (N, {dims}), got "
+                                 f"{tuple(t.shape)}")  # fmt: skip
+        if len({len(t) for t in xs}) != 1:
+            raise ValueError(f"{what}: the inputs hold different numbers of samples: "
+                             f"{[len(t) for t in xs]}")  # fmt: skip
+        return xs
 
-    def run_int8(self, x_q: torch.Tensor) -> torch.Tensor:
-        """The integer reference on int8 inputs (N, ...); bit-exact with the generated C."""
-        self._check_batch(x_q, "run_int8")
-        if x_q.dtype not in (torch.int8, torch.int16, torch.int32, torch.int64):
-            raise TypeError(
-                f"run_int8 takes an integer tensor, got {x_q.dtype}; "
-                "use quantize_input(x) to quantize floats"
-            )
-        qp = self.input_qparams
-        if len(x_q) and (int(x_q.min()) < qp.qmin or int(x_q.max()) > qp.qmax):
-            raise ValueError(f"run_int8 takes int8 values in [{qp.qmin}, {qp.qmax}], got "
-                             f"[{int(x_q.min())}, {int(x_q.max())}]")  # fmt: skip
-        out = run_integer(self.graph, self.qparams, self.layers, self.ops, x_q, self.rounding)
+    def quantize_input(self, x: Inputs) -> Inputs:
+        """Float inputs (N, ...) as the model's int8 input values (a tuple of tensors, one
+        per input, for a model with several inputs)."""
+        xs = self._check_batch(x, "quantize_input")
+        out = []
+        for t, qp in zip(xs, self.inputs_qparams):
+            if not t.is_floating_point():
+                raise TypeError(f"quantize_input takes float inputs, got {t.dtype}")
+            if not torch.isfinite(t).all():
+                raise ValueError("quantize_input: the inputs hold NaN or infinite values")
+            out.append(qp.quantize(t).to(torch.int8))
+        return out[0] if len(out) == 1 else tuple(out)
+
+    def run_int8(self, x_q: Inputs) -> torch.Tensor:
+        """The integer reference on int8 inputs (N, ...); bit-exact with the generated C.
+        A model with several inputs takes a tuple of tensors, one per input."""
+        xs = self._check_batch(x_q, "run_int8")
+        for t, qp in zip(xs, self.inputs_qparams):
+            if t.dtype not in (torch.int8, torch.int16, torch.int32, torch.int64):
+                raise TypeError(
+                    f"run_int8 takes an integer tensor, got {t.dtype}; "
+                    "use quantize_input(x) to quantize floats"
+                )
+            if len(t) and (int(t.min()) < qp.qmin or int(t.max()) > qp.qmax):
+                raise ValueError(f"run_int8 takes int8 values in [{qp.qmin}, {qp.qmax}], got "
+                                 f"[{int(t.min())}, {int(t.max())}]")  # fmt: skip
+        out = run_integer(self.graph, self.qparams, self.layers, self.ops, xs, self.rounding)
         return out.to(torch.int8)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output_qparams.dequantize(self.run_int8(self.quantize_input(x)))
+    def packed_input(self, x_q: Inputs) -> torch.Tensor:
+        """int8 inputs as the C entry point reads them: (N, SECATEURS_INPUT_SIZE), each
+        sample's inputs one after another in the model's order, each in CHW order."""
+        xs = self._check_batch(x_q, "packed_input")
+        return torch.cat([t.reshape(len(t), -1) for t in xs], 1)
+
+    def forward(self, *x: torch.Tensor) -> torch.Tensor:
+        inputs = x[0] if len(x) == 1 else x
+        return self.output_qparams.dequantize(self.run_int8(self.quantize_input(inputs)))
 
     def weight_bits(self) -> dict[str, int]:
         return {self.layer_names[i]: c.bits for i, c in self.layers.items()}
@@ -143,21 +190,25 @@ class QuantizedModel(nn.Module):
         return total
 
 
-def calibration_batches(data, num_batches: int, batch_size: int = 64) -> list[torch.Tensor]:
+def calibration_batches(data, num_batches: int, batch_size: int = 64) -> list[Inputs]:
     """Calibration inputs: a Task's training set (in order), a tensor, or an iterable of
-    tensors or (inputs, labels) batches."""
+    tensors or (inputs, labels) batches. For a model with several inputs, each batch's
+    inputs are a tuple of tensors (a Task of several inputs, or (inputs, labels) batches
+    whose inputs are tuples)."""
     if isinstance(data, Task):
-        x = data.train.tensors[0]
-        return [x[i : i + batch_size] for i in range(0, len(x), batch_size)][:num_batches]
+        x = data.inputs("train")
+        n = len(as_args(x)[0])
+        return [map_inputs(lambda t, i=i: t[i : i + batch_size], x)
+                for i in range(0, n, batch_size)][:num_batches]  # fmt: skip
     if isinstance(data, torch.Tensor):
         return [data[i : i + batch_size] for i in range(0, len(data), batch_size)][:num_batches]
     if isinstance(data, Iterable):
         out = []
         for batch in data:
-            out.append(batch[0] if isinstance(batch, (list, tuple)) else batch)
+            out.append(split_batch(batch)[0] if isinstance(batch, (list, tuple)) else batch)
             if len(out) == num_batches:
                 break
-        if out and all(isinstance(b, torch.Tensor) for b in out):
+        if out and all(isinstance(t, torch.Tensor) for b in out for t in as_args(b)):
             return out
     raise TypeError(
         "data must be a Task, a tensor of inputs, or an iterable of input batches; "
@@ -165,21 +216,29 @@ def calibration_batches(data, num_batches: int, batch_size: int = 64) -> list[to
     )
 
 
-def check_batches(batches: list[torch.Tensor], data) -> tuple[int, ...]:
-    """Every batch must have one shape (the Task's input shape for a Task); returns it."""
+def check_batches(batches: list[Inputs], data) -> tuple[tuple[int, ...], ...]:
+    """Every batch must have one shape per input (the Task's input shapes for a Task);
+    returns them."""
     if not batches:
         raise ValueError("calibration data is empty; pass a Task or a non-empty input tensor")
-    expected = tuple(data.input_shape) if isinstance(data, Task) else tuple(batches[0].shape[1:])
+    first = tuple(tuple(t.shape[1:]) for t in as_args(batches[0]))
+    expected = tuple(data.input_shapes) if isinstance(data, Task) else first
     for b in batches:
-        if tuple(b.shape[1:]) != expected:
+        got = tuple(tuple(t.shape[1:]) for t in as_args(b))
+        if got != expected:
+            shapes = " and ".join(f"(N, {', '.join(map(str, e))})" for e in expected)
             raise ValueError(
-                f"calibration batch has shape {tuple(b.shape)} but the others are "
-                f"(N, {', '.join(map(str, expected))}); pass inputs of one shape"
+                f"calibration batch has shape {_shapes(b)} but the others are {shapes}; pass "
+                "inputs of one shape"
             )
     return expected
 
 
-def capture_checked(model: nn.Module, example: torch.Tensor) -> QGraph:
+def _shapes(x: Inputs) -> str:
+    return " and ".join(str(tuple(t.shape)) for t in as_args(x))
+
+
+def capture_checked(model: nn.Module, example: Inputs) -> QGraph:
     """Capture, turning a shape mismatch inside the model into an error about the data."""
     with model_runs_on(example, "quantize", (QuantError,)):
         return capture(model, example)
@@ -216,7 +275,7 @@ def observe_ranges(
 
     with torch.no_grad():
         for batch in batches:
-            run_float(graph, model, batch.float(), observe=see)
+            run_float(graph, model, map_inputs(lambda t: t.float(), batch), observe=see)
     roots = {root: affine_qparams(*obs.range()) for root, obs in observers.items()}
     roots.update(fixed_ranges(graph))
     return {v: roots[root] for v, root in ties.items()}
@@ -298,7 +357,7 @@ def calibrate(
     num_batches = check_int("num_batches", num_batches, minimum=1)
     batches = calibration_batches(data, num_batches)
     check_batches(batches, data)
-    graph = capture_checked(model, batches[0][:2].float())
+    graph = capture_checked(model, map_inputs(lambda t: t[:2].float(), batches[0]))
     bits = layer_bits(graph, scheme_obj, weight_bits)
     was_training = model.training
     model.eval()

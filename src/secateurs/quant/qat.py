@@ -125,8 +125,10 @@ class QATModel(nn.Module):
         b_q = b + (torch.round(b / step) * step - b).detach()
         return quantizer(w), b_q
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return run_float(self.graph, self.model, x, observe=self._observe, weight=self._weight)
+    def forward(self, *x: torch.Tensor) -> torch.Tensor:
+        inputs = x[0] if len(x) == 1 else x
+        return run_float(self.graph, self.model, inputs, observe=self._observe,
+                         weight=self._weight)  # fmt: skip
 
 
 def prepare_qat(

@@ -250,7 +250,7 @@ def export_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
         "fits": report["fits"],
     }
     if a.verify:
-        x = ctx.task.test.tensors[0][: a.verify_inputs]
+        x = ctx.task.inputs("test", a.verify_inputs)
         check = verify_c(state.qmodel, where, x)
         details.update(verified_inputs=check.inputs, mismatches=check.mismatches)
         if not check.bit_exact:
@@ -262,7 +262,7 @@ def export_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
     if a.instructions:
         target = a.target or (ctx.target.name if ctx.target else "generic")
         binary = check.binary if a.verify else None  # built by verify_c just above
-        est = estimate_c(state.qmodel, where, ctx.task.test.tensors[0][:4], target, binary)
+        est = estimate_c(state.qmodel, where, ctx.task.inputs("test", 4), target, binary)
         details.update({k: est[k] for k in ("instructions", "target", "latency_ms", "energy_mj")})
         details["instructions_counted"] = est["model"]  # on the emulated core, or the host
     return details

@@ -28,7 +28,7 @@ from torch.nn.utils import parametrize
 
 from .._progress import fit_progress
 from ..data.forms import as_task
-from ..data.task import Task
+from ..data.task import Task, call
 from ..graph import DependencyGraph
 from ..prune.importance import IMPORTANCE
 from ..prune.select import lowest
@@ -102,22 +102,22 @@ class _StructuredProjection:
         return {n: params[n].detach().clone() for n in values}
 
 
-def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def _loss(model: nn.Module, x, y: torch.Tensor, task: Task) -> float:
     with torch.no_grad():
-        return float(nn.functional.cross_entropy(model(x), y))
+        return float((task.loss or nn.functional.cross_entropy)(call(model, x), y))
 
 
 def purify(model: nn.Module, space: Space, open_: list[torch.Tensor], task: Task,
            epsilon: float, candidates: int = 16) -> tuple[list[torch.Tensor], dict]:  # fmt: skip
     """Remove kept channels that barely matter, then re-activate pruned channels that
     help most, while the budget allows; ``open_`` holds a 0/1 gate per channel."""
-    x, y = task.val.tensors
+    x, y = task.inputs("val"), task.val.tensors[-1]
     gates = [g.clone() for g in open_]
     was_training = model.training
     model.eval()
     removed = restored = 0
     with GroupGates(space.graph, space.groups, lambda: gates):
-        base = _loss(model, x, y)
+        base = _loss(model, x, y, task)
         norms = [np.asarray(IMPORTANCE.get("l2")(space.graph, g), float) for g in space.groups]
         kept = [(norms[gi][c], gi, c) for gi, g in enumerate(gates) for c in range(len(g))
                 if g[c] > 0 and int(g.sum()) > space.minimum[gi]]  # fmt: skip
@@ -125,7 +125,7 @@ def purify(model: nn.Module, space: Space, open_: list[torch.Tensor], task: Task
             if int(gates[gi].sum()) <= space.minimum[gi]:
                 continue
             gates[gi][c] = 0.0
-            loss = _loss(model, x, y)
+            loss = _loss(model, x, y, task)
             if loss - base < epsilon:
                 base, removed = loss, removed + 1
             else:
@@ -138,7 +138,7 @@ def purify(model: nn.Module, space: Space, open_: list[torch.Tensor], task: Task
             if not space.fits(counts):
                 continue
             gates[gi][c] = 1.0
-            loss = _loss(model, x, y)
+            loss = _loss(model, x, y, task)
             if base - loss > epsilon:
                 base, restored = loss, restored + 1
             else:

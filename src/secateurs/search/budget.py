@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 from torch import nn
 
 from .._checks import check_choice, check_int
+from ..data.task import map_inputs
 from ..measure import profile
 from ..measure.target import get_target
 
@@ -69,7 +70,9 @@ def c_costs(model: nn.Module, x, weight_bits: int = 8) -> tuple[int, int]:
     from ..measure.target import check
     from ..quant import quantize
 
-    fit = check(quantize(model, x[:2], weight_bits=weight_bits), "generic")
+    two = map_inputs(lambda t: t[:2], x)
+    data = [(two, None)] if isinstance(two, tuple) else two  # one batch of several inputs
+    fit = check(quantize(model, data, weight_bits=weight_bits), "generic")
     return fit.flash_bytes, fit.sram_bytes
 
 

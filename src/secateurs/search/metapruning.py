@@ -24,7 +24,7 @@ from torch.func import functional_call
 from .._checks import check_int
 from .._progress import Steps, fit_progress
 from ..data.forms import as_task
-from ..data.task import Task
+from ..data.task import Task, call, map_inputs
 from ..train import evaluate, fit
 from .budget import Budget, BudgetError
 from .gates import GroupGates
@@ -79,9 +79,9 @@ class PruningNet(nn.Module):
             out[f"{name}.weight"] = w.view_as(self.model.get_submodule(name).weight)
         return out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, *x: torch.Tensor) -> torch.Tensor:
         with self._gates:
-            return functional_call(self.model, self.weights(self.structure), (x,))
+            return functional_call(self.model, self.weights(self.structure), x)
 
 
 class _Sample(nn.Module):
@@ -94,13 +94,13 @@ class _Sample(nn.Module):
         self.net, self.center = net, center
         self.rng = np.random.default_rng(seed)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, *x: torch.Tensor) -> torch.Tensor:
         if self.training:
             space = self.net.space
             f = self.center * self.rng.uniform(0.5, 1.5, size=len(space))
             s = space.clip(np.ceil(np.minimum(f, 1.0) * space.channels))
             self.net.structure = np.where(self.net.searchable, s, space.channels)
-        return self.net(x)
+        return self.net(*x)
 
 
 def _recalibrate(net: PruningNet, task: Task, batches: int = 4, batch_size: int = 128) -> None:
@@ -111,11 +111,11 @@ def _recalibrate(net: PruningNet, task: Task, batches: int = 4, batch_size: int 
     for m in norms:
         m.reset_running_stats()
         m.momentum = None
-    x = task.train.tensors[0]
+    x = task.inputs("train")
     net.train()
     with torch.no_grad():
         for i in range(batches):
-            net(x[i * batch_size : (i + 1) * batch_size])
+            call(net, map_inputs(lambda t, i=i: t[i * batch_size : (i + 1) * batch_size], x))
     for m, momentum in zip(norms, saved):
         m.momentum = momentum
     net.eval()
