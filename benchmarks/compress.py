@@ -77,8 +77,17 @@ def ablation(model, task, base: dict, finetune: int) -> dict:
     out = {"parent": base}
     for method in ("uniform", "sensitivity"):
         for distill in (False, True):
-            r = run(model, task, "cortex-m4", SLOTS["cortex-m4"], base, finetune,
-                    method=method, distill=distill, qat_epochs=0)  # fmt: skip
+            r = run(
+                model,
+                task,
+                "cortex-m4",
+                SLOTS["cortex-m4"],
+                base,
+                finetune,
+                method=method,
+                distill=distill,
+                qat_epochs=0,
+            )
             out[f"{method}{'+kd' if distill else ''}"] = r["accuracy_int8"]
     return out
 
@@ -86,25 +95,36 @@ def ablation(model, task, base: dict, finetune: int) -> dict:
 def run(model, task, target: str, slot: dict, base: dict, finetune: int, **kw) -> dict:
     limits = {}
     if "memory" in slot:
-        limits = {"flash": int(base["flash_bytes"] * slot["memory"]),
-                  "sram": int(base["sram_bytes"] * slot["memory"])}  # fmt: skip
+        limits = {
+            "flash": int(base["flash_bytes"] * slot["memory"]),
+            "sram": int(base["sram_bytes"] * slot["memory"]),
+        }
     if "macs" in slot:
         limits["macs"] = slot["macs"]
     start = time.perf_counter()
-    r = sc.compress(model, task, target=target, finetune_epochs=finetune, progress=False,
-                    **limits, **kw)  # fmt: skip
+    r = sc.compress(
+        model, task, target=target, finetune_epochs=finetune, progress=False, **limits, **kw
+    )
     return {
-        "accuracy_int8": r.accuracy_int8, "accuracy_float": r.accuracy_float,
-        "quantization": r.quantization, "method": r.method, "costs": r.costs,
-        "limits": r.limits, "fits": r.fits, "searches": len(r.tried) - 1,
+        "accuracy_int8": r.accuracy_int8,
+        "accuracy_float": r.accuracy_float,
+        "quantization": r.quantization,
+        "method": r.method,
+        "costs": r.costs,
+        "limits": r.limits,
+        "fits": r.fits,
+        "searches": len(r.tried) - 1,
         "seconds": time.perf_counter() - start,
-    }  # fmt: skip
+    }
 
 
 def table(results: dict) -> str:
     """The rows as the markdown table docs/benchmarks.md quotes."""
-    lines = ["| task | model | slot | float | int8, unpruned | compress | uniform L1 + PTQ | "
-             "compress: search, quantization, MACs kept |", "|---" * 8 + "|"]  # fmt: skip
+    lines = [
+        "| task | model | slot | float | int8, unpruned | compress | uniform L1 + PTQ | "
+        "compress: search, quantization, MACs kept |",
+        "|---" * 8 + "|",
+    ]
     for key, row in results["rows"].items():
         task, model, slot = key.split("/")
         p, c, u = row["parent"], row["compress"], row["uniform_ptq"]
@@ -114,8 +134,10 @@ def table(results: dict) -> str:
 
         kept = c["costs"]["macs"] / row_macs(row, task, model) if "costs" in c else None
         how = f"{c['method']}, {c['quantization']}, {kept:.2f}" if kept is not None else ""
-        lines.append(f"| {task} | {model} | {slot} | {100 * p['float']:.1f} | "
-                     f"{100 * p['int8']:.1f} | {acc(c)} | {acc(u)} | {how} |")  # fmt: skip
+        lines.append(
+            f"| {task} | {model} | {slot} | {100 * p['float']:.1f} | "
+            f"{100 * p['int8']:.1f} | {acc(c)} | {acc(u)} | {how} |"
+        )
     return "\n".join(lines)
 
 
@@ -150,8 +172,13 @@ def main(argv=None) -> int:
     given = argv if argv is not None else sys.argv[1:]
     command = "python benchmarks/compress.py " + " ".join(given)
     # each part of the file names the command that wrote it
-    results.update({"machine": machine(), "slots": SLOTS,
-                    "ablation_command" if args.ablation else "command": command})  # fmt: skip
+    results.update(
+        {
+            "machine": machine(),
+            "slots": SLOTS,
+            "ablation_command" if args.ablation else "command": command,
+        }
+    )
     for task_name in args.tasks:
         task = sc.data.load(task_name)
         for name in args.models:
@@ -171,12 +198,14 @@ def main(argv=None) -> int:
                 if key in results["rows"]:
                     continue
                 row = {"parent": base, "command": command}  # the rows of one file, several runs
-                for label, kw in (("compress", {}),
-                                  ("uniform_ptq", {"method": "uniform", "distill": False,
-                                                   "qat_epochs": 0})):  # fmt: skip
+                for label, kw in (
+                    ("compress", {}),
+                    ("uniform_ptq", {"method": "uniform", "distill": False, "qat_epochs": 0}),
+                ):
                     try:
-                        row[label] = run(model, task, target, SLOTS[target], base,
-                                         args.finetune_epochs, **kw)  # fmt: skip
+                        row[label] = run(
+                            model, task, target, SLOTS[target], base, args.finetune_epochs, **kw
+                        )
                     except sc.search.BudgetError as err:
                         row[label] = {"error": str(err)}
                 results["rows"][key] = row

@@ -142,13 +142,17 @@ def test_bench_runs_a_grid_and_reports_it(tmp_path):
 
     # a fresh store seeded with the published cells runs only what they lack
     fresh = tmp_path / "fresh.sqlite"
-    code, out = _run(["bench", "import", str(tmp_path / "r" / "cells.jsonl"), "--store",
-                      str(fresh)])  # fmt: skip
+    code, out = _run(
+        ["bench", "import", str(tmp_path / "r" / "cells.jsonl"), "--store", str(fresh)]
+    )
     assert code == 0 and "2 cell(s) added" in out
     more = tmp_path / "more.yaml"
-    more.write_text(grid.read_text().replace(
-        "methods: {", "methods: {random: [{prune: {target_macs: '{keep}', importance: random}}], "
-    ))  # fmt: skip
+    more.write_text(
+        grid.read_text().replace(
+            "methods: {",
+            "methods: {random: [{prune: {target_macs: '{keep}', importance: random}}], ",
+        )
+    )
     code, out = _run(["bench", "run", str(more), "--store", str(fresh)])
     assert code == 0 and "1 cell(s) run (0 failed), 2 done already" in out
 
@@ -181,8 +185,13 @@ def test_compress_takes_a_users_module_and_npz(tmp_path, monkeypatch, digits):
     monkeypatch.syspath_prepend(str(tmp_path))
     x, y = digits.train.tensors
     xt, yt = digits.test.tensors
-    np.savez(tmp_path / "my.npz", x_train=x.numpy(), y_train=y.numpy(), x_test=xt.numpy(),
-             y_test=yt.numpy())  # fmt: skip
+    np.savez(
+        tmp_path / "my.npz",
+        x_train=x.numpy(),
+        y_train=y.numpy(),
+        x_test=xt.numpy(),
+        y_test=yt.numpy(),
+    )
     from mypkg.nets import Net
 
     torch.manual_seed(0)
@@ -190,10 +199,31 @@ def test_compress_takes_a_users_module_and_npz(tmp_path, monkeypatch, digits):
     task = sc.data.load(tmp_path / "my.npz")
     sc.fit(net, task, epochs=6, lr=3e-3, progress=False)
     torch.save(net.state_dict(), tmp_path / "w.pt")
-    code, out = _run(["compress", "--model", "mypkg.nets:Net", "--model-args", '{"hidden": 24}',
-                      "--checkpoint", "w.pt", "--data", "my.npz", "--target", "cortex-m0plus",
-                      "--flash", "4KiB", "--sram", "3KiB", "--method", "uniform", "--epochs",
-                      "2", "--out", "build"])  # fmt: skip
+    code, out = _run(
+        [
+            "compress",
+            "--model",
+            "mypkg.nets:Net",
+            "--model-args",
+            '{"hidden": 24}',
+            "--checkpoint",
+            "w.pt",
+            "--data",
+            "my.npz",
+            "--target",
+            "cortex-m0plus",
+            "--flash",
+            "4KiB",
+            "--sram",
+            "3KiB",
+            "--method",
+            "uniform",
+            "--epochs",
+            "2",
+            "--out",
+            "build",
+        ]
+    )
     assert code == 0, out
     assert "compressed (uniform" in out and "limits" in out
     summary = json.loads((tmp_path / "build" / "compress.json").read_text())
@@ -230,12 +260,35 @@ def test_compress_takes_a_two_input_module_and_npz(tmp_path, monkeypatch, digits
     arrays = {}
     for split in ("train", "test"):
         x, y = digits.split(split).tensors
-        arrays.update({f"x0_{split}": x.numpy(), f"x1_{split}": x[:, 0].mean(2).numpy(),
-                       f"y_{split}": y.numpy()})  # fmt: skip
+        arrays.update(
+            {
+                f"x0_{split}": x.numpy(),
+                f"x1_{split}": x[:, 0].mean(2).numpy(),
+                f"y_{split}": y.numpy(),
+            }
+        )
     np.savez(tmp_path / "two.npz", **arrays)
-    code, out = _run(["compress", "--model", "two:Net", "--train-epochs", "4", "--data",
-                      "two.npz", "--target", "cortex-m4", "--macs", "0.5", "--method",
-                      "uniform", "--epochs", "1", "--out", "build"])  # fmt: skip
+    code, out = _run(
+        [
+            "compress",
+            "--model",
+            "two:Net",
+            "--train-epochs",
+            "4",
+            "--data",
+            "two.npz",
+            "--target",
+            "cortex-m4",
+            "--macs",
+            "0.5",
+            "--method",
+            "uniform",
+            "--epochs",
+            "1",
+            "--out",
+            "build",
+        ]
+    )
     assert code == 0, out
     summary = json.loads((tmp_path / "build" / "compress.json").read_text())
     assert summary["fits"] and summary["verified"] == {"c_inputs": 64, "c_mismatches": 0}
@@ -246,9 +299,19 @@ def test_compress_takes_a_two_input_module_and_npz(tmp_path, monkeypatch, digits
 def test_compress_refuses_an_untrained_or_unknown_model(tmp_path):
     code, out = _run(["compress", "--model", "lenet5", "--data", "digits"])
     assert code == 2 and "--checkpoint" in out
-    code, out = _run(["compress", "--model", "no_such_pkg.mod:Net", "--data", "digits",
-                      "--train-epochs", "1"])  # fmt: skip
+    code, out = _run(
+        ["compress", "--model", "no_such_pkg.mod:Net", "--data", "digits", "--train-epochs", "1"]
+    )
     assert code == 2 and "cannot import 'no_such_pkg.mod'" in out
-    code, out = _run(["compress", "--model", "lenet5", "--data", "digits", "--checkpoint",
-                      str(tmp_path / "missing.pt")])  # fmt: skip
+    code, out = _run(
+        [
+            "compress",
+            "--model",
+            "lenet5",
+            "--data",
+            "digits",
+            "--checkpoint",
+            str(tmp_path / "missing.pt"),
+        ]
+    )
     assert code == 2 and "--checkpoint" in out and "missing.pt does not exist" in out

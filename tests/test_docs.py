@@ -38,8 +38,10 @@ def _anchors(page: Path) -> set[str]:
     """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces
     to hyphens."""
     text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
-    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
-            for h in re.findall(r"(?m)^#+ (.+)$", text)}  # fmt: skip
+    return {
+        re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+        for h in re.findall(r"(?m)^#+ (.+)$", text)
+    }
 
 
 def test_every_relative_link_in_the_docs_resolves():

@@ -120,8 +120,13 @@ def test_bad_npz_files_are_named_with_the_fix(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 junk")
     with pytest.raises(ValueError, match=r"bad\.npz: not a readable \.npz archive"):
         sc.data.load(tmp_path / "bad.npz")
-    np.savez(tmp_path / "obj.npz", x_train=np.array([{"a": 1}], dtype=object),
-             y_train=np.array([0]), x_test=np.zeros((2, 4)), y_test=np.zeros(2, int))  # fmt: skip
+    np.savez(
+        tmp_path / "obj.npz",
+        x_train=np.array([{"a": 1}], dtype=object),
+        y_train=np.array([0]),
+        x_test=np.zeros((2, 4)),
+        y_test=np.zeros(2, int),
+    )
     with pytest.raises(ValueError, match=r"obj\.npz: holds an object array"):
         sc.data.load(tmp_path / "obj.npz")
     x, y = np.random.default_rng(0).random((21, 8)), np.array([0] * 10 + [1] * 10 + [2])
@@ -153,11 +158,11 @@ def test_exports_name_a_path_that_cannot_take_them(digits, tmp_path):
     q = sc.quant.quantize(sc.models.create("mlp", digits, seed=0), digits, num_batches=1)
     file = tmp_path / "file.txt"
     file.write_text("x")
-    with pytest.raises(ValueError, match="export_c writes a folder, but .*file.txt is a file"):
+    with pytest.raises(ValueError, match=r"export_c writes a folder, but .*file.txt is a file"):
         sc.deploy.export_c(q, file)
     with pytest.raises(ValueError, match=r"cannot write .*sub: .*file.txt is a file, not a"):
         sc.deploy.export_c(q, file / "sub")
-    with pytest.raises(ValueError, match="export_tflite writes a file, but .* is a folder"):
+    with pytest.raises(ValueError, match=r"export_tflite writes a file, but .* is a folder"):
         sc.deploy.export_tflite(q, tmp_path)
     with pytest.raises(ValueError, match=r"export_onnx cannot write .*file.txt is a file"):
         sc.deploy.export_onnx(q, file / "m.onnx")
@@ -183,8 +188,11 @@ def test_inputs_the_model_cannot_take_are_named_with_their_shape(digits, tmp_pat
         lambda: sc.deploy.export_onnx(model, tmp_path / "m.onnx", wrong),
     ]
     for call in calls:
-        with pytest.raises(ValueError, match=r"the model cannot run on example inputs of "
-                                             r"shape \(1, 3, 16\) \(per sample\)"):  # fmt: skip
+        with pytest.raises(
+            ValueError,
+            match=r"the model cannot run on example inputs of "
+            r"shape \(1, 3, 16\) \(per sample\)",
+        ):
             call()
     assert not (tmp_path / "m.onnx").exists()
 
@@ -199,8 +207,10 @@ def test_one_loader_reads_every_weights_file(tmp_path, digits):
     for name in ("plain.pt", "zoo.pt"):
         fresh = sc.models.create("mlp", digits, seed=1)
         assert sc.models.load_weights(fresh, tmp_path / name) is fresh
-        assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(),
-                                                    model.state_dict().values()))  # fmt: skip
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip(fresh.state_dict().values(), model.state_dict().values())
+        )
     torch.save([1, 2], tmp_path / "list.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match=r"--checkpoint: .*list\.pt is not a state dict"):

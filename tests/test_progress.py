@@ -52,7 +52,7 @@ def _square(v):
 
 
 def test_map_jobs_advances_per_job_where_the_backend_reports_it():
-    jobs = [dict(v=i) for i in range(4)]
+    jobs = [{"v": i} for i in range(4)]
     counter = _Counter()
     assert map_jobs(SerialBackend(), _square, jobs, counter) == [0, 1, 4, 9]
     assert counter.calls == [1, 1, 1, 1]
@@ -62,20 +62,24 @@ def test_map_jobs_advances_per_job_where_the_backend_reports_it():
     assert map_jobs(SerialBackend(), _square, jobs) == [0, 1, 4, 9]
 
 
-def test_a_search_and_verify_c_show_their_bars_where_a_person_reads(digits, monkeypatch,
-                                                                    capsys, tmp_path):  # fmt: skip
+def test_a_search_and_verify_c_show_their_bars_where_a_person_reads(
+    digits, monkeypatch, capsys, tmp_path
+):
     monkeypatch.setattr(_progress, "interactive", lambda: True)
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(),
-                                torch.nn.Linear(32, 10))  # fmt: skip
-    sc.search.greedy_sensitivity(model, digits, sc.search.Budget(macs=0.6), finetune_epochs=1,
-                                 levels=(0.5,))  # fmt: skip
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10)
+    )
+    sc.search.greedy_sensitivity(
+        model, digits, sc.search.Budget(macs=0.6), finetune_epochs=1, levels=(0.5,)
+    )
     text = "".join(capsys.readouterr())
     assert "sensitivity: one group cut at a time" in text and "fine-tuning" in text
     q = sc.quant.quantize(model, digits)
     sc.deploy.export_c(q, tmp_path / "c")
     sc.deploy.verify_c(q, tmp_path / "c", digits.test.tensors[0][:4])
     assert "verify_c: compile, then run on the host" in "".join(capsys.readouterr())
-    sc.search.greedy_sensitivity(model, digits, sc.search.Budget(macs=0.9), finetune_epochs=0,
-                                 levels=(0.5,), progress=False)  # fmt: skip
+    sc.search.greedy_sensitivity(
+        model, digits, sc.search.Budget(macs=0.9), finetune_epochs=0, levels=(0.5,), progress=False
+    )
     assert "sensitivity" not in "".join(capsys.readouterr())

@@ -88,9 +88,9 @@ def test_plain_callables_work_as_loss_terms(digits):
 
 class Counter(sc.Callback):
     def __init__(self, stop_at=None):
-        self.calls = {
-            k: 0 for k in ("fit_start", "epoch_start", "step_end", "epoch_end", "fit_end")
-        }
+        self.calls = dict.fromkeys(
+            ("fit_start", "epoch_start", "step_end", "epoch_end", "fit_end"), 0
+        )
         self.stop_at = stop_at
 
     def on_fit_start(self, state):
@@ -116,8 +116,12 @@ def test_callbacks_are_told_every_event(digits):
     sc.fit(_mlp(digits), digits, epochs=2, batch_size=100, callbacks=[counter], progress=False)
     steps = len(digits.loader("train", batch_size=100))
     assert counter.calls == {
-        "fit_start": 1, "epoch_start": 2, "step_end": 2 * steps, "epoch_end": 2, "fit_end": 1,
-    }  # fmt: skip
+        "fit_start": 1,
+        "epoch_start": 2,
+        "step_end": 2 * steps,
+        "epoch_end": 2,
+        "fit_end": 1,
+    }
 
 
 def test_a_callback_can_stop_training(digits):
@@ -166,14 +170,14 @@ def test_diverging_training_fails_with_advice(digits):
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        (dict(epochs=-1), ValueError, "epochs must be >= 0, got -1"),
-        (dict(epochs=1.5), TypeError, "epochs must be an integer"),
-        (dict(lr=0), ValueError, "lr must be > 0.0"),
-        (dict(optimizer="rmsprop"), ValueError, "optimizer must be one of 'adam', 'adamw', 'sgd'"),
-        (dict(batch_size=0), ValueError, "batch_size must be >= 1"),
-        (dict(losses=[3]), TypeError, r"losses\[0\] must be a LossTerm or a callable"),
-        (dict(callbacks=[print]), TypeError, r"callbacks\[0\] must be a secateurs Callback"),
-        (dict(teacher="big"), TypeError, "teacher must be a torch.nn.Module"),
+        ({"epochs": -1}, ValueError, "epochs must be >= 0, got -1"),
+        ({"epochs": 1.5}, TypeError, "epochs must be an integer"),
+        ({"lr": 0}, ValueError, "lr must be > 0.0"),
+        ({"optimizer": "rmsprop"}, ValueError, "optimizer must be one of 'adam', 'adamw', 'sgd'"),
+        ({"batch_size": 0}, ValueError, "batch_size must be >= 1"),
+        ({"losses": [3]}, TypeError, r"losses\[0\] must be a LossTerm or a callable"),
+        ({"callbacks": [print]}, TypeError, r"callbacks\[0\] must be a secateurs Callback"),
+        ({"teacher": "big"}, TypeError, "teacher must be a torch.nn.Module"),
     ],
 )
 def test_fit_validates_arguments_first(digits, kwargs, error, message):
@@ -206,12 +210,12 @@ def test_fit_does_not_touch_python_random(digits):
 
 
 def test_progress_is_a_bar_where_a_person_reads_and_a_log_line_elsewhere(digits, monkeypatch):
-    from secateurs import _progress
+    from secateurs import _progress, train
     from secateurs.train import _default_progress, _LogProgress
 
     assert isinstance(_default_progress(), _LogProgress)  # pytest captures the output
 
-    class Spy(_progress.RichProgress):
+    class Spy(train.RichProgress):
         epochs = 0
 
         def on_epoch_end(self, state):
@@ -219,7 +223,7 @@ def test_progress_is_a_bar_where_a_person_reads_and_a_log_line_elsewhere(digits,
             super().on_epoch_end(state)
 
     monkeypatch.setattr(_progress, "interactive", lambda: True)
-    monkeypatch.setattr(_progress, "RichProgress", Spy)
+    monkeypatch.setattr(train, "RichProgress", Spy)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     history = sc.fit(model, digits, epochs=2, progress=True)
     assert Spy.epochs == 2 and len(history.records) == 2  # the bar advanced every epoch

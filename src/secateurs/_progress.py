@@ -1,6 +1,6 @@
-"""Rich progress bars: ``sc.fit``'s over epochs (the CLI's and the recipe runner's, and its
-own where output goes to a terminal or a notebook) and :class:`Steps` over the rounds of any
-other long call: the searches, a grid, the KWS synthesis, a C build and run."""
+"""Rich progress bars: :class:`Steps` over the rounds of a long call (the searches, a grid,
+the KWS synthesis, a C build and run), and the bar ``sc.fit``'s own (``train.RichProgress``)
+draws; :func:`interactive` says whether anyone would see them."""
 
 from __future__ import annotations
 
@@ -9,34 +9,8 @@ import sys
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .train import Callback, FitState
 
-
-class RichProgress(Callback):
-    """One bar over the epochs, showing the last loss and validation accuracy."""
-
-    def __init__(self, description: str = "training", console: Console | None = None) -> None:
-        self.description = description
-        self.console = console
-        self._progress: Progress | None = None
-        self._bar = None
-
-    def on_fit_start(self, state: FitState) -> None:
-        self._progress = _bar(self.console)
-        self._progress.start()
-        self._bar = self._progress.add_task(self.description, total=state.epochs, status="")
-
-    def on_epoch_end(self, state: FitState) -> None:
-        r = state.history.records[-1]
-        status = f"loss {r['train_loss']:.3f}  val acc {r['val_acc']:.3f}"
-        self._progress.update(self._bar, advance=1, status=status)
-
-    def on_fit_end(self, state: FitState) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-
-def _bar(console: Console | None) -> Progress:
+def bar(console: Console | None) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -46,12 +20,6 @@ def _bar(console: Console | None) -> Progress:
         console=console,
         transient=False,
     )
-
-
-def fit_progress(label: str, enabled: bool) -> Callback | bool:
-    """What a long call passes to ``fit(progress=...)`` for its inner training: a bar
-    named ``label`` where it would be seen, else nothing."""
-    return RichProgress(label) if enabled and interactive() else False
 
 
 def interactive() -> bool:
@@ -80,8 +48,13 @@ class Steps:
                 bar.advance(status=f"best {best:.3f}")
     """
 
-    def __init__(self, description: str, total: int | None, enabled: bool = True,
-                 console: Console | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        description: str,
+        total: int | None,
+        enabled: bool = True,
+        console: Console | None = None,
+    ) -> None:
         self.description, self.total = description, total
         self.enabled = bool(enabled) and (console is not None or interactive())
         self.console = console
@@ -90,7 +63,7 @@ class Steps:
 
     def __enter__(self) -> Steps:
         if self.enabled:
-            self._progress = _bar(self.console)
+            self._progress = bar(self.console)
             self._progress.start()
             self._bar = self._progress.add_task(self.description, total=self.total, status="")
         return self

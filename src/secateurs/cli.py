@@ -16,9 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from . import bench, data, measure, models, recipe, search
-from ._progress import RichProgress
 from .models.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from .train import evaluate, fit
+from .train import RichProgress, evaluate, fit
 
 
 def _kib(n: int) -> str:
@@ -159,30 +158,58 @@ def cmd_compress(args, console: Console) -> int:
     if args.checkpoint:
         load_weights(model, args.checkpoint, "--checkpoint")
     elif args.train_epochs:
-        fit(model, task, epochs=args.train_epochs, seed=args.seed,
-            progress=RichProgress("training the model first", console=console))  # fmt: skip
+        fit(
+            model,
+            task,
+            epochs=args.train_epochs,
+            seed=args.seed,
+            progress=RichProgress("training the model first", console=console),
+        )
     else:
-        raise ValueError("the model must be trained: give --checkpoint, or --train-epochs N "
-                         "to train it on --data first")  # fmt: skip
+        raise ValueError(
+            "the model must be trained: give --checkpoint, or --train-epochs N "
+            "to train it on --data first"
+        )
     result = compress(
-        model, task, target=args.target, flash=args.flash, sram=args.sram,
-        macs=_limit(args.macs) if args.macs else None, latency_ms=args.latency_ms,
-        max_accuracy_drop=args.max_drop, method=args.method, out=args.out,
-        finetune_epochs=args.epochs, qat_epochs=args.qat_epochs, tflite=args.tflite,
+        model,
+        task,
+        target=args.target,
+        flash=args.flash,
+        sram=args.sram,
+        macs=_limit(args.macs) if args.macs else None,
+        latency_ms=args.latency_ms,
+        max_accuracy_drop=args.max_drop,
+        method=args.method,
+        out=args.out,
+        finetune_epochs=args.epochs,
+        qat_epochs=args.qat_epochs,
+        tflite=args.tflite,
         seed=args.seed,
-    )  # fmt: skip
+    )
     table = Table(title=f"{args.model} on {task.name} for {result.target}")
     for col in ("", "accuracy", "flash", "SRAM", "MACs"):
         table.add_column(col, justify="left" if not col else "right")
     o, c = result.original_costs, result.costs
-    table.add_row("original", f"{result.accuracy_before:.2%}", _kib(o["flash_bytes"]),
-                  _kib(o["sram_bytes"]), f"{o['macs']:,.0f}")  # fmt: skip
-    table.add_row(f"compressed ({result.method}, {result.quantization})",
-                  f"{result.accuracy_int8:.2%}", _kib(c["flash_bytes"]), _kib(c["sram_bytes"]),
-                  f"{c['macs']:,.0f}")  # fmt: skip
-    table.add_row("limits", f"-{args.max_drop:.2%}" if args.max_drop is not None else "",
-                  *(_kib(result.limits[m]) for m in ("flash_bytes", "sram_bytes")),
-                  f"{result.limits['macs']:,.0f}" if "macs" in result.limits else "")  # fmt: skip
+    table.add_row(
+        "original",
+        f"{result.accuracy_before:.2%}",
+        _kib(o["flash_bytes"]),
+        _kib(o["sram_bytes"]),
+        f"{o['macs']:,.0f}",
+    )
+    table.add_row(
+        f"compressed ({result.method}, {result.quantization})",
+        f"{result.accuracy_int8:.2%}",
+        _kib(c["flash_bytes"]),
+        _kib(c["sram_bytes"]),
+        f"{c['macs']:,.0f}",
+    )
+    table.add_row(
+        "limits",
+        f"-{args.max_drop:.2%}" if args.max_drop is not None else "",
+        *(_kib(result.limits[m]) for m in ("flash_bytes", "sram_bytes")),
+        f"{result.limits['macs']:,.0f}" if "macs" in result.limits else "",
+    )
     console.print(table)
     if "latency_ms" in c:
         console.print(f"estimated latency on {result.target}: {c['latency_ms']:.3f} ms")
@@ -260,8 +287,9 @@ def cmd_bench(args, console: Console) -> int:
         raise ValueError("bench report needs --out DIR for the report")
     if args.action == "import":
         if not args.grid:
-            raise ValueError("bench import needs the cells file: secateurs bench import "
-                             "CELLS.jsonl --store S")  # fmt: skip
+            raise ValueError(
+                "bench import needs the cells file: secateurs bench import CELLS.jsonl --store S"
+            )
         added = bench.Store(args.store).import_cells(args.grid)
         console.print(f"{added} cell(s) added to {args.store}; the ones it held are unchanged")
         return 0
@@ -269,24 +297,36 @@ def cmd_bench(args, console: Console) -> int:
         try:
             runner = search.RayBackend(args.address) if args.backend == "ray" else args.backend
             try:
-                done = bench.run_grid(args.grid, args.store, root=args.root or None,
-                                      backend=runner, console=console, rerun=args.rerun,
-                                      retry_failed=args.retry_failed)  # fmt: skip
+                done = bench.run_grid(
+                    args.grid,
+                    args.store,
+                    root=args.root or None,
+                    backend=runner,
+                    console=console,
+                    rerun=args.rerun,
+                    retry_failed=args.retry_failed,
+                )
             finally:
                 if args.backend == "ray":
                     runner.close()
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/yellow]; run the same command again to go on")
             return 130
-        console.print(f"{done.ran} cell(s) run ({done.failed} failed), {done.skipped} done "
-                      f"already; results in {args.store}")  # fmt: skip
+        console.print(
+            f"{done.ran} cell(s) run ({done.failed} failed), {done.skipped} done "
+            f"already; results in {args.store}"
+        )
         for key, error in done.exhausted.items():
-            console.print(f"[red]not done[/red] {key}: out of attempts; last error: "
-                          f"{error.strip().splitlines()[-1][:200] if error.strip() else '?'}",
-                          highlight=False)  # fmt: skip
+            console.print(
+                f"[red]not done[/red] {key}: out of attempts; last error: "
+                f"{error.strip().splitlines()[-1][:200] if error.strip() else '?'}",
+                highlight=False,
+            )
         if done.exhausted:
-            console.print(f"{len(done.exhausted)} cell(s) out of attempts: fix the cause, then "
-                          "run again with --retry-failed")  # fmt: skip
+            console.print(
+                f"{len(done.exhausted)} cell(s) out of attempts: fix the cause, then "
+                "run again with --retry-failed"
+            )
         return 0 if done.complete else 1
     md, page = bench.write_bench_report(args.store, args.out)
     console.print(f"report: {page} and {md}")
@@ -340,26 +380,42 @@ def build_parser() -> argparse.ArgumentParser:
         "quantize and export a trained model until its C fits --target and the limits; "
         "write the verified C build into --out. A user's model: --model package.module:build.",
     )
-    p.add_argument("--model", required=True,
-                   help="a zoo model name, or package.module:build (a class or a function "
-                   "returning an nn.Module; the current folder is importable)")  # fmt: skip
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a zoo model name, or package.module:build (a class or a function "
+        "returning an nn.Module; the current folder is importable)",
+    )
     p.add_argument("--model-args", default="", help="the builder's arguments as JSON")
     p.add_argument("--width", type=float, default=1.0, help="width multiplier (zoo models)")
     p.add_argument("--checkpoint", default="", help="trained weights (a state dict)")
-    p.add_argument("--train-epochs", type=int, default=0,
-                   help="without --checkpoint: train the model on --data first")  # fmt: skip
-    p.add_argument("--data", required=True,
-                   help="an .npz (x_train, y_train, x_test, y_test), an image folder or a "
-                   "task name")  # fmt: skip
+    p.add_argument(
+        "--train-epochs",
+        type=int,
+        default=0,
+        help="without --checkpoint: train the model on --data first",
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        help="an .npz (x_train, y_train, x_test, y_test), an image folder or a task name",
+    )
     p.add_argument("--target", default="cortex-m4", help="cortex-m0plus, cortex-m4, cortex-m7")
     p.add_argument("--flash", default=None, help="flash limit, such as 64KiB (default: target's)")
     p.add_argument("--sram", default=None, help="SRAM limit, such as 16KiB (default: target's)")
     p.add_argument("--macs", default="", help="MAC limit: 0.5 is half the model's, 200000 absolute")
-    p.add_argument("--latency-ms", type=float, default=None,
-                   help="latency limit on the target (from the C's instructions)")  # fmt: skip
-    p.add_argument("--max-drop", type=float, default=None,
-                   help="largest accuracy drop allowed (0.01: one point); keeps the smallest "
-                   "model within it")  # fmt: skip
+    p.add_argument(
+        "--latency-ms",
+        type=float,
+        default=None,
+        help="latency limit on the target (from the C's instructions)",
+    )
+    p.add_argument(
+        "--max-drop",
+        type=float,
+        default=None,
+        help="largest accuracy drop allowed (0.01: one point); keeps the smallest model within it",
+    )
     p.add_argument("--method", default="auto", help="the width search (sc.search.METHODS)")
     p.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs per candidate")
     p.add_argument("--qat-epochs", type=int, default=3)
@@ -369,8 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compress)
 
     def override_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
-                       help="override a recipe key, such as stages[0].train.epochs=1")  # fmt: skip
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="PATH=VALUE",
+            help="override a recipe key, such as stages[0].train.epochs=1",
+        )
 
     p = sub.add_parser(
         "run",
@@ -393,18 +454,31 @@ def build_parser() -> argparse.ArgumentParser:
         "so that a run adds only what they lack.",
     )
     p.add_argument("action", choices=("run", "report", "import"))
-    p.add_argument("grid", nargs="?", default="", metavar="FILE",
-                   help="the grid file (run) or the cells file (import)")  # fmt: skip
+    p.add_argument(
+        "grid",
+        nargs="?",
+        default="",
+        metavar="FILE",
+        help="the grid file (run) or the cells file (import)",
+    )
     p.add_argument("--store", required=True, help="the SQLite result store")
     p.add_argument("--root", default="", help="parents and cell runs (default: beside store)")
     p.add_argument("--backend", default="serial", choices=("serial", "process", "ray"))
-    p.add_argument("--address", default="local",
-                   help="for --backend ray: local, auto, or ray://host:port")  # fmt: skip
-    p.add_argument("--rerun", action="append", default=[], metavar="METHOD",
-                   help="run this method's cells again even if done (after a code change; "
-                   "repeatable)")  # fmt: skip
-    p.add_argument("--retry-failed", action="store_true",
-                   help="give the cells whose attempts ran out their attempts back")  # fmt: skip
+    p.add_argument(
+        "--address", default="local", help="for --backend ray: local, auto, or ray://host:port"
+    )
+    p.add_argument(
+        "--rerun",
+        action="append",
+        default=[],
+        metavar="METHOD",
+        help="run this method's cells again even if done (after a code change; repeatable)",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="give the cells whose attempts ran out their attempts back",
+    )
     p.add_argument("--out", default="", help="the report folder (for report)")
     p.set_defaults(func=cmd_bench)
 
@@ -425,8 +499,15 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     console = console or Console()
     try:
         return args.func(args, console)
-    except (ValueError, TypeError, OSError, RuntimeError, ArithmeticError, BadZipFile,
-            UnpicklingError) as err:  # fmt: skip
+    except (
+        ValueError,
+        TypeError,
+        OSError,
+        RuntimeError,
+        ArithmeticError,
+        BadZipFile,
+        UnpicklingError,
+    ) as err:
         console.print(f"[red]error:[/red] {err}", highlight=False)
         return 2
 

@@ -63,8 +63,9 @@ def parse_bytes(value, what: str) -> int | None:
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", value)
         unit = m and m.group(2).lower()
         if not m or unit not in _UNITS:
-            raise ValueError(f"{what} must be bytes such as 65536, '64KiB' or '0.5MiB'; "
-                             f"got {value!r}")  # fmt: skip
+            raise ValueError(
+                f"{what} must be bytes such as 65536, '64KiB' or '0.5MiB'; got {value!r}"
+            )
         value = float(m.group(1)) * _UNITS[unit]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"{what} must be a positive number of bytes, got {value!r}")
@@ -129,8 +130,11 @@ class CompressResult:
         return not self.problems
 
     def summary(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in fields(self)
-             if f.name not in ("model", "qmodel", "out")}  # fmt: skip
+        d = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("model", "qmodel", "out")
+        }
         d.update(drop=self.drop, fits=self.fits, ok=self.ok, out=str(self.out or "") or None)
         return d
 
@@ -209,9 +213,23 @@ def compress(
     original = copy.deepcopy(model).eval()
     before_val = evaluate(original, task, "val")
     before_test = evaluate(original, task, "test")
-    job = _Job(original, task, t, task.example_inputs(), method, finetune_epochs, lr,
-               qat_epochs, distill, max_accuracy_drop, before_val, list(ignored), seed, say,
-               timed=latency_ms is not None)  # fmt: skip
+    job = _Job(
+        original,
+        task,
+        t,
+        task.example_inputs(),
+        method,
+        finetune_epochs,
+        lr,
+        qat_epochs,
+        distill,
+        max_accuracy_drop,
+        before_val,
+        list(ignored),
+        seed,
+        say,
+        timed=latency_ms is not None,
+    )
     start = job.point(None)  # the model as given, quantized
     original_costs = job.first = dict(start.costs)
     say(f"original: {before_test:.4f} test, {original_costs['macs']:,} MACs")
@@ -234,15 +252,29 @@ def compress(
         )
         warnings.warn(problems[-1], stacklevel=2)
     result = CompressResult(
-        best.model, best.qmodel, t.name, best.method or "none", best.quantization,
-        limits, best.costs, original_costs, before_test, evaluate(best.model, task, "test"),
-        evaluate(best.qmodel, task, "test"), max_accuracy_drop, problems, job.tried, best.qat,
-    )  # fmt: skip
+        best.model,
+        best.qmodel,
+        t.name,
+        best.method or "none",
+        best.quantization,
+        limits,
+        best.costs,
+        original_costs,
+        before_test,
+        evaluate(best.model, task, "test"),
+        evaluate(best.qmodel, task, "test"),
+        max_accuracy_drop,
+        problems,
+        job.tried,
+        best.qat,
+    )
     if out is not None:
         _write(result, task, out, tflite, say)
     c = result.costs
-    say(f"done: {result.accuracy_int8:.4f} test at int8 (drop {result.drop:+.4f}), "
-        f"flash {c['flash_bytes']:,} B, SRAM {c['sram_bytes']:,} B")  # fmt: skip
+    say(
+        f"done: {result.accuracy_int8:.4f} test at int8 (drop {result.drop:+.4f}), "
+        f"flash {c['flash_bytes']:,} B, SRAM {c['sram_bytes']:,} B"
+    )
     return result
 
 
@@ -353,13 +385,21 @@ class _Job:
         model = copy.deepcopy(self.original)
         if budget is not None:
             self.say(f"searching widths ({method}) under {_budget(budget)}")
-            SEARCHES[method](model, self.task, budget, finetune_epochs=0, seed=self.seed,
-                             ignored=self.ignored,
-                             progress=self.say.console is not None)  # fmt: skip
+            SEARCHES[method](
+                model,
+                self.task,
+                budget,
+                finetune_epochs=0,
+                seed=self.seed,
+                ignored=self.ignored,
+                progress=self.say.console is not None,
+            )
             recalibrate_bn(model, self.task)  # a model without batch norm is left alone
             if self.finetune_epochs:
-                self.say(f"fine-tuning {self.finetune_epochs} epochs"
-                         + (" with distillation" if self.distill else ""))  # fmt: skip
+                self.say(
+                    f"fine-tuning {self.finetune_epochs} epochs"
+                    + (" with distillation" if self.distill else "")
+                )
                 self.finetune(model)
         return self.measure(model, method, _budget(budget) if budget else None)
 
@@ -380,20 +420,36 @@ class _Job:
         if qat is not None:  # the float weights QAT trained are the int8 model's
             model = qat.model.eval()
         costs = self.costs(model, qmodel)
-        self.tried.append({"method": method, "budget": label, "costs": costs,
-                           "float_val": float_val, "int8_val": int8_val,
-                           "quantization": how})  # fmt: skip
-        self.say(f"{label or 'unpruned'} ({method or 'as given'}): {_costs(costs)}; val "
-                 f"{float_val:.4f} float, {int8_val:.4f} int8")  # fmt: skip
+        self.tried.append(
+            {
+                "method": method,
+                "budget": label,
+                "costs": costs,
+                "float_val": float_val,
+                "int8_val": int8_val,
+                "quantization": how,
+            }
+        )
+        self.say(
+            f"{label or 'unpruned'} ({method or 'as given'}): {_costs(costs)}; val "
+            f"{float_val:.4f} float, {int8_val:.4f} int8"
+        )
         return Point(model, qmodel, costs, float_val, int8_val, how, method, qat)
 
     def finetune(self, model: nn.Module, epochs: int | None = None) -> None:
         from .distill.kd import KD
 
         kd = [KD()] if self.distill else []
-        fit(model, self.task, epochs=epochs or self.finetune_epochs, lr=self.lr, losses=kd,
-            teacher=self.original if self.distill else None, seed=self.seed,
-            progress=False)  # fmt: skip
+        fit(
+            model,
+            self.task,
+            epochs=epochs or self.finetune_epochs,
+            lr=self.lr,
+            losses=kd,
+            teacher=self.original if self.distill else None,
+            seed=self.seed,
+            progress=False,
+        )
 
     def quantize(self, model: nn.Module, float_val: float):
         """PTQ, or QAT where PTQ loses more than ``PTQ_TOLERANCE`` (or the allowed drop):
@@ -408,8 +464,7 @@ class _Job:
         self.say(f"PTQ loses {lost:.4f}; quantization-aware training {self.qat_epochs} epochs")
         trained = copy.deepcopy(model)
         qat = prepare_qat(trained, self.task)
-        fit(qat, self.task, epochs=self.qat_epochs, lr=self.lr / 10, seed=self.seed,
-            progress=False)  # fmt: skip
+        fit(qat, self.task, epochs=self.qat_epochs, lr=self.lr / 10, seed=self.seed, progress=False)
         q2 = convert(qat)
         qat_val = evaluate(q2, self.task, "val")
         if qat_val > ptq_val:
@@ -463,8 +518,10 @@ def _write(result: CompressResult, task, out: Path, tflite: bool, say) -> None:
     result.out = out
     write_atomic(out / "compress.json", json.dumps(result.summary(), indent=2, default=str))
     if v.mismatches:
-        raise RuntimeError(f"the compiled C in {out / 'c'} differs from the integer reference "
-                           f"in {v.mismatches} output values; please report this")  # fmt: skip
+        raise RuntimeError(
+            f"the compiled C in {out / 'c'} differs from the integer reference "
+            f"in {v.mismatches} output values; please report this"
+        )
 
 
 def _ratios(over: dict[str, float]) -> str:
@@ -472,8 +529,9 @@ def _ratios(over: dict[str, float]) -> str:
 
 
 def _costs(costs: dict[str, float]) -> str:
-    return ", ".join(f"{m} {v:,.0f}" if m != "latency_ms" else f"{m} {v:.3f}"
-                     for m, v in costs.items())  # fmt: skip
+    return ", ".join(
+        f"{m} {v:,.0f}" if m != "latency_ms" else f"{m} {v:.3f}" for m, v in costs.items()
+    )
 
 
 def _budget(b: Budget) -> str:

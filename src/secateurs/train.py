@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import Progress
 from torch import nn
 
+from . import _progress
 from ._checks import check_choice, check_finite_model, check_float, check_int
 from .data.forms import as_task
 from .data.task import SPLITS, Inputs, Task, as_args, call, map_inputs, split_batch
@@ -124,12 +127,40 @@ class Callback:
     def on_fit_end(self, state: FitState) -> None: ...
 
 
+class RichProgress(Callback):
+    """One bar over the epochs, showing the last loss and validation accuracy."""
+
+    def __init__(self, description: str = "training", console: Console | None = None) -> None:
+        self.description = description
+        self.console = console
+        self._progress: Progress | None = None
+        self._bar = None
+
+    def on_fit_start(self, state: FitState) -> None:
+        self._progress = _progress.bar(self.console)
+        self._progress.start()
+        self._bar = self._progress.add_task(self.description, total=state.epochs, status="")
+
+    def on_epoch_end(self, state: FitState) -> None:
+        r = state.history.records[-1]
+        status = f"loss {r['train_loss']:.3f}  val acc {r['val_acc']:.3f}"
+        self._progress.update(self._bar, advance=1, status=status)
+
+    def on_fit_end(self, state: FitState) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def fit_progress(label: str, enabled: bool) -> Callback | bool:
+    """What a long call passes to ``fit(progress=...)`` for its inner training: a bar
+    named ``label`` where it would be seen, else nothing."""
+    return RichProgress(label) if enabled and _progress.interactive() else False
+
+
 def _default_progress() -> Callback:
     """A progress bar where output reaches a person (terminal, notebook), else a log line
     per epoch (at INFO, silent unless logging is configured)."""
-    from ._progress import RichProgress, interactive  # rich's bar builds on Callback
-
-    return RichProgress("training") if interactive() else _LogProgress()
+    return RichProgress("training") if _progress.interactive() else _LogProgress()
 
 
 class _LogProgress(Callback):
@@ -241,15 +272,39 @@ def fit(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _train(
-            model, task, epochs, lr, optimizer, batch_size, weight_decay, momentum,
-            schedule, list(losses), callbacks, teacher, seed, history,
-        )  # fmt: skip
+            model,
+            task,
+            epochs,
+            lr,
+            optimizer,
+            batch_size,
+            weight_decay,
+            momentum,
+            schedule,
+            list(losses),
+            callbacks,
+            teacher,
+            seed,
+            history,
+        )
 
 
 def _train(
-    model, task, epochs, lr, optimizer, batch_size, weight_decay, momentum,
-    schedule, losses, callbacks, teacher, seed, history,
-) -> History:  # fmt: skip
+    model,
+    task,
+    epochs,
+    lr,
+    optimizer,
+    batch_size,
+    weight_decay,
+    momentum,
+    schedule,
+    losses,
+    callbacks,
+    teacher,
+    seed,
+    history,
+) -> History:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"{type(model).__name__} has no trainable parameters to fit")
@@ -265,9 +320,23 @@ def _train(
                 set_up.append(term)
                 params += [p for p in term.parameters() if p.requires_grad]
         return _loop(
-            model, task, epochs, lr, optimizer, batch_size, weight_decay, momentum, schedule,
-            losses, callbacks, teacher, seed, history, params, task_weight,
-        )  # fmt: skip
+            model,
+            task,
+            epochs,
+            lr,
+            optimizer,
+            batch_size,
+            weight_decay,
+            momentum,
+            schedule,
+            losses,
+            callbacks,
+            teacher,
+            seed,
+            history,
+            params,
+            task_weight,
+        )
     finally:
         for term in set_up:
             term.teardown(model)
@@ -287,9 +356,23 @@ def _task_weight(losses) -> float:
 
 
 def _loop(
-    model, task, epochs, lr, optimizer, batch_size, weight_decay, momentum, schedule,
-    losses, callbacks, teacher, seed, history, params, task_weight,
-) -> History:  # fmt: skip
+    model,
+    task,
+    epochs,
+    lr,
+    optimizer,
+    batch_size,
+    weight_decay,
+    momentum,
+    schedule,
+    losses,
+    callbacks,
+    teacher,
+    seed,
+    history,
+    params,
+    task_weight,
+) -> History:
     opt = _make_optimizer(optimizer, params, lr, weight_decay, momentum)
     loader = task.loader("train", batch_size=batch_size, shuffle=True, seed=seed)
     total_steps = max(1, epochs * len(loader))

@@ -54,8 +54,13 @@ def test_report_holds_every_method_and_operating_point(tiny, tmp_path):
     store, _ = tiny
     md, page = sc.bench.write_bench_report(store, tmp_path / "report")
     text = md.read_text()
-    for method, keep in [("control", "1"), ("l1", "0.5"), ("l1", "0.25"), ("random", "0.5"),
-                         ("random", "0.25")]:  # fmt: skip
+    for method, keep in [
+        ("control", "1"),
+        ("l1", "0.5"),
+        ("l1", "0.25"),
+        ("random", "0.5"),
+        ("random", "0.25"),
+    ]:
         assert f"| mlp | {keep} | {method} |" in text
     html = page.read_text()
     assert html.count("data:image/png;base64,") == 1 and "http" not in html
@@ -159,8 +164,10 @@ def test_a_store_from_before_digests_reruns_everything(tmp_path):
             "seed INTEGER NOT NULL, status TEXT NOT NULL DEFAULT 'pending', attempts "
             "INTEGER NOT NULL DEFAULT 0, metrics TEXT, error TEXT, updated REAL)"
         )
-        con.execute("INSERT INTO cells VALUES ('digits/mlp/control/1/0', 'tiny', 'digits', "
-                    "'mlp', 'control', 1.0, 0, 'done', 1, '{}', NULL, 0)")  # fmt: skip
+        con.execute(
+            "INSERT INTO cells VALUES ('digits/mlp/control/1/0', 'tiny', 'digits', "
+            "'mlp', 'control', 1.0, 0, 'done', 1, '{}', NULL, 0)"
+        )
     grid = sc.bench.load_grid(TINY)
     cells = [c for c in sc.bench.cells(grid) if c.seed == 0]
     db = sc.bench.Store(store)
@@ -207,8 +214,9 @@ def test_imported_cells_are_not_run_again_and_keep_their_state(tiny, tmp_path):
     assert fresh.import_cells(exported) == 10
     assert fresh.import_cells(exported) == 0  # the cells it holds keep their own state
     assert _stable(fresh.rows()) == _stable(sc.bench.Store(tiny[0]).rows())
-    assert {r["digest"] for r in fresh.rows()} == {r["digest"] for r in
-                                                    sc.bench.Store(tiny[0]).rows()}  # fmt: skip
+    assert {r["digest"] for r in fresh.rows()} == {
+        r["digest"] for r in sc.bench.Store(tiny[0]).rows()
+    }
     result = sc.bench.run_grid(TINY, fresh.path, root=tmp_path / "runs")
     assert (result.ran, result.skipped) == (0, 10)
     assert not (tmp_path / "runs").exists()  # nothing to run: no parent trained
@@ -241,8 +249,11 @@ def test_a_retrained_parent_must_score_as_its_imported_control(tiny, tmp_path):
 def test_importing_something_else_names_the_line(tmp_path):
     store = sc.bench.Store(tmp_path / "s.sqlite")
     (tmp_path / "x.jsonl").write_text('{"key": "a/b/c/1/0"}\n')
-    with pytest.raises(ValueError, match=r"x.jsonl:1: not a cell as Store.export writes it "
-                                         r"\(no grid, task"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"x.jsonl:1: not a cell as Store.export writes it "
+        r"\(no grid, task",
+    ):
         store.import_cells(tmp_path / "x.jsonl")
     (tmp_path / "y.jsonl").write_text("\nnot json\n")
     with pytest.raises(ValueError, match=r"y.jsonl:2: not a cell"):
@@ -281,10 +292,10 @@ def test_a_report_on_hostile_cells_writes_only_inside_its_folder(tiny, tmp_path,
     hostile.write_text("".join(json.dumps(r) + "\n" for r in lines))
     fresh = sc.bench.Store(tmp_path / "fresh.sqlite")
     assert fresh.import_cells(hostile) == len(lines)
-    before = {p for p in tmp_path.parent.rglob("*")}
+    before = set(tmp_path.parent.rglob("*"))
     out = tmp_path / "deep" / "report"
     sc.bench.write_bench_report(fresh.path, out)
-    created = {p for p in tmp_path.parent.rglob("*")} - before
+    created = set(tmp_path.parent.rglob("*")) - before
     assert created and all(out in p.parents or p == out or p in out.parents for p in created)
     assert (
         not list(tmp_path.parent.glob("escaped*")) and not Path("/tmp/absolute-task.png").exists()
@@ -357,14 +368,19 @@ def test_backends_agree_on_batchnorm_and_distillation(tmp_path):
     backend's workers do (and gives the caller's thread count back), so a model with
     BatchNorm, pruned and distilled, comes out the same from both."""
     grid = {
-        "name": "bn-kd", "tasks": ["digits"], "seeds": [0], "keep": [0.5],
+        "name": "bn-kd",
+        "tasks": ["digits"],
+        "seeds": [0],
+        "keep": [0.5],
         "models": {"resnet8": {"name": "resnet8", "width": 0.25}},
         "train": {"epochs": 2, "lr": 0.003},
-        "methods": {"l1+kd": [
-            {"prune": {"target_macs": "{keep}", "importance": "l1", "scope": "global"}},
-            {"distill": {"method": "kd", "teacher": "model", "epochs": 1, "lr": 0.003}},
-        ]},
-    }  # fmt: skip
+        "methods": {
+            "l1+kd": [
+                {"prune": {"target_macs": "{keep}", "importance": "l1", "scope": "global"}},
+                {"distill": {"method": "kd", "teacher": "model", "epochs": 1, "lr": 0.003}},
+            ]
+        },
+    }
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

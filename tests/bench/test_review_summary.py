@@ -13,13 +13,36 @@ def review():
 
 
 def _rows(accuracies: dict[str, float], keep: float) -> list[dict]:
-    metrics = dict(params=100, nonzero_params=50, macs=1000, nonzero_macs=500, flash_bytes=1,
-                   peak_sram_bytes=1, wall_s=1.0)  # fmt: skip
-    rows = [dict(task="t", model="m", method="control", keep=1.0, seed=0,
-                 metrics=dict(metrics, accuracy=0.9))]  # fmt: skip
+    metrics = {
+        "params": 100,
+        "nonzero_params": 50,
+        "macs": 1000,
+        "nonzero_macs": 500,
+        "flash_bytes": 1,
+        "peak_sram_bytes": 1,
+        "wall_s": 1.0,
+    }
+    rows = [
+        {
+            "task": "t",
+            "model": "m",
+            "method": "control",
+            "keep": 1.0,
+            "seed": 0,
+            "metrics": dict(metrics, accuracy=0.9),
+        }
+    ]
     for name, acc in accuracies.items():
-        rows.append(dict(task="t", model="m", method=name, keep=keep, seed=0,
-                         metrics=dict(metrics, accuracy=acc)))  # fmt: skip
+        rows.append(
+            {
+                "task": "t",
+                "model": "m",
+                "method": name,
+                "keep": keep,
+                "seed": 0,
+                "metrics": dict(metrics, accuracy=acc),
+            }
+        )
     return rows
 
 
@@ -32,10 +55,20 @@ def test_tied_methods_share_their_places_in_any_order(review):
 
 
 def _grid_rows(accuracy, tasks=("a", "b"), keeps=(0.5, 0.25), seeds=range(4)):
-    return [{"task": t, "model": "m", "method": m, "keep": k, "seed": s,
-             "metrics": {"accuracy": accuracy(t, m, k, s)}}
-            for t in tasks for m in ("first", "second", "third") for k in keeps
-            for s in seeds]  # fmt: skip
+    return [
+        {
+            "task": t,
+            "model": "m",
+            "method": m,
+            "keep": k,
+            "seed": s,
+            "metrics": {"accuracy": accuracy(t, m, k, s)},
+        }
+        for t in tasks
+        for m in ("first", "second", "third")
+        for k in keeps
+        for s in seeds
+    ]
 
 
 def test_mean_ranks_give_intervals_over_seeds_and_tie_what_they_cannot_separate():
@@ -44,8 +77,11 @@ def test_mean_ranks_give_intervals_over_seeds_and_tie_what_they_cannot_separate(
     order = {"first": 0.9, "second": 0.8, "third": 0.7}
     ranks = mean_ranks(_grid_rows(lambda t, m, k, s: order[m]))
     assert set(ranks) == {"a", "b", "all"}
-    assert ranks["all"] == [("first", 1.0, 1.0, 1.0, 1), ("second", 2.0, 2.0, 2.0, 2),
-                            ("third", 3.0, 3.0, 3.0, 3)]  # fmt: skip
+    assert ranks["all"] == [
+        ("first", 1.0, 1.0, 1.0, 1),
+        ("second", 2.0, 2.0, 2.0, 2),
+        ("third", 3.0, 3.0, 3.0, 3),
+    ]
     # "first" and "second" trade places from seed to seed: one tier, wide intervals
     swap = lambda t, m, k, s: {"first": 0.9 - 0.2 * (s % 2), "second": 0.8, "third": 0.5}[m]  # noqa: E731
     ranks = mean_ranks(_grid_rows(swap))["all"]
@@ -75,8 +111,11 @@ def test_one_seed_gives_mean_ranks_without_intervals_or_tiers():
 
     order = {"first": 0.9, "second": 0.8, "third": 0.7}
     ranks = mean_ranks(_grid_rows(lambda t, m, k, s: order[m], seeds=[0]))
-    assert [(r[0], r[1], r[4]) for r in ranks["all"]] == [("first", 1.0, 0), ("second", 2.0, 0),
-                                                         ("third", 3.0, 0)]  # fmt: skip
+    assert [(r[0], r[1], r[4]) for r in ranks["all"]] == [
+        ("first", 1.0, 0),
+        ("second", 2.0, 0),
+        ("third", 3.0, 0),
+    ]
     assert all(r[2] != r[2] for r in ranks["all"])  # NaN: no interval
     _, rows = _rank_table(ranks)
     assert rows[0][:3] == ("first", "1.0 (one seed)", "-")

@@ -46,8 +46,9 @@ def test_the_floor_cuts_every_group_to_the_given_width(bench):
 
 def test_paired_counts_wins_and_losses_seed_by_seed(bench):
     acc = {"a": (0.9, 0.8, 0.7), "torch_pruning": (0.8, 0.8, 0.9)}
-    cells = {f"t/{m}/0.5/{s}": {"accuracy": a} for m, accs in acc.items()
-             for s, a in enumerate(accs)}  # fmt: skip
+    cells = {
+        f"t/{m}/0.5/{s}": {"accuracy": a} for m, accs in acc.items() for s, a in enumerate(accs)
+    }
     row = bench._paired(cells, "t", "a", 0.5)
     assert row["paired_seeds"] == [0, 1, 2]
     assert (row["wins"], row["losses"]) == (1, 1)

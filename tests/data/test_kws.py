@@ -6,8 +6,9 @@ import pytest
 import secateurs as sc
 from secateurs.data import kws
 
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
-                                  reason="espeak-ng is installed by .ci/run")  # fmt: skip
+needs_espeak = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="espeak-ng is installed by .ci/run"
+)
 
 
 def test_mfcc_of_one_second_is_49_by_10_and_sees_the_pitch():

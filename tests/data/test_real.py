@@ -91,7 +91,7 @@ def test_the_unpickler_refuses_anything_but_arrays_and_containers(capsys):
     good = pickle.dumps({"x": [np.arange(3.0)], "y": np.array([1, 2]), "name": "a"})
     data = real.SafeUnpickler(io.BytesIO(good)).load()
     assert data["x"][0].tolist() == [0.0, 1.0, 2.0] and data["name"] == "a"
-    with pytest.raises(pickle.UnpicklingError, match="refusing to load builtins.print"):
+    with pytest.raises(pickle.UnpicklingError, match=r"refusing to load builtins.print"):
         real.SafeUnpickler(io.BytesIO(pickle.dumps(Boom()))).load()
     assert "ran" not in capsys.readouterr().out
 

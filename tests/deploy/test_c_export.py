@@ -98,8 +98,9 @@ def test_sub_8_bit_weights_are_packed_in_c_and_bit_exact(bits, digits, tmp_path)
     report = sc.deploy.export_c(q, tmp_path)
     assert report["flash_bytes"] == q.flash_bytes("dense")  # stored as counted
     packed = [r for r in report["layers"] if (r["encoding"] or "").startswith("packed")]
-    expected = 2 if bits == "mixed" else sum(r["kind"] in ("conv", "linear")
-                                             for r in report["layers"])  # fmt: skip
+    expected = (
+        2 if bits == "mixed" else sum(r["kind"] in ("conv", "linear") for r in report["layers"])
+    )
     assert len(packed) == expected and report["scratch_bytes"] > 0
     assert sc.deploy.verify_c(q, tmp_path, digits.test.tensors[0][:32]).bit_exact
 
@@ -308,7 +309,7 @@ class Concats(nn.Module):
 
 def test_concatenations_stay_exact_wherever_they_are_placed(digits, tmp_path):
     q = sc.quant.quantize(Concats(), digits)
-    program, memory = sc.deploy.build_program(q)
+    _program, memory = sc.deploy.build_program(q)
     assert memory.concats  # at least [a, b] is placed in its output
     sc.deploy.export_c(q, tmp_path)
     result = sc.deploy.verify_c(q, tmp_path, digits.test.tensors[0][:32], sanitize=True)
@@ -345,8 +346,9 @@ def test_export_fails_when_the_model_does_not_fit_the_target(digits, tmp_path):
 
 def test_export_fails_naming_an_op_the_target_lacks(digits, tmp_path):
     _, q = _quantized("ghostnet", digits, width=0.3)  # hard-sigmoid gates are tables
-    no_lut = sc.measure.Target("tiny-core", 10**6, 10**7, 48_000_000, 5.0,
-                               kernels=sc.measure.target.ALL_KERNELS - {"lut"})  # fmt: skip
+    no_lut = sc.measure.Target(
+        "tiny-core", 10**6, 10**7, 48_000_000, 5.0, kernels=sc.measure.target.ALL_KERNELS - {"lut"}
+    )
     assert "['lut']" in sc.measure.check(q, no_lut).problems[0]
     with pytest.raises(ValueError, match="tiny-core has no kernel for \\['lut'\\]"):
         sc.deploy.export_c(q, tmp_path, target=no_lut)
@@ -362,7 +364,7 @@ def test_check_measures_float_models_too(digits):
 
 def test_unknown_target_and_bad_arguments_are_named(digits, tmp_path):
     _, q = _quantized("mlp", digits)
-    with pytest.raises(ValueError, match="unknown target 'cortex-m99'.*cortex-m4"):
+    with pytest.raises(ValueError, match=r"unknown target 'cortex-m99'.*cortex-m4"):
         sc.deploy.export_c(q, tmp_path, target="cortex-m99")
     with pytest.raises(ValueError, match="sparse must be one of"):
         sc.deploy.export_c(q, tmp_path, sparse="sometimes")
@@ -392,8 +394,18 @@ def test_c_requantization_equals_the_integer_reference_at_every_shift(tmp_path):
     sc.deploy.export_c(sc.quant.quantize(Odd(), sc.data.load("digits")), tmp_path)
     (tmp_path / "rq.c").write_text(REQUANTIZE_HARNESS)
     binary = tmp_path / "rq"
-    subprocess.run(["gcc", *sc.deploy.verify.CFLAGS, "-Wno-unused-function", "-o", str(binary),
-                    str(tmp_path / "rq.c")], check=True, cwd=tmp_path)  # fmt: skip
+    subprocess.run(
+        [
+            "gcc",
+            *sc.deploy.verify.CFLAGS,
+            "-Wno-unused-function",
+            "-o",
+            str(binary),
+            str(tmp_path / "rq.c"),
+        ],
+        check=True,
+        cwd=tmp_path,
+    )
     rng = np.random.default_rng(0)
     shift = np.repeat(np.arange(-31, 31), 3000)
     n = len(shift)
@@ -424,13 +436,18 @@ class Geometry(nn.Module):
     def __init__(self):
         super().__init__()
         self.convs = nn.Sequential(
-            nn.Conv2d(1, 4, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(4, 4, 3, dilation=2, padding=2, groups=2), nn.ReLU(),
-            nn.Conv2d(4, 6, (1, 5), padding=(0, 2)), nn.ReLU(),
-            nn.Conv2d(6, 6, 3, stride=3, padding=1, groups=6), nn.ReLU(),
-            nn.Conv2d(6, 8, (2, 1), stride=(1, 2)), nn.ReLU(),
+            nn.Conv2d(1, 4, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(4, 4, 3, dilation=2, padding=2, groups=2),
+            nn.ReLU(),
+            nn.Conv2d(4, 6, (1, 5), padding=(0, 2)),
+            nn.ReLU(),
+            nn.Conv2d(6, 6, 3, stride=3, padding=1, groups=6),
+            nn.ReLU(),
+            nn.Conv2d(6, 8, (2, 1), stride=(1, 2)),
+            nn.ReLU(),
             nn.Conv2d(8, 5, 1),
-        )  # fmt: skip
+        )
         self.fc = nn.Linear(5 * 1 * 1, 10)
 
     def forward(self, x):
@@ -459,13 +476,24 @@ def test_row_by_row_convolutions_are_exact_at_every_stride_dilation_and_group(
     # in whole words, kh input rows of the padded width's live channels, and 4 bytes
     dense = 24 * 6 + 6 * 20 + 8 * 4 + 4
     program, _ = sc.deploy.build_program(q, sparse)
-    sparse_need = max(
-        28 * o.params["cout"] + 16 * -(-o.params["live"] // 4) * o.params["kh"] * o.params["kw"]
-        + o.params["kh"] * ((o.params["ow"] - 1) * o.params["stride_w"]
-                            + (o.params["kw"] - 1) * o.params["dil_w"] + 1) * o.params["live"]
-        + 4 for o in program.ops
-        if o.kernel == "sc_conv_filterlet" and o.params["cin"] > o.params["groups"]
-    ) if sparse == "always" else None  # fmt: skip
+    sparse_need = (
+        max(
+            28 * o.params["cout"]
+            + 16 * -(-o.params["live"] // 4) * o.params["kh"] * o.params["kw"]
+            + o.params["kh"]
+            * (
+                (o.params["ow"] - 1) * o.params["stride_w"]
+                + (o.params["kw"] - 1) * o.params["dil_w"]
+                + 1
+            )
+            * o.params["live"]
+            + 4
+            for o in program.ops
+            if o.kernel == "sc_conv_filterlet" and o.params["cin"] > o.params["groups"]
+        )
+        if sparse == "always"
+        else None
+    )
     assert report["scratch_bytes"] == (sparse_need if sparse == "always" else dense)
     x = digits.test.tensors[0][:64]
     assert sc.deploy.verify_c(q, tmp_path, x).bit_exact

@@ -33,8 +33,9 @@ def small_model(digits):
             self.conv = nn.Sequential(nn.Conv2d(8, 12, 3, padding=1), nn.ReLU())
             self.dw = nn.Sequential(nn.Conv2d(12, 12, 3, padding=1, groups=12), nn.ReLU())
             self.pw = nn.Conv2d(12, 8, 1)
-            self.down = nn.Sequential(nn.Conv2d(8, 10, 3, stride=2, padding=2, dilation=2),
-                                      nn.ReLU())  # fmt: skip
+            self.down = nn.Sequential(
+                nn.Conv2d(8, 10, 3, stride=2, padding=2, dilation=2), nn.ReLU()
+            )
             self.pool = nn.MaxPool2d(2)
             self.small = nn.Sequential(nn.Conv2d(10, 10, 3, padding=1, groups=10), nn.ReLU())
             self.head = nn.Linear(10, 10)
@@ -154,12 +155,17 @@ def test_sparse_kernels_on_the_dsp_path_match_run_int8(digits, tmp_path):
     with zeros, the weights padded to a word), a 1-D-like 1x3 one, and a depthwise one."""
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(1, 9, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(9, 12, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(12, 12, (1, 3), padding=(0, 1)), nn.ReLU(),
-        nn.Conv2d(12, 12, 3, padding=1, groups=12), nn.ReLU(),
-        nn.Flatten(), nn.Linear(12 * 64, 10),
-    )  # fmt: skip
+        nn.Conv2d(1, 9, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(9, 12, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(12, 12, (1, 3), padding=(0, 1)),
+        nn.ReLU(),
+        nn.Conv2d(12, 12, 3, padding=1, groups=12),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(12 * 64, 10),
+    )
     sc.fit(model, digits, epochs=1, lr=3e-3, seed=0, progress=False)
     with torch.no_grad():  # input channels 1, 4 and 7 of the second layer read by no filter
         model[2].weight[:, [1, 4, 7]] = 0
@@ -184,6 +190,7 @@ def test_a_relative_export_folder_runs_on_the_emulator(small_model, digits, tmp_
     relative to where the caller stands (a grid's run folder usually is)."""
     monkeypatch.chdir(tmp_path)
     sc.deploy.export_c(small_model, "relative/c")
-    result = sc.deploy.verify_c(small_model, "relative/c", digits.test.tensors[0][:2],
-                                target="cortex-m4")  # fmt: skip
+    result = sc.deploy.verify_c(
+        small_model, "relative/c", digits.test.tensors[0][:2], target="cortex-m4"
+    )
     assert result.bit_exact and result.instructions > 0

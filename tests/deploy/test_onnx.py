@@ -82,8 +82,7 @@ try:
 except ImportError as err:
     print(err)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300)  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "pip install 'secateurs[onnx]'" in out.stdout
     assert (tmp_path / "c" / "model.c").is_file()

@@ -49,8 +49,11 @@ class TwinInputs(nn.Module):
 def _data(model: nn.Module, n: int = 96, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     if isinstance(model, ThreeInputs):
-        xs = (torch.rand(n, 1, 8, 8, generator=g), torch.randn(n, 2, 12, generator=g),
-              torch.randn(n, 6, generator=g) * 2)  # fmt: skip
+        xs = (
+            torch.rand(n, 1, 8, 8, generator=g),
+            torch.randn(n, 2, 12, generator=g),
+            torch.randn(n, 6, generator=g) * 2,
+        )
         classes = 5
     else:
         xs = (torch.rand(n, 1, 6, 6, generator=g), torch.rand(n, 1, 6, 6, generator=g) * 3)
@@ -99,8 +102,10 @@ def test_several_inputs_export_to_onnx(tmp_path):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = task.inputs("test")
     xq = qmodel.quantize_input(x)
-    feed = {f"input{k}": p.dequantize(t.long()).numpy().astype(np.float32)
-            for k, (p, t) in enumerate(zip(qmodel.inputs_qparams, xq))}  # fmt: skip
+    feed = {
+        f"input{k}": p.dequantize(t.long()).numpy().astype(np.float32)
+        for k, (p, t) in enumerate(zip(qmodel.inputs_qparams, xq))
+    }
     out = session.run(None, feed)[0].astype(np.int64)
     assert np.abs(out - qmodel.run_int8(xq).numpy()).max() <= 1
     float_path = sc.deploy.export_onnx(model, tmp_path / "f.onnx", example=task.example_inputs())
@@ -121,7 +126,7 @@ def test_several_inputs_are_named_when_given_wrong():
     with pytest.raises(ValueError, match="2 inputs"):
         _ = qmodel.input_qparams
     with pytest.raises(ValueError, match="different numbers of samples"):
-        qmodel.run_int8(qmodel.quantize_input((left, right))[:1] + (right[:2].to(torch.int8),))
+        qmodel.run_int8((*qmodel.quantize_input((left, right))[:1], right[:2].to(torch.int8)))
 
     class Ignores(nn.Module):
         def __init__(self) -> None:

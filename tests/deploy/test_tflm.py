@@ -14,8 +14,7 @@ import secateurs as sc
 
 pytest.importorskip("tflite_micro", reason="pip install tflite-micro (a test extra)")
 
-ZOO = [(task, name) for task in ("digits", "mnist1d", "kws")
-       for name in sc.models.list_models()]  # fmt: skip
+ZOO = [(task, name) for task in ("digits", "mnist1d", "kws") for name in sc.models.list_models()]
 SMALLER = {"xception": {"width": 0.25, "middle_blocks": 2}}  # 22.9 M params by default
 
 
@@ -33,8 +32,7 @@ def _outputs(q, x_q):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("task_name", "name"), ZOO, ids=[f"{t}-{n}" for t, n in ZOO])
-def test_every_zoo_model_runs_in_tflm_bit_for_bit_like_run_int8(task_name, name, request,
-                                                                 tmp_path):  # fmt: skip
+def test_every_zoo_model_runs_in_tflm_bit_for_bit_like_run_int8(task_name, name, request, tmp_path):
     task = request.getfixturevalue(task_name)
     model = _with_statistics(sc.models.create(name, task, seed=0, **SMALLER.get(name, {})), task)
     q = sc.quant.quantize(model, task)
@@ -154,7 +152,7 @@ def test_an_arena_too_small_for_tflm_is_named(digits, tmp_path):
     q = sc.quant.quantize(sc.models.create("lenet5", digits, seed=0), digits)
     path = sc.deploy.export_tflite(q, tmp_path / "m.tflite")
     x_q = q.quantize_input(digits.test.tensors[0][:2])
-    with pytest.raises(RuntimeError, match="could not run .* in an arena of 1000 bytes"):
+    with pytest.raises(RuntimeError, match=r"could not run .* in an arena of 1000 bytes"):
         sc.deploy.run_tflite(path, x_q, (10,), arena_size=1000)
     got = sc.deploy.run_tflite(path, x_q, (10,))  # the default grows until the model fits
     assert (got == q.run_int8(x_q).numpy()).all()
@@ -231,13 +229,18 @@ def test_compact_files_keep_what_tflm_reads(digits, tmp_path):
     assert sc.deploy.verify_tflite(q, full, x).bit_exact
     with pytest.raises(ValueError, match="compact=False"):
         sc.deploy.run_tflite(lean, q.quantize_input(x), (10,), runtime="litert")
-    assert (sc.deploy.run_tflite(full, q.quantize_input(x), (10,), runtime="litert") ==
-            q.run_int8(q.quantize_input(x)).numpy()).mean() > 0.95  # fmt: skip
+    assert (
+        sc.deploy.run_tflite(full, q.quantize_input(x), (10,), runtime="litert")
+        == q.run_int8(q.quantize_input(x)).numpy()
+    ).mean() > 0.95
     channels = sum(c.weight.shape[0] for c in q.layers.values())
     assert full.stat().st_size - lean.stat().st_size >= 20 * channels
     sub = schema.ModelT.InitFromObj(schema.Model.GetRootAs(lean.read_bytes(), 0)).subgraphs[0]
-    per_channel = [t.quantization for t in sub.tensors
-                   if t.quantization is not None and len(t.quantization.scale) > 1]  # fmt: skip
+    per_channel = [
+        t.quantization
+        for t in sub.tensors
+        if t.quantization is not None and len(t.quantization.scale) > 1
+    ]
     assert per_channel and all(len(qp.zeroPoint) == 1 for qp in per_channel)
 
 
@@ -300,14 +303,16 @@ def test_logistic_is_tflm_fixed_point_not_the_rounded_float(tmp_path):
     path = sc.deploy.export_tflite(q, tmp_path / "m.tflite")
     assert sc.deploy.verify_tflite(q, path, x).bit_exact
     levels = torch.arange(-128, 128)
-    rounded = torch.clamp(torch.round(torch.sigmoid(qx.dequantize(levels).double()) * 256) - 128,
-                          -128, 127).to(torch.int64)  # fmt: skip
+    rounded = torch.clamp(
+        torch.round(torch.sigmoid(qx.dequantize(levels).double()) * 256) - 128, -128, 127
+    ).to(torch.int64)
     assert int((q.ops[1].table != rounded).sum()) == 1
     q.ops[1].table = rounded
     assert not sc.deploy.verify_tflite(q, path, x).bit_exact
     ql = sc.quant.quantize(model, x, rounding="litert")
-    assert sc.deploy.verify_tflite(ql, sc.deploy.export_tflite(ql, tmp_path / "l.tflite"),
-                                   x).bit_exact  # fmt: skip
+    assert sc.deploy.verify_tflite(
+        ql, sc.deploy.export_tflite(ql, tmp_path / "l.tflite"), x
+    ).bit_exact
     assert torch.equal(ql.ops[1].table_for("litert"), rounded)
 
 

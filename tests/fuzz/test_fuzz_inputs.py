@@ -33,9 +33,32 @@ BASE = {
     ],
 }
 ODD = st.sampled_from(
-    [None, True, False, 0, -1, 1, 2, 0.5, -0.5, 1e30, -1e30, float("nan"), float("inf"),
-     "", "x", "../x", "/etc/passwd", "1", [], [1, 2], {}, {"a": 1}, "a" * 300]
-)  # fmt: skip
+    [
+        None,
+        True,
+        False,
+        0,
+        -1,
+        1,
+        2,
+        0.5,
+        -0.5,
+        1e30,
+        -1e30,
+        float("nan"),
+        float("inf"),
+        "",
+        "x",
+        "../x",
+        "/etc/passwd",
+        "1",
+        [],
+        [1, 2],
+        {},
+        {"a": 1},
+        "a" * 300,
+    ]
+)
 TIME_BOX = 60  # seconds; every valid mutation of BASE finishes in a few
 
 
@@ -110,15 +133,28 @@ def test_mutated_recipes_run_or_fail_in_one_line(data, tmp_path_factory):
 
 ARRAYS = st.sampled_from(
     [
-        np.zeros((0, 4)), np.zeros((6, 4)), np.ones((6, 4)) * np.nan, np.full((6, 4), np.inf),
-        np.arange(6), np.arange(6.0), np.array([0, 1, 0, 1, 0, 1]), np.array([0, 1, 2, 0, 1, 2]),
-        np.array([-1, 0, 1, 0, 1, 0]), np.array(["a", "b", "a", "b", "a", "b"]),
-        np.zeros((6, 1, 3, 3), np.uint8), np.zeros((6, 2, 5)), np.zeros(()), np.array([1.5] * 6),
-        np.array([True, False] * 3), np.zeros((3, 4)), np.random.default_rng(0).random((6, 4)),
+        np.zeros((0, 4)),
+        np.zeros((6, 4)),
+        np.ones((6, 4)) * np.nan,
+        np.full((6, 4), np.inf),
+        np.arange(6),
+        np.arange(6.0),
+        np.array([0, 1, 0, 1, 0, 1]),
+        np.array([0, 1, 2, 0, 1, 2]),
+        np.array([-1, 0, 1, 0, 1, 0]),
+        np.array(["a", "b", "a", "b", "a", "b"]),
+        np.zeros((6, 1, 3, 3), np.uint8),
+        np.zeros((6, 2, 5)),
+        np.zeros(()),
+        np.array([1.5] * 6),
+        np.array([True, False] * 3),
+        np.zeros((3, 4)),
+        np.random.default_rng(0).random((6, 4)),
     ]
-)  # fmt: skip
-KEYS = st.sampled_from(["x_train", "y_train", "x_test", "y_test", "x_val", "y_val", "classes",
-                        "other"])  # fmt: skip
+)
+KEYS = st.sampled_from(
+    ["x_train", "y_train", "x_test", "y_test", "x_val", "y_val", "classes", "other"]
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

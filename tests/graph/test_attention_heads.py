@@ -64,9 +64,10 @@ def test_transformer_encoder_layers_lose_heads_and_leave_their_fast_path(batch_f
     gradients) must be skipped, or it would misread them."""
     torch.manual_seed(0)
     enc = nn.TransformerEncoder(
-        nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=batch_first), 2,
+        nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=batch_first),
+        2,
         enable_nested_tensor=False,
-    )  # fmt: skip
+    )
     x = torch.randn(2, 5, 16) if batch_first else torch.randn(5, 2, 16)
     prune_and_compare(enc, x, ratio=0.5)
     for layer in enc.layers:

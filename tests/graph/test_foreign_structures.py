@@ -101,9 +101,13 @@ def test_a_product_added_back_to_a_branch_ties_the_branch(product):
 
 
 def test_parametrized_weights_are_refused_when_the_graph_is_built():
-    model = nn.Sequential(nn.Conv1d(2, 8, 3), nn.ReLU(),
-                          nn.utils.parametrizations.weight_norm(nn.Conv1d(8, 4, 3)),
-                          nn.ReLU(), nn.Conv1d(4, 3, 1))  # fmt: skip
+    model = nn.Sequential(
+        nn.Conv1d(2, 8, 3),
+        nn.ReLU(),
+        nn.utils.parametrizations.weight_norm(nn.Conv1d(8, 4, 3)),
+        nn.ReLU(),
+        nn.Conv1d(4, 3, 1),
+    )
     with pytest.raises(GraphError, match=r"layer '2' has parametrized tensors \(_WeightNorm"):
         DependencyGraph(model, torch.randn(1, 2, 10))
     DependencyGraph(model, torch.randn(1, 2, 10), ignored=["2"])  # the way past it works
@@ -149,8 +153,9 @@ class ConvRecurrent(nn.Module):
     def __init__(self, cell, layers, bidirectional, batch_first):
         super().__init__()
         self.front = nn.Conv1d(10, 16, 3, padding=1)
-        self.rnn = cell(16, 12, num_layers=layers, bidirectional=bidirectional,
-                        batch_first=batch_first)  # fmt: skip
+        self.rnn = cell(
+            16, 12, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first
+        )
         self.fc = nn.Linear(12 * (2 if bidirectional else 1), 5)
 
     def forward(self, x):
@@ -161,8 +166,10 @@ class ConvRecurrent(nn.Module):
 
 
 @pytest.mark.parametrize("cell", [nn.GRU, nn.LSTM, nn.RNN])
-@pytest.mark.parametrize(("layers", "bidirectional", "batch_first"),
-                         [(1, False, True), (2, True, True), (2, False, False)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("layers", "bidirectional", "batch_first"),
+    [(1, False, True), (2, True, True), (2, False, False)],
+)
 def test_recurrent_hidden_units_prune_exactly(cell, layers, bidirectional, batch_first):
     torch.manual_seed(0)
     model = ConvRecurrent(cell, layers, bidirectional, batch_first)

@@ -49,7 +49,7 @@ def test_grouped_convolution_removes_equally_per_group():
     model = nn.Sequential(cbr(3, 16), cbr(16, 24, 1, groups=4), Head(24)).eval()
     graph = DependencyGraph(model, torch.randn(1, 3, 6, 6))
     stem = graph.groups()[0]
-    with pytest.raises(ValueError, match="a convolution with 4 groups.*equally many"):
+    with pytest.raises(ValueError, match=r"a convolution with 4 groups.*equally many"):
         stem.check([0, 1, 2, 3])  # all four from the first group
     stem.prune([0, 4, 8, 12])  # one from each group
     conv = model[1][0]
@@ -236,10 +236,23 @@ def random_net(draw):
     for _ in range(draw(st.integers(1, 5))):
         kind = draw(
             st.sampled_from(
-                ["conv", "depthwise", "grouped", "residual", "branches", "se", "shuffle",
-                 "layernorm", "groupnorm", "inplace", "attention", "layerscale", "heads"]
+                [
+                    "conv",
+                    "depthwise",
+                    "grouped",
+                    "residual",
+                    "branches",
+                    "se",
+                    "shuffle",
+                    "layernorm",
+                    "groupnorm",
+                    "inplace",
+                    "attention",
+                    "layerscale",
+                    "heads",
+                ]
             )
-        )  # fmt: skip
+        )
         if kind == "layernorm":
             layers.append(ChannelLastNorm(c))
         elif kind == "groupnorm":

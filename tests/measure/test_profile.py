@@ -32,7 +32,7 @@ STANDARD_LAYERS = [
             nn.Linear(16 * 4 * 4, 10),
         ),
         (1, 1, 8, 8),
-    ),  # fmt: skip
+    ),
 ]
 
 
@@ -168,18 +168,25 @@ def test_profile_to_dict_carries_every_figure(digits):
     prof = _profile(sc.models.create("mlp", digits), digits.example_inputs())
     d = prof.to_dict()
     assert set(d) == {
-        "params", "nonzero_params", "macs", "nonzero_macs", "flash_bytes", "peak_sram_bytes",
-        "latency_ms", "weight_bits", "activation_bits",
-    }  # fmt: skip
+        "params",
+        "nonzero_params",
+        "macs",
+        "nonzero_macs",
+        "flash_bytes",
+        "peak_sram_bytes",
+        "latency_ms",
+        "weight_bits",
+        "activation_bits",
+    }
     assert len(prof.to_dict(layers=True)["layers"]) == len(prof.layers)
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(weight_bits=0), "weight_bits must be >= 1"),
-        (dict(activation_bits=64), "at most 32"),
-        (dict(repeats=0), "repeats must be >= 1"),
+        ({"weight_bits": 0}, "weight_bits must be >= 1"),
+        ({"activation_bits": 64}, "at most 32"),
+        ({"repeats": 0}, "repeats must be >= 1"),
     ],
 )
 def test_profile_validates_arguments(kwargs, message):

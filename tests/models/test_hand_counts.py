@@ -43,7 +43,7 @@ def test_lenet5_on_signals(mnist1d):
     assert _costs("lenet5", mnist1d) == (params, macs)
 
 
-V1_SMALL = dict(cfg=((16, 1), (32, 2)), stem_channels=8)
+V1_SMALL = {"cfg": ((16, 1), (32, 2)), "stem_channels": 8}
 
 
 def test_mobilenet_v1_on_images(digits):
@@ -70,12 +70,12 @@ def test_mobilenet_v1_resolution_multiplier_scales_macs_by_rho_squared(digits):
 
 def test_mobilenet_v1_width_multiplier_thins_every_layer(digits):
     # channels max(8, int(c * 0.5)): stem 8, blocks 8 and 16
-    params, macs = _costs("mobilenet_v1", digits, width=0.5, **V1_SMALL)
+    _params, macs = _costs("mobilenet_v1", digits, width=0.5, **V1_SMALL)
     assert macs == 8 * 64 * 9 + (9 * 8 * 64 + 8 * 8 * 64) + (9 * 8 * 16 + 8 * 16 * 16) + 160
 
 
 def test_mobilenet_v2(digits):
-    kw = dict(cfg=((1, 8, 1, 1), (2, 16, 1, 2)), stem_channels=8, last_channels=32)
+    kw = {"cfg": ((1, 8, 1, 1), (2, 16, 1, 2)), "stem_channels": 8, "last_channels": 32}
     stem = (8 * 9 + 16, 8 * 64 * 9)
     block1 = (8 * 9 + 16 + 8 * 8 + 16, 9 * 8 * 64 + 8 * 8 * 64)  # t=1: depthwise, project
     block2 = (  # t=2: expand 8->16 at 8x8, depthwise stride 2, project 16->16 at 4x4
@@ -91,7 +91,7 @@ def test_mobilenet_v2(digits):
 
 def test_shufflenet_v1(digits):
     # g=2, width 0.08: stage channels 16, 32, 64; stem 50*0.08 = 4; one unit per stage
-    kw = dict(groups=2, width=0.08, stem_channels=50, stage_repeats=(1, 1, 1))
+    kw = {"groups": 2, "width": 0.08, "stem_channels": 50, "stage_repeats": (1, 1, 1)}
     stem = (4 * 9 + 8, 4 * 64 * 9)
     # stage 2, stride 2: 4 -> 16 (branch 12, bottleneck 4); first 1x1 not grouped
     s2 = (16 + 8 + 36 + 8 + 12 * 2 + 24, 4 * 4 * 64 + 9 * 4 * 16 + 2 * 12 * 16)
@@ -105,7 +105,7 @@ def test_shufflenet_v1(digits):
 
 def test_shufflenet_v2(digits):
     # width 0.5 takes Table 5's 48, 96, 192; stage 2 has a downsampling and a split unit
-    kw = dict(width=0.5, stem_channels=8, last_channels=64, stage_repeats=(2, 1, 1))
+    kw = {"width": 0.5, "stem_channels": 8, "last_channels": 64, "stage_repeats": (2, 1, 1)}
     stem = (8 * 9 + 16, 8 * 64 * 9)
     down2 = (  # 8 -> 48 at 8x8 -> 4x4: left dw+pw to 24, right pw, dw, pw to 24
         (72 + 16 + 192 + 48) + (192 + 48 + 216 + 48 + 576 + 48),
@@ -127,18 +127,24 @@ def test_shufflenet_v2(digits):
 
 
 def test_ghostnet(digits):
-    kw = dict(cfg=((3, 16, 16, 0, 1), (3, 24, 16, 0.25, 2)), stem_channels=8, head_channels=32)
+    kw = {"cfg": ((3, 16, 16, 0, 1), (3, 24, 16, 0.25, 2)), "stem_channels": 8, "head_channels": 32}
     stem = (88, 8 * 64 * 9)
     block1 = (  # ghost 8->16 (8 intrinsic + 8 ghosts), ghost 16->16, dw+pw shortcut 8->16
         (64 + 16 + 72 + 16) + (128 + 16 + 72 + 16) + (72 + 16 + 128 + 32),
         (8 * 8 * 64 + 9 * 8 * 64) + (16 * 8 * 64 + 9 * 8 * 64) + (9 * 8 * 64 + 8 * 16 * 64),
     )
     block2 = (  # ghost 16->24 at 8x8, dw stride 2, SE 24->8->24, ghost 24->16, shortcut
-        (192 + 24 + 108 + 24) + (216 + 48) + (192 + 8 + 192 + 24) + (192 + 16 + 72 + 16)
+        (192 + 24 + 108 + 24)
+        + (216 + 48)
+        + (192 + 8 + 192 + 24)
+        + (192 + 16 + 72 + 16)
         + (144 + 32 + 256 + 32),
-        (16 * 12 * 64 + 9 * 12 * 64) + 9 * 24 * 16 + (24 * 8 + 8 * 24) + (24 * 8 * 16 + 9 * 8 * 16)
+        (16 * 12 * 64 + 9 * 12 * 64)
+        + 9 * 24 * 16
+        + (24 * 8 + 8 * 24)
+        + (24 * 8 * 16 + 9 * 8 * 16)
         + (9 * 16 * 16 + 16 * 16 * 16),
-    )  # fmt: skip
+    )
     last = (16 * 24 + 48, 16 * 24 * 16)
     head = (24 * 32 + 32 + 330, 24 * 32 + 320)
     assert _costs("ghostnet", digits, **kw) == tuple(
@@ -198,8 +204,11 @@ def test_mobilenet_paper_cost_holds_for_every_separable_layer(width):
 
 
 def test_mobilenet_v3(digits):
-    kw = dict(cfg=((3, 8, 8, True, False, 1), (5, 32, 16, False, True, 2)), stem_channels=8,
-              last_channels=32)  # fmt: skip
+    kw = {
+        "cfg": ((3, 8, 8, True, False, 1), (5, 32, 16, False, True, 2)),
+        "stem_channels": 8,
+        "last_channels": 32,
+    }
     stem = (8 * 9 + 16, 8 * 64 * 9)
     block1 = (  # no expansion (8 -> 8), depthwise, SE squeezed to 8 (the rounding's floor)
         (72 + 16) + (64 + 8 + 64 + 8) + (64 + 16),
@@ -218,7 +227,7 @@ def test_mobilenet_v3(digits):
 
 @pytest.mark.parametrize("lite", [False, True])
 def test_efficientnet(digits, lite):
-    kw = dict(cfg=((1, 3, 1, 8, 1), (2, 5, 2, 16, 1)), stem_channels=8, last_channels=32)
+    kw = {"cfg": ((1, 3, 1, 8, 1), (2, 5, 2, 16, 1)), "stem_channels": 8, "last_channels": 32}
 
     def se(cin, mid):  # squeezed to a quarter of the block's input width, at 1x1
         if lite:
@@ -259,8 +268,12 @@ def test_efficientnet_compound_scaling_doubles_macs_per_step_of_phi():
 
 
 def test_xception(digits):
-    kw = dict(stem_channels=(8, 8), entry_channels=(8, 16), middle_blocks=1,
-              exit_channels=(16, 24, 32, 40))  # fmt: skip
+    kw = {
+        "stem_channels": (8, 8),
+        "entry_channels": (8, 16),
+        "middle_blocks": 1,
+        "exit_channels": (16, 24, 32, 40),
+    }
 
     def sep(cin, cout, pixels):  # depthwise 3x3, pointwise, BatchNorm
         return (9 * cin + cin * cout + 2 * cout, (9 * cin + cin * cout) * pixels)
@@ -281,7 +294,7 @@ def test_xception(digits):
 
 
 def test_masr_classifier(digits):
-    kw = dict(channels=(8, 16), blocks=(1, 1), kernels=(1, 3))
+    kw = {"channels": (8, 16), "blocks": (1, 1), "kernels": (1, 3)}
 
     def block(c, pixels):  # two branches of c/2 (1x1; 1x1 + depthwise 3x3), attention, fuse
         m = c // 2
@@ -296,7 +309,7 @@ def test_masr_classifier(digits):
 
 
 def test_shufflenet_residual_costs_what_shufflenet_v2_costs(digits):
-    kw = dict(width=0.5, stem_channels=8, last_channels=64, stage_repeats=(2, 1, 1))
+    kw = {"width": 0.5, "stem_channels": 8, "last_channels": 64, "stage_repeats": (2, 1, 1)}
     assert _costs("shufflenet_residual", digits, **kw) == _costs("shufflenet_v2", digits, **kw)
     plain = sc.models.create("shufflenet_v2", digits, seed=0, **kw).eval()
     residual = sc.models.create("shufflenet_residual", digits, seed=0, **kw).eval()

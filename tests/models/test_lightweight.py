@@ -19,12 +19,13 @@ SMALL = {
     "mobilenet_v3": ("mobilenet_v3", {"width": 0.5, "last_channels": 128, "dropout": 0.0}),
     "efficientnet": ("efficientnet", {"width": 0.25, "depth": 0.34, "last_channels": 128}),
     "efficientnet_lite": (
-        "efficientnet", {"lite": True, "width": 0.25, "depth": 0.34, "last_channels": 128}
+        "efficientnet",
+        {"lite": True, "width": 0.25, "depth": 0.34, "last_channels": 128},
     ),
     "xception": ("xception", {"width": 0.0625, "middle_blocks": 1}),
     "shufflenet_residual": ("shufflenet_residual", {"width": 0.5, "stage_repeats": (2, 2, 2)}),
     "masr_classifier": ("masr_classifier", {}),
-}  # fmt: skip
+}
 _TRAINED: dict = {}
 # float test accuracy each reaches in 10 epochs; MobileNet V3 at this size lands anywhere in
 # 0.92-0.95 with the seed and the CPU's float rounding (measured over seeds 0-2)

@@ -7,9 +7,11 @@ import torch
 
 import secateurs as sc
 
-SMALL_MOBILENET_V2 = dict(
-    width=0.5, cfg=((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 2, 1)), last_channels=256
-)
+SMALL_MOBILENET_V2 = {
+    "width": 0.5,
+    "cfg": ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 2, 1)),
+    "last_channels": 256,
+}
 
 
 @pytest.mark.slow

@@ -12,10 +12,23 @@ TASK_SHAPES = {"image8": (1, 8, 8), "signal40": (1, 40), "mfcc": (1, 49, 10), "r
 
 def test_zoo_lists_every_architecture():
     assert ALL_MODELS == [
-        "ds_cnn", "efficientnet", "elm", "ghostnet", "lenet5", "lenet_300_100",
-        "masr_classifier", "mlp", "mobilenet_v1", "mobilenet_v2", "mobilenet_v3", "resnet8",
-        "shufflenet_residual", "shufflenet_v1", "shufflenet_v2", "xception",
-    ]  # fmt: skip
+        "ds_cnn",
+        "efficientnet",
+        "elm",
+        "ghostnet",
+        "lenet5",
+        "lenet_300_100",
+        "masr_classifier",
+        "mlp",
+        "mobilenet_v1",
+        "mobilenet_v2",
+        "mobilenet_v3",
+        "resnet8",
+        "shufflenet_residual",
+        "shufflenet_v1",
+        "shufflenet_v2",
+        "xception",
+    ]
     assert sc.models.list_models("*mobilenet*") == ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3"]
 
 
@@ -64,7 +77,7 @@ def test_imagenet_sized_inputs_keep_the_stride_two_stem():
     task = synthetic_task((3, 64, 64), num_classes=10, n=2)
     model = sc.models.create("mobilenet_v1", task, width=0.25)
     prof = sc.measure.profile(model, task.example_inputs(), latency=False)
-    assert [r for r in prof.layers if r.op == "convolution"][0].output_shape == (1, 8, 32, 32)
+    assert next(r for r in prof.layers if r.op == "convolution").output_shape == (1, 8, 32, 32)
 
 
 def test_unknown_model_lists_known_ones(digits):
@@ -75,7 +88,7 @@ def test_unknown_model_lists_known_ones(digits):
 
 
 def test_width_must_be_positive(digits):
-    with pytest.raises(ValueError, match="width must be > 0.0, got 0.0"):
+    with pytest.raises(ValueError, match=r"width must be > 0.0, got 0.0"):
         sc.models.create("mlp", digits, width=0)
 
 

@@ -64,14 +64,23 @@ def test_group_norms_count_every_coupled_weight_once(p):
     in between is counted once, though both its axes are in the group."""
     torch.manual_seed(0)
     plain = _model(bn=True)
-    depthwise = nn.Sequential(nn.Conv2d(3, 6, 3), nn.Conv2d(6, 6, 3, groups=6),
-                              nn.Conv2d(6, 4, 1), nn.Flatten())  # fmt: skip
+    depthwise = nn.Sequential(
+        nn.Conv2d(3, 6, 3), nn.Conv2d(6, 6, 3, groups=6), nn.Conv2d(6, 4, 1), nn.Flatten()
+    )
     x = _task().example_inputs()
     for model, tied in (
         (plain, [plain.conv1.weight, plain.bn.weight, plain.conv2.weight.transpose(0, 1)]),
-        (depthwise, [depthwise[0].weight, depthwise[0].bias, depthwise[1].weight,
-                     depthwise[1].bias, depthwise[2].weight.transpose(0, 1)]),
-    ):  # fmt: skip
+        (
+            depthwise,
+            [
+                depthwise[0].weight,
+                depthwise[0].bias,
+                depthwise[1].weight,
+                depthwise[1].bias,
+                depthwise[2].weight.transpose(0, 1),
+            ],
+        ),
+    ):
         with torch.no_grad():
             for m in model.modules():
                 if isinstance(m, nn.BatchNorm2d):
@@ -178,7 +187,7 @@ def test_gradient_tracking_masks_filters_that_can_come_back(digits):
     model = sc.models.create("lenet5", digits, seed=0)
     tracking = sc.prune.GradientTracking(digits.example_inputs(), ratio=0.3)
     sc.fit(model, digits, epochs=8, lr=3e-3, callbacks=[tracking], progress=False)
-    assert tracking.changes > 0  # the kept set S = G ∪ A moved during training
+    assert tracking.changes > 0  # the kept set S = G | A moved during training
     zero_filters = int((model[0].weight.detach().flatten(1).abs().sum(1) == 0).sum())
     assert 0 < zero_filters <= 1  # conv1 has 6 filters: at most int(0.3 * 6) outside S
     accuracy = sc.evaluate(model, digits)

@@ -6,8 +6,11 @@ import torch
 
 import secateurs as sc
 
-SMALL_V2 = dict(width=0.5, cfg=((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 2, 1)),
-                last_channels=256)  # fmt: skip
+SMALL_V2 = {
+    "width": 0.5,
+    "cfg": ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 2, 1)),
+    "last_channels": 256,
+}
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +24,19 @@ def test_removable_are_residual_blocks_and_shape_keeping_units(digits, mnist1d):
     v2 = sc.models.create("mobilenet_v2", digits, **SMALL_V2)
     # the residual blocks whole; in blocks without a residual, the stride-1 depthwise unit
     assert sorted(sc.prune.removable(v2, digits.example_inputs())) == [
-        "block1.conv.0", "block3", "block5", "block6.conv.1", "block7"]  # fmt: skip
+        "block1.conv.0",
+        "block3",
+        "block5",
+        "block6.conv.1",
+        "block7",
+    ]
     ds = sc.models.create("ds_cnn", mnist1d)
     assert sorted(sc.prune.removable(ds, mnist1d.example_inputs())) == [
-        "block1", "block2", "block3", "block4"]  # fmt: skip
+        "block1",
+        "block2",
+        "block3",
+        "block4",
+    ]
 
 
 def test_a_dead_residual_block_goes_first_and_the_outputs_do_not_move(digits, trained_v2):
@@ -75,7 +87,7 @@ def test_bad_arguments_name_the_fix(digits, trained_v2):
     x = digits.example_inputs()
     with pytest.raises(ValueError, match="exactly one of target_macs= or count="):
         sc.prune.layers(model, x, data=digits)
-    with pytest.raises(ValueError, match="the removable ones: .*'block3'"):
+    with pytest.raises(ValueError, match=r"the removable ones: .*'block3'"):
         sc.prune.layers(model, x, count=1, data=digits, candidates=["block2"])
     with pytest.raises(ValueError, match="has 5 removable layers"):
         sc.prune.layers(model, x, count=6, data=digits)
@@ -104,8 +116,14 @@ def test_channels_take_what_whole_layers_leave_of_the_target(digits, trained_v2)
     x = digits.example_inputs()
     layers = sc.prune.layers(model, x, target_macs=0.3, data=digits)
     assert layers.macs_kept > 0.32  # whole blocks alone cannot reach 0.3 on this model
-    sc.prune.channels(model, x, target_macs=0.3 / layers.macs_kept, importance="taylor",
-                      scope="global", data=digits)  # fmt: skip
+    sc.prune.channels(
+        model,
+        x,
+        target_macs=0.3 / layers.macs_kept,
+        importance="taylor",
+        scope="global",
+        data=digits,
+    )
     kept = sc.measure.profile(model, x, latency=False).macs / layers.macs_before
     assert abs(kept - 0.3) <= 0.02
 

@@ -15,8 +15,14 @@ from secateurs._registry import Registry
 @pytest.fixture(scope="module")
 def mobilenet(digits):
     torch.manual_seed(0)
-    model = sc.models.create("mobilenet_v2", digits, seed=0, width=0.5, last_channels=128,
-                             cfg=[[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 2, 2]])  # fmt: skip
+    model = sc.models.create(
+        "mobilenet_v2",
+        digits,
+        seed=0,
+        width=0.5,
+        last_channels=128,
+        cfg=[[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 2, 2]],
+    )
     sc.fit(model, digits, epochs=4, lr=3e-3, seed=0, progress=False)
     return model
 
@@ -25,8 +31,9 @@ def test_recalibration_brings_a_pruned_model_back_from_chance(mobilenet, digits)
     plain, recal = copy.deepcopy(mobilenet), copy.deepcopy(mobilenet)
     x = digits.example_inputs()
     sc.prune.channels(plain, x, target_macs=0.7, importance="l1", scope="global")
-    report = sc.prune.channels(recal, x, target_macs=0.7, importance="l1", scope="global",
-                               data=digits, recalibrate=True)  # fmt: skip
+    report = sc.prune.channels(
+        recal, x, target_macs=0.7, importance="l1", scope="global", data=digits, recalibrate=True
+    )
     assert report.macs_kept == pytest.approx(0.7, rel=0.03)
     before, after = sc.evaluate(plain, digits), sc.evaluate(recal, digits)
     # the stale statistics leave the pruned model near chance (10 classes); re-estimated,
@@ -46,8 +53,15 @@ def test_data_turns_recalibration_on_by_default(mobilenet, digits):
     x = digits.example_inputs()
     default, kept, forced = (copy.deepcopy(mobilenet) for _ in range(3))
     for model, flag in ((default, None), (kept, False), (forced, True)):
-        sc.prune.channels(model, x, target_macs=0.7, importance="taylor", scope="global",
-                          data=digits, recalibrate=flag)  # fmt: skip
+        sc.prune.channels(
+            model,
+            x,
+            target_macs=0.7,
+            importance="taylor",
+            scope="global",
+            data=digits,
+            recalibrate=flag,
+        )
     assert sc.evaluate(default, digits) == sc.evaluate(forced, digits)
     assert sc.evaluate(default, digits) > sc.evaluate(kept, digits) + 0.1
     running = [k for k in default.state_dict() if "running_mean" in k]
@@ -55,8 +69,14 @@ def test_data_turns_recalibration_on_by_default(mobilenet, digits):
 
 
 def test_recalibration_restores_modes_momenta_and_leaves_models_without_batch_norm(digits):
-    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4, momentum=0.3), nn.ReLU(),
-                          nn.Dropout(0.5), nn.Flatten(), nn.Linear(4 * 36, 10))  # fmt: skip
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3),
+        nn.BatchNorm2d(4, momentum=0.3),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Flatten(),
+        nn.Linear(4 * 36, 10),
+    )
     model.train()
     model[3].eval()
     assert sc.prune.recalibrate_bn(model, digits, batches=2) == 1

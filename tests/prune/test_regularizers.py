@@ -18,8 +18,13 @@ def _train(task, losses, epochs=8, seed=0, model=None):
 
 
 def _weights(model):
-    return torch.cat([m.weight.detach().flatten() for m in model.modules()
-                      if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))])  # fmt: skip
+    return torch.cat(
+        [
+            m.weight.detach().flatten()
+            for m in model.modules()
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+        ]
+    )
 
 
 @pytest.fixture(scope="module")

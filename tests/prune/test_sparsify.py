@@ -60,7 +60,7 @@ def test_n_of_m_pattern_holds_exactly(trained):
         groups = w[..., :cin].reshape(*w.shape[:-1], -1, 4)
         if groups.numel():
             assert bool(((groups != 0).sum(-1) <= 2).all())
-    with pytest.raises(ValueError, match="fixes the sparsity at 0.5; got 0.7"):
+    with pytest.raises(ValueError, match=r"fixes the sparsity at 0.5; got 0.7"):
         sc.prune.sparsify(_copy(trained), 0.7, granularity="2:4")
 
 
@@ -127,24 +127,24 @@ def test_magnitude_beats_random_without_retraining(trained, digits):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(sparsity=1.0), r"in \[0, 1\); got 1.0"),
-        (dict(sparsity=-0.1), "sparsity must be >= 0.0"),
+        ({"sparsity": 1.0}, r"in \[0, 1\); got 1.0"),
+        ({"sparsity": -0.1}, "sparsity must be >= 0.0"),
         (
-            dict(sparsity=0.5, granularity="row"),
+            {"sparsity": 0.5, "granularity": "row"},
             "granularity must be one of 'weight', 'filterlet', 'block'",
         ),
-        (dict(sparsity=0.5, granularity="4:2"), "must be N:M with 0 < N < M"),
+        ({"sparsity": 0.5, "granularity": "4:2"}, "must be N:M with 0 < N < M"),
         (
-            dict(sparsity=0.5, importance="hessian"),
+            {"sparsity": 0.5, "importance": "hessian"},
             "importance must be one of 'magnitude', 'taylor', 'lrp', 'lrp_magnitude', 'random'",
         ),
-        (dict(sparsity=0.5, ignored=["nope"]), r"ignored names modules \['nope'\]"),
+        ({"sparsity": 0.5, "ignored": ["nope"]}, r"ignored names modules \['nope'\]"),
         (
-            dict(sparsity=0.5, importance="lrp_magnitude", relevance_exponent=1.5),
+            {"sparsity": 0.5, "importance": "lrp_magnitude", "relevance_exponent": 1.5},
             "relevance_exponent must be <= 1.0",
         ),
         (
-            dict(sparsity=0.5, relevance_exponent=0.25),
+            {"sparsity": 0.5, "relevance_exponent": 0.25},
             "importance 'magnitude' does not use it",
         ),
     ],
@@ -215,9 +215,13 @@ def test_lrp_relevance_is_conserved_layer_to_layer(digits):
 
     torch.manual_seed(0)
     net = nn.Sequential(
-        nn.Flatten(), nn.Linear(64, 32, bias=False), nn.ReLU(),
-        nn.Linear(32, 16, bias=False), nn.ReLU(), nn.Linear(16, 10, bias=False),
-    )  # fmt: skip
+        nn.Flatten(),
+        nn.Linear(64, 32, bias=False),
+        nn.ReLU(),
+        nn.Linear(32, 16, bias=False),
+        nn.ReLU(),
+        nn.Linear(16, 10, bias=False),
+    )
     x, y = digits.test.tensors[0][:16], digits.test.tensors[1][:16]
     per_layer, weights = relevance(net, x, y, eps=1e-9)
     totals = [float(r.sum()) for r in per_layer]
@@ -260,7 +264,7 @@ def test_lrp_sparsifies_a_chain_and_rejects_other_models(trained, digits):
     resnet = sc.models.create("resnet8", digits)
     with pytest.raises(ValueError, match="not its layers one after another"):
         sc.prune.sparsify(resnet, 0.5, importance="lrp", data=digits)
-    with pytest.raises(ValueError, match="LRP walks chains .* '1' is a Upsample"):
+    with pytest.raises(ValueError, match=r"LRP walks chains .* '1' is a Upsample"):
         sc.prune.lrp.chain(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Upsample(scale_factor=2)))
 
 
@@ -325,8 +329,9 @@ def test_relevance_exponent_blends_lrp_into_magnitude(trained, digits):
     for p, alone in ((1.0, "lrp"), (0.0, "magnitude")):
         blended = masks(importance="lrp_magnitude", relevance_exponent=p)
         assert all(torch.equal(a, b) for a, b in zip(blended, masks(importance=alone)))
-    assert not all(torch.equal(a, b) for a, b in zip(masks(importance="lrp"),
-                                                     masks(importance="magnitude")))  # fmt: skip
+    assert not all(
+        torch.equal(a, b) for a, b in zip(masks(importance="lrp"), masks(importance="magnitude"))
+    )
 
 
 def test_learned_masks_train_to_the_target_sparsity(digits):
@@ -373,15 +378,17 @@ def test_fixing_learned_masks_keeps_the_weights_other_parametrizations(digits):
 
 def test_learned_masks_take_their_layer_shares_from_the_scope(trained):
     def shares(model):
-        return [float((m.hard_mask() == 0).double().mean())
-                for m in model.modules() if isinstance(m, sc.prune.LearnedMask)]  # fmt: skip
+        return [
+            float((m.hard_mask() == 0).double().mean())
+            for m in model.modules()
+            if isinstance(m, sc.prune.LearnedMask)
+        ]
 
     local = sc.prune.learn_masks(_copy(trained), 0.9, scope="local")
     assert shares(local) == pytest.approx([0.9] * len(shares(local)), abs=1e-2)
     lamp = sc.prune.learn_masks(_copy(trained), 0.9)  # the default: LAMP's layer shares
     reference = sc.prune.sparsify(_copy(trained), 0.9, scope="lamp")
-    assert shares(lamp) == pytest.approx([layer.zeros / layer.numel
-                                          for layer in reference.layers])  # fmt: skip
+    assert shares(lamp) == pytest.approx([layer.zeros / layer.numel for layer in reference.layers])
     assert max(shares(lamp)) - min(shares(lamp)) > 0.05  # not one share for all
     assert sc.prune.sparsity_report(lamp).sparsity == pytest.approx(0.9, abs=1e-3)
     with pytest.raises(ValueError, match="scope"):
@@ -420,8 +427,7 @@ def test_lamp_scores_match_the_definition_and_ignore_layer_scale(trained):
         with torch.no_grad():
             _layers(model)[0].weight.mul_(scale)  # what a following BatchNorm would undo
         for scope in ("global", "lamp"):
-            report = sc.prune.sparsify(model if scope == "lamp" else _copy(model), 0.9,
-                                       scope=scope)  # fmt: skip
+            report = sc.prune.sparsify(model if scope == "lamp" else _copy(model), 0.9, scope=scope)
             assert report.sparsity == pytest.approx(0.9, abs=1e-3)
             masks[scope, scale] = [layer.zeros for layer in report.layers]
     assert masks["lamp", 1.0] == masks["lamp", 100.0]

@@ -18,11 +18,15 @@ class Chain(nn.Module):
     def __init__(self):
         super().__init__()
         self.convs = nn.Sequential(
-            nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(6, 6, 1), nn.ReLU(),
-            nn.Conv2d(6, 6, 3, padding=1, groups=6), nn.ReLU(),
-            nn.Conv2d(6, 4, 1), nn.ReLU(),
-        )  # fmt: skip
+            nn.Conv2d(1, 6, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(6, 6, 1),
+            nn.ReLU(),
+            nn.Conv2d(6, 6, 3, padding=1, groups=6),
+            nn.ReLU(),
+            nn.Conv2d(6, 4, 1),
+            nn.ReLU(),
+        )
         self.fc = nn.Linear(4 * 8 * 8, 10)
 
     def forward(self, x):
@@ -82,10 +86,13 @@ def test_folded_channels_shrink_the_c_export_and_stay_bit_exact(digits, tmp_path
 
 def test_grouped_convolution_stores_only_the_channels_its_groups_read(digits, tmp_path):
     model = nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(8, 6, 1, groups=2), nn.ReLU(),  # 4 input channels a group
-        nn.Flatten(), nn.Linear(6 * 8 * 8, 10),
-    )  # fmt: skip
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 6, 1, groups=2),
+        nn.ReLU(),  # 4 input channels a group
+        nn.Flatten(),
+        nn.Linear(6 * 8 * 8, 10),
+    )
     with torch.no_grad():
         model[2].weight[:, [1, 3]] = 0  # no filter of either group reads its 2nd and 4th
     q = sc.quant.quantize(model, digits)

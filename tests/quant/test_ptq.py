@@ -91,7 +91,7 @@ def test_integer_output_is_the_rounded_real_result_but_for_ties():
     xq = qmodel.quantize_input(x[:16])
     out = qmodel.run_int8(xq).long()
     # the same layer in float64 on the dequantized int8 input and weights, rounded once
-    index, c = next(iter(qmodel.layers.items()))
+    c = next(iter(qmodel.layers.values()))
     w = c.weight.double() * c.weight_scale.reshape(-1, 1, 1, 1)
     bias = c.bias.double() * qmodel.input_qparams.scale * c.weight_scale
     xd = (xq.double() - qmodel.input_qparams.zero_point) * qmodel.input_qparams.scale
@@ -192,7 +192,7 @@ def test_inputs_of_the_wrong_shape_dtype_or_values_fail_naming_what_was_expected
         q.run_int8(torch.zeros(4, 1, 10, 10, dtype=torch.int8))
     with pytest.raises(ValueError, match=r"batch of shape \(N, 1, 8, 8\), got \(1, 8, 8\)"):
         q.quantize_input(x[0])
-    with pytest.raises(TypeError, match="quantize_input takes float inputs, got torch.int8"):
+    with pytest.raises(TypeError, match=r"quantize_input takes float inputs, got torch.int8"):
         q.quantize_input(x.to(torch.int8))
     with pytest.raises(TypeError, match="use quantize_input"):
         q.run_int8(x)

@@ -78,8 +78,9 @@ def test_run_writes_checkpoints_metrics_and_exports(full_run):
     assert by["export-c"]["details"]["verified_inputs"] == 32
     assert (out / "export" / "export-c" / "model.c").is_file()
     assert (out / by["export-onnx"]["details"]["path"]).stat().st_size > 1000
-    assert full_run.qmodel is not None and sc.evaluate(full_run.qmodel, sc.data.load(
-        "digits", seed=1)) == pytest.approx(records[-1]["accuracy"])  # fmt: skip
+    assert full_run.qmodel is not None and sc.evaluate(
+        full_run.qmodel, sc.data.load("digits", seed=1)
+    ) == pytest.approx(records[-1]["accuracy"])
 
 
 def test_masks_and_pruning_survive_the_checkpoint(full_run):
@@ -195,10 +196,14 @@ def test_model_from_a_checkpoint(tmp_path, digits):
     plain = tmp_path / "plain.pt"
     torch.save(model.state_dict(), plain)
     evaluate_only = [{"evaluate": {}}]
-    for spec in ({"checkpoint": str(zoo)}, {"name": "mlp", "args": {"hidden": [32]},
-                                             "checkpoint": str(plain)}):  # fmt: skip
-        result = sc.recipe.run({"task": "digits", "model": spec, "stages": evaluate_only},
-                               tmp_path / f"run-{len(spec)}")  # fmt: skip
+    for spec in (
+        {"checkpoint": str(zoo)},
+        {"name": "mlp", "args": {"hidden": [32]}, "checkpoint": str(plain)},
+    ):
+        result = sc.recipe.run(
+            {"task": "digits", "model": spec, "stages": evaluate_only},
+            tmp_path / f"run-{len(spec)}",
+        )
         assert result.records[0]["accuracy"] == pytest.approx(accuracy)
 
 
@@ -207,21 +212,36 @@ def test_a_checkpoint_that_is_not_a_state_dict_is_refused(tmp_path):
     torch.save([1, 2, 3], junk)
     spec = {"name": "mlp", "checkpoint": str(junk)}
     with pytest.raises(ValueError, match="is not a state dict"):
-        sc.recipe.run({"task": "digits", "model": spec, "stages": [{"evaluate": {}}]},
-                      tmp_path / "a")  # fmt: skip
+        sc.recipe.run(
+            {"task": "digits", "model": spec, "stages": [{"evaluate": {}}]}, tmp_path / "a"
+        )
     text = tmp_path / "text.pt"
     text.write_text("not a torch file")
     with pytest.raises(ValueError, match="cannot be loaded as a weights-only torch file"):
-        sc.recipe.run({"task": "digits", "model": spec | {"checkpoint": str(text)},
-                       "stages": [{"evaluate": {}}]}, tmp_path / "b")  # fmt: skip
+        sc.recipe.run(
+            {
+                "task": "digits",
+                "model": spec | {"checkpoint": str(text)},
+                "stages": [{"evaluate": {}}],
+            },
+            tmp_path / "b",
+        )
     plain = tmp_path / "plain.pt"
     torch.save({"weight": torch.zeros(3)}, plain)
-    with pytest.raises(ValueError, match="plain state dict; also give model.name"):
-        sc.recipe.run({"task": "digits", "model": {"checkpoint": str(plain)},
-                       "stages": [{"evaluate": {}}]}, tmp_path / "c")  # fmt: skip
+    with pytest.raises(ValueError, match=r"plain state dict; also give model.name"):
+        sc.recipe.run(
+            {"task": "digits", "model": {"checkpoint": str(plain)}, "stages": [{"evaluate": {}}]},
+            tmp_path / "c",
+        )
     with pytest.raises(ValueError, match="does not fit mlp"):
-        sc.recipe.run({"task": "digits", "model": spec | {"checkpoint": str(plain)},
-                       "stages": [{"evaluate": {}}]}, tmp_path / "d")  # fmt: skip
+        sc.recipe.run(
+            {
+                "task": "digits",
+                "model": spec | {"checkpoint": str(plain)},
+                "stages": [{"evaluate": {}}],
+            },
+            tmp_path / "d",
+        )
 
 
 RECIPES = sorted((Path(__file__).parents[2] / "recipes").glob("mnist1d-*.yaml"))
@@ -233,7 +253,7 @@ def test_shipped_recipes_run_on_a_reduced_budget(path, tmp_path):
     stages = yaml.safe_load(path.read_text())["stages"]
     short = {}
     for i, stage in enumerate(stages):
-        (kind, args), = stage.items()  # fmt: skip
+        ((kind, args),) = stage.items()
         for key in ("epochs", "finetune_epochs"):
             if args and key in args:
                 short[f"stages[{i}].{kind}.{key}"] = 2
@@ -247,16 +267,19 @@ def test_shipped_recipes_run_on_a_reduced_budget(path, tmp_path):
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind")
 def test_c_export_counts_instructions_and_their_latency_on_the_target(tmp_path):
-    recipe = SMALL | {"target": "cortex-m0plus", "stages": [*SMALL["stages"],
-                      {"export": {"format": "c", "instructions": True}}]}  # fmt: skip
+    recipe = SMALL | {
+        "target": "cortex-m0plus",
+        "stages": [*SMALL["stages"], {"export": {"format": "c", "instructions": True}}],
+    }
     details = sc.recipe.run(recipe, tmp_path / "run").records[-1]["details"]
     m0 = sc.measure.get_target("cortex-m0plus")
     assert details["instructions"] > details["flash_bytes"]  # every weight is read at least once
     assert details["target"] == "cortex-m0plus"
     assert details["latency_ms"] == pytest.approx(m0.latency_ms(details["instructions"]))
     with pytest.raises(RecipeError, match="apply to format c only"):
-        sc.recipe.parse_recipe(SMALL | {"stages": [{"export": {"format": "onnx",
-                                                              "instructions": True}}]})  # fmt: skip
+        sc.recipe.parse_recipe(
+            SMALL | {"stages": [{"export": {"format": "onnx", "instructions": True}}]}
+        )
 
 
 def test_regularize_threshold_qgt_and_tflite_stages(tmp_path):
@@ -336,12 +359,19 @@ def test_imported_model_compresses_and_resumes_in_a_new_process(tmp_path, monkey
         "target": "cortex-m0plus",
         "stages": [
             {"train": {"epochs": 3, "lr": 0.003}},
-            {"compress": {"flash": "3KiB", "sram": "2KiB", "method": "uniform",
-                          "finetune_epochs": 1, "qat_epochs": 0}},
+            {
+                "compress": {
+                    "flash": "3KiB",
+                    "sram": "2KiB",
+                    "method": "uniform",
+                    "finetune_epochs": 1,
+                    "qat_epochs": 0,
+                }
+            },
             {"evaluate": {"split": "test"}},
             {"export": {"format": "c"}},
         ],
-    }  # fmt: skip
+    }
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     reference = sc.recipe.run(path, tmp_path / "reference")
@@ -371,7 +401,7 @@ def test_imported_model_compresses_and_resumes_in_a_new_process(tmp_path, monkey
 
 def test_model_import_is_checked_in_the_recipe():
     bad = dict(SMALL, model={"import": "no_colon_here"})
-    with pytest.raises(RecipeError, match="package.module:build"):
+    with pytest.raises(RecipeError, match=r"package.module:build"):
         sc.recipe.parse_recipe(bad)
     both = dict(SMALL, model={"import": "a.b:c", "name": "lenet5"})
     with pytest.raises(RecipeError, match="not both"):

@@ -33,8 +33,14 @@ def test_every_shipped_recipe_validates(path):
 
 def test_shipped_recipes_cover_every_method_family():
     names = {p.stem for p in RECIPES}
-    assert {"demo", "mnist1d-structured", "mnist1d-unstructured", "mnist1d-quantization",
-            "mnist1d-distillation", "mnist1d-automatic"} <= names  # fmt: skip
+    assert {
+        "demo",
+        "mnist1d-structured",
+        "mnist1d-unstructured",
+        "mnist1d-quantization",
+        "mnist1d-distillation",
+        "mnist1d-automatic",
+    } <= names
 
 
 def test_stage_arguments_left_out_take_the_python_defaults():
@@ -107,10 +113,19 @@ def test_stage_order_is_checked_before_anything_runs():
 
 
 def test_stage_names_default_to_the_kind_and_distill_finds_its_teacher():
-    _, stages = parse_recipe(base(stages=[
-        {"train": {}}, {"prune": {"ratio": 0.3}}, {"distill": {}}, {"finetune": {}},
-        {"finetune": {}}, {"quantize": {"method": "qat"}}, {"export": {"format": "onnx"}},
-    ]))  # fmt: skip
+    _, stages = parse_recipe(
+        base(
+            stages=[
+                {"train": {}},
+                {"prune": {"ratio": 0.3}},
+                {"distill": {}},
+                {"finetune": {}},
+                {"finetune": {}},
+                {"quantize": {"method": "qat"}},
+                {"export": {"format": "onnx"}},
+            ]
+        )
+    )
     assert [s.name for s in stages] == [
         "train",
         "prune",
@@ -165,9 +180,9 @@ def test_search_stage_checks_its_method_budget_and_options():
     p = problems(base(stages=[{"search": {"method": "greedy", "budget": {}}}]))
     assert "unknown search method 'greedy'" in p["stages[0].search.method"]
     assert "give at least one of" in p["stages[0].search.budget"]
-    _, stages = parse_recipe(base(stages=[
-        {"search": {"method": "admm", "budget": {"flash_bytes": 20000, "macs": 0.5}}}
-    ]))  # fmt: skip
+    _, stages = parse_recipe(
+        base(stages=[{"search": {"method": "admm", "budget": {"flash_bytes": 20000, "macs": 0.5}}}])
+    )
     budget = stages[0].args.budget
     assert isinstance(budget.flash_bytes, int) and isinstance(budget.macs, float)
     assert stages[0].name == "admm"

@@ -41,8 +41,9 @@ def test_an_impossible_budget_fails_at_once_with_the_smallest_reachable_value(
 
 def test_unstructured_sparsity_cannot_meet_an_sram_budget(trained_lenet, digits):
     with pytest.raises(BudgetError, match="does not lower sram_bytes"):
-        sc.search.admm(copy.deepcopy(trained_lenet), digits, Budget(sram_bytes=0.5),
-                       structured=False)  # fmt: skip
+        sc.search.admm(
+            copy.deepcopy(trained_lenet), digits, Budget(sram_bytes=0.5), structured=False
+        )
 
 
 def test_space_costs_are_measured_on_the_pruned_model(trained_lenet, digits):

@@ -26,8 +26,9 @@ def test_every_search_meets_the_budget_and_is_deterministic(method, trained_lene
     runs = []
     for _ in range(2):
         model = copy.deepcopy(trained_lenet)
-        result = sc.search.METHODS[method](model, digits, Budget(macs=0.4), seed=3,
-                                           finetune_epochs=2, lr=3e-3, **FAST[method])  # fmt: skip
+        result = sc.search.METHODS[method](
+            model, digits, Budget(macs=0.4), seed=3, finetune_epochs=2, lr=3e-3, **FAST[method]
+        )
         prof = sc.measure.profile(model, digits.example_inputs(), latency=False)
         assert result.fits and prof.macs <= 0.4 * result.limits["macs"] / 0.4
         runs.append((result.structure, result.accuracy, prof.macs))
@@ -83,8 +84,9 @@ def test_admm_augmented_term_is_zero_on_the_constraint_set(trained_lenet):
 
 def test_unstructured_admm_meets_a_params_budget(trained_lenet, digits):
     model = copy.deepcopy(trained_lenet)
-    result = sc.search.admm(model, digits, Budget(params=0.3), structured=False, epochs=3,
-                            finetune_epochs=2, lr=3e-3)  # fmt: skip
+    result = sc.search.admm(
+        model, digits, Budget(params=0.3), structured=False, epochs=3, finetune_epochs=2, lr=3e-3
+    )
     prof = sc.measure.profile(model, digits.example_inputs(), latency=False)
     assert prof.nonzero_params <= 0.3 * prof.params and result.fits
     assert result.structure is None and result.accuracy > 0.8
@@ -99,8 +101,17 @@ def test_abc_never_proposes_a_structure_over_budget(trained_lenet, digits):
             proposals.extend(job["keep"] for job in jobs)
             return super().map(fn, jobs)
 
-    sc.search.abc(copy.deepcopy(trained_lenet), digits, Budget(macs=0.3), colony=4, cycles=2,
-                  steps=3, finetune_epochs=0, backend=Recording(), seed=1)  # fmt: skip
+    sc.search.abc(
+        copy.deepcopy(trained_lenet),
+        digits,
+        Budget(macs=0.3),
+        colony=4,
+        cycles=2,
+        steps=3,
+        finetune_epochs=0,
+        backend=Recording(),
+        seed=1,
+    )
     assert len(proposals) >= 8
     for keep in proposals:
         assert space.fits([keep[n] for n in space.names]), keep
@@ -111,9 +122,16 @@ def test_autoprune_restores_a_unit_planted_as_wrongly_pruned(trained_lenet, digi
     unit = int(trained_lenet[9].weight.detach().abs().sum(0).argmax())
     aux = torch.full((fc.out_features,), 0.1)
     aux[unit] = -0.2  # planted: its gate starts closed
-    result = sc.search.autoprune(copy.deepcopy(trained_lenet), digits, Budget(macs=1.0),
-                                 epochs=2, aux_lr=0.03, strength=0.0, aux_init={"7": aux},
-                                 finetune_epochs=0)  # fmt: skip
+    result = sc.search.autoprune(
+        copy.deepcopy(trained_lenet),
+        digits,
+        Budget(macs=1.0),
+        epochs=2,
+        aux_lr=0.03,
+        strength=0.0,
+        aux_init={"7": aux},
+        finetune_epochs=0,
+    )
     final = result.history[-1]["aux"]["7"]
     assert final[unit] > 0  # the gradient through its closed gate reopened it
     assert result.structure["7"] == 120
@@ -129,9 +147,10 @@ def test_pruningnet_generates_weights_of_the_right_shapes(trained_lenet, digits)
         structure = space.random(rng)
         weights = net.weights(structure)
         assert {n: w.shape for n, w in weights.items()} == {
-            f"{n}.weight": m.weight.shape for n, m in net.model.named_modules()
+            f"{n}.weight": m.weight.shape
+            for n, m in net.model.named_modules()
             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
-        }  # fmt: skip
+        }
         net.structure = structure
         out = net(x)
         # the gated full-size network equals the cropped one built from generated weights
@@ -147,9 +166,17 @@ def test_pruningnet_generates_weights_of_the_right_shapes(trained_lenet, digits)
 
 def test_process_backend_matches_serial(trained_lenet, digits):
     space = Space(trained_lenet, digits.example_inputs(), Budget(macs=0.5))
-    jobs = [dict(model=trained_lenet, task=digits, keep=space.keep(s),
-                 example_inputs=digits.example_inputs(), steps=3, seed=0)
-            for s in (space.uniform(), space.channels // 2)]  # fmt: skip
+    jobs = [
+        {
+            "model": trained_lenet,
+            "task": digits,
+            "keep": space.keep(s),
+            "example_inputs": digits.example_inputs(),
+            "steps": 3,
+            "seed": 0,
+        }
+        for s in (space.uniform(), space.channels // 2)
+    ]
     serial = sc.search.get_backend("serial").map(sc.search.evaluate_candidate, jobs)
     parallel = sc.search.ProcessBackend(workers=2).map(sc.search.evaluate_candidate, jobs)
     assert serial == parallel

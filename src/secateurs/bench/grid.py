@@ -59,8 +59,10 @@ class Grid(Checked):
     def _keep(cls, v: list[float]) -> list[float]:
         for k in v:
             if not 0 < k < 1:
-                raise ValueError(f"operating points are kept fractions in (0, 1); got {k} "
-                                 "(the unpruned control at 1 is always run)")  # fmt: skip
+                raise ValueError(
+                    f"operating points are kept fractions in (0, 1); got {k} "
+                    "(the unpruned control at 1 is always run)"
+                )
         return sorted(set(v), reverse=True)
 
     @field_validator("methods")
@@ -173,16 +175,20 @@ def cell_digest(grid: Grid, cell: Cell) -> str:
 def parse_grid(data: Any, source: str = "grid") -> Grid:
     """Validate grid data; every method's stages are checked as a recipe would be."""
     if not isinstance(data, dict):
-        raise RecipeError(source, [("", "a grid is a mapping with name, tasks, models, "
-                                        "methods, keep")])  # fmt: skip
+        raise RecipeError(
+            source, [("", "a grid is a mapping with name, tasks, models, methods, keep")]
+        )
     try:
         grid = Grid.model_validate(data)
     except ValidationError as err:
         raise RecipeError(source, _problems(err, data)) from None
     problems = []
     for label, stages in grid.methods.items():
-        recipe = {"task": grid.tasks[0], "model": next(iter(data["models"].values())),
-                  "stages": [{"train": grid.train}, *substitute(stages, grid.keep[0])]}  # fmt: skip
+        recipe = {
+            "task": grid.tasks[0],
+            "model": next(iter(data["models"].values())),
+            "stages": [{"train": grid.train}, *substitute(stages, grid.keep[0])],
+        }
         try:
             parse_recipe(recipe, source)
         except RecipeError as err:

@@ -31,8 +31,9 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def aggregate(rows: list[dict]) -> dict:
     """{(task, model, method, keep): summary} over seeds, with compression ratio and
     theoretical speedup against that task and model's control (same seed)."""
-    control = {(r["task"], r["model"], r["seed"]): r["metrics"] for r in rows
-               if r["method"] == CONTROL}  # fmt: skip
+    control = {
+        (r["task"], r["model"], r["seed"]): r["metrics"] for r in rows if r["method"] == CONTROL
+    }
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         base = control.get((r["task"], r["model"], r["seed"]))
@@ -45,8 +46,16 @@ def aggregate(rows: list[dict]) -> dict:
     out = {}
     for key, ms in groups.items():
         summary = {"seeds": len(ms)}
-        for name in ("accuracy", "compression", "speedup", "macs", "flash_bytes",
-                     "peak_sram_bytes", "nonzero_params", "wall_s"):  # fmt: skip
+        for name in (
+            "accuracy",
+            "compression",
+            "speedup",
+            "macs",
+            "flash_bytes",
+            "peak_sram_bytes",
+            "nonzero_params",
+            "wall_s",
+        ):
             summary[name], summary[f"{name}_std"] = _mean_std([m[name] for m in ms])
         # CPU latency is timed on float models only; instructions where C was counted
         for name in ("latency_ms", "instructions", "target_latency_ms"):
@@ -71,9 +80,15 @@ def _styles(methods: list[str]) -> dict[str, tuple]:
     """A colour and marker per method, no two methods alike (40 colours, 8 markers)."""
     colours = [*plt.get_cmap("tab20").colors, *plt.get_cmap("tab20b").colors]
     markers = "os^Dv<>P"
-    return {m: (colours[i % len(colours)], markers[i // len(colours) % len(markers)]
-                if len(methods) > len(colours) else markers[i % len(markers)])
-            for i, m in enumerate(methods)}  # fmt: skip
+    return {
+        m: (
+            colours[i % len(colours)],
+            markers[i // len(colours) % len(markers)]
+            if len(methods) > len(colours)
+            else markers[i % len(markers)],
+        )
+        for i, m in enumerate(methods)
+    }
 
 
 def _pareto_plot(task: str, table: dict) -> bytes:
@@ -97,26 +112,48 @@ def _pareto_plot(task: str, table: dict) -> bytes:
             xs = [s[metric] for _, s in points]
             ys = [100 * s["accuracy"] for _, s in points]
             name = f"{model} {method}"
-            everything += [(x, y, name if method != CONTROL else f"{model} unpruned")
-                           for x, y in zip(xs, ys)]  # fmt: skip
+            everything += [
+                (x, y, name if method != CONTROL else f"{model} unpruned") for x, y in zip(xs, ys)
+            ]
             if method == CONTROL:  # a star per model, in that model's colour where several
                 colour = "black" if len(models) == 1 else stars[models.index(model) % 10]
-                ax.plot(xs, ys, "*", color=colour, mec="black", markersize=13,
-                        label=f"{model} unpruned", zorder=5)  # fmt: skip
+                ax.plot(
+                    xs,
+                    ys,
+                    "*",
+                    color=colour,
+                    mec="black",
+                    markersize=13,
+                    label=f"{model} unpruned",
+                    zorder=5,
+                )
             else:
                 colour, marker = style[name]
-                ax.plot(xs, ys, marker=marker, color=colour, lw=1, ms=4.5, alpha=0.75,
-                        label=name)  # fmt: skip
+                ax.plot(xs, ys, marker=marker, color=colour, lw=1, ms=4.5, alpha=0.75, label=name)
         front = pareto_front(everything)
-        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="black",
-                lw=2.2, ls="--", alpha=0.8, zorder=4,
-                label="Pareto front" if ax is axes[0] else None)  # fmt: skip
+        ax.step(
+            [p[0] for p in front],
+            [p[1] for p in front],
+            where="post",
+            color="black",
+            lw=2.2,
+            ls="--",
+            alpha=0.8,
+            zorder=4,
+            label="Pareto front" if ax is axes[0] else None,
+        )
         shown = None
         for i, (x, y, name) in enumerate(front):  # the methods on the front, each run named once
             if name != shown:
                 short = name if len(models) > 1 else name.split(" ", 1)[-1]
-                ax.annotate(short, (x, y), xytext=(4, -10 - 9 * (i % 2)),
-                            textcoords="offset points", fontsize=7.5, zorder=6)  # fmt: skip
+                ax.annotate(
+                    short,
+                    (x, y),
+                    xytext=(4, -10 - 9 * (i % 2)),
+                    textcoords="offset points",
+                    fontsize=7.5,
+                    zorder=6,
+                )
             shown = name
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))
@@ -125,10 +162,19 @@ def _pareto_plot(task: str, table: dict) -> bytes:
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("test accuracy (%)")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
-               ncol=min(6, max(1, len(labels))), fontsize=8, frameon=False)  # fmt: skip
-    fig.suptitle(f"{task}: accuracy against cost (mean over seeds; dashed: the Pareto "
-                 "front over every method, named)")  # fmt: skip
+    fig.legend(
+        handles,
+        labels,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=min(6, max(1, len(labels))),
+        fontsize=8,
+        frameon=False,
+    )
+    fig.suptitle(
+        f"{task}: accuracy against cost (mean over seeds; dashed: the Pareto "
+        "front over every method, named)"
+    )
     fig.tight_layout()
     return _png(fig)
 
@@ -165,8 +211,7 @@ def mean_ranks(rows: list[dict], resamples: int = 2000, seed: int = 0) -> dict[s
         samples[task] = (methods, ranks.mean(axis=(0, 1)), boot)
         if len(seeds) < 2:
             single.add(task)
-    common = sorted(set.intersection(*(set(m) for m, _, _ in samples.values()))) \
-        if samples else []  # fmt: skip
+    common = sorted(set.intersection(*(set(m) for m, _, _ in samples.values()))) if samples else []
     if len(samples) > 1 and len(common) > 1:
         idx = {t: [m.index(c) for c in common] for t, (m, _, _) in samples.items()}
         mean = np.mean([samples[t][1][idx[t]] for t in samples], axis=0)
@@ -193,8 +238,12 @@ def _rank_table(ranks: dict[str, list]) -> tuple[tuple[str, ...], list[tuple[str
     tasks = [t for t in ranks if t != "all"]
     lead = "all" if "all" in ranks else tasks[0]
     per = {t: {m: (mean, lo, hi) for m, mean, lo, hi, _ in ranks[t]} for t in ranks}
-    header = ("method", f"mean rank ({'all tasks' if lead == 'all' else lead}), 95% interval",
-              "tier", *(f"{t}" for t in tasks if t != lead))  # fmt: skip
+    header = (
+        "method",
+        f"mean rank ({'all tasks' if lead == 'all' else lead}), 95% interval",
+        "tier",
+        *(f"{t}" for t in tasks if t != lead),
+    )
     out = []
 
     def cell(mean, lo, hi):
@@ -211,19 +260,39 @@ def _leaderboard(task: str, table: dict) -> list[tuple[str, ...]]:
     entries = [(k, s) for k, s in table.items() if k[0] == task]
     entries.sort(key=lambda e: (e[0][1], -e[0][3], -e[1]["accuracy"]))
     for (_, model, method, keep), s in entries:
-        rows.append((model, f"{keep:g}", method,
-                     f"{100 * s['accuracy']:.1f} ± {100 * s['accuracy_std']:.1f}",
-                     f"{s['compression']:.2f}x", f"{s['speedup']:.2f}x",
-                     f"{s['flash_bytes']:,.0f}", f"{s['peak_sram_bytes']:,.0f}",
-                     f"{s['latency_ms']:.3f}" if "latency_ms" in s else "-",
-                     f"{s['instructions']:,.0f}" if "instructions" in s else "-",
-                     f"{s['wall_s']:.0f}", str(s["seeds"])))  # fmt: skip
+        rows.append(
+            (
+                model,
+                f"{keep:g}",
+                method,
+                f"{100 * s['accuracy']:.1f} ± {100 * s['accuracy_std']:.1f}",
+                f"{s['compression']:.2f}x",
+                f"{s['speedup']:.2f}x",
+                f"{s['flash_bytes']:,.0f}",
+                f"{s['peak_sram_bytes']:,.0f}",
+                f"{s['latency_ms']:.3f}" if "latency_ms" in s else "-",
+                f"{s['instructions']:,.0f}" if "instructions" in s else "-",
+                f"{s['wall_s']:.0f}",
+                str(s["seeds"]),
+            )
+        )
     return rows
 
 
-HEADER = ("model", "keep", "method", "accuracy (%)", "compression", "speedup", "flash (B)",
-          "peak SRAM (B)", "CPU latency (ms)", "C instructions", "wall (s)",
-          "seeds")  # fmt: skip
+HEADER = (
+    "model",
+    "keep",
+    "method",
+    "accuracy (%)",
+    "compression",
+    "speedup",
+    "flash (B)",
+    "peak SRAM (B)",
+    "CPU latency (ms)",
+    "C instructions",
+    "wall (s)",
+    "seeds",
+)
 
 
 MISSING_HEADER = ("cell", "status", "attempts", "last error")
@@ -232,8 +301,9 @@ MISSING_HEADER = ("cell", "status", "attempts", "last error")
 def _html_table(header, rows) -> str:
     """A table of text cells, escaped."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>"
-                   for r in rows)  # fmt: skip
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>" for r in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -260,15 +330,19 @@ def write_bench_report(store: str | Path, out: str | Path) -> tuple[Path, Path]:
     table = aggregate(rows)
     out = Path(out)
     tasks = sorted({r["task"] for r in rows})
-    md = ["# Benchmark report", "",
-          "Compression ratio: the control's params over the nonzero params; theoretical "
-          "speedup: the control's MACs over the nonzero MACs (Blalock et al. 2020). "
-          "Accuracy is top-1 on each task's test split, mean ± std over seeds. CPU latency: "
-          "the float model on this machine's CPU (not timed for int8 models); C "
-          "instructions: per inference of the exported int8 C (only where a method exports "
-          "C), counted on the emulated core where the grid's target is a Cortex-M and its "
-          "toolchain is installed, else by callgrind on the host; wall: the cell's run "
-          "time.", ""]  # fmt: skip
+    md = [
+        "# Benchmark report",
+        "",
+        "Compression ratio: the control's params over the nonzero params; theoretical "
+        "speedup: the control's MACs over the nonzero MACs (Blalock et al. 2020). "
+        "Accuracy is top-1 on each task's test split, mean ± std over seeds. CPU latency: "
+        "the float model on this machine's CPU (not timed for int8 models); C "
+        "instructions: per inference of the exported int8 C (only where a method exports "
+        "C), counted on the emulated core where the grid's target is a Cortex-M and its "
+        "toolchain is installed, else by callgrind on the host; wall: the cell's run "
+        "time.",
+        "",
+    ]
     body = [f"<h1>Benchmark report</h1><p>{html.escape(md[2])}</p>"]
     ranks = mean_ranks(rows)
     if ranks:
@@ -279,36 +353,61 @@ def write_bench_report(store: str | Path, out: str | Path) -> tuple[Path, Path]:
             "interval from resampling the seeds; a tier holds the methods whose "
             "intervals overlap its first method's, which this grid cannot tell apart."
         )
-        md += ["## Mean rank", "", intro, "", "| " + " | ".join(header) + " |",
-               "|" + "---|" * len(header)]  # fmt: skip
+        md += [
+            "## Mean rank",
+            "",
+            intro,
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+        ]
         md += ["| " + " | ".join(r) + " |" for r in rank_rows] + [""]
-        body.append(f"<h2>Mean rank</h2><p>{html.escape(intro)}</p>"
-                    + _html_table(header, rank_rows))  # fmt: skip
+        body.append(
+            f"<h2>Mean rank</h2><p>{html.escape(intro)}</p>" + _html_table(header, rank_rows)
+        )
     for task in tasks:
         png = _pareto_plot(task, table)
         plot = f"plots/{safe_name(task)}.png"
         write_atomic(inside(out, out / plot), png)
         board = _leaderboard(task, table)
-        md += [f"## {task}", "", f"![{task}]({plot})", "",
-               "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]  # fmt: skip
+        md += [
+            f"## {task}",
+            "",
+            f"![{task}]({plot})",
+            "",
+            "| " + " | ".join(HEADER) + " |",
+            "|" + "---|" * len(HEADER),
+        ]
         md += ["| " + " | ".join(r) + " |" for r in board] + [""]
-        body.append(f"<h2>{html.escape(task)}</h2><img alt='{html.escape(task)}' "
-                    f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
-                    + _html_table(HEADER, board))  # fmt: skip
+        body.append(
+            f"<h2>{html.escape(task)}</h2><img alt='{html.escape(task)}' "
+            f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+            + _html_table(HEADER, board)
+        )
     missing = _missing(db.rows())
     if missing:
-        md += ["## Cells missing from this report", "",
-               "These cells are not done, so no table or plot above counts them.", "",
-               "| " + " | ".join(MISSING_HEADER) + " |", "|---" * 4 + "|"]  # fmt: skip
+        md += [
+            "## Cells missing from this report",
+            "",
+            "These cells are not done, so no table or plot above counts them.",
+            "",
+            "| " + " | ".join(MISSING_HEADER) + " |",
+            "|---" * 4 + "|",
+        ]
         md += ["| " + " | ".join(r) + " |" for r in missing] + [""]
         body.append(
             "<h2>Cells missing from this report</h2>" + _html_table(MISSING_HEADER, missing)
         )
     write_atomic(out / "report.md", "\n".join(md))
-    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-"
-             "collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}img{max-width:"
-             "100%}")  # fmt: skip
-    write_atomic(out / "report.html", "<!DOCTYPE html><html lang='en'><head><meta "
-                 f"charset='utf-8'><title>Benchmark report</title><style>{style}</style>"
-                 "</head><body>" + "".join(body) + "</body></html>\n")  # fmt: skip
+    style = (
+        "body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-"
+        "collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}img{max-width:"
+        "100%}"
+    )
+    write_atomic(
+        out / "report.html",
+        "<!DOCTYPE html><html lang='en'><head><meta "
+        f"charset='utf-8'><title>Benchmark report</title><style>{style}</style>"
+        "</head><body>" + "".join(body) + "</body></html>\n",
+    )
     return out / "report.md", out / "report.html"

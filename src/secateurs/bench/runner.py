@@ -38,8 +38,16 @@ from .grid import (
 )
 from .store import Store
 
-METRICS = ("accuracy", "params", "nonzero_params", "macs", "nonzero_macs", "flash_bytes",
-           "peak_sram_bytes", "latency_ms")  # fmt: skip
+METRICS = (
+    "accuracy",
+    "params",
+    "nonzero_params",
+    "macs",
+    "nonzero_macs",
+    "flash_bytes",
+    "peak_sram_bytes",
+    "latency_ms",
+)
 
 
 def parent_path(grid: Grid, root: Path, task: str, model: str, seed: int) -> Path:
@@ -82,7 +90,7 @@ def run_cell(grid: Grid, cell, root: str) -> dict:
             metrics["instructions"] = counted[-1]["instructions"]
             metrics["target_latency_ms"] = counted[-1]["latency_ms"]
         return {"metrics": metrics}
-    except Exception:  # noqa: BLE001  (recorded in the store and retried)
+    except Exception:
         return {"error": traceback.format_exc()[-4000:]}
 
 
@@ -161,14 +169,19 @@ def run_grid(
     on ``console``).
     One runner per store at a time: a second is refused while the first holds the lock."""
     with store_lock(store):
-        return _run_grid(grid, store, root, backend, max_attempts, console, rerun, retry_failed,
-                         progress)  # fmt: skip
+        return _run_grid(
+            grid, store, root, backend, max_attempts, console, rerun, retry_failed, progress
+        )
 
 
-def _run_grid(grid, store, root, backend, max_attempts, console, rerun, retry_failed,
-              progress) -> GridRun:  # fmt: skip
-    grid = grid if isinstance(grid, Grid) else (
-        parse_grid(grid) if isinstance(grid, dict) else load_grid(grid))  # fmt: skip
+def _run_grid(
+    grid, store, root, backend, max_attempts, console, rerun, retry_failed, progress
+) -> GridRun:
+    grid = (
+        grid
+        if isinstance(grid, Grid)
+        else (parse_grid(grid) if isinstance(grid, dict) else load_grid(grid))
+    )
     db = Store(store)
     root = Path(root) if root is not None else Path(store).with_suffix("")
     everything = cells(grid)
@@ -176,8 +189,9 @@ def _run_grid(grid, store, root, backend, max_attempts, console, rerun, retry_fa
     rerun = set(rerun)
     unknown = sorted(rerun - set(grid.methods) - {CONTROL})
     if unknown:
-        raise ValueError(f"rerun names methods {unknown} the grid lacks; its methods: "
-                         f"{sorted(grid.methods)}")  # fmt: skip
+        raise ValueError(
+            f"rerun names methods {unknown} the grid lacks; its methods: {sorted(grid.methods)}"
+        )
     undone = {r["key"] for r in db.rows() if r["status"] != "done"} if retry_failed else set()
     again = [c for c in everything if c.method in rerun or c.key in undone]
     db.reset([c.key for c in again])
@@ -189,7 +203,9 @@ def _run_grid(grid, store, root, backend, max_attempts, console, rerun, retry_fa
     width = max(1, getattr(runner, "workers", 1)) if todo else 1
 
     parents = sorted({c.parent for c in todo if not parent_path(grid, root, *c.parent).is_file()})
-    jobs = [dict(grid=grid, task=t, model=m, seed=s, root=str(root)) for t, m, s in parents]
+    jobs = [
+        {"grid": grid, "task": t, "model": m, "seed": s, "root": str(root)} for t, m, s in parents
+    ]
     if jobs:
         if console is not None:
             console.print(f"training {len(jobs)} parent model(s)")
@@ -205,11 +221,12 @@ def _run_grid(grid, store, root, backend, max_attempts, console, rerun, retry_fa
             for c in batch:
                 db.start(c.key)
             try:
-                results = runner.map(run_cell, [dict(grid=grid, cell=c, root=str(root))
-                                                for c in batch])  # fmt: skip
+                results = runner.map(
+                    run_cell, [{"grid": grid, "cell": c, "root": str(root)} for c in batch]
+                )
             except KeyboardInterrupt:
                 raise
-            except Exception as err:  # noqa: BLE001  (a lost worker: the round is retried)
+            except Exception as err:
                 results = [{"error": f"the backend lost this round: {err!r}"}] * len(batch)
             for i, (c, res) in enumerate(zip(batch, results)):
                 db.finish(c.key, res.get("metrics"), res.get("error"))
@@ -222,8 +239,11 @@ def _run_grid(grid, store, root, backend, max_attempts, console, rerun, retry_fa
         runner.close()
     keys = {c.key for c in everything} - {c.key for c in todo}
     rows = {r["key"]: r for r in db.rows()}
-    exhausted = {k: rows[k]["error"] or f"{rows[k]['status']} after {rows[k]['attempts']} "
-                 "attempts (the process died)" for k in sorted(keys)
-                 if rows[k]["status"] != "done"}  # fmt: skip
+    exhausted = {
+        k: rows[k]["error"]
+        or f"{rows[k]['status']} after {rows[k]['attempts']} attempts (the process died)"
+        for k in sorted(keys)
+        if rows[k]["status"] != "done"
+    }
     done_before = len(keys) - len(exhausted)
     return GridRun(len(todo), failed, done_before, exhausted)

@@ -40,8 +40,11 @@ CREATE TABLE IF NOT EXISTS cells (
 
 
 def _reset(con: sqlite3.Connection, keys: list[str], now: float) -> None:
-    con.executemany("UPDATE cells SET status='pending', attempts=0, metrics=NULL, error=NULL, "
-                    "updated=? WHERE key=?", [(now, k) for k in keys])  # fmt: skip
+    con.executemany(
+        "UPDATE cells SET status='pending', attempts=0, metrics=NULL, error=NULL, "
+        "updated=? WHERE key=?",
+        [(now, k) for k in keys],
+    )
 
 
 class Store:
@@ -68,16 +71,17 @@ class Store:
         now = time.time()
         with self._connect() as con:
             old = {r["key"]: r["digest"] for r in con.execute("SELECT key, digest FROM cells")}
-            stale = [(d, c.key) for c, d in zip(cells, digests)
-                     if c.key in old and old[c.key] != d]  # fmt: skip
+            stale = [(d, c.key) for c, d in zip(cells, digests) if c.key in old and old[c.key] != d]
             _reset(con, [key for _, key in stale], now)
             con.executemany("UPDATE cells SET digest=? WHERE key=?", stale)
             con.executemany(
                 "INSERT OR IGNORE INTO cells (key, grid, task, model, method, keep, seed, "
                 "digest, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(c.key, grid, c.task, c.model, c.method, c.keep, c.seed, d, now)
-                 for c, d in zip(cells, digests)],
-            )  # fmt: skip
+                [
+                    (c.key, grid, c.task, c.model, c.method, c.keep, c.seed, d, now)
+                    for c, d in zip(cells, digests)
+                ],
+            )
         return len(stale)
 
     def reset(self, keys: list[str]) -> None:
@@ -89,20 +93,28 @@ class Store:
         """The cells not done that still have attempts left, in grid order."""
         with self._connect() as con:
             rows = {r["key"]: r for r in con.execute("SELECT key, status, attempts FROM cells")}
-        return [c for c in cells if c.key in rows and rows[c.key]["status"] != "done"
-                and rows[c.key]["attempts"] < max_attempts]  # fmt: skip
+        return [
+            c
+            for c in cells
+            if c.key in rows
+            and rows[c.key]["status"] != "done"
+            and rows[c.key]["attempts"] < max_attempts
+        ]
 
     def start(self, key: str) -> None:
         with self._connect() as con:
-            con.execute("UPDATE cells SET status='running', attempts=attempts+1, updated=? "
-                        "WHERE key=?", (time.time(), key))  # fmt: skip
+            con.execute(
+                "UPDATE cells SET status='running', attempts=attempts+1, updated=? WHERE key=?",
+                (time.time(), key),
+            )
 
     def finish(self, key: str, metrics: dict | None, error: str | None = None) -> None:
         status = "done" if error is None else "failed"
         with self._connect() as con:
-            con.execute("UPDATE cells SET status=?, metrics=?, error=?, updated=? WHERE key=?",
-                        (status, None if metrics is None else json.dumps(metrics), error,
-                         time.time(), key))  # fmt: skip
+            con.execute(
+                "UPDATE cells SET status=?, metrics=?, error=?, updated=? WHERE key=?",
+                (status, None if metrics is None else json.dumps(metrics), error, time.time(), key),
+            )
 
     def rows(self, status: str | None = None) -> list[dict]:
         """Every cell as a dict (``metrics`` decoded), optionally only of one status."""
@@ -133,19 +145,25 @@ class Store:
                 except (json.JSONDecodeError, TypeError):
                     row, missing = None, ["a JSON object"]
                 if missing:
-                    raise ValueError(f"{path}:{number}: not a cell as Store.export writes it "
-                                     f"(no {', '.join(missing)})")  # fmt: skip
+                    raise ValueError(
+                        f"{path}:{number}: not a cell as Store.export writes it "
+                        f"(no {', '.join(missing)})"
+                    )
                 if row["metrics"] is not None:  # stored as JSON text, as finish() writes it
                     row["metrics"] = json.dumps(row["metrics"])
                 rows.append(tuple(row[c] for c in columns))
             before = con.total_changes
-            con.executemany(f"INSERT OR IGNORE INTO cells ({', '.join(columns)}) "
-                            f"VALUES ({', '.join('?' * len(columns))})", rows)  # fmt: skip
+            con.executemany(
+                f"INSERT OR IGNORE INTO cells ({', '.join(columns)}) "
+                f"VALUES ({', '.join('?' * len(columns))})",
+                rows,
+            )
             return con.total_changes - before
 
     def export(self, path: str | Path) -> Path:
         """Every cell as JSON lines, for publishing next to a report."""
         from .._io import write_atomic
 
-        return write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n"
-                                          for r in self.rows()))  # fmt: skip
+        return write_atomic(
+            path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.rows())
+        )

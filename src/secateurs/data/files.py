@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._checks import check_int
+from .registry import TASKS, list_tasks
 from .task import Task, stratified_split, tensor_dataset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".pgm", ".ppm")
@@ -78,11 +80,15 @@ def load_npz(path: str | Path, seed: int = 0) -> Task:
     except ValueError as err:
         if "pickle" not in str(err):
             raise
-        raise ValueError(f"{path}: holds an object array (Python objects, never unpickled "
-                         "here); save numeric arrays with np.savez") from None  # fmt: skip
+        raise ValueError(
+            f"{path}: holds an object array (Python objects, never unpickled "
+            "here); save numeric arrays with np.savez"
+        ) from None
     except (OSError, zipfile.BadZipFile, EOFError) as err:
-        raise ValueError(f"{path}: not a readable .npz archive ({type(err).__name__}: {err}); "
-                         "write it again with np.savez") from None  # fmt: skip
+        raise ValueError(
+            f"{path}: not a readable .npz archive ({type(err).__name__}: {err}); "
+            "write it again with np.savez"
+        ) from None
     names = _input_names(arrays, path)
     required = [f"{n}_{s}" for s in ("train", "test") for n in names] + ["y_train", "y_test"]
     missing = [k for k in required if k not in arrays]
@@ -93,18 +99,19 @@ def load_npz(path: str | Path, seed: int = 0) -> Task:
             f"with several inputs; found {sorted(arrays)}"
         )
     if any((f"{n}_val" in arrays) != ("y_val" in arrays) for n in names):
-        raise ValueError(f"{path}: give both {', '.join(n + '_val' for n in names)} and y_val, "
-                         "or neither")  # fmt: skip
+        raise ValueError(
+            f"{path}: give both {', '.join(n + '_val' for n in names)} and y_val, or neither"
+        )
     splits = [s for s in ("train", "val", "test") if "y_" + s in arrays]
     data = {}
     for s in splits:
-        xs = [_check_inputs(arrays[f"{n}_{s}"], f"{n}_{s}", path, len(names) == 1)
-              for n in names]  # fmt: skip
+        xs = [_check_inputs(arrays[f"{n}_{s}"], f"{n}_{s}", path, len(names) == 1) for n in names]
         y = _check_labels(arrays[f"y_{s}"], f"y_{s}", path)
         for n, x in zip(names, xs):
             if len(x) != len(y):
-                raise ValueError(f"{path}: {n}_{s} has {len(x)} samples but y_{s} has {len(y)}; "
-                                 "they must match")  # fmt: skip
+                raise ValueError(
+                    f"{path}: {n}_{s} has {len(x)} samples but y_{s} has {len(y)}; they must match"
+                )
         if len(y) == 0:
             raise ValueError(f"{path}: {names[0]}_{s} is empty")
         data[s] = (xs, y)
@@ -201,4 +208,29 @@ def load_image_folder(path: str | Path, seed: int = 0) -> Task:
         input_shape=x.shape[1:],
         num_classes=len(class_dirs),
         class_names=tuple(d.name for d in class_dirs),
+    )
+
+
+def load(name: str | Path, seed: int = 0, **kwargs) -> Task:
+    """A registered task by name, or a user's ``.npz`` file or image folder by path.
+
+    ``seed`` fixes the train/validation/test split.
+    """
+    seed = check_int("seed", seed, minimum=0)
+    if isinstance(name, str) and name in TASKS:
+        return TASKS.get(name)(seed=seed, **kwargs)
+    if not isinstance(name, (str, Path)):
+        raise TypeError(f"task must be a name or a path, got {type(name).__name__}")
+    path = Path(name)
+    if kwargs and (path.is_dir() or path.is_file()):
+        raise TypeError(f"options {sorted(kwargs)} apply to registered tasks, not to files")
+    if path.is_dir():
+        return load_image_folder(path, seed=seed)
+    if path.is_file():
+        if path.suffix != ".npz":
+            raise ValueError(f"{path}: a task file must be an .npz archive, got {path.suffix!r}")
+        return load_npz(path, seed=seed)
+    raise ValueError(
+        f"unknown task {str(name)!r}; known tasks: {', '.join(list_tasks())}; "
+        "or give the path of an .npz file or of an image folder"
     )

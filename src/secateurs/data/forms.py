@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .files import load
 from .task import Task, stratified_split, tensor_dataset
 
 VAL_FRACTION = 0.15
@@ -48,8 +49,6 @@ def as_task(
     if isinstance(data, Task):
         task = data
     elif isinstance(data, (str, Path)):
-        from . import load
-
         task = load(data, seed=seed)
     else:
         task = _from_parts(data, name, seed)
@@ -127,22 +126,27 @@ def _read(part, split: str) -> tuple[list[np.ndarray], np.ndarray]:
     ys = []
     for i, batch in enumerate(part):
         if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
-            raise TypeError(f"data's {split} split: batch {i} is a {type(batch).__name__}, not an "
-                            "(inputs, targets) pair")  # fmt: skip
+            raise TypeError(
+                f"data's {split} split: batch {i} is a {type(batch).__name__}, not an "
+                "(inputs, targets) pair"
+            )
         if len(batch) == 2:  # (inputs, targets); inputs may be a tuple of tensors
             inputs, targets = batch
             inputs = list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
         else:  # (x_1, ..., x_k, targets), as a TensorDataset of several inputs yields
             *inputs, targets = batch
         if xs and len(inputs) != len(xs[0]):
-            raise ValueError(f"data's {split} split: batch {i} has {len(inputs)} inputs, batch 0 "
-                             f"{len(xs[0])}")  # fmt: skip
+            raise ValueError(
+                f"data's {split} split: batch {i} has {len(inputs)} inputs, batch 0 {len(xs[0])}"
+            )
         xs.append([torch.as_tensor(t) for t in inputs])
         ys.append(torch.as_tensor(targets).reshape(-1))
     if not xs:
         raise ValueError(f"data's {split} split is empty")
-    cols = [torch.cat([b[k] if b[k].dim() > 1 else b[k][None] for b in xs]).numpy()
-            for k in range(len(xs[0]))]  # fmt: skip
+    cols = [
+        torch.cat([b[k] if b[k].dim() > 1 else b[k][None] for b in xs]).numpy()
+        for k in range(len(xs[0]))
+    ]
     return _pair((cols[0] if len(cols) == 1 else tuple(cols), torch.cat(ys).numpy()), split)
 
 

@@ -24,6 +24,7 @@ from scipy.fft import dct, rfft
 from scipy.signal import resample_poly
 
 from .._io import write_atomic
+from .._progress import Steps
 from .registry import register_task
 from .task import Task, stratified_split, tensor_dataset
 
@@ -59,8 +60,10 @@ def speak(word: str, voice: str, speed: int, pitch: int, exe: str | None = None)
     """espeak-ng's rendering of ``word`` as float samples at 16 kHz."""
     out = subprocess.run(
         [exe or _espeak(), "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", word],
-        capture_output=True, check=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
     wav = out.stdout
     start = wav.find(b"data") + 8  # streamed WAV: the header's sizes are placeholders
     rate = int.from_bytes(wav[24:28], "little")
@@ -84,8 +87,9 @@ def noise(rng: np.random.Generator, n: int = RATE) -> np.ndarray:
     else:
         t = np.arange(n) / RATE
         f0 = rng.choice([50.0, 60.0])
-        x = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi)) / k
-                for k in range(1, 6)) + 0.1 * rng.standard_normal(n)  # fmt: skip
+        x = sum(
+            np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 6)
+        ) + 0.1 * rng.standard_normal(n)
     return (x / (np.sqrt(np.mean(x**2)) + 1e-12)).astype(np.float32)
 
 
@@ -123,8 +127,9 @@ def utterance(label: int, rng: np.random.Generator, exe: str) -> np.ndarray:
     if CLASSES[label] != "silence":
         word = CLASSES[label] if label < len(KEYWORDS) else rng.choice(UNKNOWN)
         voice = f"{rng.choice(VOICES)}+{rng.choice(VARIANTS)}"
-        speech = speak(str(word), voice, int(rng.integers(110, 230)), int(rng.integers(15, 85)),
-                       exe)[:RATE]  # fmt: skip
+        speech = speak(
+            str(word), voice, int(rng.integers(110, 230)), int(rng.integers(15, 85)), exe
+        )[:RATE]
         speech /= np.abs(speech).max() + 1e-6
         offset = int(rng.integers(0, RATE - len(speech) + 1))
         clip[offset : offset + len(speech)] = speech * rng.uniform(0.3, 1.0)
@@ -138,7 +143,6 @@ def generate(per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``per_class`` examples of each class: MFCCs (N, 1, 49, 10) and labels."""
     exe = _espeak()
     rng = np.random.default_rng(seed)
-    from .._progress import Steps  # here: the progress module imports training, which imports data
 
     labels = np.repeat(np.arange(len(CLASSES)), per_class)
     features = []

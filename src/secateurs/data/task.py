@@ -92,8 +92,10 @@ class Task:
         every Task secateurs builds holds."""
         dataset = self.split(split)
         if not isinstance(dataset, TensorDataset):
-            raise TypeError(f"Task.inputs needs the {split} split as a TensorDataset, got "
-                            f"{type(dataset).__name__}")  # fmt: skip
+            raise TypeError(
+                f"Task.inputs needs the {split} split as a TensorDataset, got "
+                f"{type(dataset).__name__}"
+            )
         xs = [t[:n] if n is not None else t for t in dataset.tensors[: self.num_inputs]]
         return xs[0] if len(xs) == 1 else tuple(xs)
 

@@ -18,7 +18,7 @@ from importlib import resources
 import numpy as np
 
 from .._io import check_output_path, write_atomic
-from ..measure.target import Target, get_target
+from ..measure.devices import Target, get_target
 from ..quant.ptq import QuantizedModel
 from .lower import SPARSE, Op, Program, lower
 from .plan import Plan, plan
@@ -109,22 +109,50 @@ def _call(i: int, op: Op, program: Program, memory: Plan) -> str:
     x = [_pointer(v, program, memory) for v in op.inputs]
     y = _pointer(op.output, program, memory)
     # an empty array (no index for a 1x1 kernel, no constant filter) is a null pointer
-    c = {name: f"sc_op{i}_{name}" if const.values.size else "0"
-         for name, const in op.consts.items()}  # fmt: skip
+    c = {
+        name: f"sc_op{i}_{name}" if const.values.size else "0" for name, const in op.consts.items()
+    }
     if op.kernel == "sc_conv":
-        args = [x[0], y, c["w"], c["bias"], c["mult"], c["shift"], "sc_acc",
-                f"&sc_op{i}_params"]  # fmt: skip
+        args = [x[0], y, c["w"], c["bias"], c["mult"], c["shift"], "sc_acc", f"&sc_op{i}_params"]
     elif op.kernel == "sc_conv_filterlet":
-        args = [x[0], y, c["vals"], c["col"], c["count"], c["chan"], c["bias"], c["mult"],
-                c["shift"], c["fill"], "sc_acc", f"&sc_op{i}_params"]  # fmt: skip
+        args = [
+            x[0],
+            y,
+            c["vals"],
+            c["col"],
+            c["count"],
+            c["chan"],
+            c["bias"],
+            c["mult"],
+            c["shift"],
+            c["fill"],
+            "sc_acc",
+            f"&sc_op{i}_params",
+        ]
     elif op.kernel == "sc_linear":
         args = [x[0], y, c["w"], c["bias"], c["mult"], c["shift"], f"&sc_op{i}_params"]
     elif op.kernel == "sc_linear_bitmask":
-        args = [x[0], y, c["mask"], c["vals"], c["bias"], c["mult"], c["shift"],
-                f"&sc_op{i}_params"]  # fmt: skip
+        args = [
+            x[0],
+            y,
+            c["mask"],
+            c["vals"],
+            c["bias"],
+            c["mult"],
+            c["shift"],
+            f"&sc_op{i}_params",
+        ]
     elif op.kernel in ("sc_conv_packed", "sc_linear_packed"):
-        args = [x[0], y, c["w"], str(op.params["bits"]), "sc_scratch", c["bias"], c["mult"],
-                c["shift"]]  # fmt: skip
+        args = [
+            x[0],
+            y,
+            c["w"],
+            str(op.params["bits"]),
+            "sc_scratch",
+            c["bias"],
+            c["mult"],
+            c["shift"],
+        ]
         args += ["sc_acc"] if op.kernel == "sc_conv_packed" else []
         args.append(f"&sc_op{i}_params")
     elif op.kernel in ("sc_add", "sc_mul"):
@@ -151,16 +179,20 @@ def _model_h(qmodel: QuantizedModel, program: Program, memory: Plan) -> str:
     inputs = qmodel.graph.inputs
     if len(inputs) == 1:
         qi = qmodel.inputs_qparams[0]
-        entry = (f"#define SECATEURS_INPUT_SCALE {qi.scale!r}\n"
-                 f"#define SECATEURS_INPUT_ZERO_POINT {qi.zero_point}\n")  # fmt: skip
+        entry = (
+            f"#define SECATEURS_INPUT_SCALE {qi.scale!r}\n"
+            f"#define SECATEURS_INPUT_ZERO_POINT {qi.zero_point}\n"
+        )
         order = "SECATEURS_INPUT_SIZE int8 values in (CHW order)"
     else:  # one array: input k at SECATEURS_INPUTk_OFFSET, SECATEURS_INPUTk_SIZE bytes
         entry = f"#define SECATEURS_INPUTS {len(inputs)}\n"
         for k, (v, qi) in enumerate(zip(inputs, qmodel.inputs_qparams)):
-            entry += (f"#define SECATEURS_INPUT{k}_OFFSET {program.offset(v)}\n"
-                      f"#define SECATEURS_INPUT{k}_SIZE {program.sizes[v]}\n"
-                      f"#define SECATEURS_INPUT{k}_SCALE {qi.scale!r}\n"
-                      f"#define SECATEURS_INPUT{k}_ZERO_POINT {qi.zero_point}\n")  # fmt: skip
+            entry += (
+                f"#define SECATEURS_INPUT{k}_OFFSET {program.offset(v)}\n"
+                f"#define SECATEURS_INPUT{k}_SIZE {program.sizes[v]}\n"
+                f"#define SECATEURS_INPUT{k}_SCALE {qi.scale!r}\n"
+                f"#define SECATEURS_INPUT{k}_ZERO_POINT {qi.zero_point}\n"
+            )
         order = (
             f"SECATEURS_INPUT_SIZE int8 values in: the model's {len(inputs)} inputs one "
             "after another\n * (input k at SECATEURS_INPUTk_OFFSET), each in CHW order"
@@ -300,10 +332,13 @@ def accumulator_columns(program: Program) -> int:
     """int32 words of convolution scratch: the widest output row of accumulators, or what
     the largest convolution's DSP path needs."""
     return max(
-        (max(op.params["ow"], -(-_dsp_scratch(op) // 4)) for op in program.ops
-         if op.kernel in CONV_KERNELS),
+        (
+            max(op.params["ow"], -(-_dsp_scratch(op) // 4))
+            for op in program.ops
+            if op.kernel in CONV_KERNELS
+        ),
         default=0,
-    )  # fmt: skip
+    )
 
 
 def scratch_bytes(program: Program) -> int:
@@ -316,12 +351,20 @@ def _report(qmodel, program: Program, memory: Plan, target: Target) -> dict:
     layers = []
     for i, op in enumerate(program.ops):
         const_bytes = sum(c.nbytes for c in op.consts.values())
-        layers.append({
-            "op": i, "kind": op.kind, "module": op.module, "kernel": op.kernel,
-            "encoding": op.encoding or None, "const_bytes": const_bytes,
-            "dense_weight_bytes": op.dense_weight_bytes, "macs": op.macs,
-            "output_bytes": program.sizes[op.output], "in_place": i in memory.inplace,
-        })  # fmt: skip
+        layers.append(
+            {
+                "op": i,
+                "kind": op.kind,
+                "module": op.module,
+                "kernel": op.kernel,
+                "encoding": op.encoding or None,
+                "const_bytes": const_bytes,
+                "dense_weight_bytes": op.dense_weight_bytes,
+                "macs": op.macs,
+                "output_bytes": program.sizes[op.output],
+                "in_place": i in memory.inplace,
+            }
+        )
     flash = sum(row["const_bytes"] for row in layers)
     scratch = scratch_bytes(program)
     return {
@@ -355,8 +398,11 @@ def export_c(
     """
     out = check_output_path(outdir, "export_c", folder=True)
     t = get_target(target)
-    missing = sorted({n.kind for n in qmodel.graph.nodes} - t.kernels) if isinstance(
-        qmodel, QuantizedModel) else []  # fmt: skip
+    missing = (
+        sorted({n.kind for n in qmodel.graph.nodes} - t.kernels)
+        if isinstance(qmodel, QuantizedModel)
+        else []
+    )
     if missing:
         raise ValueError(f"{t.name} has no kernel for {missing}; its kernels: {sorted(t.kernels)}")
     program, memory = build_program(qmodel, sparse)
@@ -377,8 +423,9 @@ def export_c(
     for name in KERNEL_FILES:
         with resources.as_file(resources.files(__package__) / "c" / name) as src:
             shutil.copyfile(src, out / name)
-    config = CONFIG.format(litert=int(qmodel.rounding == "litert"),
-                           short_runs=int(program.short_runs))  # fmt: skip
+    config = CONFIG.format(
+        litert=int(qmodel.rounding == "litert"), short_runs=int(program.short_runs)
+    )
     write_atomic(out / "sc_config.h", config)
     write_atomic(out / "report.json", json.dumps(report, indent=2))
     return report

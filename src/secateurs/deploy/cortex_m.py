@@ -13,6 +13,7 @@ latency estimate multiplies them by a documented cycles-per-instruction figure p
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -51,18 +52,37 @@ _MPS2 = ((0x0000_0000, 4 << 20), (0x2000_0000, 4 << 20))  # ZBT SSRAM1, SSRAM2/3
 CORES: dict[str, Core] = {
     c.name: c
     for c in (
-        Core("cortex-m0plus", "cortex-m0plus", "mps2-an385", *_MPS2, 1.3,
-             note="QEMU has no Cortex-M0+ board: ARMv6-M code runs on the Cortex-M3 board"),
+        Core(
+            "cortex-m0plus",
+            "cortex-m0plus",
+            "mps2-an385",
+            *_MPS2,
+            1.3,
+            note="QEMU has no Cortex-M0+ board: ARMv6-M code runs on the Cortex-M3 board",
+        ),
         Core("cortex-m3", "cortex-m3", "mps2-an385", *_MPS2, 1.2),
         Core("cortex-m4", "cortex-m4", "mps2-an386", *_MPS2, 1.2),
         Core("cortex-m7", "cortex-m7", "mps2-an500", *_MPS2, 0.8),
-        Core("cortex-m33", "cortex-m33", "mps2-an505", (0x1000_0000, 4 << 20),
-             (0x3800_0000, 4 << 20), 1.2, note="secure state, secure memory aliases"),
-        Core("cortex-m55", "cortex-m55", "mps3-an547", (0x1000_0000, 512 << 10),
-             (0x3000_0000, 128 << 10), 0.8,
-             note="code in ITCM (512 KiB), data in DTCM (128 KiB); secure aliases"),
+        Core(
+            "cortex-m33",
+            "cortex-m33",
+            "mps2-an505",
+            (0x1000_0000, 4 << 20),
+            (0x3800_0000, 4 << 20),
+            1.2,
+            note="secure state, secure memory aliases",
+        ),
+        Core(
+            "cortex-m55",
+            "cortex-m55",
+            "mps3-an547",
+            (0x1000_0000, 512 << 10),
+            (0x3000_0000, 128 << 10),
+            0.8,
+            note="code in ITCM (512 KiB), data in DTCM (128 KiB); secure aliases",
+        ),
     )
-}  # fmt: skip
+}
 
 LINKER = """/* secateurs: {core} on QEMU's {board} */
 MEMORY {{
@@ -156,9 +176,15 @@ def _section_sizes(objects: list[Path]) -> dict[str, int]:
     return totals
 
 
-def firmware(sources: list[Path], out: Path, core: str | Core = "cortex-m4", opt: str = "-O2",
-             includes: tuple[Path, ...] = (), defines: tuple[str, ...] = (),
-             libraries: tuple[Path, ...] = ()) -> Firmware:  # fmt: skip
+def firmware(
+    sources: list[Path],
+    out: Path,
+    core: str | Core = "cortex-m4",
+    opt: str = "-O2",
+    includes: tuple[Path, ...] = (),
+    defines: tuple[str, ...] = (),
+    libraries: tuple[Path, ...] = (),
+) -> Firmware:
     """Compile ``sources`` (C files that define main and call ``sc_mark``) with the start-up
     code for ``core`` at ``opt`` into ``out`` and link them; any C program measured on the
     emulator, the benchmarks' CMSIS-NN harness included, is built here."""
@@ -168,21 +194,43 @@ def firmware(sources: list[Path], out: Path, core: str | Core = "cortex-m4", opt
         raise ValueError(f"opt must be one of {', '.join(OPTS)}, got {opt!r}")
     out.mkdir(parents=True, exist_ok=True)
     startup = _copy_resource("startup.c", out / "startup.c")
-    write_atomic(out / "link.ld", LINKER.format(
-        core=c.name, board=c.board, code_origin=c.code[0], code_length=c.code[1],
-        data_origin=c.data[0], data_length=c.data[1]))  # fmt: skip
+    write_atomic(
+        out / "link.ld",
+        LINKER.format(
+            core=c.name,
+            board=c.board,
+            code_origin=c.code[0],
+            code_length=c.code[1],
+            data_origin=c.data[0],
+            data_length=c.data[1],
+        ),
+    )
     flags = [*compile_flags(c, opt), *(f"-I{i}" for i in includes), *(f"-D{d}" for d in defines)]
     objects = []
     for path in (*sources, startup):
         obj = out / (Path(path).stem + ".o")
-        _run(["arm-none-eabi-gcc", *flags, "-c", "-o", str(obj), str(path)],
-             f"compiling {Path(path).name} for {c.name}")  # fmt: skip
+        _run(
+            ["arm-none-eabi-gcc", *flags, "-c", "-o", str(obj), str(path)],
+            f"compiling {Path(path).name} for {c.name}",
+        )
         objects.append(obj)
     elf = out / "firmware.elf"
-    _run(["arm-none-eabi-gcc", *flags, "-nostartfiles", "--specs=nano.specs",
-          f"-T{out / 'link.ld'}", "-Wl,--gc-sections", f"-Wl,-Map={out / 'firmware.map'}",
-          "-o", str(elf), *map(str, objects), *map(str, libraries)],
-         f"linking for {c.name}")  # fmt: skip
+    _run(
+        [
+            "arm-none-eabi-gcc",
+            *flags,
+            "-nostartfiles",
+            "--specs=nano.specs",
+            f"-T{out / 'link.ld'}",
+            "-Wl,--gc-sections",
+            f"-Wl,-Map={out / 'firmware.map'}",
+            "-o",
+            str(elf),
+            *map(str, objects),
+            *map(str, libraries),
+        ],
+        f"linking for {c.name}",
+    )
     symbols = _run(["arm-none-eabi-nm", str(elf)], "arm-none-eabi-nm")
     marks = [int(s.split()[0], 16) for s in symbols.splitlines() if s.endswith(" sc_mark")]
     if not marks:
@@ -195,12 +243,27 @@ OPTS = ("-O0", "-O1", "-O2", "-O3", "-Os")
 
 def compile_flags(core: Core, opt: str) -> list[str]:
     """The cross compiler's flags for ``core`` at ``opt``."""
-    return [f"-mcpu={core.mcpu}", "-mthumb", "-mfloat-abi=soft", opt, "-std=c99", "-Wall",
-            "-Wextra", "-ffunction-sections", "-fdata-sections", *core.flags]  # fmt: skip
+    return [
+        f"-mcpu={core.mcpu}",
+        "-mthumb",
+        "-mfloat-abi=soft",
+        opt,
+        "-std=c99",
+        "-Wall",
+        "-Wextra",
+        "-ffunction-sections",
+        "-fdata-sections",
+        *core.flags,
+    ]
 
 
-def build(outdir: str | os.PathLike, core: str | Core = "cortex-m4", opt: str = "-O2",
-          per_op: bool = False, defines: tuple[str, ...] = ()) -> Firmware:  # fmt: skip
+def build(
+    outdir: str | os.PathLike,
+    core: str | Core = "cortex-m4",
+    opt: str = "-O2",
+    per_op: bool = False,
+    defines: tuple[str, ...] = (),
+) -> Firmware:
     """Cross-compile the ``export_c`` directory ``outdir`` for ``core`` at ``opt`` (-O2,
     -Os, -O3) into ``outdir/cortex-m/<core><opt>[-ops]/``. ``per_op``: mark after every
     kernel call, for instruction counts per kernel (the marks cost a few instructions
@@ -215,8 +278,14 @@ def build(outdir: str | os.PathLike, core: str | Core = "cortex-m4", opt: str = 
     out = src / "cortex-m" / f"{c.name}{opt}{'-ops' if per_op else ''}{suffix}"
     out.mkdir(parents=True, exist_ok=True)
     harness = _copy_resource("harness.c", out / "harness.c")
-    fw = firmware([*(src / s for s in MODEL_SOURCES), harness], out, c, opt, includes=(src,),
-                  defines=(*defines, *(("SC_PROFILE=1",) if per_op else ())))  # fmt: skip
+    fw = firmware(
+        [*(src / s for s in MODEL_SOURCES), harness],
+        out,
+        c,
+        opt,
+        includes=(src,),
+        defines=(*defines, *(("SC_PROFILE=1",) if per_op else ())),
+    )
     fw.per_op = per_op
     fw.sizes = {
         "model": _section_sizes([out / "model.o", out / "weights.o"]),
@@ -243,19 +312,33 @@ def run(firmware: Firmware, x_q: torch.Tensor, output_size: int, timeout: int = 
     (work / "outputs.bin").unlink(missing_ok=True)
     marks = work / "marks.txt"
     write_atomic(work / "inputs.bin", x_q.to(torch.int8).contiguous().numpy().tobytes())
-    cmd = ["qemu-system-arm", "-M", firmware.core.board, "-nographic", "-monitor", "none",
-           "-serial", "none", "-semihosting-config", "enable=on,target=native",
-           "-kernel", firmware.elf.name,
-           "-plugin", f"{plugin},mark={firmware.mark:#x},out={marks.name}"]  # fmt: skip
+    cmd = [
+        "qemu-system-arm",
+        "-M",
+        firmware.core.board,
+        "-nographic",
+        "-monitor",
+        "none",
+        "-serial",
+        "none",
+        "-semihosting-config",
+        "enable=on,target=native",
+        "-kernel",
+        firmware.elf.name,
+        "-plugin",
+        f"{plugin},mark={firmware.mark:#x},out={marks.name}",
+    ]
     try:
         _run(cmd, f"running on {firmware.core.board}", cwd=work, timeout=timeout)
     except subprocess.TimeoutExpired as e:
-        raise RuntimeError(f"{firmware.elf} did not finish on {firmware.core.board} "
-                           f"within {timeout} s") from e  # fmt: skip
+        raise RuntimeError(
+            f"{firmware.elf} did not finish on {firmware.core.board} within {timeout} s"
+        ) from e
     got = np.frombuffer((work / "outputs.bin").read_bytes(), dtype=np.int8)
     if got.size != len(x_q) * output_size:
-        raise RuntimeError(f"{firmware.elf} wrote {got.size} output bytes for {len(x_q)} "
-                           f"inputs of {output_size}")  # fmt: skip
+        raise RuntimeError(
+            f"{firmware.elf} wrote {got.size} output bytes for {len(x_q)} inputs of {output_size}"
+        )
     counts = [int(v) for v in marks.read_text().split()]
     overhead = counts[1] - counts[0]  # an empty pair of marks
     per = (len(counts) - 2) // len(x_q)  # marks per inference
@@ -264,7 +347,7 @@ def run(firmware: Firmware, x_q: torch.Tensor, output_size: int, timeout: int = 
         seq = counts[2 + i * per : 2 + (i + 1) * per]
         instructions.append(seq[-1] - seq[0] - overhead * (per - 1))
         if per_op is not None:
-            per_op.append([b - a - overhead for a, b in zip(seq[:-1], seq[1:], strict=True)])
+            per_op.append([b - a - overhead for a, b in itertools.pairwise(seq)])
     return Run(got.reshape(len(x_q), output_size), instructions, per_op)
 
 

@@ -162,16 +162,32 @@ def _conv(op: Op, node: Node, q: QuantizedModel, c: LayerConsts, shapes, sparse:
     kh, kw = (1, weight.shape[2]) if one_d else tuple(weight.shape[2:])
     a = node.attrs
     stride, dil = _pair(a["stride"], one_d, 1), _pair(a["dilation"], one_d, 1)
-    pads = [(0, 0)] + list(a["padding"]) if one_d else list(a["padding"])
+    pads = [(0, 0), *list(a["padding"])] if one_d else list(a["padding"])
     xq, yq = q.qparams[node.inputs[0]], q.qparams[node.outputs[0]]
     lo, hi = activation_range(a["act"], yq)
     cin_g = cin // a["groups"]
-    op.params = dict(
-        cin=cin, h=h, w=w, cout=cout, kh=kh, kw=kw, oh=oh, ow=ow, stride_h=stride[0],
-        stride_w=stride[1], dil_h=dil[0], dil_w=dil[1], pad_top=pads[0][0],
-        pad_left=pads[1][0], groups=a["groups"], in_zp=xq.zero_point, out_zp=yq.zero_point,
-        act_min=lo, act_max=hi, live=cin_g,
-    )  # fmt: skip
+    op.params = {
+        "cin": cin,
+        "h": h,
+        "w": w,
+        "cout": cout,
+        "kh": kh,
+        "kw": kw,
+        "oh": oh,
+        "ow": ow,
+        "stride_h": stride[0],
+        "stride_w": stride[1],
+        "dil_h": dil[0],
+        "dil_w": dil[1],
+        "pad_top": pads[0][0],
+        "pad_left": pads[1][0],
+        "groups": a["groups"],
+        "in_zp": xq.zero_point,
+        "out_zp": yq.zero_point,
+        "act_min": lo,
+        "act_max": hi,
+        "live": cin_g,
+    }
     op.dense_weight_bytes = weight.numel()
     flat = weight.reshape(cout, cin_g, kh * kw)
     if c.bits == 8 and _use_filterlets(weight, sparse):  # sub-8-bit weights stay packed
@@ -254,8 +270,14 @@ def _linear(op: Op, node: Node, q: QuantizedModel, shapes, sparse: str) -> None:
     xq, yq = q.qparams[node.inputs[0]], q.qparams[node.outputs[0]]
     lo, hi = activation_range(node.attrs["act"], yq)
     out_features, in_features = c.weight.shape
-    op.params = dict(in_features=in_features, out_features=out_features, in_zp=xq.zero_point,
-                     out_zp=yq.zero_point, act_min=lo, act_max=hi)  # fmt: skip
+    op.params = {
+        "in_features": in_features,
+        "out_features": out_features,
+        "in_zp": xq.zero_point,
+        "out_zp": yq.zero_point,
+        "act_min": lo,
+        "act_max": hi,
+    }
     op.dense_weight_bytes = c.weight.numel()
     op.macs = in_features * out_features
     if _use_bitmask(c.weight, c.bits, sparse):
@@ -301,12 +323,24 @@ def _binary(op: Op, node: Node, q: QuantizedModel, shapes) -> None:
         mults = c.multipliers
     else:
         mults = [(0, 0), (0, 0), mul_multiplier(qa, qb, q.qparams[node.outputs[0]], q.rounding)]
-    op.params = dict(
-        count=_numel(out), a_div=a_div, a_mod=a_mod, b_div=b_div, b_mod=b_mod,
-        a_zp=qa.zero_point, b_zp=qb.zero_point, out_zp=q.qparams[node.outputs[0]].zero_point,
-        act_min=c.lo, act_max=c.hi, a_mult=mults[0][0], a_shift=mults[0][1],
-        b_mult=mults[1][0], b_shift=mults[1][1], out_mult=mults[2][0], out_shift=mults[2][1],
-    )  # fmt: skip
+    op.params = {
+        "count": _numel(out),
+        "a_div": a_div,
+        "a_mod": a_mod,
+        "b_div": b_div,
+        "b_mod": b_mod,
+        "a_zp": qa.zero_point,
+        "b_zp": qb.zero_point,
+        "out_zp": q.qparams[node.outputs[0]].zero_point,
+        "act_min": c.lo,
+        "act_max": c.hi,
+        "a_mult": mults[0][0],
+        "a_shift": mults[0][1],
+        "b_mult": mults[1][0],
+        "b_shift": mults[1][1],
+        "out_mult": mults[2][0],
+        "out_shift": mults[2][1],
+    }
     op.kernel = "sc_add" if node.kind == "add" else "sc_mul"
     op.macs = _numel(out)
 
@@ -322,10 +356,15 @@ def _mean(op: Op, node: Node, q: QuantizedModel, shapes) -> None:
     reduce = _numel(shape[dims[0] : dims[-1] + 1])
     xq, yq = q.qparams[node.inputs[0]], q.qparams[node.outputs[0]]
     m, s = mean_multiplier(xq, yq, reduce)
-    op.params = dict(
-        outer=_numel(shape[: dims[0]]), reduce=reduce, inner=_numel(shape[dims[-1] + 1 :]),
-        in_zp=xq.zero_point, out_zp=yq.zero_point, mult=m, shift=s,
-    )  # fmt: skip
+    op.params = {
+        "outer": _numel(shape[: dims[0]]),
+        "reduce": reduce,
+        "inner": _numel(shape[dims[-1] + 1 :]),
+        "in_zp": xq.zero_point,
+        "out_zp": yq.zero_point,
+        "mult": m,
+        "shift": s,
+    }
     op.kernel = "sc_mean"
     op.macs = _numel(shape)
 
@@ -336,13 +375,23 @@ def _pool(op: Op, node: Node, q: QuantizedModel, shapes) -> None:
         raise QuantError(f"{node.kind} in module '{node.module}' needs a (N, C, H, W) input")
     a = node.attrs
     dil = a.get("dilation", [1, 1])
-    op.params = dict(
-        c=x_shape[0], h=x_shape[1], w=x_shape[2], oh=y_shape[1], ow=y_shape[2],
-        kh=a["kernel"][0], kw=a["kernel"][1], stride_h=a["stride"][0], stride_w=a["stride"][1],
-        dil_h=dil[0], dil_w=dil[1], pad_top=a["padding"][0], pad_left=a["padding"][1],
-        count_include_pad=int(a.get("count_include_pad", False)),
-        zp=q.qparams[node.inputs[0]].zero_point,
-    )  # fmt: skip
+    op.params = {
+        "c": x_shape[0],
+        "h": x_shape[1],
+        "w": x_shape[2],
+        "oh": y_shape[1],
+        "ow": y_shape[2],
+        "kh": a["kernel"][0],
+        "kw": a["kernel"][1],
+        "stride_h": a["stride"][0],
+        "stride_w": a["stride"][1],
+        "dil_h": dil[0],
+        "dil_w": dil[1],
+        "pad_top": a["padding"][0],
+        "pad_left": a["padding"][1],
+        "count_include_pad": int(a.get("count_include_pad", False)),
+        "zp": q.qparams[node.inputs[0]].zero_point,
+    }
     op.kernel = "sc_avg_pool" if node.kind == "avg_pool" else "sc_max_pool"
     op.macs = _numel(y_shape) * a["kernel"][0] * a["kernel"][1]
 
@@ -388,7 +437,7 @@ def lower(qmodel: QuantizedModel, sparse: str = "auto") -> Program:
                     continue
                 op = Op(index, "move", "sc_copy", uniq, v, node.module)
                 op.consts["runs"] = Const("int32_t", runs)
-                op.params = dict(fill=qmodel.qparams[v].zero_point)
+                op.params = {"fill": qmodel.qparams[v].zero_point}
                 ops.append(op)
             continue
         op = Op(index, node.kind, "", list(node.inputs), node.outputs[0], node.module)
@@ -404,9 +453,9 @@ def lower(qmodel: QuantizedModel, sparse: str = "auto") -> Program:
             _pool(op, node, qmodel, shapes)
         elif node.kind == "clamp":
             c = qmodel.ops[index]
-            op.kernel, op.params = "sc_clamp", dict(count=sizes[op.output], lo=c.lo, hi=c.hi)
+            op.kernel, op.params = "sc_clamp", {"count": sizes[op.output], "lo": c.lo, "hi": c.hi}
         elif node.kind == "lut":
-            op.kernel, op.params = "sc_lut", dict(count=sizes[op.output])
+            op.kernel, op.params = "sc_lut", {"count": sizes[op.output]}
             op.consts["table"] = Const(
                 "int8_t", qmodel.ops[index].table_for(qmodel.rounding).numpy().astype(np.int8)
             )

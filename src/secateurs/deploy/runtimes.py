@@ -114,8 +114,9 @@ def _tflm_interpreter(module, path: Path, arena_size: int | None):
             return module.Interpreter.from_file(str(path), arena_size=size)
         except RuntimeError as e:
             if arena_size is not None or size >= MAX_ARENA:
-                raise RuntimeError(f"TensorFlow Lite Micro could not run {path} in an arena of "
-                                   f"{size} bytes: {e}") from e  # fmt: skip
+                raise RuntimeError(
+                    f"TensorFlow Lite Micro could not run {path} in an arena of {size} bytes: {e}"
+                ) from e
             size *= 2
 
 
@@ -134,5 +135,4 @@ def verify_tflite(
     shape = tuple(qmodel.graph.shapes[qmodel.graph.output][1:])
     got = run_tflite(path, x_q, shape, runtime)
     diff = np.abs(got.astype(np.int32) - expected.astype(np.int32))
-    return Verification(n, int((diff != 0).sum()), int(diff.max(initial=0)), Path(path),
-                        runtime)  # fmt: skip
+    return Verification(n, int((diff != 0).sum()), int(diff.max(initial=0)), Path(path), runtime)

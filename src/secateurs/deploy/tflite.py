@@ -55,11 +55,26 @@ SIGMOID = torch.ops.aten.sigmoid.default
 CAT_AXES = {4: {1: 3, 2: 1, 3: 2}, 3: {1: 3, 2: 2}, 2: {1: 1}}
 # the operator versions the TFLite converter writes for int8 tensors (op_version.cc)
 OP_VERSIONS = {
-    "CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "ADD": 2, "MUL": 2,
-    "MEAN": 2, "AVERAGE_POOL_2D": 2, "MAX_POOL_2D": 2, "CONCATENATION": 2, "PAD": 2,
-    "PADV2": 2, "SPLIT": 2, "GATHER": 2, "TRANSPOSE": 2, "RELU": 2, "RELU6": 2,
-    "RELU_N1_TO_1": 2, "LOGISTIC": 2, "TANH": 2,
-}  # fmt: skip
+    "CONV_2D": 3,
+    "DEPTHWISE_CONV_2D": 3,
+    "FULLY_CONNECTED": 4,
+    "ADD": 2,
+    "MUL": 2,
+    "MEAN": 2,
+    "AVERAGE_POOL_2D": 2,
+    "MAX_POOL_2D": 2,
+    "CONCATENATION": 2,
+    "PAD": 2,
+    "PADV2": 2,
+    "SPLIT": 2,
+    "GATHER": 2,
+    "TRANSPOSE": 2,
+    "RELU": 2,
+    "RELU6": 2,
+    "RELU_N1_TO_1": 2,
+    "LOGISTIC": 2,
+    "TANH": 2,
+}
 RELU_FAMILY = {(0.0, None): "RELU", (0.0, 6.0): "RELU6", (-1.0, 1.0): "RELU_N1_TO_1"}
 
 
@@ -149,8 +164,9 @@ def _nhwc(shape) -> list[int]:
 
 
 def _fail(node: Node, why: str):
-    raise QuantError(f"export_tflite: {node.kind} in module '{node.module}' {why}; export_c "
-                     "supports it")  # fmt: skip
+    raise QuantError(
+        f"export_tflite: {node.kind} in module '{node.module}' {why}; export_c supports it"
+    )
 
 
 def _relu_name(w: _Writer, node: Node) -> str | None:
@@ -261,21 +277,33 @@ def _conv(w: _Writer, index: int, node: Node) -> None:
     pads = [(0, 0), tuple(a["padding"][0])] if one_d else [tuple(p) for p in a["padding"]]
     x, padding, weight = _conv_padding(w, node, pads, weight, stride, dil)
     cout, cin_g, kh, kw = weight.shape
-    bias = w.tensor([cout], dtype="int32", data=c.bias.numpy().astype(np.int32),
-                    scales=(q.qparams[node.inputs[0]].scale * c.weight_scale).tolist())  # fmt: skip
+    bias = w.tensor(
+        [cout],
+        dtype="int32",
+        data=c.bias.numpy().astype(np.int32),
+        scales=(q.qparams[node.inputs[0]].scale * c.weight_scale).tolist(),
+    )
     y = w.activation(node, node.outputs[0])
     act = _fused(w, node)
     if 1 < groups == cin and cin_g == 1:
-        filt = w.tensor([1, kh, kw, cout], data=weight.transpose(1, 2, 3, 0),
-                        scales=c.weight_scale.tolist(), axis=3)  # fmt: skip
+        filt = w.tensor(
+            [1, kh, kw, cout],
+            data=weight.transpose(1, 2, 3, 0),
+            scales=c.weight_scale.tolist(),
+            axis=3,
+        )
         opt = s.DepthwiseConv2DOptionsT()
         opt.padding, opt.strideH, opt.strideW = padding, stride[0], stride[1]
         opt.depthMultiplier = cout // cin
         opt.dilationHFactor, opt.dilationWFactor, opt.fusedActivationFunction = *dil, act
         w.op("DEPTHWISE_CONV_2D", [x, filt, bias], [y], opt, "DepthwiseConv2DOptions")
     else:  # dense or grouped: the filter's depth is the group's (version 6 when grouped)
-        filt = w.tensor([cout, kh, kw, cin_g], data=weight.transpose(0, 2, 3, 1),
-                        scales=c.weight_scale.tolist(), axis=0)  # fmt: skip
+        filt = w.tensor(
+            [cout, kh, kw, cin_g],
+            data=weight.transpose(0, 2, 3, 1),
+            scales=c.weight_scale.tolist(),
+            axis=0,
+        )
         opt = s.Conv2DOptionsT()
         opt.padding, opt.strideH, opt.strideW = padding, stride[0], stride[1]
         opt.dilationHFactor, opt.dilationWFactor, opt.fusedActivationFunction = *dil, act
@@ -287,15 +315,21 @@ def _linear(w: _Writer, index: int, node: Node) -> None:
     s, q = w.s, w.q
     c = q.layers[index]
     out_f, in_f = c.weight.shape
-    filt = w.tensor([out_f, in_f], data=c.weight.numpy().astype(np.int8),
-                    scales=c.weight_scale.tolist(), axis=0)  # fmt: skip
-    bias = w.tensor([out_f], dtype="int32", data=c.bias.numpy().astype(np.int32),
-                    scales=(q.qparams[node.inputs[0]].scale * c.weight_scale).tolist())  # fmt: skip
+    filt = w.tensor(
+        [out_f, in_f], data=c.weight.numpy().astype(np.int8), scales=c.weight_scale.tolist(), axis=0
+    )
+    bias = w.tensor(
+        [out_f],
+        dtype="int32",
+        data=c.bias.numpy().astype(np.int32),
+        scales=(q.qparams[node.inputs[0]].scale * c.weight_scale).tolist(),
+    )
     y = w.activation(node, node.outputs[0])
     opt = s.FullyConnectedOptionsT()
     opt.fusedActivationFunction = _fused(w, node)
-    w.op("FULLY_CONNECTED", [w.values[node.inputs[0]], filt, bias], [y], opt,
-         "FullyConnectedOptions")  # fmt: skip
+    w.op(
+        "FULLY_CONNECTED", [w.values[node.inputs[0]], filt, bias], [y], opt, "FullyConnectedOptions"
+    )
     w.values[node.outputs[0]] = y
 
 
@@ -343,8 +377,11 @@ def _move(w: _Writer, node: Node) -> None:
         spec = list(node.attrs["args"][1]) + [0] * 4  # last dim first, as torch orders it
         if any(v < 0 for v in spec) or any(spec[2 * (len(s_shape) - 1) :]):
             _fail(node, "pads the channel axis or crops")
-        pads = [(0, 0), (spec[0], spec[1])] if len(s_shape) == 2 else [
-            (spec[2], spec[3]), (spec[0], spec[1])]  # fmt: skip
+        pads = (
+            [(0, 0), (spec[0], spec[1])]
+            if len(s_shape) == 2
+            else [(spec[2], spec[3]), (spec[0], spec[1])]
+        )
         w.values[out] = _padded(w, node, x, pads, None)
         return
     if len(o_shape) != 1 or int(np.prod(s_shape)) != o_shape[0]:
@@ -514,12 +551,14 @@ def _pool(w: _Writer, node: Node) -> None:
     skips_padding = node.kind == "max_pool" or not a["count_include_pad"]
     x, padding = w.values[node.inputs[0]], s.Padding.VALID
     if any(p for pair in pads for p in pair):
-        if skips_padding and _same_fits(x_shape, y_shape, pads, a["kernel"], a["stride"],
-                                        [1, 1]):  # fmt: skip
+        if skips_padding and _same_fits(x_shape, y_shape, pads, a["kernel"], a["stride"], [1, 1]):
             padding = s.Padding.SAME
         elif node.kind == "avg_pool" and not a["count_include_pad"]:
-            _fail(node, "pads without counting the padding where SAME places the windows "
-                  "elsewhere, which TFLite cannot express")  # fmt: skip
+            _fail(
+                node,
+                "pads without counting the padding where SAME places the windows "
+                "elsewhere, which TFLite cannot express",
+            )
         else:
             x = _padded(w, node, x, pads, -128 if node.kind == "max_pool" else None)
     y = w.activation(node, node.outputs[0])
@@ -658,8 +697,9 @@ def memory_plan_offsets(sub, operators: list[str]) -> list[int]:
     types = _schema()[1].TensorType
     width = {types.INT8: 1, types.INT32: 4}  # the element types the writer emits
     const = {i for i, t in enumerate(sub.tensors) if t.buffer != 0}
-    size = {i: int(np.prod(t.shape, dtype=np.int64)) * width[t.type]
-            for i, t in enumerate(sub.tensors)}  # fmt: skip
+    size = {
+        i: int(np.prod(t.shape, dtype=np.int64)) * width[t.type] for i, t in enumerate(sub.tensors)
+    }
     last = len(sub.operators) - 1
     first_use, last_use = dict.fromkeys(sub.inputs, 0), {sub.outputs[0]: last}
     for k, op in enumerate(sub.operators):
@@ -676,9 +716,14 @@ def memory_plan_offsets(sub, operators: list[str]) -> list[int]:
         y = op.outputs[0]
         for t in op.inputs:
             b = root.get(t, t)
-            if (t not in const and b not in protected and y not in protected
-                    and last_use[t] == k and list(sub.tensors[t].shape) == list(
-                        sub.tensors[y].shape) and size[t] == size[y]):  # fmt: skip
+            if (
+                t not in const
+                and b not in protected
+                and y not in protected
+                and last_use[t] == k
+                and list(sub.tensors[t].shape) == list(sub.tensors[y].shape)
+                and size[t] == size[y]
+            ):
                 root[y] = b
                 break
     lives, sizes = {}, {}
@@ -695,8 +740,10 @@ def memory_plan_offsets(sub, operators: list[str]) -> list[int]:
             lives[("scratch", k)] = (k, k)
             sizes[("scratch", k)] = -(-scratch // TFLM_ALIGN) * TFLM_ALIGN
     offsets, _arena, _bound = place(lives, sizes)
-    return [-1 if i in const or i not in first_use else offsets[root.get(i, i)]
-            for i in range(len(sub.tensors))]  # fmt: skip
+    return [
+        -1 if i in const or i not in first_use else offsets[root.get(i, i)]
+        for i in range(len(sub.tensors))
+    ]
 
 
 def tflite_operators(model: str | os.PathLike | bytes) -> list[str]:

@@ -23,7 +23,7 @@ import torch
 from .._io import write_atomic
 from .._progress import Steps
 from ..data.task import map_inputs
-from ..measure.target import Target, get_target
+from ..measure.devices import Target, get_target
 from ..quant.ptq import QuantizedModel
 
 CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2")
@@ -72,8 +72,14 @@ def compile_c(outdir: str | os.PathLike, sanitize: bool = False, cc: str | None 
         raise RuntimeError(f"no C compiler {cc!r} on PATH; install gcc or set CC")
     (out / "harness.c").write_text(HARNESS)
     binary = out / ("harness_asan" if sanitize else "harness")
-    cmd = [cc, *CFLAGS, *(SANITIZE if sanitize else ()), "-o", str(binary),
-           *(str(out / s) for s in SOURCES)]  # fmt: skip
+    cmd = [
+        cc,
+        *CFLAGS,
+        *(SANITIZE if sanitize else ()),
+        "-o",
+        str(binary),
+        *(str(out / s) for s in SOURCES),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         said = (result.stderr or result.stdout).strip()[-4000:] or "(it printed nothing)"
@@ -99,12 +105,16 @@ def check_inputs(qmodel, x, what: str) -> None:
     """Fail with a clear message unless ``x`` is a float batch the model takes (a tuple of
     batches, one per input, for a model with several inputs)."""
     if not isinstance(qmodel, QuantizedModel):
-        raise TypeError(f"{what} takes a QuantizedModel (sc.quant.quantize(model, data)), "
-                        f"got {type(qmodel).__name__}")  # fmt: skip
+        raise TypeError(
+            f"{what} takes a QuantizedModel (sc.quant.quantize(model, data)), "
+            f"got {type(qmodel).__name__}"
+        )
     for t in x if isinstance(x, (tuple, list)) else (x,):
         if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-            raise TypeError(f"{what} takes float inputs (it quantizes them itself), got "
-                            f"{getattr(t, 'dtype', type(t).__name__)}")  # fmt: skip
+            raise TypeError(
+                f"{what} takes float inputs (it quantizes them itself), got "
+                f"{getattr(t, 'dtype', type(t).__name__)}"
+            )
     xs = qmodel._check_batch(x, what)
     if len(xs[0]) == 0:
         raise ValueError(f"{what} needs at least one input sample")
@@ -151,8 +161,14 @@ def verify_c(
         got, instructions = entry["_outputs"], entry["instructions_mean"]
         binary = Path(outdir) / "cortex-m" / f"{entry['core']}{opt}" / "firmware.elf"
     diff = np.abs(got.astype(np.int32) - expected.astype(np.int32))
-    return Verification(len(x_q), int((diff != 0).sum()), int(diff.max(initial=0)), binary,
-                        target or "host", instructions)  # fmt: skip
+    return Verification(
+        len(x_q),
+        int((diff != 0).sum()),
+        int(diff.max(initial=0)),
+        binary,
+        target or "host",
+        instructions,
+    )
 
 
 def count_instructions(binary: str | os.PathLike, x_q: torch.Tensor) -> int:
@@ -169,8 +185,10 @@ def count_instructions(binary: str | os.PathLike, x_q: torch.Tensor) -> int:
             out = Path(tmp) / "callgrind.out"
             result = subprocess.run(
                 ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", str(binary)],
-                input=data, capture_output=True, timeout=1200,
-            )  # fmt: skip
+                input=data,
+                capture_output=True,
+                timeout=1200,
+            )
             if result.returncode != 0:
                 raise RuntimeError(f"callgrind on {binary} failed: {result.stderr[-2000:]!r}")
             return int(re.search(r"^summary:\s*(\d+)", out.read_text(), re.M).group(1))

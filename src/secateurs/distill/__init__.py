@@ -11,12 +11,12 @@ from .relational import RKD, rkd_angle, rkd_distance
 from .taps import block_outputs, classifier_path, stage_outputs
 
 __all__ = [
-    "AttentionKD",
-    "CoordinateAttention",
-    "FeatureKD",
     "KD",
     "METHODS",
     "RKD",
+    "AttentionKD",
+    "CoordinateAttention",
+    "FeatureKD",
     "attention_map",
     "block_outputs",
     "classifier_path",

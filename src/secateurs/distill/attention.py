@@ -79,8 +79,10 @@ def enhance_teacher(
         raise TypeError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
     epochs = check_int("epochs", epochs, minimum=0)
     lr = check_float("lr", lr, minimum=0.0, strict_minimum=True)
-    paths = [t for _, t in pair_layers(default_feature_layer(teacher, task) if layers is None
-                                       else layers)]  # fmt: skip
+    paths = [
+        t
+        for _, t in pair_layers(default_feature_layer(teacher, task) if layers is None else layers)
+    ]
     shapes = probe(teacher, task.example_inputs(), paths, "teacher")
     flat = [p for p in paths if len(shapes[p]) < 3]
     if flat:

@@ -105,9 +105,10 @@ class FeatureKD(_LayerTerm):
                 continue
             nd = len(s_shapes[s]) - 2
             adapter = (
-                nn.Linear(cs, ct, bias=False) if nd == 0
+                nn.Linear(cs, ct, bias=False)
+                if nd == 0
                 else (nn.Conv1d if nd == 1 else nn.Conv2d)(cs, ct, 1, bias=False)
-            )  # fmt: skip
+            )
             self.adapters[s.replace(".", "/")] = adapter.to(device)
 
     def parameters(self) -> list[nn.Parameter]:

@@ -78,8 +78,11 @@ def _attention(teacher, task, o: Options):
 def _ca_kd(teacher, task, o: Options):
     """KD on the logits plus feature KD on the attended maps of a coordinate-attention
     teacher (:func:`enhance_teacher`)."""
-    layers = o.layers if o.layers is None or isinstance(o.layers, (list, tuple, str)) \
-        else list(o.layers.values())  # fmt: skip
+    layers = (
+        o.layers
+        if o.layers is None or isinstance(o.layers, (list, tuple, str))
+        else list(o.layers.values())
+    )
     enhanced = enhance_teacher(teacher, task, layers, epochs=o.enhance_epochs, seed=o.seed)
     return enhanced, [KD(o.alpha, o.temperature), FeatureKD(o.layers, o.feature_weight)]
 
@@ -111,5 +114,13 @@ def distill(
     options = Options(alpha, temperature, layers, feature_weight, attention_weight, seed)
     use_teacher, terms = make(teacher, task, options)
     losses = [*terms, *fit_kwargs.pop("losses", ())]
-    return fit(student, task, epochs=epochs, lr=lr, losses=losses, teacher=use_teacher,
-               seed=seed, **fit_kwargs)  # fmt: skip
+    return fit(
+        student,
+        task,
+        epochs=epochs,
+        lr=lr,
+        losses=losses,
+        teacher=use_teacher,
+        seed=seed,
+        **fit_kwargs,
+    )

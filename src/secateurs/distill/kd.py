@@ -31,8 +31,7 @@ class KD(LossTerm):
 
     def __init__(self, alpha: float = 0.5, temperature: float = 4.0) -> None:
         self.alpha = check_float("alpha", alpha, minimum=0.0, maximum=1.0)
-        self.temperature = check_float("temperature", temperature, minimum=0.0,
-                                       strict_minimum=True)  # fmt: skip
+        self.temperature = check_float("temperature", temperature, minimum=0.0, strict_minimum=True)
         self.task_weight = self.alpha
 
     def setup(self, model, task, teacher=None) -> None:

@@ -72,9 +72,13 @@ class RKD(LossTerm):
             inputs = (s_path, t_path)
         else:
             (s_path, t_path), inputs = (
-                next(iter(self.layer.items())) if isinstance(self.layer, dict)
-                else (self.layer, self.layer)
-            ), ()  # fmt: skip
+                (
+                    next(iter(self.layer.items()))
+                    if isinstance(self.layer, dict)
+                    else (self.layer, self.layer)
+                ),
+                (),
+            )
         self._paths = (s_path, t_path)
         self._taps = (
             Taps(model, [s_path], "student", inputs),

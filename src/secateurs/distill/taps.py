@@ -107,8 +107,11 @@ def stage_outputs(model: nn.Module, task: Task) -> list[str]:
     stages, where attention transfer compares (Zagoruyko & Komodakis 2017)."""
     shapes = _block_shapes(model, task)
     blocks = list(shapes)
-    return [n for i, n in enumerate(blocks) if i + 1 == len(blocks)
-            or shapes[blocks[i + 1]][2:] != shapes[n][2:]]  # fmt: skip
+    return [
+        n
+        for i, n in enumerate(blocks)
+        if i + 1 == len(blocks) or shapes[blocks[i + 1]][2:] != shapes[n][2:]
+    ]
 
 
 def default_feature_layer(model: nn.Module, task: Task) -> str:

@@ -14,17 +14,17 @@ from .surgery import prune_module
 from .tracer import Constraint, GraphError, Slot
 
 __all__ = [
+    "Constraint",
     "DependencyGraph",
+    "GraphError",
     "Group",
+    "HeadPrunedAttention",
     "Member",
     "Slot",
-    "Constraint",
-    "GraphError",
-    "HeadPrunedAttention",
+    "load_pruned",
     "prune_module",
     "pruning_history",
-    "replay",
     "remove_layer",
+    "replay",
     "save_pruned",
-    "load_pruned",
 ]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -107,8 +108,9 @@ class Group:
         full = np.flatnonzero(removed >= sizes)
         if full.size:
             m = self.members[full[0]]
-            raise ValueError(f"removing {removed[full[0]]} channels would leave '{m.module}' "
-                             f"({m.axis}) empty")  # fmt: skip
+            raise ValueError(
+                f"removing {removed[full[0]]} channels would leave '{m.module}' ({m.axis}) empty"
+            )
         for c, block in zip(self.constraints, self._counts):
             per_block = block[idxs].sum(0)
             if len(set(per_block.tolist())) > 1:
@@ -216,7 +218,7 @@ class DependencyGraph:
         bounds = np.flatnonzero(np.r_[True, np.diff(unit_group[u]) != 0, True])
         groups: list[Group] = []
         members_of: dict[int, Group] = {}
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
+        for lo, hi in itertools.pairwise(bounds):
             g = int(unit_group[u[lo]])
             channels = int(local[u[lo:hi]].max()) + 1
             group = Group(

@@ -16,7 +16,7 @@ BLOCKED = 0
 
 
 class Shadow:
-    __slots__ = ("dim", "ids", "full", "blocked")
+    __slots__ = ("blocked", "dim", "full", "ids")
 
     def __init__(self, dim=None, ids=None, full=None, blocked=False) -> None:
         self.dim, self.ids, self.full, self.blocked = dim, ids, full, blocked

@@ -52,8 +52,11 @@ def rnn_cells(m: nn.Module):
 def _rnn_power_sums(m: nn.Module, axis: str, p: float, values) -> torch.Tensor:
     gates, h = rnn_gates(m), m.hidden_size
     if axis == "in":
-        return sum(_rows(getattr(m, f"weight_ih_{sfx}"), 1, p, values)
-                   for layer, _, sfx in rnn_cells(m) if layer == 0)  # fmt: skip
+        return sum(
+            _rows(getattr(m, f"weight_ih_{sfx}"), 1, p, values)
+            for layer, _, sfx in rnn_cells(m)
+            if layer == 0
+        )
     sums = []
     for _, _, sfx in rnn_cells(m):
         per_unit = 0
@@ -172,8 +175,12 @@ def _zero_rnn(m: nn.Module, axis: str, idx: torch.Tensor) -> None:
         cell = layer * dirs + d
         units = idx[(idx >= cell * h) & (idx < (cell + 1) * h)] - cell * h
         rows = (units[None] + h * torch.arange(gates)[:, None]).reshape(-1)
-        for t in (w_ih, w_hh, getattr(m, f"bias_ih_{sfx}", None),
-                  getattr(m, f"bias_hh_{sfx}", None)):  # fmt: skip
+        for t in (
+            w_ih,
+            w_hh,
+            getattr(m, f"bias_ih_{sfx}", None),
+            getattr(m, f"bias_hh_{sfx}", None),
+        ):
             if t is not None:
                 t[rows] = 0
         w_hh[:, units] = 0

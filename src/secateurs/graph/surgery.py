@@ -96,8 +96,10 @@ def _prune_rnn(m: nn.Module, keep_in: torch.Tensor, keep_hidden: torch.Tensor) -
     keeps equally many units, the new hidden size."""
     gates, h = rnn_gates(m), m.hidden_size
     dirs = 2 if m.bidirectional else 1
-    per_cell = [keep_hidden[(keep_hidden >= c * h) & (keep_hidden < (c + 1) * h)] - c * h
-                for c in range(m.num_layers * dirs)]  # fmt: skip
+    per_cell = [
+        keep_hidden[(keep_hidden >= c * h) & (keep_hidden < (c + 1) * h)] - c * h
+        for c in range(m.num_layers * dirs)
+    ]
     if len({len(u) for u in per_cell}) != 1:
         raise GraphError(
             f"{type(m).__name__} has one hidden size for every layer and direction; got "
@@ -165,8 +167,11 @@ def prune_module(module: nn.Module, keep: dict[str, Sequence[int]]) -> None:
         _prune_attention(module, get("embed", module.embed_dim), get("heads", inner))
     elif isinstance(module, RNN):
         dirs = 2 if module.bidirectional else 1
-        _prune_rnn(module, get("in", module.input_size),
-                   get("hidden", module.num_layers * dirs * module.hidden_size))  # fmt: skip
+        _prune_rnn(
+            module,
+            get("in", module.input_size),
+            get("hidden", module.num_layers * dirs * module.hidden_size),
+        )
     for axis, k in idx.items():
         if axis.startswith("param:"):
             _, dim = param_axis(module, axis)

@@ -31,8 +31,17 @@ CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 RNN = (nn.RNN, nn.GRU, nn.LSTM)
-KNOWN = (*CONV, *CONV_T, nn.Linear, *BATCHNORM, nn.LayerNorm, nn.GroupNorm, nn.PReLU,
-         nn.MultiheadAttention, *RNN)  # fmt: skip
+KNOWN = (
+    *CONV,
+    *CONV_T,
+    nn.Linear,
+    *BATCHNORM,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.PReLU,
+    nn.MultiheadAttention,
+    *RNN,
+)
 
 
 class GraphError(RuntimeError):
@@ -65,39 +74,98 @@ def _overloads(*packets) -> set:
     return out
 
 
-IDENTITY = _overloads(aten.detach, aten.alias, aten.clone, aten._to_copy, aten.contiguous,
-                      aten.lift_fresh)  # fmt: skip
+IDENTITY = _overloads(
+    aten.detach, aten.alias, aten.clone, aten._to_copy, aten.contiguous, aten.lift_fresh
+)
 MOVEMENT = _overloads(
-    aten.view, aten._unsafe_view, aten.reshape, aten.transpose, aten.permute, aten.t,
-    aten.expand, aten.squeeze, aten.unsqueeze, aten.slice, aten.select, aten.narrow,
-    aten.split, aten.split_with_sizes, aten.unbind, aten.cat, aten.stack, aten.flatten,
-    aten.pixel_shuffle, aten.pixel_unshuffle, aten.constant_pad_nd, aten.index_select,
-    aten.flip, aten.roll, aten.repeat, aten.unfold, aten.movedim, aten.chunk,
-    aten.unsafe_split, aten.index,
-)  # fmt: skip
+    aten.view,
+    aten._unsafe_view,
+    aten.reshape,
+    aten.transpose,
+    aten.permute,
+    aten.t,
+    aten.expand,
+    aten.squeeze,
+    aten.unsqueeze,
+    aten.slice,
+    aten.select,
+    aten.narrow,
+    aten.split,
+    aten.split_with_sizes,
+    aten.unbind,
+    aten.cat,
+    aten.stack,
+    aten.flatten,
+    aten.pixel_shuffle,
+    aten.pixel_unshuffle,
+    aten.constant_pad_nd,
+    aten.index_select,
+    aten.flip,
+    aten.roll,
+    aten.repeat,
+    aten.unfold,
+    aten.movedim,
+    aten.chunk,
+    aten.unsafe_split,
+    aten.index,
+)
 VIEWS = _overloads(aten.view, aten._unsafe_view, aten.reshape)
 SHUFFLE = _overloads(aten.channel_shuffle, aten.native_channel_shuffle)
 SPATIAL = _overloads(
-    aten.avg_pool1d, aten.avg_pool2d, aten.avg_pool3d, aten.max_pool1d, aten.max_pool2d,
-    aten.max_pool3d, aten.max_pool2d_with_indices, aten.max_pool3d_with_indices,
-    aten.adaptive_avg_pool1d, aten.adaptive_avg_pool2d, aten.adaptive_avg_pool3d,
-    aten._adaptive_avg_pool2d, aten._adaptive_avg_pool3d, aten.adaptive_max_pool1d,
-    aten.adaptive_max_pool2d, aten.adaptive_max_pool3d, aten.upsample_nearest1d,
-    aten.upsample_nearest2d, aten.upsample_nearest3d, aten.upsample_linear1d,
-    aten.upsample_bilinear2d, aten.upsample_bicubic2d, aten._upsample_nearest_exact2d,
-    aten.reflection_pad1d, aten.reflection_pad2d, aten.replication_pad1d,
+    aten.avg_pool1d,
+    aten.avg_pool2d,
+    aten.avg_pool3d,
+    aten.max_pool1d,
+    aten.max_pool2d,
+    aten.max_pool3d,
+    aten.max_pool2d_with_indices,
+    aten.max_pool3d_with_indices,
+    aten.adaptive_avg_pool1d,
+    aten.adaptive_avg_pool2d,
+    aten.adaptive_avg_pool3d,
+    aten._adaptive_avg_pool2d,
+    aten._adaptive_avg_pool3d,
+    aten.adaptive_max_pool1d,
+    aten.adaptive_max_pool2d,
+    aten.adaptive_max_pool3d,
+    aten.upsample_nearest1d,
+    aten.upsample_nearest2d,
+    aten.upsample_nearest3d,
+    aten.upsample_linear1d,
+    aten.upsample_bilinear2d,
+    aten.upsample_bicubic2d,
+    aten._upsample_nearest_exact2d,
+    aten.reflection_pad1d,
+    aten.reflection_pad2d,
+    aten.replication_pad1d,
     aten.replication_pad2d,
-)  # fmt: skip
-SOFTMAX = _overloads(aten._softmax, aten.softmax, aten._log_softmax, aten.log_softmax,
-                     aten.cumsum)  # fmt: skip
-REDUCE = _overloads(aten.mean, aten.sum, aten.amax, aten.amin, aten.max, aten.min, aten.var,
-                    aten.std, aten.prod, aten.logsumexp)  # fmt: skip
+)
+SOFTMAX = _overloads(aten._softmax, aten.softmax, aten._log_softmax, aten.log_softmax, aten.cumsum)
+REDUCE = _overloads(
+    aten.mean,
+    aten.sum,
+    aten.amax,
+    aten.amin,
+    aten.max,
+    aten.min,
+    aten.var,
+    aten.std,
+    aten.prod,
+    aten.logsumexp,
+)
 VECTOR_NORM = _overloads(aten.linalg_vector_norm)
 # elementwise, though ATen does not tag them pointwise
 ELEMENTWISE = _overloads(aten.hardswish, aten.log_sigmoid_forward, aten.rrelu_with_noise)
-PRODUCT = _overloads(aten.mm, aten.bmm, aten.matmul, aten.addmm, aten.baddbmm, aten.einsum,
-                     aten._scaled_dot_product_flash_attention_for_cpu,
-                     aten.scaled_dot_product_attention)  # fmt: skip
+PRODUCT = _overloads(
+    aten.mm,
+    aten.bmm,
+    aten.matmul,
+    aten.addmm,
+    aten.baddbmm,
+    aten.einsum,
+    aten._scaled_dot_product_flash_attention_for_cpu,
+    aten.scaled_dot_product_attention,
+)
 
 
 def param_axis(module: nn.Module, axis: str) -> tuple[torch.Tensor, int]:
@@ -131,8 +199,11 @@ def _restride_only(func, args) -> bool:
         return False
     x, size, stride = args[0], tuple(args[1]), tuple(args[2])
     offset = args[3] if len(args) > 3 and args[3] is not None else x.storage_offset()
-    return (size == tuple(x.shape) and offset == x.storage_offset() and all(
-        n == 1 or a == b for n, a, b in zip(size, stride, x.stride())))  # fmt: skip
+    return (
+        size == tuple(x.shape)
+        and offset == x.storage_offset()
+        and all(n == 1 or a == b for n, a, b in zip(size, stride, x.stride()))
+    )
 
 
 def _out_of_place(func):
@@ -233,8 +304,10 @@ class _Builder(TorchDispatchMode):
     def advice(self) -> str:
         """How to get past an op the graph refuses, in the module running it."""
         if self.where() == "(model)":
-            return ("it runs in the model's own forward: wrap it in a submodule and pass that "
-                    "module's name in ignored=[...] to leave it as it is")  # fmt: skip
+            return (
+                "it runs in the model's own forward: wrap it in a submodule and pass that "
+                "module's name in ignored=[...] to leave it as it is"
+            )
         return f"pass ignored=['{self.where()}'] to leave it as it is"
 
     # --- module hooks ------------------------------------------------------------------
@@ -472,8 +545,11 @@ class _Builder(TorchDispatchMode):
         meeting only activations whose channels are kept already (attention scores): the
         result keeps its channels too. Tensors of known layers, which pruning reshapes,
         stay refused."""
-        if any(isinstance(self.modules.get(self.forbidden[id(w)]), KNOWN)
-               or self.forbidden[id(w)] in self.ignored for w in weights):  # fmt: skip
+        if any(
+            isinstance(self.modules.get(self.forbidden[id(w)]), KNOWN)
+            or self.forbidden[id(w)] in self.ignored
+            for w in weights
+        ):
             return False
         if not all(_kept(self.shadow(t)) for t in shadowed):
             return False
@@ -547,8 +623,7 @@ class _Builder(TorchDispatchMode):
         tensors = list(args[0])
         dim = int(args[1] if len(args) > 1 else kwargs.get("dim", 0)) % tensors[0].dim()
         shadows = [self.shadow(t) for t in tensors]
-        if any(s is None or s.blocked or s.full is not None or (s.ids < 0).any()
-               for s in shadows):  # fmt: skip
+        if any(s is None or s.blocked or s.full is not None or (s.ids < 0).any() for s in shadows):
             return False
         channel = {s.dim for s in shadows}
         if len(channel) != 1 or dim in channel or len({len(s.ids) for s in shadows}) != 1:
@@ -776,8 +851,8 @@ def trace_channels(model: nn.Module, example_inputs, ignored=()) -> TraceResult:
         for h in handles:
             h.remove()
         model.train(was_training)
-    order = {name: i for i, name in enumerate(builder.modules)}  # noqa: C416
+    order = {name: i for i, name in enumerate(builder.modules)}
     return TraceResult(builder.uf, builder.ranges, builder.constraints, order, builder.modules)
 
 
-__all__ = ["trace_channels", "TraceResult", "Slot", "Constraint", "GraphError"]
+__all__ = ["Constraint", "GraphError", "Slot", "TraceResult", "trace_channels"]

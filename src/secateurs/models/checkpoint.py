@@ -34,10 +34,12 @@ def read_weights_file(path: str | Path, what: str) -> Any:
         raise FileNotFoundError(f"{what}: {path} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001  (torch raises many kinds on a damaged file)
-        raise ValueError(f"{what}: {path} cannot be loaded as a weights-only torch file; it "
-                         f"is damaged or not a torch file ({type(err).__name__}: "
-                         f"{str(err)[:200]})") from None  # fmt: skip
+    except Exception as err:
+        raise ValueError(
+            f"{what}: {path} cannot be loaded as a weights-only torch file; it "
+            f"is damaged or not a torch file ({type(err).__name__}: "
+            f"{str(err)[:200]})"
+        ) from None
 
 
 def state_dict_of(obj: Any, path: str | Path, what: str) -> dict[str, torch.Tensor]:

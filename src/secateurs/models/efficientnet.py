@@ -17,9 +17,14 @@ from .registry import register_model
 
 # (expansion, kernel, first stride, output channels, repeats): EfficientNet-B0, Table 1.
 B0 = (
-    (1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
-    (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1),
-)  # fmt: skip
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+    (6, 5, 2, 192, 4),
+    (6, 3, 1, 320, 1),
+)
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15  # depth, width, resolution: alpha * beta^2 * gamma^2 ~ 2
 
 

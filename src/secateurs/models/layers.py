@@ -38,8 +38,10 @@ def check_cfg(builder: str, cfg, fields: Sequence[str]) -> list[tuple]:
     """``cfg`` as a list of tuples, after failing, naming the entry, unless every entry is
     a sequence of ``len(fields)`` values."""
     if isinstance(cfg, (str, bytes)) or not isinstance(cfg, Sequence) or not cfg:
-        raise ValueError(f"{builder}: cfg must be a non-empty list of ({', '.join(fields)}) "
-                         f"entries, got {cfg!r}"[:300])  # fmt: skip
+        raise ValueError(
+            f"{builder}: cfg must be a non-empty list of ({', '.join(fields)}) "
+            f"entries, got {cfg!r}"[:300]
+        )
     for i, entry in enumerate(cfg):
         if (
             isinstance(entry, (str, bytes))

@@ -136,8 +136,9 @@ def random_net(
         return _Conv(nd, cin, cout, kernel, stride, padding, groups, act)
 
     for _ in range(depth):
-        kind = rng.choice(("conv", "conv", "depthwise", "grouped", "residual", "concat", "se",
-                           "pool"))  # fmt: skip
+        kind = rng.choice(
+            ("conv", "conv", "depthwise", "grouped", "residual", "concat", "se", "pool")
+        )
         stride = 2 if min(size) >= 6 and rng.random() < 0.4 else 1
         if kind == "conv" or (kind == "grouped" and channels % 2):
             cout = rng.choice((4, 6, 8, 12, 16))
@@ -156,8 +157,16 @@ def random_net(
             size[:] = before
         elif kind == "concat":
             k1, k2 = rng.choice((1, 3, 5)), rng.choice((1, 3))
-            left = _Conv(nd, channels, rng.choice((2, 4, 6)), k1, 1, k1 // 2, 1,
-                         rng.choice(list(ACTIVATIONS)))  # fmt: skip
+            left = _Conv(
+                nd,
+                channels,
+                rng.choice((2, 4, 6)),
+                k1,
+                1,
+                k1 // 2,
+                1,
+                rng.choice(list(ACTIVATIONS)),
+            )
             right = _Conv(nd, channels, rng.choice((2, 4)), k2, 1, k2 // 2, 1, "relu")
             blocks.append(_Concat(left, right))
             channels = left.conv.out_channels + right.conv.out_channels

@@ -89,8 +89,10 @@ def import_object(spec: str):
     try:
         obj = importlib.import_module(module)
     except ImportError as err:
-        raise ValueError(f"{spec!r}: cannot import {module!r} ({err}); run from the folder "
-                         "that holds it, or install it") from None  # fmt: skip
+        raise ValueError(
+            f"{spec!r}: cannot import {module!r} ({err}); run from the folder "
+            "that holds it, or install it"
+        ) from None
     for part in name.split("."):
         if not hasattr(obj, part):
             raise ValueError(f"{spec!r}: {module!r} has no {name!r}")

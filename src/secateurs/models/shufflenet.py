@@ -14,14 +14,19 @@ from .registry import register_model
 
 # Output channels of stages 2-4 for each number of groups g (Table 1 of the V1 paper).
 SHUFFLENET_V1_CHANNELS = {
-    1: (144, 288, 576), 2: (200, 400, 800), 3: (240, 480, 960),
-    4: (272, 544, 1088), 8: (384, 768, 1536),
-}  # fmt: skip
+    1: (144, 288, 576),
+    2: (200, 400, 800),
+    3: (240, 480, 960),
+    4: (272, 544, 1088),
+    8: (384, 768, 1536),
+}
 # Output channels of stages 2-4 and of conv5 for each width (Table 5 of the V2 paper).
 SHUFFLENET_V2_CHANNELS = {
-    0.5: (48, 96, 192, 1024), 1.0: (116, 232, 464, 1024),
-    1.5: (176, 352, 704, 1024), 2.0: (244, 488, 976, 2048),
-}  # fmt: skip
+    0.5: (48, 96, 192, 1024),
+    1.0: (116, 232, 464, 1024),
+    1.5: (176, 352, 704, 1024),
+    2.0: (244, 488, 976, 2048),
+}
 
 
 def _stem(grid: Grid, cin: int, cout: int) -> nn.Sequential:

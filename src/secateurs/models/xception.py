@@ -3,6 +3,7 @@ connections (Chollet 2017, arXiv 1610.02357)."""
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -27,7 +28,7 @@ class XceptionBlock(nn.Module):
     def __init__(self, grid: Grid, widths: Sequence[int], stride, first_relu: bool = True):
         super().__init__()
         layers: list[nn.Module] = []
-        for i, (cin, cout) in enumerate(zip(widths[:-1], widths[1:])):
+        for i, (cin, cout) in enumerate(itertools.pairwise(widths)):
             if i or first_relu:
                 layers.append(nn.ReLU())  # not in place: the shortcut reads the input
             layers.append(separable(grid, cin, cout))

@@ -49,7 +49,7 @@ def gradients(graph: DependencyGraph, data) -> dict[int, torch.Tensor]:
     cache = _cache(graph)
     if "grads" not in cache:
         model = graph.model
-        params = [p for p in model.parameters()]
+        params = list(model.parameters())
         taylor = {id(p): torch.zeros_like(p) for p in params}
         magnitude = {id(p): torch.zeros_like(p) for p in params}
         was_training = model.training

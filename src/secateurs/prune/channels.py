@@ -228,8 +228,10 @@ def channels(
     if threshold is not None:
         threshold = check_float("threshold", threshold)
     if recalibrate and data is None:
-        raise ValueError("recalibrate=True re-estimates batch-norm statistics on data: pass "
-                         "data=task or (inputs, labels) batches")  # fmt: skip
+        raise ValueError(
+            "recalibrate=True re-estimates batch-norm statistics on data: pass "
+            "data=task or (inputs, labels) batches"
+        )
     if target_macs is not None:
         target_macs = check_float("target_macs", target_macs, minimum=0.0, strict_minimum=True)
         if target_macs > 1:

@@ -86,7 +86,7 @@ def taylor(graph: DependencyGraph, group: Group, data=None, seed: int = 0) -> np
 @register_importance("grad_magnitude")
 def grad_magnitude(graph: DependencyGraph, group: Group, data=None, seed: int = 0) -> np.ndarray:
     """Gradient tracking (Wang, Ji & Yuan 2022, built on GraSP): a channel is kept when it is
-    among the top by gradient magnitude (G) or by weight magnitude (A), S = G ∪ A. Scores
+    among the top by gradient magnitude (G) or by weight magnitude (A), S = G | A. Scores
     are the better of the two rank fractions, so the top-k of the score is that union."""
     _, magnitude = gradients(graph, data)
     grads = _scores_from(graph, group, lambda w: magnitude[id(w)])
@@ -231,7 +231,7 @@ linear_redundancy.compensate = compensate
 
 class GradientTracking(Callback):
     """Gradient tracking during training (Wang, Ji & Yuan 2022): after every step, each group
-    keeps S = G ∪ A, its top ``1 - ratio`` channels by gradient magnitude (G) and by filter
+    keeps S = G | A, its top ``1 - ratio`` channels by gradient magnitude (G) and by filter
     magnitude (A); the other filters are set to zero but keep receiving gradients, so a
     filter whose gradient grows rejoins S at the next step. ``changes`` counts the steps at
     which S changed. Prune afterwards with ``channels(..., importance="l1")``."""

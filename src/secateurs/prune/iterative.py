@@ -95,9 +95,14 @@ def iterative(
     def record(k: int, target: float) -> LoopStep:
         prof = profile(model, x, latency=False)
         row = LoopStep(
-            k, target, prof.macs / macs0, prof.params, prof.macs,
-            evaluate(model, task, "val"), evaluate(model, task, "test"),
-        )  # fmt: skip
+            k,
+            target,
+            prof.macs / macs0,
+            prof.params,
+            prof.macs,
+            evaluate(model, task, "val"),
+            evaluate(model, task, "test"),
+        )
         report.steps.append(row)
         return row
 
@@ -112,12 +117,26 @@ def iterative(
         backup = copy.deepcopy(model) if min_accuracy is not None else None
         current = report.steps[-1].macs / macs0
         channels(
-            model, x, target_macs=min(1.0, target / current), importance=importance,
-            scope=scope, data=task, seed=seed, **prune_kwargs,
-        )  # fmt: skip
+            model,
+            x,
+            target_macs=min(1.0, target / current),
+            importance=importance,
+            scope=scope,
+            data=task,
+            seed=seed,
+            **prune_kwargs,
+        )
         if finetune_epochs:
-            fit(model, task, epochs=finetune_epochs, lr=lr, seed=seed + k, progress=False,
-                teacher=teacher, losses=losses)  # fmt: skip
+            fit(
+                model,
+                task,
+                epochs=finetune_epochs,
+                lr=lr,
+                seed=seed + k,
+                progress=False,
+                teacher=teacher,
+                losses=losses,
+            )
         row = record(k, target)
         log.info("step %d: %.1f%% MACs, val acc %.4f", k, 100 * row.macs_kept, row.val_accuracy)
         if min_accuracy is not None and row.val_accuracy < min_accuracy:

@@ -81,8 +81,9 @@ def removable(model: nn.Module, example_inputs) -> list[str]:
     return [p for p in ok if not any(p.startswith(q + ".") for q in ok)]
 
 
-def _cheapest(model, candidates, calibration, saved: dict[str, int], macs: int, floor: float,
-              total: int):  # fmt: skip
+def _cheapest(
+    model, candidates, calibration, saved: dict[str, int], macs: int, floor: float, total: int
+):
     """The candidate whose removal adds the least calibration loss per fraction of the
     ``total`` MACs it removes (``saved``), among those after which at least ``floor`` of
     the model's ``macs`` MACs are left: (cost, path, MACs after), or None."""
@@ -167,10 +168,11 @@ def layers(
     # the candidates keep their input's shape and do not nest, so what removing one saves
     # is its own layers' MACs, whatever else has gone
     saved = {
-        path: sum(op.macs for op in before.layers
-                  if op.module == path or op.module.startswith(path + "."))
+        path: sum(
+            op.macs for op in before.layers if op.module == path or op.module.startswith(path + ".")
+        )
         for path in candidates
-    }  # fmt: skip
+    }
     # MACs: remove until at most ``goal`` are left, never going below ``floor``
     floor = 0.0 if target_macs is None else target_macs * (1 - MAC_TOLERANCE) * before.macs
     goal = 0.0 if target_macs is None else target_macs * (1 + MAC_TOLERANCE) * before.macs

@@ -18,12 +18,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PASS_THROUGH = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.Sigmoid, nn.Tanh,
-                nn.Hardtanh, nn.GELU, nn.SiLU)  # fmt: skip
+PASS_THROUGH = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.Identity,
+    nn.Dropout,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.GELU,
+    nn.SiLU,
+)
 WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-LINEAR_MAPS = (*WEIGHTED, nn.modules.pooling._AvgPoolNd, nn.modules.pooling._MaxPoolNd,
-               nn.modules.pooling._AdaptiveAvgPoolNd, nn.Flatten,
-               nn.modules.padding._ConstantPadNd, nn.modules.batchnorm._BatchNorm)  # fmt: skip
+LINEAR_MAPS = (
+    *WEIGHTED,
+    nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._MaxPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd,
+    nn.Flatten,
+    nn.modules.padding._ConstantPadNd,
+    nn.modules.batchnorm._BatchNorm,
+)
 
 
 def chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -32,7 +48,7 @@ def chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
         (n, m)
         for n, m in model.named_modules()
         if ".parametrizations" not in f".{n}"  # masks belong to their layer
-        and (isinstance(m, LINEAR_MAPS) or not [c for c in m.children()])
+        and (isinstance(m, LINEAR_MAPS) or not list(m.children()))
     ]
     for name, m in layers:
         if not isinstance(m, PASS_THROUGH + LINEAR_MAPS):
@@ -71,11 +87,12 @@ def _weight_forward(m: nn.Module, a: torch.Tensor, w: torch.Tensor, bias) -> tor
     return F.linear(a, w, bias) if isinstance(m, nn.Linear) else m._conv_forward(a, w, bias)
 
 
-def _relevance(model: nn.Module, x: torch.Tensor, target: torch.Tensor, eps: float,
-               absolute: bool):  # fmt: skip
+def _relevance(model: nn.Module, x: torch.Tensor, target: torch.Tensor, eps: float, absolute: bool):
     if isinstance(x, (tuple, list)):
-        raise ValueError("LRP walks plain chains of one input; this model takes several, so "
-                         "use importance 'magnitude' or 'taylor'")  # fmt: skip
+        raise ValueError(
+            "LRP walks plain chains of one input; this model takes several, so "
+            "use importance 'magnitude' or 'taylor'"
+        )
     layers = chain(model)
     activations = [x]
     try:

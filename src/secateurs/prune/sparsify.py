@@ -108,8 +108,9 @@ def _scores(model, layers, importance, data, seed, exponent=0.5) -> dict[str, to
     if importance in ("lrp", "lrp_magnitude"):
         relevances = weight_relevance(model, batches(data))
         if importance == "lrp_magnitude":  # a weighted geometric mean of relevance and |w|
-            return {n: _blend(relevances[n].clamp_min(0), weights[n].abs(), exponent)
-                    for n in layers}  # fmt: skip
+            return {
+                n: _blend(relevances[n].clamp_min(0), weights[n].abs(), exponent) for n in layers
+            }
         return {n: relevances[n] * (weights[n] != 0) for n in layers}
     totals = {n: torch.zeros_like(w) for n, w in weights.items()}
     was_training = model.training

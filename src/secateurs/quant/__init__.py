@@ -10,13 +10,13 @@ from .qat import QATModel, convert, prepare_qat
 from .qgt import QuantizationGuided, SensitivityReport, mixed_precision, sensitivity
 
 __all__ = [
+    "SCHEMES",
     "QATModel",
     "QGraph",
     "QParams",
-    "QuantizationGuided",
     "QuantError",
+    "QuantizationGuided",
     "QuantizedModel",
-    "SCHEMES",
     "Scheme",
     "SensitivityReport",
     "capture",

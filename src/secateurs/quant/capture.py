@@ -237,36 +237,38 @@ class _Recorder(TorchDispatchMode):
         self.nodes.append(record)
         return out
 
-    def record(self, func, args, kwargs, inputs) -> Node:  # noqa: C901 - one branch per op
+    def record(self, func, args, kwargs, inputs) -> Node:
         where, module = self.where(), self.modules.get(self.where())
         if func in CONV:
-            x, w, b, stride, padding, dilation, transposed, _, groups = args[:9]
+            x, w, _b, stride, padding, dilation, transposed, _, groups = args[:9]
             if transposed:
                 self.fail(func, "is a transposed convolution, which int8 does not support")
             if not isinstance(module, (nn.Conv1d, nn.Conv2d)) or self.value(w) is not None:
                 self.fail(func, "is not the forward of an nn.Conv1d/nn.Conv2d; use those layers")
             pads = [(int(p), int(p)) for p in padding]
-            attrs = dict(
-                layer=where,
-                bn=None,
-                act=None,
-                stride=list(map(int, stride)),
-                padding=pads,
-                dilation=list(map(int, dilation)),
-                groups=int(groups),
-            )
+            attrs = {
+                "layer": where,
+                "bn": None,
+                "act": None,
+                "stride": list(map(int, stride)),
+                "padding": pads,
+                "dilation": list(map(int, dilation)),
+                "groups": int(groups),
+            }
             return Node("conv", [self.value(x)], [], where, attrs)
         if func in LINEAR:
             x = args[1] if func.overloadpacket is aten.addmm else args[0]
             if not isinstance(module, nn.Linear) or self.value(x) is None or len(inputs) != 1:
                 self.fail(func, "is a matrix product outside an nn.Linear; use nn.Linear")
-            return Node("linear", [self.value(x)], [], where, dict(layer=where, bn=None, act=None))
+            return Node(
+                "linear", [self.value(x)], [], where, {"layer": where, "bn": None, "act": None}
+            )
         if func in BATCH_NORM:
             if not isinstance(module, nn.modules.batchnorm._BatchNorm):
                 self.fail(func, "is not the forward of an nn.BatchNorm layer")
-            return Node("bn", [self.value(args[0])], [], where, dict(bn=where))
+            return Node("bn", [self.value(args[0])], [], where, {"bn": where})
         if func in CLAMP:
-            return Node("clamp", inputs[:1], [], where, dict(act=_real_clamp(func, args)))
+            return Node("clamp", inputs[:1], [], where, {"act": _real_clamp(func, args)})
         if func in ADD or func in MUL:
             alpha = kwargs.get("alpha", args[2] if len(args) > 2 else 1)
             if len(inputs) != 2 or alpha != 1:
@@ -276,7 +278,7 @@ class _Recorder(TorchDispatchMode):
                     "for that (fold the constant into a layer)",
                 )
             kind = "add" if func in ADD else "mul"
-            return Node(kind, inputs, [], where, dict(act=None))
+            return Node(kind, inputs, [], where, {"act": None})
         if func in MEAN or func in ADAPTIVE_AVG:
             x = args[0]
             if func in ADAPTIVE_AVG:
@@ -286,13 +288,13 @@ class _Recorder(TorchDispatchMode):
             else:
                 dims = [d % x.dim() for d in (args[1] if len(args) > 1 else range(x.dim()))]
                 keep = bool(args[2]) if len(args) > 2 else bool(kwargs.get("keepdim", False))
-            return Node("mean", inputs, [], where, dict(dims=dims, keepdim=keep))
+            return Node("mean", inputs, [], where, {"dims": dims, "keepdim": keep})
         if func in AVG_POOL or func in MAX_POOL:
             kind = "avg_pool" if func in AVG_POOL else "max_pool"
             kernel = list(map(int, args[1]))
             stride = list(map(int, args[2])) if len(args) > 2 and args[2] else kernel
             padding = list(map(int, args[3])) if len(args) > 3 else [0, 0]
-            attrs = dict(kernel=kernel, stride=stride, padding=padding)
+            attrs = {"kernel": kernel, "stride": stride, "padding": padding}
             if kind == "max_pool":
                 attrs["dilation"] = list(map(int, args[4])) if len(args) > 4 else [1, 1]
                 attrs["ceil_mode"] = bool(args[5]) if len(args) > 5 else False
@@ -305,14 +307,14 @@ class _Recorder(TorchDispatchMode):
             return Node(kind, inputs, [], where, attrs)
         if func in LUT:
             consts = [a for a in args[1:] if not isinstance(a, torch.Tensor)]
-            return Node("lut", inputs, [], where, dict(func=func, args=consts, kwargs=kwargs))
+            return Node("lut", inputs, [], where, {"func": func, "args": consts, "kwargs": kwargs})
         if func in RESTRIDE and list(args[1]) == list(args[0].shape):
             return Node(
                 "move",
                 inputs,
                 [],
                 where,
-                dict(func=aten.alias.default, args=[("value", inputs[0])], kwargs={}),
+                {"func": aten.alias.default, "args": [("value", inputs[0])], "kwargs": {}},
             )
         if func in MOVE:
             if func.overloadpacket in (aten.view, aten._unsafe_view, aten.reshape):
@@ -326,7 +328,7 @@ class _Recorder(TorchDispatchMode):
                 else a
                 for a in spec
             ]
-            return Node("move", inputs, [], where, dict(func=func, args=spec, kwargs=kwargs))
+            return Node("move", inputs, [], where, {"func": func, "args": spec, "kwargs": kwargs})
         self.fail(func, f"has no int8 kernel; supported op kinds: {', '.join(KINDS)}")
         raise AssertionError  # unreachable
 
@@ -349,8 +351,10 @@ def capture(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...]) 
     was_training = model.training
     model.eval()
     try:
-        examples = [t.detach().clone() for t in
-                    (example if isinstance(example, (tuple, list)) else (example,))]  # fmt: skip
+        examples = [
+            t.detach().clone()
+            for t in (example if isinstance(example, (tuple, list)) else (example,))
+        ]
         if len({t.shape[0] for t in examples}) != 1:
             raise QuantError("the example inputs hold different numbers of samples")
         recorder.batch = examples[0].shape[0]
@@ -367,8 +371,10 @@ def capture(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...]) 
     read = {v for node in recorder.nodes for v in node.inputs}
     unused = [k for k, v in enumerate(firsts) if v not in read]
     if unused:
-        raise QuantError(f"the model never reads input {unused[0]}; an int8 build takes only "
-                         "inputs it uses: drop it from forward")  # fmt: skip
+        raise QuantError(
+            f"the model never reads input {unused[0]}; an int8 build takes only "
+            "inputs it uses: drop it from forward"
+        )
     graph = QGraph(recorder.nodes, recorder.shapes, firsts, recorder.value(out))
     return _fuse(graph)
 

@@ -250,8 +250,9 @@ def tanh_int8(q: torch.Tensor, in_scale: float, in_zero: int) -> torch.Tensor:
     return _saturate(torch.clamp(rounding_divide_by_pot(y, 24), -128, 127), x, radius)
 
 
-def litert_table(name: str, q: torch.Tensor, in_scale: float, in_zero: int,
-                 out_scale: float, out_zero: int) -> torch.Tensor:  # fmt: skip
+def litert_table(
+    name: str, q: torch.Tensor, in_scale: float, in_zero: int, out_scale: float, out_zero: int
+) -> torch.Tensor:
     """LiteRT's int8 LOGISTIC or TANH (``name``): a table its Prepare fills in float32
     (LUTPopulate): each input level dequantized, the function applied, divided by the
     output scale, rounded half away from zero. exp and tanh are computed in double and

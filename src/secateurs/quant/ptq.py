@@ -66,8 +66,10 @@ class QuantizedModel(nn.Module):
     def input_qparams(self) -> QParams:
         """The input's scale and zero point (``inputs_qparams`` for several inputs)."""
         if self.num_inputs > 1:
-            raise ValueError(f"this model has {self.num_inputs} inputs; read "
-                             "qmodel.inputs_qparams, one per input")  # fmt: skip
+            raise ValueError(
+                f"this model has {self.num_inputs} inputs; read "
+                "qmodel.inputs_qparams, one per input"
+            )
         return self.qparams[self.graph.inputs[0]]
 
     @property
@@ -83,8 +85,10 @@ class QuantizedModel(nn.Module):
         """The shape of one input sample, without the batch dimension (``input_shapes``
         for several inputs)."""
         if self.num_inputs > 1:
-            raise ValueError(f"this model has {self.num_inputs} inputs; call "
-                             "qmodel.input_shapes(), one shape per input")  # fmt: skip
+            raise ValueError(
+                f"this model has {self.num_inputs} inputs; call "
+                "qmodel.input_shapes(), one shape per input"
+            )
         return self.input_shapes()[0]
 
     def input_shapes(self) -> list[tuple[int, ...]]:
@@ -96,8 +100,10 @@ class QuantizedModel(nn.Module):
         expected = self.input_shapes()
         several = len(expected) > 1
         if several and not (isinstance(x, (tuple, list)) and len(x) == len(expected)):
-            raise TypeError(f"{what} takes a tuple of {len(expected)} tensors, one per input of "
-                            f"the model, got {type(x).__name__}")  # fmt: skip
+            raise TypeError(
+                f"{what} takes a tuple of {len(expected)} tensors, one per input of "
+                f"the model, got {type(x).__name__}"
+            )
         xs = tuple(x) if several else (x,)
         for k, (t, shape) in enumerate(zip(xs, expected)):
             name = f"input {k}" if several else "a batch"
@@ -105,11 +111,11 @@ class QuantizedModel(nn.Module):
                 raise TypeError(f"{what} takes a torch.Tensor as {name}, got {type(t).__name__}")
             if tuple(t.shape[1:]) != shape:
                 dims = ", ".join(map(str, shape))
-                raise ValueError(f"{what} takes {name} of shape (N, {dims}), got "
-                                 f"{tuple(t.shape)}")  # fmt: skip
+                raise ValueError(f"{what} takes {name} of shape (N, {dims}), got {tuple(t.shape)}")
         if len({len(t) for t in xs}) != 1:
-            raise ValueError(f"{what}: the inputs hold different numbers of samples: "
-                             f"{[len(t) for t in xs]}")  # fmt: skip
+            raise ValueError(
+                f"{what}: the inputs hold different numbers of samples: {[len(t) for t in xs]}"
+            )
         return xs
 
     def quantize_input(self, x: Inputs) -> Inputs:
@@ -136,8 +142,10 @@ class QuantizedModel(nn.Module):
                     "use quantize_input(x) to quantize floats"
                 )
             if len(t) and (int(t.min()) < qp.qmin or int(t.max()) > qp.qmax):
-                raise ValueError(f"run_int8 takes int8 values in [{qp.qmin}, {qp.qmax}], got "
-                                 f"[{int(t.min())}, {int(t.max())}]")  # fmt: skip
+                raise ValueError(
+                    f"run_int8 takes int8 values in [{qp.qmin}, {qp.qmax}], got "
+                    f"[{int(t.min())}, {int(t.max())}]"
+                )
         out = run_integer(self.graph, self.qparams, self.layers, self.ops, xs, self.rounding)
         return out.to(torch.int8)
 
@@ -198,8 +206,9 @@ def calibration_batches(data, num_batches: int, batch_size: int = 64) -> list[In
     if isinstance(data, Task):
         x = data.inputs("train")
         n = len(as_args(x)[0])
-        return [map_inputs(lambda t, i=i: t[i : i + batch_size], x)
-                for i in range(0, n, batch_size)][:num_batches]  # fmt: skip
+        return [
+            map_inputs(lambda t, i=i: t[i : i + batch_size], x) for i in range(0, n, batch_size)
+        ][:num_batches]
     if isinstance(data, torch.Tensor):
         return [data[i : i + batch_size] for i in range(0, len(data), batch_size)][:num_batches]
     if isinstance(data, Iterable):
@@ -368,4 +377,4 @@ def calibrate(
     return graph, scheme_obj, bits, qparams
 
 
-__all__ = ["QuantizedModel", "QuantError", "Scheme", "SCHEMES", "quantize"]
+__all__ = ["SCHEMES", "QuantError", "QuantizedModel", "Scheme", "quantize"]

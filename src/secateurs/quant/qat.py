@@ -127,8 +127,7 @@ class QATModel(nn.Module):
 
     def forward(self, *x: torch.Tensor) -> torch.Tensor:
         inputs = x[0] if len(x) == 1 else x
-        return run_float(self.graph, self.model, inputs, observe=self._observe,
-                         weight=self._weight)  # fmt: skip
+        return run_float(self.graph, self.model, inputs, observe=self._observe, weight=self._weight)
 
 
 def prepare_qat(

@@ -142,11 +142,14 @@ def mixed_precision(
     size = lambda p: sum(math.ceil(sizes[n] * b / 8) for n, b in p.items())  # noqa: E731
     smallest = size(dict.fromkeys(sizes, choices[-1]))
     if smallest > budget_bytes:
-        raise ValueError(f"budget_bytes={budget_bytes} cannot be met: the weights take "
-                         f"{smallest} bytes even at {choices[-1]} bits; raise the budget or "
-                         f"prune first")  # fmt: skip
-    drops = {b: {r.layer: r.drop for r in sensitivity(model, task, b, split).rows}
-             for b in choices[1:]}  # fmt: skip
+        raise ValueError(
+            f"budget_bytes={budget_bytes} cannot be met: the weights take "
+            f"{smallest} bytes even at {choices[-1]} bits; raise the budget or "
+            f"prune first"
+        )
+    drops = {
+        b: {r.layer: r.drop for r in sensitivity(model, task, b, split).rows} for b in choices[1:]
+    }
     while size(plan) > budget_bytes:
         best = None
         for name, b in plan.items():

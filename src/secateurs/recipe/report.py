@@ -14,13 +14,23 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from .._io import write_atomic  # noqa: E402
-from ..measure.target import Target  # noqa: E402
+from .._io import write_atomic
+from ..measure.target import Target
 
-COLUMNS = ("stage", "kind", "accuracy", "params", "nonzero params", "MACs", "flash", "peak SRAM",
-           "latency", "time")  # fmt: skip
+COLUMNS = (
+    "stage",
+    "kind",
+    "accuracy",
+    "params",
+    "nonzero params",
+    "MACs",
+    "flash",
+    "peak SRAM",
+    "latency",
+    "time",
+)
 
 
 def _kib(n: float) -> str:
@@ -33,12 +43,20 @@ def stage_rows(records: list[dict]) -> list[tuple[str, ...]]:
     for r in records:
         p = r["profile"]
         latency = p.get("latency_ms")
-        rows.append((
-            r["name"], r["kind"], f"{r['accuracy']:.2%}", f"{p['params']:,}",
-            f"{p['nonzero_params']:,}", f"{p['macs']:,}", _kib(r["flash_bytes"]),
-            _kib(p["peak_sram_bytes"]), "-" if latency is None else f"{latency:.3f} ms",
-            f"{r['wall_s']:.1f} s",
-        ))  # fmt: skip
+        rows.append(
+            (
+                r["name"],
+                r["kind"],
+                f"{r['accuracy']:.2%}",
+                f"{p['params']:,}",
+                f"{p['nonzero_params']:,}",
+                f"{p['macs']:,}",
+                _kib(r["flash_bytes"]),
+                _kib(p["peak_sram_bytes"]),
+                "-" if latency is None else f"{latency:.3f} ms",
+                f"{r['wall_s']:.1f} s",
+            )
+        )
     return rows
 
 
@@ -80,10 +98,15 @@ def _channels(records: list[dict]) -> bytes:
     names = list(before)
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names) + 2), 3.8))
     xs = range(len(names))
-    ax.bar([x - 0.2 for x in xs], [before[n] for n in names], 0.4,
-           label=f"after {records[0]['name']}")  # fmt: skip
-    ax.bar([x + 0.2 for x in xs], [after.get(n, 0) for n in names], 0.4,
-           label=f"after {records[-1]['name']}")  # fmt: skip
+    ax.bar(
+        [x - 0.2 for x in xs], [before[n] for n in names], 0.4, label=f"after {records[0]['name']}"
+    )
+    ax.bar(
+        [x + 0.2 for x in xs],
+        [after.get(n, 0) for n in names],
+        0.4,
+        label=f"after {records[-1]['name']}",
+    )
     ax.set_xticks(list(xs), names, rotation=90, fontsize=7)
     ax.set_ylabel("output channels")
     ax.legend()
@@ -107,11 +130,16 @@ def _sram(record: dict, target: Target) -> bytes:
     layers = [x for x in record["profile"]["layers"] if x["output_bytes"] or x["macs"]]
     fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(layers) + 2), 3.8))
     ax.bar(range(len(layers)), [x["live_bytes"] / 1024 for x in layers], color="tab:green")
-    ax.axhline(target.sram_bytes / 1024, color="tab:red", linestyle="--",
-               label=f"{target.name} SRAM ({_kib(target.sram_bytes)})")  # fmt: skip
+    ax.axhline(
+        target.sram_bytes / 1024,
+        color="tab:red",
+        linestyle="--",
+        label=f"{target.name} SRAM ({_kib(target.sram_bytes)})",
+    )
     ax.set_yscale("log")
-    ax.set_xticks(range(len(layers)), [f"{x['module']} {x['op']}" for x in layers],
-                  rotation=90, fontsize=6)  # fmt: skip
+    ax.set_xticks(
+        range(len(layers)), [f"{x['module']} {x['op']}" for x in layers], rotation=90, fontsize=6
+    )
     ax.set_ylabel("live activations (KiB)")
     ax.legend()
     ax.set_title(f"SRAM per layer after {record['name']}")
@@ -123,8 +151,9 @@ def _details(records: list[dict]) -> list[str]:
     for r in records:
         shown = {k: v for k, v in r["details"].items() if not isinstance(v, (list, dict))}
         if shown:
-            text = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                             for k, v in shown.items())  # fmt: skip
+            text = ", ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()
+            )
             lines.append(f"{r['name']}: {text}")
     return lines
 
@@ -146,9 +175,11 @@ def write_report(out: Path, recipe, records: list[dict], target: Target) -> tupl
     rows = stage_rows(records)
     details = _details(records)
     intro = recipe.description.strip()
-    note = ("Accuracy is top-1 on the test split. Costs come from sc.measure on a batch of "
-            "one: float32 until a quantize stage, then the int8 model's stored bytes as "
-            "flash and 8-bit activations for SRAM.")  # fmt: skip
+    note = (
+        "Accuracy is top-1 on the test split. Costs come from sc.measure on a batch of "
+        "one: float32 until a quantize stage, then the int8 model's stored bytes as "
+        "flash and 8-bit activations for SRAM."
+    )
 
     md = [f"# {title}", ""]
     if intro:
@@ -173,17 +204,24 @@ def write_report(out: Path, recipe, records: list[dict], target: Target) -> tupl
         body.append(f"<p>{esc(intro)}</p>")
     body += [f"<p>{esc(note)}</p>", f"<table>\n{table}</table>"]
     if details:
-        body.append("<h2>Stage details</h2><ul>" + "".join(f"<li>{esc(d)}</li>" for d in details)
-                    + "</ul>")  # fmt: skip
+        body.append(
+            "<h2>Stage details</h2><ul>" + "".join(f"<li>{esc(d)}</li>" for d in details) + "</ul>"
+        )
     for caption, png in plots.values():
         data = base64.b64encode(png).decode()
-        body.append(f'<h2>{esc(caption)}</h2><img alt="{esc(caption)}" '
-                    f'src="data:image/png;base64,{data}">')  # fmt: skip
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;"
-             "text-align:right}img{max-width:100%}")  # fmt: skip
-    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>{esc(title)}</title><style>{style}</style></head><body>\n"
-            + "\n".join(body) + "\n</body></html>\n")  # fmt: skip
+        body.append(
+            f'<h2>{esc(caption)}</h2><img alt="{esc(caption)}" src="data:image/png;base64,{data}">'
+        )
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;"
+        "text-align:right}img{max-width:100%}"
+    )
+    page = (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{esc(title)}</title><style>{style}</style></head><body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
     write_atomic(out / "report.html", page)
     return out / "report.md", out / "report.html"

@@ -126,10 +126,17 @@ def _prepare(out: Path, recipe: Recipe, source: str, resume: bool) -> bool:
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not a run folder; choose another output folder")
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json", by_alias=True),
-                                                    sort_keys=False))  # fmt: skip
-    write_atomic(meta, json.dumps({"format": RUN_FORMAT, "source": source,
-                                   "recipe": json.loads(recipe.digest())}, indent=1))  # fmt: skip
+    write_atomic(
+        out / "recipe.yaml",
+        yaml.safe_dump(recipe.model_dump(mode="json", by_alias=True), sort_keys=False),
+    )
+    write_atomic(
+        meta,
+        json.dumps(
+            {"format": RUN_FORMAT, "source": source, "recipe": json.loads(recipe.digest())},
+            indent=1,
+        ),
+    )
     return True
 
 
@@ -161,12 +168,13 @@ def run(
         if created and not finished:  # nothing worth keeping: the fixed recipe may reuse out
             shutil.rmtree(out, ignore_errors=True)
         stage = getattr(err, "recipe_stage", None)
-        if stage is None or not isinstance(err, (ValueError, TypeError, RuntimeError,
-                                                 ArithmeticError)):  # fmt: skip
+        if stage is None or not isinstance(
+            err, (ValueError, TypeError, RuntimeError, ArithmeticError)
+        ):
             raise
         try:
             named = type(err)(f"{stage}: {err}")
-        except Exception:  # noqa: BLE001  (a constructor that takes more than a message)
+        except Exception:
             raise err from None
         raise named from err
 
@@ -189,8 +197,10 @@ def _run(parsed: Recipe, stages: list[Stage], out: Path, console: Console | None
             state = load_state(path, task)
         except (ValueError, RuntimeError, KeyError, OSError) as err:
             if console is not None:
-                console.print(f"[yellow]{path} cannot be loaded[/yellow] ({str(err)[:200]}); "
-                              f"running stage {done} ({stages[done - 1].name}) again")  # fmt: skip
+                console.print(
+                    f"[yellow]{path} cannot be loaded[/yellow] ({str(err)[:200]}); "
+                    f"running stage {done} ({stages[done - 1].name}) again"
+                )
             path.unlink(missing_ok=True)
             done -= 1
     records = records[:done]

@@ -102,8 +102,7 @@ class Checked(BaseModel):
                 raise ValueError(f"{key}: expected a number, got {value}")
             if float not in kinds and abs(value) > MAX_COUNT and key not in ("seed", "seeds"):
                 what = "more than any run could do" if value > 0 else "out of range"
-                raise ValueError(f"{key}: {value:g} is {what} (at most {MAX_COUNT:,} either "
-                                 "way)")  # fmt: skip
+                raise ValueError(f"{key}: {value:g} is {what} (at most {MAX_COUNT:,} either way)")
         return data
 
 
@@ -293,8 +292,9 @@ class Search(Args):
         accepted = set(inspect.signature(SEARCHES[self.method]).parameters) - taken
         unknown = sorted(set(self.options) - accepted)
         if unknown:
-            raise ValueError(f"options {unknown} are not arguments of {self.method}; it takes "
-                             f"{sorted(accepted)}")  # fmt: skip
+            raise ValueError(
+                f"options {unknown} are not arguments of {self.method}; it takes {sorted(accepted)}"
+            )
         return self
 
 
@@ -437,8 +437,18 @@ STAGE_KINDS: dict[str, type[Args]] = {
     "evaluate": Evaluate,
     "export": Export,
 }
-FLOAT_ONLY = {"train", "finetune", "regularize", "prune", "prune_layers", "search", "sparsify",
-              "distill", "quantize", "compress"}  # fmt: skip
+FLOAT_ONLY = {
+    "train",
+    "finetune",
+    "regularize",
+    "prune",
+    "prune_layers",
+    "search",
+    "sparsify",
+    "distill",
+    "quantize",
+    "compress",
+}
 
 
 class ModelSpec(Checked):
@@ -469,8 +479,9 @@ class ModelSpec(Checked):
         if self.name is not None and self.import_ is not None:
             raise ValueError("give either name (a zoo model) or import (your own), not both")
         if self.name is None and self.import_ is None and self.checkpoint is None:
-            raise ValueError("give the zoo model's name, import: 'my_pkg.models:build', or a "
-                             "checkpoint to load")  # fmt: skip
+            raise ValueError(
+                "give the zoo model's name, import: 'my_pkg.models:build', or a checkpoint to load"
+            )
         if self.import_ is not None and self.width != 1.0:
             raise ValueError("width applies to zoo models; pass your builder's own in args")
         return self
@@ -568,9 +579,14 @@ def _stage(i: int, item: Any, data: Any) -> tuple[Stage | None, list[tuple[str, 
     where = f"stages[{i}]"
     if not isinstance(item, Mapping) or len(item) != 1:
         kinds = ", ".join(STAGE_KINDS)
-        return None, [(where, "a stage is a one-key mapping such as {train: {epochs: 10}}, "
-                              f"with the key one of {kinds}; got {_echo(item)}")]  # fmt: skip
-    (kind, args), = item.items()  # fmt: skip
+        return None, [
+            (
+                where,
+                "a stage is a one-key mapping such as {train: {epochs: 10}}, "
+                f"with the key one of {kinds}; got {_echo(item)}",
+            )
+        ]
+    ((kind, args),) = item.items()
     if kind not in STAGE_KINDS:
         return None, [(where, f"unknown stage {kind!r}; known stages: {', '.join(STAGE_KINDS)}")]
     try:
@@ -601,8 +617,13 @@ def _check_sequence(stages: list[Stage]) -> tuple[list[Stage], list[tuple[str, s
     for i, s in enumerate(stages):
         where = f"stages[{i}].{s.kind}"
         if s.name in names:
-            problems.append((where, f"stage name {s.name!r} is used by stages[{names[s.name]}] "
-                                    "too; give one of them another name"))  # fmt: skip
+            problems.append(
+                (
+                    where,
+                    f"stage name {s.name!r} is used by stages[{names[s.name]}] "
+                    "too; give one of them another name",
+                )
+            )
         teacher = getattr(s.args, "teacher", None)
         if s.kind == "distill" and teacher is None:
             trained = [n for n, j in names.items() if stages[j].kind == "train"]
@@ -611,19 +632,38 @@ def _check_sequence(stages: list[Stage]) -> tuple[list[Stage], list[tuple[str, s
         if teacher is not None and teacher != START:
             j = names.get(teacher)
             if j is None:
-                problems.append((f"{where}.teacher", f"{teacher!r} names no earlier stage; use "
-                                 f"one of {[START, *names]}"))  # fmt: skip
+                problems.append(
+                    (
+                        f"{where}.teacher",
+                        f"{teacher!r} names no earlier stage; use one of {[START, *names]}",
+                    )
+                )
             elif quantized_at is not None and j >= quantized_at:
-                problems.append((f"{where}.teacher", f"{teacher!r} is quantized; a teacher must "
-                                 "be a float model from before the quantize stage"))  # fmt: skip
+                problems.append(
+                    (
+                        f"{where}.teacher",
+                        f"{teacher!r} is quantized; a teacher must "
+                        "be a float model from before the quantize stage",
+                    )
+                )
         if quantized_at is not None and s.kind in FLOAT_ONLY:
-            problems.append((where, f"a {s.kind} stage cannot follow quantization (stages"
-                             f"[{quantized_at}]); only evaluate and export can"))  # fmt: skip
+            problems.append(
+                (
+                    where,
+                    f"a {s.kind} stage cannot follow quantization (stages"
+                    f"[{quantized_at}]); only evaluate and export can",
+                )
+            )
         if s.kind in ("quantize", "compress") and quantized_at is None:
             quantized_at = i
         if s.kind == "export" and s.args.format in ("c", "tflite") and quantized_at is None:
-            problems.append((f"{where}.format", f"{s.args.format} exports an int8 model; put a "
-                             "quantize or compress stage before this one"))  # fmt: skip
+            problems.append(
+                (
+                    f"{where}.format",
+                    f"{s.args.format} exports an int8 model; put a "
+                    "quantize or compress stage before this one",
+                )
+            )
         names.setdefault(s.name, i)
     return resolved, problems
 
@@ -663,8 +703,10 @@ def parse_recipe(
         except ValueError as err:
             raise RecipeError(source, [("", str(err))]) from None
     if not isinstance(data, Mapping):
-        raise RecipeError(source, [("", "a recipe is a mapping with task, model and stages; "
-                                        f"got {type(data).__name__}")])  # fmt: skip
+        raise RecipeError(
+            source,
+            [("", f"a recipe is a mapping with task, model and stages; got {type(data).__name__}")],
+        )
     problems: list[tuple[str, str]] = []
     try:
         recipe = Recipe.model_validate(data)
@@ -690,11 +732,17 @@ def parse_recipe(
     named, problems = _check_sequence(named)
     if problems:
         raise RecipeError(source, problems)
-    recipe = recipe.model_copy(update={"stages": [
-        {s.kind: s.args.model_dump(mode="json", exclude_unset=True)
-         | {"name": s.name, **({"teacher": s.teacher} if s.teacher else {})}}
-        for s in named
-    ]})  # fmt: skip
+    recipe = recipe.model_copy(
+        update={
+            "stages": [
+                {
+                    s.kind: s.args.model_dump(mode="json", exclude_unset=True)
+                    | {"name": s.name, **({"teacher": s.teacher} if s.teacher else {})}
+                }
+                for s in named
+            ]
+        }
+    )
     return recipe, named
 
 

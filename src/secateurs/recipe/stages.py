@@ -16,7 +16,6 @@ from typing import Any
 from rich.console import Console
 from torch import nn
 
-from .._progress import RichProgress
 from .._registry import Registry
 from ..compress import compress
 from ..data.task import Task
@@ -38,7 +37,7 @@ from ..prune import (
 from ..quant import QuantizationGuided, convert, prepare_qat, quantize
 from ..search import METHODS as SEARCHES
 from ..search import Budget
-from ..train import evaluate, fit
+from ..train import RichProgress, evaluate, fit
 from .schema import FIT_KEYS, Stage
 from .state import RunState, ptq_record, qat_record
 
@@ -61,8 +60,14 @@ class Context:
         return RichProgress(label, console=self.console) if self.console is not None else False
 
     def fit(self, model: nn.Module, stage: Stage, label: str, **kwargs) -> dict:
-        history = fit(model, self.task, **stage.args.fit_kwargs(), seed=self.seed,
-                      progress=self.progress(label), **kwargs)  # fmt: skip
+        history = fit(
+            model,
+            self.task,
+            **stage.args.fit_kwargs(),
+            seed=self.seed,
+            progress=self.progress(label),
+            **kwargs,
+        )
         return _trained(history)
 
 
@@ -98,8 +103,9 @@ def regularize_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
 
 @STAGES.register("prune")
 def prune_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
-    report = channels(state.model, ctx.task.example_inputs(), **stage.args.kwargs(),
-                      data=ctx.task, seed=ctx.seed)  # fmt: skip
+    report = channels(
+        state.model, ctx.task.example_inputs(), **stage.args.kwargs(), data=ctx.task, seed=ctx.seed
+    )
     return {
         "macs_kept": report.macs_kept,
         "params_kept": report.params_kept,
@@ -110,8 +116,11 @@ def prune_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
 @STAGES.register("prune_layers")
 def prune_layers_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
     report = layers(state.model, ctx.task.example_inputs(), **stage.args.kwargs(), data=ctx.task)
-    return {"macs_kept": report.macs_kept, "params_kept": report.params_kept,
-            "layers_removed": list(report.removed)}  # fmt: skip
+    return {
+        "macs_kept": report.macs_kept,
+        "params_kept": report.params_kept,
+        "layers_removed": list(report.removed),
+    }
 
 
 @STAGES.register("search")
@@ -120,9 +129,15 @@ def search_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
     spec = a.budget.model_dump(exclude_unset=True)
     target = spec.pop("target", None)
     budget = Budget.for_target(target, **spec) if target else Budget(**spec)
-    result = SEARCHES[a.method](state.model, ctx.task, budget, seed=ctx.seed,
-                                progress=ctx.console is not None,
-                                **a.kwargs("method", "budget", "options"), **a.options)  # fmt: skip
+    result = SEARCHES[a.method](
+        state.model,
+        ctx.task,
+        budget,
+        seed=ctx.seed,
+        progress=ctx.console is not None,
+        **a.kwargs("method", "budget", "options"),
+        **a.options,
+    )
     return {
         "fits": result.fits,
         "search_accuracy": result.accuracy,
@@ -150,8 +165,7 @@ def sparsify_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
             )
         else:
             schedule = SparsitySchedule.gradual(0.0, a.sparsity, epochs=a.epochs - 1, **kw)
-        details = ctx.fit(state.model, stage, f"{stage.name}: sparsifying",
-                          callbacks=[schedule])  # fmt: skip
+        details = ctx.fit(state.model, stage, f"{stage.name}: sparsifying", callbacks=[schedule])
         details["applied"] = [list(step) for step in schedule.applied]
     details["sparsity"] = sparsity_report(state.model).sparsity
     return details
@@ -162,9 +176,14 @@ def distill_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
     a = stage.args
     teacher = ctx.teacher(stage.teacher)
     kw = a.kwargs("teacher")
-    history = distill(state.model, teacher, ctx.task, **kw, seed=ctx.seed,
-                      progress=ctx.progress(f"{stage.name}: {a.method or 'kd'} from "
-                                            f"{stage.teacher}"))  # fmt: skip
+    history = distill(
+        state.model,
+        teacher,
+        ctx.task,
+        **kw,
+        seed=ctx.seed,
+        progress=ctx.progress(f"{stage.name}: {a.method or 'kd'} from {stage.teacher}"),
+    )
     return _trained(history)
 
 
@@ -186,16 +205,18 @@ def quantize_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
         if a.teacher is not None:
             teacher = ctx.teacher(a.teacher)
             losses = [KD(**{k: kw[k] for k in ("alpha", "temperature") if k in kw})]
-        details = ctx.fit(qat, stage, f"{stage.name}: quantization-aware training",
-                          losses=losses, teacher=teacher)  # fmt: skip
+        details = ctx.fit(
+            qat, stage, f"{stage.name}: quantization-aware training", losses=losses, teacher=teacher
+        )
         state.qmodel = convert(qat)
         state.quant = qat_record(qat, args)
     else:
         args = {k: kw[k] for k in PTQ_KEYS if k in kw}
         if a.method == "qgt":
             term = QuantizationGuided(**{k: kw[k] for k in ("bits", "weight") if k in kw})
-            details = ctx.fit(state.model, stage, f"{stage.name}: quantization-guided training",
-                              losses=[term])  # fmt: skip
+            details = ctx.fit(
+                state.model, stage, f"{stage.name}: quantization-guided training", losses=[term]
+            )
             args["weight_bits"] = term.bits
         state.qmodel = quantize(state.model, ctx.task, **args)
         state.quant = ptq_record(a.method, args)
@@ -206,19 +227,25 @@ def quantize_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
 @STAGES.register("compress")
 def compress_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
     target = ctx.target.name if ctx.target else "cortex-m4"
-    result = compress(state.model, ctx.task, target=target, seed=ctx.seed, progress=False,
-                      **stage.args.kwargs())  # fmt: skip
+    result = compress(
+        state.model, ctx.task, target=target, seed=ctx.seed, progress=False, **stage.args.kwargs()
+    )
     state.model, state.qmodel = result.model, result.qmodel
     qat = result.quantization == "qat"
     state.quant = qat_record(result.qat, {}) if qat else ptq_record("ptq", {})
     c = result.costs
     return {
-        "fits": result.fits, "within_drop": result.ok, "method": result.method,
-        "quantization": result.quantization, "flash_bytes": c["flash_bytes"],
-        "sram_bytes": c["sram_bytes"], "macs_kept": c["macs"] / result.original_costs["macs"],
-        "float_accuracy": result.accuracy_float, "int8_accuracy": result.accuracy_int8,
+        "fits": result.fits,
+        "within_drop": result.ok,
+        "method": result.method,
+        "quantization": result.quantization,
+        "flash_bytes": c["flash_bytes"],
+        "sram_bytes": c["sram_bytes"],
+        "macs_kept": c["macs"] / result.original_costs["macs"],
+        "float_accuracy": result.accuracy_float,
+        "int8_accuracy": result.accuracy_int8,
         "problems": result.problems,
-    }  # fmt: skip
+    }
 
 
 @STAGES.register("evaluate")

@@ -40,11 +40,11 @@ METHODS = {
 
 __all__ = [
     "BACKENDS",
+    "METHODS",
     "Budget",
     "BudgetError",
     "Costs",
     "GroupGates",
-    "METHODS",
     "ProcessBackend",
     "PruningNet",
     "RayBackend",

@@ -66,9 +66,20 @@ def abc(
 
     def fitness(structures: list[np.ndarray]) -> list[float]:
         todo = list({tuple(s.tolist()) for s in structures} - set(evaluated))
-        jobs = [dict(model=model, task=task, keep=space.keep(s), example_inputs=x, steps=steps,
-                     lr=lr, importance=importance, ignored=space.ignored, seed=seed)
-                for s in todo]  # fmt: skip
+        jobs = [
+            {
+                "model": model,
+                "task": task,
+                "keep": space.keep(s),
+                "example_inputs": x,
+                "steps": steps,
+                "lr": lr,
+                "importance": importance,
+                "ignored": space.ignored,
+                "seed": seed,
+            }
+            for s in todo
+        ]
         for s, acc in zip(todo, map_jobs(run, evaluate_candidate, jobs)):
             evaluated[s] = acc
         return [evaluated[tuple(s.tolist())] for s in structures]
@@ -113,5 +124,18 @@ def abc(
             history.append({"cycle": cycle, "best": max(fit), "mean": float(np.mean(fit))})
             bar.advance(status=f"best val acc {max(fit):.3f}")
     best = sources[int(np.argmax(fit))]
-    return finish("abc", space, model, best, task, finetune_epochs, lr, seed, start,
-                  len(evaluated), history, importance, progress=progress)  # fmt: skip
+    return finish(
+        "abc",
+        space,
+        model,
+        best,
+        task,
+        finetune_epochs,
+        lr,
+        seed,
+        start,
+        len(evaluated),
+        history,
+        importance,
+        progress=progress,
+    )

@@ -26,14 +26,13 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .._progress import fit_progress
 from ..data.forms import as_task
 from ..data.task import Task, call
 from ..graph import DependencyGraph
 from ..prune.importance import IMPORTANCE
 from ..prune.select import lowest
 from ..prune.sparsify import WeightMask
-from ..train import Callback, FitState, LossTerm, Step, evaluate, fit
+from ..train import Callback, FitState, LossTerm, Step, evaluate, fit, fit_progress
 from .budget import Budget, measure_costs
 from .gates import GroupGates
 from .result import SearchResult, finetune, finish
@@ -51,8 +50,11 @@ class _Augmented(LossTerm):
         self.u = {n: torch.zeros_like(p) for n, p in params.items()}
 
     def __call__(self, step: Step) -> torch.Tensor:
-        return self.rho / 2 * sum(((p - self.z[n] + self.u[n]) ** 2).sum()
-                                  for n, p in self.params.items())  # fmt: skip
+        return (
+            self.rho
+            / 2
+            * sum(((p - self.z[n] + self.u[n]) ** 2).sum() for n, p in self.params.items())
+        )
 
     def residual(self) -> float:
         """||W - Z|| over ||W||: how far the weights are from the constraint set."""
@@ -107,8 +109,14 @@ def _loss(model: nn.Module, x, y: torch.Tensor, task: Task) -> float:
         return float((task.loss or nn.functional.cross_entropy)(call(model, x), y))
 
 
-def purify(model: nn.Module, space: Space, open_: list[torch.Tensor], task: Task,
-           epsilon: float, candidates: int = 16) -> tuple[list[torch.Tensor], dict]:  # fmt: skip
+def purify(
+    model: nn.Module,
+    space: Space,
+    open_: list[torch.Tensor],
+    task: Task,
+    epsilon: float,
+    candidates: int = 16,
+) -> tuple[list[torch.Tensor], dict]:
     """Remove kept channels that barely matter, then re-activate pruned channels that
     help most, while the budget allows; ``open_`` holds a 0/1 gate per channel."""
     x, y = task.inputs("val"), task.val.tensors[-1]
@@ -119,8 +127,12 @@ def purify(model: nn.Module, space: Space, open_: list[torch.Tensor], task: Task
     with GroupGates(space.graph, space.groups, lambda: gates):
         base = _loss(model, x, y, task)
         norms = [np.asarray(IMPORTANCE.get("l2")(space.graph, g), float) for g in space.groups]
-        kept = [(norms[gi][c], gi, c) for gi, g in enumerate(gates) for c in range(len(g))
-                if g[c] > 0 and int(g.sum()) > space.minimum[gi]]  # fmt: skip
+        kept = [
+            (norms[gi][c], gi, c)
+            for gi, g in enumerate(gates)
+            for c in range(len(g))
+            if g[c] > 0 and int(g.sum()) > space.minimum[gi]
+        ]
         for _, gi, c in sorted(kept)[:candidates]:  # the weakest kept channels first
             if int(gates[gi].sum()) <= space.minimum[gi]:
                 continue
@@ -130,8 +142,9 @@ def purify(model: nn.Module, space: Space, open_: list[torch.Tensor], task: Task
                 base, removed = loss, removed + 1
             else:
                 gates[gi][c] = 1.0
-        pruned = [(-norms[gi][c], gi, c) for gi, g in enumerate(gates) for c in range(len(g))
-                  if g[c] == 0]  # fmt: skip
+        pruned = [
+            (-norms[gi][c], gi, c) for gi, g in enumerate(gates) for c in range(len(g)) if g[c] == 0
+        ]
         for _, gi, c in sorted(pruned)[:candidates]:  # the strongest pruned channels first
             counts = np.array([int(g.sum()) for g in gates])
             counts[gi] += 1
@@ -174,8 +187,21 @@ def admm(
     start = time.perf_counter()
     x = task.example_inputs()
     if not structured:
-        return _unstructured(model, task, budget, epochs, admm_lr, lr, rho, rho_growth,
-                             finetune_epochs, seed, ignored, start, progress)  # fmt: skip
+        return _unstructured(
+            model,
+            task,
+            budget,
+            epochs,
+            admm_lr,
+            lr,
+            rho,
+            rho_growth,
+            finetune_epochs,
+            seed,
+            ignored,
+            start,
+            progress,
+        )
     space = Space(model, x, budget, ignored, min_keep)
     space.check_reachable()
     if isinstance(structure, dict):
@@ -190,8 +216,17 @@ def admm(
     term = _Augmented(params, rho)
     term.z = project({n: p.detach() for n, p in params.items()})
     dual = _Dual(term, project, rho_growth, history)
-    fit(model, task, epochs=epochs, lr=admm_lr, optimizer="sgd", losses=[term],
-        callbacks=[dual], seed=seed, progress=fit_progress("admm: training", progress))  # fmt: skip
+    fit(
+        model,
+        task,
+        epochs=epochs,
+        lr=admm_lr,
+        optimizer="sgd",
+        losses=[term],
+        callbacks=[dual],
+        seed=seed,
+        progress=fit_progress("admm: training", progress),
+    )
     gates = [torch.ones(g.channels) for g in space.groups]
     for gi, idxs in project.plan.items():
         gates[gi][list(idxs)] = 0.0
@@ -199,18 +234,37 @@ def admm(
     if purification:
         gates, details = purify(model, space, gates, task, epsilon)
     history.append(details)
-    plan = {g: np.flatnonzero(gate.numpy() == 0).tolist()
-            for g, gate in zip(space.groups, gates) if (gate == 0).any()}  # fmt: skip
+    plan = {
+        g: np.flatnonzero(gate.numpy() == 0).tolist()
+        for g, gate in zip(space.groups, gates)
+        if (gate == 0).any()
+    }
     space.graph.prune(plan)
     counts = [int(g.sum()) for g in gates]
-    return finish("admm", space, model, counts, task, finetune_epochs, lr, seed, start, 0,
-                  history, pruned=True, progress=progress)  # fmt: skip
+    return finish(
+        "admm",
+        space,
+        model,
+        counts,
+        task,
+        finetune_epochs,
+        lr,
+        seed,
+        start,
+        0,
+        history,
+        pruned=True,
+        progress=progress,
+    )
 
 
 def _weights(model: nn.Module, ignored) -> dict[str, nn.Parameter]:
     layers = (nn.modules.conv._ConvNd, nn.Linear)
-    return {f"{n}.weight": m.weight for n, m in model.named_modules()
-            if isinstance(m, layers) and n not in set(ignored)}  # fmt: skip
+    return {
+        f"{n}.weight": m.weight
+        for n, m in model.named_modules()
+        if isinstance(m, layers) and n not in set(ignored)
+    }
 
 
 def _top(values: dict[str, torch.Tensor], density: float) -> dict[str, torch.Tensor]:
@@ -226,8 +280,21 @@ def _top(values: dict[str, torch.Tensor], density: float) -> dict[str, torch.Ten
     return masks
 
 
-def _unstructured(model, task, budget, epochs, admm_lr, lr, rho, growth, finetune_epochs, seed,
-                  ignored, start, progress) -> SearchResult:  # fmt: skip
+def _unstructured(
+    model,
+    task,
+    budget,
+    epochs,
+    admm_lr,
+    lr,
+    rho,
+    growth,
+    finetune_epochs,
+    seed,
+    ignored,
+    start,
+    progress,
+) -> SearchResult:
     x = task.example_inputs()
     dense = measure_costs(model, x, budget, sparse=True)
     limits = budget.limits(dense)
@@ -254,18 +321,35 @@ def _unstructured(model, task, budget, epochs, admm_lr, lr, rho, growth, finetun
         return {n: values[n] * masks[n] for n in values}
 
     term.z = project({n: p.detach() for n, p in params.items()})
-    fit(model, task, epochs=epochs, lr=admm_lr, optimizer="sgd", losses=[term],
-        callbacks=[_Dual(term, project, growth, history)], seed=seed,
-        progress=fit_progress("admm: training", progress))  # fmt: skip
+    fit(
+        model,
+        task,
+        epochs=epochs,
+        lr=admm_lr,
+        optimizer="sgd",
+        losses=[term],
+        callbacks=[_Dual(term, project, growth, history)],
+        seed=seed,
+        progress=fit_progress("admm: training", progress),
+    )
     masks = _top({n: p.detach() + term.u[n] for n, p in params.items()}, density)
     modules = dict(model.named_modules())
     for n, mask in masks.items():
-        parametrize.register_parametrization(modules[n[: -len(".weight")]], "weight",
-                                             WeightMask(mask))  # fmt: skip
+        parametrize.register_parametrization(
+            modules[n[: -len(".weight")]], "weight", WeightMask(mask)
+        )
     finetune(model, task, "admm", finetune_epochs, lr, seed, progress)
     model.eval()
     costs = measure_costs(model, x, budget, sparse=True)
     if not budget.fits(costs, limits):
         raise RuntimeError(f"admm produced a model over budget: {costs} vs {limits}")
-    return SearchResult("admm_unstructured", None, costs, limits, evaluate(model, task), 0,
-                        time.perf_counter() - start, history)  # fmt: skip
+    return SearchResult(
+        "admm_unstructured",
+        None,
+        costs,
+        limits,
+        evaluate(model, task),
+        0,
+        time.perf_counter() - start,
+        history,
+    )

@@ -18,11 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._progress import fit_progress
 from ..data.forms import as_task
 from ..data.task import Task
 from ..prune.select import lowest
-from ..train import Callback, FitState, LossTerm, Step, fit
+from ..train import Callback, FitState, LossTerm, Step, fit, fit_progress
 from .budget import Budget
 from .gates import GroupGates
 from .result import SearchResult, finish
@@ -52,8 +51,9 @@ class _AuxUpdate(Callback):
     feedback: the penalty grows while the open structure is over budget, shrinks while
     it is under."""
 
-    def __init__(self, aux, penalty: _Penalty, space: Space, lr: float, every: int,
-                 history: list) -> None:  # fmt: skip
+    def __init__(
+        self, aux, penalty: _Penalty, space: Space, lr: float, every: int, history: list
+    ) -> None:
         self.aux, self.penalty, self.space, self.history = aux, penalty, space, history
         self.optimizer = torch.optim.Adam(aux, lr=lr, betas=(0.5, 0.9))
         self.every, self.steps = every, 0
@@ -71,9 +71,14 @@ class _AuxUpdate(Callback):
 
     def on_epoch_end(self, state: FitState) -> None:
         structure = open_structure(self.aux, self.space)
-        self.history.append({"epoch": state.epoch, "excess": self.space.excess(structure),
-                             "strength": self.penalty.strength,
-                             "open": [int(k) for k in structure]})  # fmt: skip
+        self.history.append(
+            {
+                "epoch": state.epoch,
+                "excess": self.space.excess(structure),
+                "strength": self.penalty.strength,
+                "open": [int(k) for k in structure],
+            }
+        )
 
 
 def open_structure(aux: list[torch.Tensor], space: Space) -> np.ndarray:
@@ -129,8 +134,16 @@ def autoprune(
     penalty = _Penalty(aux, cost, strength)
     update = _AuxUpdate(aux, penalty, space, aux_lr, every, history)
     with GroupGates(space.graph, space.groups, lambda: [_gate(m) for m in aux]):
-        fit(model, task, epochs=epochs, lr=lr, losses=[penalty], callbacks=[update], seed=seed,
-            progress=fit_progress("autoprune: gated training", progress))  # fmt: skip
+        fit(
+            model,
+            task,
+            epochs=epochs,
+            lr=lr,
+            losses=[penalty],
+            callbacks=[update],
+            seed=seed,
+            progress=fit_progress("autoprune: gated training", progress),
+        )
     structure = open_structure(aux, space)
     structure = space.grow(structure) if space.fits(structure) else space.shrink(structure)
     plan = {}
@@ -140,5 +153,18 @@ def autoprune(
             plan[g] = lowest(scores, g.channels - int(k), g.block_counts(), *g.axis_counts())
     space.graph.prune(plan)
     history.append({"aux": {n: m.detach().tolist() for n, m in zip(space.names, aux)}})
-    return finish("autoprune", space, model, structure, task, finetune_epochs, lr, seed, start,
-                  0, history, pruned=True, progress=progress)  # fmt: skip
+    return finish(
+        "autoprune",
+        space,
+        model,
+        structure,
+        task,
+        finetune_epochs,
+        lr,
+        seed,
+        start,
+        0,
+        history,
+        pruned=True,
+        progress=progress,
+    )

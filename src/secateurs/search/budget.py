@@ -50,8 +50,9 @@ class Costs:
 def measure_costs(model: nn.Module, x, budget: Budget, sparse: bool = False) -> Costs:
     """The costs ``budget`` constrains, measured on ``model`` with ``sc.measure.profile``.
     ``sparse=True`` counts nonzero MACs and params (unstructured sparsity)."""
-    prof = profile(model, x, budget.weight_bits, budget.activation_bits,
-                   latency=budget.latency_ms is not None)  # fmt: skip
+    prof = profile(
+        model, x, budget.weight_bits, budget.activation_bits, latency=budget.latency_ms is not None
+    )
     flash, sram = prof.flash_bytes, prof.peak_sram_bytes
     if budget.measure == "c":
         flash, sram = c_costs(model, x, budget.weight_bits)
@@ -92,8 +93,10 @@ class Budget:
     def __post_init__(self) -> None:
         check_choice("Budget.measure", self.measure, MEASURES)
         if self.measure == "c" and self.activation_bits != 8:
-            raise ValueError("Budget(measure='c') counts the int8 C export; activation_bits "
-                             f"must be 8, got {self.activation_bits}")  # fmt: skip
+            raise ValueError(
+                "Budget(measure='c') counts the int8 C export; activation_bits "
+                f"must be 8, got {self.activation_bits}"
+            )
         check_int("weight_bits", self.weight_bits, minimum=1)
         check_int("activation_bits", self.activation_bits, minimum=1)
         for f in fields(self):
@@ -111,8 +114,13 @@ class Budget:
     def for_target(cls, target, weight_bits: int = 8, activation_bits: int = 8, **extra) -> Budget:
         """The flash and SRAM of a device (a ``sc.measure.TARGETS`` name or a Target)."""
         t = get_target(target)
-        return cls(flash_bytes=int(t.flash_bytes), sram_bytes=int(t.sram_bytes),
-                   weight_bits=weight_bits, activation_bits=activation_bits, **extra)  # fmt: skip
+        return cls(
+            flash_bytes=int(t.flash_bytes),
+            sram_bytes=int(t.sram_bytes),
+            weight_bits=weight_bits,
+            activation_bits=activation_bits,
+            **extra,
+        )
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -139,8 +147,10 @@ class Budget:
         candidate ``smallest`` (reached by ``how``) is over a limit."""
         over = [m for m in limits if smallest.get(m) > limits[m]]
         if over:
-            parts = [f"{m} <= {_fmt(limits[m])} (the smallest reachable is "
-                     f"{_fmt(smallest.get(m))})" for m in over]  # fmt: skip
+            parts = [
+                f"{m} <= {_fmt(limits[m])} (the smallest reachable is {_fmt(smallest.get(m))})"
+                for m in over
+            ]
             raise BudgetError(
                 f"the budget cannot be met by {how}: "
                 + "; ".join(parts)

@@ -39,14 +39,24 @@ class StopAfter(Callback):
             state.stop = True
 
 
-def finetune_steps(model: nn.Module, task: Task, steps: int, lr: float, seed: int,
-                   batch_size: int = 64) -> None:  # fmt: skip
+def finetune_steps(
+    model: nn.Module, task: Task, steps: int, lr: float, seed: int, batch_size: int = 64
+) -> None:
     """Train ``model`` for ``steps`` optimizer steps at a constant learning rate."""
     if steps <= 0:
         return
     per_epoch = math.ceil(len(task.train) / batch_size)
-    fit(model, task, epochs=math.ceil(steps / per_epoch), lr=lr, batch_size=batch_size,
-        schedule="constant", callbacks=[StopAfter(steps)], seed=seed, progress=False)  # fmt: skip
+    fit(
+        model,
+        task,
+        epochs=math.ceil(steps / per_epoch),
+        lr=lr,
+        batch_size=batch_size,
+        schedule="constant",
+        callbacks=[StopAfter(steps)],
+        seed=seed,
+        progress=False,
+    )
 
 
 def evaluate_candidate(
@@ -64,8 +74,15 @@ def evaluate_candidate(
     """Accuracy on ``split`` of a copy of ``model`` pruned to ``keep`` (inheriting the
     weights of its most important channels) and fine-tuned for ``steps`` steps."""
     candidate = copy.deepcopy(model)
-    channels(candidate, example_inputs, keep=keep, importance=importance, ignored=ignored,
-             data=task, seed=seed)  # fmt: skip
+    channels(
+        candidate,
+        example_inputs,
+        keep=keep,
+        importance=importance,
+        ignored=ignored,
+        data=task,
+        seed=seed,
+    )
     finetune_steps(candidate, task, steps, lr, seed)
     return evaluate(candidate, task, split)
 
@@ -101,8 +118,9 @@ class ProcessBackend:
     def map(self, fn: Callable, jobs: Sequence[dict], on_done: Callable | None = None) -> list:
         if len(jobs) <= 1 or self.workers == 1:
             return SerialBackend().map(fn, jobs, on_done)
-        with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
-                                 initializer=_single_thread) as pool:  # fmt: skip
+        with ProcessPoolExecutor(
+            self.workers, mp_context=get_context("spawn"), initializer=_single_thread
+        ) as pool:
             futures = [pool.submit(fn, **job) for job in jobs]
             if on_done is not None:
                 for _ in as_completed(futures):
@@ -132,8 +150,7 @@ class RayBackend:
                 "the Ray backend needs Ray: pip install 'secateurs[ray]' (or pip install ray)"
             ) from None
         if not ray.is_initialized():
-            options = dict(include_dashboard=False, logging_level="ERROR",
-                           log_to_driver=False)  # fmt: skip
+            options = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False}
             if self.address == "local":
                 ray.init(num_cpus=self._workers or os.cpu_count() or 1, **options)
             else:
@@ -192,6 +209,8 @@ def get_backend(backend) -> object:
     if backend is None:
         return SerialBackend()
     if not callable(getattr(backend, "map", None)):
-        raise TypeError(f"backend must be a name ({', '.join(BACKENDS.names())}) or have "
-                        f"map(fn, jobs); got {type(backend).__name__}")  # fmt: skip
+        raise TypeError(
+            f"backend must be a name ({', '.join(BACKENDS.names())}) or have "
+            f"map(fn, jobs); got {type(backend).__name__}"
+        )
     return backend

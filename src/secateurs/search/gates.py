@@ -31,8 +31,9 @@ class GroupGates:
     """Forward pre-hooks on the layers that read ``groups``' channels; ``gates()`` returns
     one tensor per group (its channels, in unit order) each time such a layer runs."""
 
-    def __init__(self, graph: DependencyGraph, groups: list[Group],
-                 gates: Callable[[], list[torch.Tensor]]) -> None:  # fmt: skip
+    def __init__(
+        self, graph: DependencyGraph, groups: list[Group], gates: Callable[[], list[torch.Tensor]]
+    ) -> None:
         self.gates = gates
         self._parts: dict[str, list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
         self._modules: dict[str, nn.Module] = {}

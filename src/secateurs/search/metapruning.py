@@ -22,10 +22,10 @@ from torch import nn
 from torch.func import functional_call
 
 from .._checks import check_int
-from .._progress import Steps, fit_progress
+from .._progress import Steps
 from ..data.forms import as_task
 from ..data.task import Task, call, map_inputs
-from ..train import evaluate, fit
+from ..train import evaluate, fit, fit_progress
 from .budget import Budget, BudgetError
 from .gates import GroupGates
 from .result import SearchResult, finish
@@ -50,8 +50,11 @@ class PruningNet(nn.Module):
                     slot[0 if m.axis == "in" else 1] = gi
                     if m.axis not in ("in", "out"):
                         slot[0] = gi
-        self.layers = {n: where.get(n, [None, None]) for n, mod in model.named_modules()
-                       if isinstance(mod, LAYERS)}  # fmt: skip
+        self.layers = {
+            n: where.get(n, [None, None])
+            for n, mod in model.named_modules()
+            if isinstance(mod, LAYERS)
+        }
         self.generators = nn.ModuleDict()
         for name in self.layers:
             w = model.get_submodule(name).weight.detach()
@@ -66,15 +69,18 @@ class PruningNet(nn.Module):
         self._gates = GroupGates(space.graph, space.groups, self.gates)
 
     def gates(self) -> list[torch.Tensor]:
-        return [(torch.arange(c) < k).float() for c, k in zip(self.space.channels,
-                                                             self.structure)]  # fmt: skip
+        return [(torch.arange(c) < k).float() for c, k in zip(self.space.channels, self.structure)]
 
     def weights(self, structure) -> dict[str, torch.Tensor]:
         frac = torch.as_tensor(self.space.fractions(structure), dtype=torch.float32)
         out = {}
         for name, (gin, gout) in self.layers.items():
-            code = torch.stack([frac[gin] if gin is not None else torch.tensor(1.0),
-                                frac[gout] if gout is not None else torch.tensor(1.0)])  # fmt: skip
+            code = torch.stack(
+                [
+                    frac[gin] if gin is not None else torch.tensor(1.0),
+                    frac[gout] if gout is not None else torch.tensor(1.0),
+                ]
+            )
             w = self.generators[name.replace(".", "/")](code)
             out[f"{name}.weight"] = w.view_as(self.model.get_submodule(name).weight)
         return out
@@ -212,5 +218,18 @@ def metapruning(
         for name, w in net.weights(best).items():
             model.get_submodule(name[: -len(".weight")]).weight.copy_(w)
     space.graph.prune(space.plan(best))
-    return finish("metapruning", space, model, best, task, finetune_epochs, lr, seed, start,
-                  len(scores), history, pruned=True, progress=progress)  # fmt: skip
+    return finish(
+        "metapruning",
+        space,
+        model,
+        best,
+        task,
+        finetune_epochs,
+        lr,
+        seed,
+        start,
+        len(scores),
+        history,
+        pruned=True,
+        progress=progress,
+    )

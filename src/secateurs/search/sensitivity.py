@@ -56,16 +56,24 @@ def greedy_sensitivity(
     fractions = np.array([1.0, *sorted(set(levels), reverse=True)])
     if not ((fractions > 0) & (fractions <= 1)).all():
         raise ValueError(f"levels are kept fractions in (0, 1]; got {list(levels)}")
-    rungs = [space.clip(np.maximum(space.minimum, np.round(f * space.channels)))
-             for f in fractions]  # fmt: skip
+    rungs = [space.clip(np.maximum(space.minimum, np.round(f * space.channels))) for f in fractions]
     base = evaluate(model, task, "val")
     jobs, where = [], []
     for g in range(len(space)):
         for r in range(1, len(fractions)):
             s = space.channels.copy()
             s[g] = rungs[r][g]
-            jobs.append(dict(model=model, task=task, keep=space.keep(s), example_inputs=x,
-                             importance=importance, ignored=space.ignored, seed=seed))  # fmt: skip
+            jobs.append(
+                {
+                    "model": model,
+                    "task": task,
+                    "keep": space.keep(s),
+                    "example_inputs": x,
+                    "importance": importance,
+                    "ignored": space.ignored,
+                    "seed": seed,
+                }
+            )
             where.append((g, r))
     drop = np.zeros((len(space), len(fractions)))
     with Steps("sensitivity: one group cut at a time", len(jobs), progress) as bar:
@@ -94,10 +102,28 @@ def greedy_sensitivity(
             break
         level[best] += 1
         current[best] = rungs[level[best]][best]
-        history.append({"group": space.names[best], "kept": int(current[best]),
-                        "excess": space.excess(current)})  # fmt: skip
-    return finish("sensitivity", space, model, current, task, finetune_epochs, lr, seed,
-                  start, len(jobs), history, importance, progress=progress)  # fmt: skip
+        history.append(
+            {
+                "group": space.names[best],
+                "kept": int(current[best]),
+                "excess": space.excess(current),
+            }
+        )
+    return finish(
+        "sensitivity",
+        space,
+        model,
+        current,
+        task,
+        finetune_epochs,
+        lr,
+        seed,
+        start,
+        len(jobs),
+        history,
+        importance,
+        progress=progress,
+    )
 
 
 def overshoot_removed(space: Space, before, after) -> float:
@@ -127,5 +153,18 @@ def uniform(
     space = Space(model, task.example_inputs(), budget, ignored, min_keep)
     space.check_reachable()
     structure = space.uniform()
-    return finish("uniform", space, model, structure, task, finetune_epochs, lr, seed, start,
-                  0, [], importance, progress=progress)  # fmt: skip
+    return finish(
+        "uniform",
+        space,
+        model,
+        structure,
+        task,
+        finetune_epochs,
+        lr,
+        seed,
+        start,
+        0,
+        [],
+        importance,
+        progress=progress,
+    )

@@ -35,8 +35,9 @@ class Space:
         if not isinstance(budget, Budget):
             raise TypeError(f"budget must be a sc.search.Budget, got {type(budget).__name__}")
         if not 0 < min_keep <= 1:
-            raise ValueError(f"min_keep is the fraction of a group always kept, in (0, 1]; "
-                             f"got {min_keep}")  # fmt: skip
+            raise ValueError(
+                f"min_keep is the fraction of a group always kept, in (0, 1]; got {min_keep}"
+            )
         self.model, self.x, self.budget = model, example_inputs, budget
         self.ignored = tuple(ignored)
         self.graph = DependencyGraph(model, example_inputs, ignored=self.ignored)
@@ -61,12 +62,20 @@ class Space:
         """``{group name: kept channels}`` for ``sc.prune.channels(keep=...)``."""
         return {n: int(k) for n, k in zip(self.names, self.clip(structure))}
 
-    def apply(self, model: nn.Module, structure, importance: str = "l1", data=None,
-              seed: int = 0) -> PruneReport:  # fmt: skip
+    def apply(
+        self, model: nn.Module, structure, importance: str = "l1", data=None, seed: int = 0
+    ) -> PruneReport:
         """Prune ``model`` (this space's model or a copy of it) to ``structure``, in place,
         removing each group's least important channels by ``importance``."""
-        return channels(model, self.x, keep=self.keep(structure), importance=importance,
-                        ignored=self.ignored, data=data, seed=seed)  # fmt: skip
+        return channels(
+            model,
+            self.x,
+            keep=self.keep(structure),
+            importance=importance,
+            ignored=self.ignored,
+            data=data,
+            seed=seed,
+        )
 
     def plan(self, structure) -> dict:
         """``{group: channels removed}`` keeping each group's first channels: costs do not
