@@ -17,11 +17,18 @@ import secateurs as sc
 
 # the zoo models the deployment benchmarks export, at widths that fit a microcontroller
 ZOO = [
-    ("mlp", {}), ("lenet_300_100", {}), ("lenet5", {}), ("resnet8", {}), ("ds_cnn", {}),
-    ("mobilenet_v1", {"width": 0.25}), ("mobilenet_v2", {"width": 0.35, "last_channels": 128}),
-    ("shufflenet_v1", {"width": 0.5}), ("shufflenet_v2", {"width": 0.5}),
-    ("ghostnet", {"width": 0.3}), ("elm", {}),
-]  # fmt: skip
+    ("mlp", {}),
+    ("lenet_300_100", {}),
+    ("lenet5", {}),
+    ("resnet8", {}),
+    ("ds_cnn", {}),
+    ("mobilenet_v1", {"width": 0.25}),
+    ("mobilenet_v2", {"width": 0.35, "last_channels": 128}),
+    ("shufflenet_v1", {"width": 0.5}),
+    ("shufflenet_v2", {"width": 0.5}),
+    ("ghostnet", {"width": 0.3}),
+    ("elm", {}),
+]
 LIGHTWEIGHT = [  # the review's other lightweight designs, small configurations
     ("mobilenet_v3", {"width": 0.35, "last_channels": 128}),
     ("efficientnet", {"width": 0.25, "depth": 0.34, "last_channels": 128}),
@@ -95,8 +102,11 @@ def check_reproduced(what: str, score: float, stored: float | None, results: Pat
 def without_methods(cells: dict, methods, tasks=None) -> dict:
     """``cells`` less those of ``methods`` (on ``tasks``, if given), for keys that start
     task/<anything>/method/..."""
-    return {k: v for k, v in cells.items() if not (
-        k.split("/")[2] in methods and (tasks is None or k.split("/")[0] in tasks))}  # fmt: skip
+    return {
+        k: v
+        for k, v in cells.items()
+        if not (k.split("/")[2] in methods and (tasks is None or k.split("/")[0] in tasks))
+    }
 
 
 def accuracies(model, task) -> dict:
@@ -111,6 +121,11 @@ def task_parser(doc: str, tasks, methods, held_out_help: str) -> argparse.Argume
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--tasks", nargs="+", default=list(tasks), choices=tasks)
     parser.add_argument("--held-out", action="store_true", help=held_out_help)
-    parser.add_argument("--rerun", action="append", default=[], choices=methods,
-                        help="measure this method's cells again (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--rerun",
+        action="append",
+        default=[],
+        choices=methods,
+        help="measure this method's cells again (repeatable)",
+    )
     return parser

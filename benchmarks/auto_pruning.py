@@ -30,14 +30,22 @@ import secateurs as sc
 from secateurs.measure.target import Target
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import locked_update, machine, without_methods  # noqa: E402
+from _common import locked_update, machine, without_methods
 
 RESULTS = Path(__file__).parent / "results" / "auto_pruning.json"
 TASKS = {"digits": 10, "mnist1d": 15}  # training epochs
-MODEL = {"width": 0.5, "cfg": ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 2, 1)),
-         "last_channels": 256}  # fmt: skip
-SLOT = Target("slot-24k-3k", sram_bytes=3 * 1024, flash_bytes=24 * 1024, clock_hz=48_000_000,
-              active_power_mw=5.0)  # fmt: skip
+MODEL = {
+    "width": 0.5,
+    "cfg": ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 2, 1)),
+    "last_channels": 256,
+}
+SLOT = Target(
+    "slot-24k-3k",
+    sram_bytes=3 * 1024,
+    flash_bytes=24 * 1024,
+    clock_hz=48_000_000,
+    active_power_mw=5.0,
+)
 BUDGETS = {"macs0.3": sc.search.Budget(macs=0.3), "slot": sc.search.Budget.for_target(SLOT)}
 METHODS = ("uniform", "sensitivity", "admm", "abc", "autoprune", "metapruning")
 FINETUNE = {"finetune_epochs": 5, "lr": 3e-3}
@@ -67,14 +75,22 @@ def run_task(task_name: str, seeds: int) -> None:
                 model = copy.deepcopy(parent)
                 start = time.perf_counter()
                 result = sc.search.METHODS[method](model, task, budget, seed=seed, **FINETUNE)
-                cell = {"accuracy": result.accuracy, "fits": result.fits,
-                        "costs": vars(result.costs), "limits": result.limits,
-                        "evaluations": result.evaluations,
-                        "seconds": time.perf_counter() - start}  # fmt: skip
-                _update(lambda r, key=key, cell=cell: r.setdefault("cells", {}).__setitem__(
-                    key, cell))  # fmt: skip
-                print(f"{key:36s} acc {cell['accuracy']:.4f} fits {cell['fits']} "
-                      f"{cell['seconds']:.0f}s", flush=True)  # fmt: skip
+                cell = {
+                    "accuracy": result.accuracy,
+                    "fits": result.fits,
+                    "costs": vars(result.costs),
+                    "limits": result.limits,
+                    "evaluations": result.evaluations,
+                    "seconds": time.perf_counter() - start,
+                }
+                _update(
+                    lambda r, key=key, cell=cell: r.setdefault("cells", {}).__setitem__(key, cell)
+                )
+                print(
+                    f"{key:36s} acc {cell['accuracy']:.4f} fits {cell['fits']} "
+                    f"{cell['seconds']:.0f}s",
+                    flush=True,
+                )
 
 
 def summarize(results: dict, seeds: int) -> dict:
@@ -82,25 +98,29 @@ def summarize(results: dict, seeds: int) -> dict:
     summary = {}
     for task_name in TASKS:
         for budget_name in BUDGETS:
-            keys = {m: [f"{task_name}/{budget_name}/{m}/{s}" for s in range(seeds)]
-                    for m in METHODS}  # fmt: skip
+            keys = {
+                m: [f"{task_name}/{budget_name}/{m}/{s}" for s in range(seeds)] for m in METHODS
+            }
             if not all(k in cells for ks in keys.values() for k in ks):
                 continue
             base = statistics.mean(cells[k]["accuracy"] for k in keys["uniform"])
             print(f"\n{task_name}, budget {budget_name}: uniform L1 {100 * base:.1f}")
             for method in METHODS:
                 accs = [cells[k]["accuracy"] for k in keys[method]]
-                row = {"mean_accuracy": statistics.mean(accs),
-                       "std_accuracy": statistics.pstdev(accs),
-                       "gain_over_uniform": statistics.mean(accs) - base,
-                       "all_fit": all(cells[k]["fits"] for k in keys[method]),
-                       "mean_seconds": statistics.mean(cells[k]["seconds"]
-                                                       for k in keys[method])}  # fmt: skip
+                row = {
+                    "mean_accuracy": statistics.mean(accs),
+                    "std_accuracy": statistics.pstdev(accs),
+                    "gain_over_uniform": statistics.mean(accs) - base,
+                    "all_fit": all(cells[k]["fits"] for k in keys[method]),
+                    "mean_seconds": statistics.mean(cells[k]["seconds"] for k in keys[method]),
+                }
                 summary[f"{task_name}/{budget_name}/{method}"] = row
-                print(f"  {method:12s} {100 * row['mean_accuracy']:5.1f} ± "
-                      f"{100 * row['std_accuracy']:3.1f}  "
-                      f"{100 * row['gain_over_uniform']:+5.1f} vs uniform  "
-                      f"fits {row['all_fit']}  {row['mean_seconds']:.0f} s")  # fmt: skip
+                print(
+                    f"  {method:12s} {100 * row['mean_accuracy']:5.1f} ± "
+                    f"{100 * row['std_accuracy']:3.1f}  "
+                    f"{100 * row['gain_over_uniform']:+5.1f} vs uniform  "
+                    f"fits {row['all_fit']}  {row['mean_seconds']:.0f} s"
+                )
     return summary
 
 
@@ -108,20 +128,35 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--rerun", action="append", default=[], choices=METHODS,
-                        help="measure this method's cells again (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--rerun",
+        action="append",
+        default=[],
+        choices=METHODS,
+        help="measure this method's cells again (repeatable)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.rerun:
-        _update(lambda r: r.__setitem__("cells", without_methods(r.get("cells", {}), args.rerun,
-                                                                 args.tasks)))  # fmt: skip
-    _update(lambda r: r.update({
-        "benchmark": "auto_pruning", "machine": machine(),
-        "command": f"python benchmarks/auto_pruning.py --seeds {args.seeds} "
-                   "[--tasks digits | mnist1d]",
-        "budgets": {"macs0.3": "30% of the unpruned MACs",
-                    "slot": f"{SLOT.flash_bytes} B flash, {SLOT.sram_bytes} B SRAM "
-                            "at int8"}}))  # fmt: skip
+        _update(
+            lambda r: r.__setitem__(
+                "cells", without_methods(r.get("cells", {}), args.rerun, args.tasks)
+            )
+        )
+    _update(
+        lambda r: r.update(
+            {
+                "benchmark": "auto_pruning",
+                "machine": machine(),
+                "command": f"python benchmarks/auto_pruning.py --seeds {args.seeds} "
+                "[--tasks digits | mnist1d]",
+                "budgets": {
+                    "macs0.3": "30% of the unpruned MACs",
+                    "slot": f"{SLOT.flash_bytes} B flash, {SLOT.sram_bytes} B SRAM at int8",
+                },
+            }
+        )
+    )
     for task_name in args.tasks:
         run_task(task_name, args.seeds)
     results = _update(lambda r: r.__setitem__("summary", summarize(r, args.seeds)))

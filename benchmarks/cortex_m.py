@@ -61,7 +61,7 @@ LAYERS = {
     "pointwise 32->64 16x16": (lambda: nn.Conv2d(32, 64, 1), (32, 16, 16)),
     "fully_connected 256->10": (lambda: nn.Linear(256, 10), (256,)),
     "conv1d k5 16->32 L40": (lambda: nn.Conv1d(16, 32, 5, padding=2), (16, 40)),
-}  # fmt: skip
+}
 
 INVOKE = """/* CMSIS-NN for one layer, behind the entry point the harness calls. */
 #include <string.h>
@@ -130,10 +130,16 @@ def cmsis_library(work: Path, core: str, opt: str) -> Path:
         return lib
     objdir = work / f"cmsis{core}{opt}"
     objdir.mkdir(parents=True, exist_ok=True)
-    flags = [*(f for f in cortex_m.compile_flags(cortex_m.get_core(core), opt)
-               if not f.startswith("-std")), "-std=gnu11",
-             f"-I{CMSIS / 'cmsis-nn' / 'Include'}",
-             f"-I{CMSIS / 'cmsis-core' / 'CMSIS' / 'Core' / 'Include'}"]  # fmt: skip
+    flags = [
+        *(
+            f
+            for f in cortex_m.compile_flags(cortex_m.get_core(core), opt)
+            if not f.startswith("-std")
+        ),
+        "-std=gnu11",
+        f"-I{CMSIS / 'cmsis-nn' / 'Include'}",
+        f"-I{CMSIS / 'cmsis-core' / 'CMSIS' / 'Core' / 'Include'}",
+    ]
     sources = sorted(
         p
         for d in CMSIS_DIRS
@@ -156,25 +162,55 @@ def layer_header(op, in_shape) -> str:
     """The constants our export stores for ``op``, in the layout CMSIS-NN reads."""
     p, c = op.params, op.consts
     if op.kernel == "sc_linear":
-        dims = {"IN_H": 1, "IN_W": 1, "IN_C": p["in_features"], "OUT_H": 1, "OUT_W": 1,
-                "OUT_C": p["out_features"], "F_N": p["in_features"], "F_H": 1, "F_W": 1,
-                "F_C": p["out_features"], "STRIDE_W": 1, "STRIDE_H": 1, "PAD_W": 0,
-                "PAD_H": 0, "KIND_CONV": 0, "KIND_DEPTHWISE": 0}  # fmt: skip
+        dims = {
+            "IN_H": 1,
+            "IN_W": 1,
+            "IN_C": p["in_features"],
+            "OUT_H": 1,
+            "OUT_W": 1,
+            "OUT_C": p["out_features"],
+            "F_N": p["in_features"],
+            "F_H": 1,
+            "F_W": 1,
+            "F_C": p["out_features"],
+            "STRIDE_W": 1,
+            "STRIDE_H": 1,
+            "PAD_W": 0,
+            "PAD_H": 0,
+            "KIND_CONV": 0,
+            "KIND_DEPTHWISE": 0,
+        }
         weights = c["w"].values  # [out][in], as CMSIS-NN's fully connected reads it
     else:
         depthwise = p["groups"] == p["cin"] and p["groups"] > 1
         w = c["w"].values.reshape(p["cout"], p["kh"], p["kw"], p["cin"] // p["groups"])
         # CMSIS-NN: OHWI for a convolution, 1HWC (channels innermost) for a depthwise one
         weights = w.transpose(3, 1, 2, 0) if depthwise else w
-        dims = {"IN_H": p["h"], "IN_W": p["w"], "IN_C": p["cin"], "OUT_H": p["oh"],
-                "OUT_W": p["ow"], "OUT_C": p["cout"], "F_N": 1 if depthwise else p["cout"],
-                "F_H": p["kh"], "F_W": p["kw"], "F_C": p["cout"] if depthwise else p["cin"],
-                "STRIDE_W": p["stride_w"], "STRIDE_H": p["stride_h"], "PAD_W": p["pad_left"],
-                "PAD_H": p["pad_top"], "KIND_CONV": int(not depthwise),
-                "KIND_DEPTHWISE": int(depthwise)}  # fmt: skip
+        dims = {
+            "IN_H": p["h"],
+            "IN_W": p["w"],
+            "IN_C": p["cin"],
+            "OUT_H": p["oh"],
+            "OUT_W": p["ow"],
+            "OUT_C": p["cout"],
+            "F_N": 1 if depthwise else p["cout"],
+            "F_H": p["kh"],
+            "F_W": p["kw"],
+            "F_C": p["cout"] if depthwise else p["cin"],
+            "STRIDE_W": p["stride_w"],
+            "STRIDE_H": p["stride_h"],
+            "PAD_W": p["pad_left"],
+            "PAD_H": p["pad_top"],
+            "KIND_CONV": int(not depthwise),
+            "KIND_DEPTHWISE": int(depthwise),
+        }
     dims |= {"KIND_ADD": 0, "KIND_MAXPOOL": 0, "KIND_AVGPOOL": 0}
-    dims |= {"IN_ZP": p["in_zp"], "OUT_ZP": p["out_zp"], "ACT_MIN": p["act_min"],
-             "ACT_MAX": p["act_max"]}  # fmt: skip
+    dims |= {
+        "IN_ZP": p["in_zp"],
+        "OUT_ZP": p["out_zp"],
+        "ACT_MIN": p["act_min"],
+        "ACT_MAX": p["act_max"],
+    }
     text = "".join(f"#define {k} {v}\n" for k, v in dims.items())
     text += _array("weights", "int8_t", weights)
     text += _array("bias", "int32_t", c["bias"].values)
@@ -183,8 +219,9 @@ def layer_header(op, in_shape) -> str:
     return text
 
 
-def measure_layer(name: str, work: Path, cores, opts, inputs: int, sparsity: float = 0.0
-                  ) -> list[dict]:  # fmt: skip
+def measure_layer(
+    name: str, work: Path, cores, opts, inputs: int, sparsity: float = 0.0
+) -> list[dict]:
     """One layer on each core and option; with ``sparsity``, its filterlets pruned by
     magnitude to that fraction and exported sparse, against CMSIS-NN running the same
     (zero-filled) weights densely."""
@@ -215,8 +252,9 @@ def measure_layer(name: str, work: Path, cores, opts, inputs: int, sparsity: flo
         f"#define SECATEURS_OUTPUT_SIZE {size_out}\n"
         "int secateurs_invoke(const int8_t *input, int8_t *output);\n"
     )
-    channel_last = (lambda t: t.permute(0, *range(2, t.dim()), 1)) if len(in_shape) > 1 else (
-        lambda t: t)  # fmt: skip
+    channel_last = (
+        (lambda t: t.permute(0, *range(2, t.dim()), 1)) if len(in_shape) > 1 else (lambda t: t)
+    )
     rows = []
     for core in cores:
         lib = {opt: cmsis_library(work, core, opt) for opt in opts}
@@ -226,11 +264,17 @@ def measure_layer(name: str, work: Path, cores, opts, inputs: int, sparsity: flo
                 raise AssertionError(f"{name} on {core}{opt}: our C differs from run_int8")
             harness = cortex_m._copy_resource("harness.c", cm_dir / "harness.c")
             fw = cortex_m.firmware(
-                [cm_dir / "invoke.c", harness], cm_dir / f"{core}{opt}", core, opt,
-                includes=(cm_dir, CMSIS / "cmsis-nn" / "Include",
-                          CMSIS / "cmsis-core" / "CMSIS" / "Core" / "Include"),
+                [cm_dir / "invoke.c", harness],
+                cm_dir / f"{core}{opt}",
+                core,
+                opt,
+                includes=(
+                    cm_dir,
+                    CMSIS / "cmsis-nn" / "Include",
+                    CMSIS / "cmsis-core" / "CMSIS" / "Core" / "Include",
+                ),
                 libraries=(lib[opt],),
-            )  # fmt: skip
+            )
             run = cortex_m.run(fw, channel_last(x_q).contiguous(), size_out)
             shape = channel_last(torch.from_numpy(expected)).shape[1:]
             theirs = run.outputs.reshape(inputs, *shape)
@@ -240,22 +284,37 @@ def measure_layer(name: str, work: Path, cores, opts, inputs: int, sparsity: flo
                 raise AssertionError(f"{name} on {core}{opt}: CMSIS-NN differs from run_int8")
             kernel = ours["per_op_instructions"][0]  # the layer's one kernel call
             cmsis = float(np.mean(run.instructions))
-            rows.append({
-                "layer": name, "sparsity": sparsity, "core": core, "opt": opt,
-                "macs": report["macs"], "dense_macs": dense_macs,
-                "secateurs_instructions": kernel, "cmsis_nn_instructions": cmsis,
-                "ratio": kernel / cmsis, "secateurs_per_mac": kernel / dense_macs,
-                "cmsis_nn_per_mac": cmsis / dense_macs,
-                "secateurs_kernels_text": ours["sizes"]["kernels"][".text"],
-            })  # fmt: skip
-            print(f"{name:26s} {sparsity:4.0%} {core:14s} {opt}  ours {kernel:>9,}  CMSIS-NN "
-                  f"{cmsis:>11,.0f}"
-                  f"  ratio {kernel / cmsis:.2f}", flush=True)  # fmt: skip
+            rows.append(
+                {
+                    "layer": name,
+                    "sparsity": sparsity,
+                    "core": core,
+                    "opt": opt,
+                    "macs": report["macs"],
+                    "dense_macs": dense_macs,
+                    "secateurs_instructions": kernel,
+                    "cmsis_nn_instructions": cmsis,
+                    "ratio": kernel / cmsis,
+                    "secateurs_per_mac": kernel / dense_macs,
+                    "cmsis_nn_per_mac": cmsis / dense_macs,
+                    "secateurs_kernels_text": ours["sizes"]["kernels"][".text"],
+                }
+            )
+            print(
+                f"{name:26s} {sparsity:4.0%} {core:14s} {opt}  ours {kernel:>9,}  CMSIS-NN "
+                f"{cmsis:>11,.0f}"
+                f"  ratio {kernel / cmsis:.2f}",
+                flush=True,
+            )
     return rows
 
 
-MODELS = [("resnet8", {}), ("mobilenet_v2", {"width": 0.35, "last_channels": 128}),
-          ("ds_cnn", {}), ("lenet5", {})]  # fmt: skip
+MODELS = [
+    ("resnet8", {}),
+    ("mobilenet_v2", {"width": 0.35, "last_channels": 128}),
+    ("ds_cnn", {}),
+    ("lenet5", {}),
+]
 
 
 def _quantized(name: str, kwargs: dict, task):
@@ -280,15 +339,23 @@ def measure_models(work: Path, cores, opt: str) -> list[dict]:
                 raise AssertionError(f"{name} on {core}: {check.mismatches} values differ")
             entry = json.loads((out / "report.json").read_text())["cortex_m"]
             sizes = entry[f"{core}{opt}"]["sizes"]
-            rows.append({
-                "model": name, "core": core, "opt": opt, "macs": report["macs"],
-                "instructions": check.instructions,
-                "per_mac": check.instructions / report["macs"],
-                "kernels_text": sizes["kernels"][".text"],
-                "model_rodata": sizes["model"][".rodata"],
-            })  # fmt: skip
-            print(f"{name:14s} {core:14s} {opt} {check.instructions:>12,.0f} instructions "
-                  f"({check.instructions / report['macs']:.2f} per MAC)", flush=True)  # fmt: skip
+            rows.append(
+                {
+                    "model": name,
+                    "core": core,
+                    "opt": opt,
+                    "macs": report["macs"],
+                    "instructions": check.instructions,
+                    "per_mac": check.instructions / report["macs"],
+                    "kernels_text": sizes["kernels"][".text"],
+                    "model_rodata": sizes["model"][".rodata"],
+                }
+            )
+            print(
+                f"{name:14s} {core:14s} {opt} {check.instructions:>12,.0f} instructions "
+                f"({check.instructions / report['macs']:.2f} per MAC)",
+                flush=True,
+            )
     return rows
 
 
@@ -298,32 +365,62 @@ def other_header(op) -> str | None:
     (means, concatenations and copies, lookup tables, multiplies, broadcast adds, average
     pools that count padding)."""
     p = op.params
-    zero = {"KIND_CONV": 0, "KIND_DEPTHWISE": 0, "KIND_ADD": 0, "KIND_MAXPOOL": 0,
-            "KIND_AVGPOOL": 0}  # fmt: skip
+    zero = {
+        "KIND_CONV": 0,
+        "KIND_DEPTHWISE": 0,
+        "KIND_ADD": 0,
+        "KIND_MAXPOOL": 0,
+        "KIND_AVGPOOL": 0,
+    }
     if op.kernel == "sc_add":
         whole = p["a_div"] == p["b_div"] == 1 and p["a_mod"] == p["b_mod"] == p["count"]
         if not whole:
             return None
-        names = ("a_zp", "b_zp", "out_zp", "act_min", "act_max", "a_mult", "a_shift", "b_mult",
-                 "b_shift", "out_mult", "out_shift")  # fmt: skip
+        names = (
+            "a_zp",
+            "b_zp",
+            "out_zp",
+            "act_min",
+            "act_max",
+            "a_mult",
+            "a_shift",
+            "b_mult",
+            "b_shift",
+            "out_mult",
+            "out_shift",
+        )
         d = zero | {"KIND_ADD": 1, "COUNT": p["count"]} | {k.upper(): p[k] for k in names}
     elif op.kernel in ("sc_max_pool", "sc_avg_pool"):
         padded = p["pad_top"] or p["pad_left"]
-        if p["dil_h"] != 1 or p["dil_w"] != 1 or (op.kernel == "sc_avg_pool" and padded
-                                                    and p["count_include_pad"]):  # fmt: skip
+        if (
+            p["dil_h"] != 1
+            or p["dil_w"] != 1
+            or (op.kernel == "sc_avg_pool" and padded and p["count_include_pad"])
+        ):
             return None
-        d = zero | {f"KIND_{'MAXPOOL' if op.kernel == 'sc_max_pool' else 'AVGPOOL'}": 1,
-                    "IN_H": p["h"], "IN_W": p["w"], "IN_C": p["c"], "OUT_H": p["oh"],
-                    "OUT_W": p["ow"], "OUT_C": p["c"], "F_H": p["kh"], "F_W": p["kw"],
-                    "STRIDE_W": p["stride_w"], "STRIDE_H": p["stride_h"],
-                    "PAD_W": p["pad_left"], "PAD_H": p["pad_top"]}  # fmt: skip
+        d = zero | {
+            f"KIND_{'MAXPOOL' if op.kernel == 'sc_max_pool' else 'AVGPOOL'}": 1,
+            "IN_H": p["h"],
+            "IN_W": p["w"],
+            "IN_C": p["c"],
+            "OUT_H": p["oh"],
+            "OUT_W": p["ow"],
+            "OUT_C": p["c"],
+            "F_H": p["kh"],
+            "F_W": p["kw"],
+            "STRIDE_W": p["stride_w"],
+            "STRIDE_H": p["stride_h"],
+            "PAD_W": p["pad_left"],
+            "PAD_H": p["pad_top"],
+        }
     else:
         return None
     return "".join(f"#define {k} {v}\n" for k, v in d.items())
 
 
-def cmsis_op(op, header: str, x: np.ndarray, expected: np.ndarray, work: Path, core: str,
-             opt: str, lib: Path) -> float:  # fmt: skip
+def cmsis_op(
+    op, header: str, x: np.ndarray, expected: np.ndarray, work: Path, core: str, opt: str, lib: Path
+) -> float:
     """Instructions of CMSIS-NN's kernel for one op of a model on the op's own input ``x``
     (channel-last, or both operands one after the other for an add); its output must be
     ``expected``."""
@@ -337,11 +434,17 @@ def cmsis_op(op, header: str, x: np.ndarray, expected: np.ndarray, work: Path, c
     )
     harness = cortex_m._copy_resource("harness.c", work / "harness.c")
     fw = cortex_m.firmware(
-        [work / "invoke.c", harness], work / f"{core}{opt}", core, opt,
-        includes=(work, CMSIS / "cmsis-nn" / "Include",
-                  CMSIS / "cmsis-core" / "CMSIS" / "Core" / "Include"),
+        [work / "invoke.c", harness],
+        work / f"{core}{opt}",
+        core,
+        opt,
+        includes=(
+            work,
+            CMSIS / "cmsis-nn" / "Include",
+            CMSIS / "cmsis-core" / "CMSIS" / "Core" / "Include",
+        ),
         libraries=(lib,),
-    )  # fmt: skip
+    )
     run = cortex_m.run(fw, torch.from_numpy(x.reshape(1, -1).astype(np.int8)), expected.size)
     if not np.array_equal(run.outputs.reshape(-1), expected.reshape(-1)):
         raise AssertionError(f"{op.kind} {op.module}: CMSIS-NN differs from run_int8")
@@ -352,13 +455,15 @@ def cmsis_op(op, header: str, x: np.ndarray, expected: np.ndarray, work: Path, c
 # them (the wrappers pull in every variant they dispatch to)
 CMSIS_ENTRIES = {
     "sc_conv": ["arm_convolve_wrapper_s8", "arm_convolve_wrapper_s8_get_buffer_size"],
-    "sc_conv (depthwise)": ["arm_depthwise_conv_wrapper_s8",
-                            "arm_depthwise_conv_wrapper_s8_get_buffer_size"],
+    "sc_conv (depthwise)": [
+        "arm_depthwise_conv_wrapper_s8",
+        "arm_depthwise_conv_wrapper_s8_get_buffer_size",
+    ],
     "sc_linear": ["arm_fully_connected_per_channel_s8"],
     "sc_add": ["arm_elementwise_add_s8"],
     "sc_max_pool": ["arm_max_pool_s8"],
     "sc_avg_pool": ["arm_avgpool_s8", "arm_avgpool_s8_get_buffer_size"],
-}  # fmt: skip
+}
 
 
 def linked_code_bytes(map_file: Path, member: str) -> int:
@@ -388,11 +493,17 @@ def cmsis_code_bytes(kinds, work: Path, core: str, opt: str, lib: Path) -> int:
     )
     harness = cortex_m._copy_resource("harness.c", work / "harness.c")
     cortex_m.firmware(
-        [work / "invoke.c", harness], work / f"{core}{opt}", core, opt,
-        includes=(work, CMSIS / "cmsis-nn" / "Include",
-                  CMSIS / "cmsis-core" / "CMSIS" / "Core" / "Include"),
+        [work / "invoke.c", harness],
+        work / f"{core}{opt}",
+        core,
+        opt,
+        includes=(
+            work,
+            CMSIS / "cmsis-nn" / "Include",
+            CMSIS / "cmsis-core" / "CMSIS" / "Core" / "Include",
+        ),
         libraries=(lib,),
-    )  # fmt: skip
+    )
     return linked_code_bytes(work / f"{core}{opt}" / "firmware.map", "libcmsisnn")
 
 
@@ -446,14 +557,24 @@ def compare_models(work: Path, core: str, opt: str) -> list[dict]:
             kinds.setdefault(kind, [0.0, 0.0])
             kinds[kind][0] += per_op[i]
             kinds[kind][1] += cm
-        ours_code = linked_code_bytes(out / "cortex-m" / f"{core}{opt}" / "firmware.map",
-                                      "sc_kernels.o")  # fmt: skip
+        ours_code = linked_code_bytes(
+            out / "cortex-m" / f"{core}{opt}" / "firmware.map", "sc_kernels.o"
+        )
         cmsis_code = cmsis_code_bytes(kinds, out / "cmsis_code", core, opt, lib)
-        rows.append({"model": name, "core": core, "opt": opt, "secateurs_instructions": mine,
-                     "cmsis_nn_instructions": theirs, "ratio": mine / theirs,
-                     "counted_at_ours": missing, "by_kernel": kinds,
-                     "secateurs_kernel_code_bytes": ours_code,
-                     "cmsis_nn_kernel_code_bytes": cmsis_code})  # fmt: skip
+        rows.append(
+            {
+                "model": name,
+                "core": core,
+                "opt": opt,
+                "secateurs_instructions": mine,
+                "cmsis_nn_instructions": theirs,
+                "ratio": mine / theirs,
+                "counted_at_ours": missing,
+                "by_kernel": kinds,
+                "secateurs_kernel_code_bytes": ours_code,
+                "cmsis_nn_kernel_code_bytes": cmsis_code,
+            }
+        )
         print(
             f"{name:14s} {core} {opt}  ours {mine:>12,.0f}  CMSIS-NN {theirs:>12,.0f}  "
             f"ratio {mine / theirs:.2f} ({missing / theirs:.0%} counted at ours); kernel code "
@@ -490,15 +611,22 @@ def main(argv=None) -> None:
         for sparsity in args.sparsities:
             for name in LAYERS:
                 if not name.startswith("fully_connected"):
-                    rows += measure_layer(name, Path(tmp), args.cores, args.opts, args.inputs,
-                                          sparsity)  # fmt: skip
+                    rows += measure_layer(
+                        name, Path(tmp), args.cores, args.opts, args.inputs, sparsity
+                    )
         models = [] if args.no_models else measure_models(Path(tmp), args.cores, "-O2")
         compared = [] if args.no_models else compare_models(Path(tmp), "cortex-m4", "-O2")
-    save_json(RESULTS, {
-        "machine": machine(), "command": "python benchmarks/cortex_m.py " + " ".join(
-            sys.argv[1:]), "seconds": round(time.time() - start), "layers": rows,
-        "models": models, "models_against_cmsis_nn": compared,
-    })  # fmt: skip
+    save_json(
+        RESULTS,
+        {
+            "machine": machine(),
+            "command": "python benchmarks/cortex_m.py " + " ".join(sys.argv[1:]),
+            "seconds": round(time.time() - start),
+            "layers": rows,
+            "models": models,
+            "models_against_cmsis_nn": compared,
+        },
+    )
 
 
 if __name__ == "__main__":

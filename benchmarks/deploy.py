@@ -50,11 +50,14 @@ def export_and_measure(q, task, sparse: str) -> dict:
             check.binary, q.quantize_input(task.test.tensors[0][:4])
         )
     return {
-        "flash_bytes": report["flash_bytes"], "arena_bytes": report["arena_bytes"],
-        "arena_lower_bound": report["arena_lower_bound"], "macs": report["macs"],
-        "instructions": instr, "bit_exact": True,
+        "flash_bytes": report["flash_bytes"],
+        "arena_bytes": report["arena_bytes"],
+        "arena_lower_bound": report["arena_lower_bound"],
+        "macs": report["macs"],
+        "instructions": instr,
+        "bit_exact": True,
         "filterlet_layers": sum(r["encoding"] == "filterlet" for r in report["layers"]),
-    }  # fmt: skip
+    }
 
 
 def main(argv=None) -> int:
@@ -63,10 +66,16 @@ def main(argv=None) -> int:
         return 1
     torch.set_num_threads(1)
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    results.update({"benchmark": "deploy", "machine": machine(),
-                    "gcc": subprocess.run(["gcc", "-dumpfullversion"], capture_output=True,
-                                          text=True).stdout.strip(),
-                    "command": "python benchmarks/deploy.py"})  # fmt: skip
+    results.update(
+        {
+            "benchmark": "deploy",
+            "machine": machine(),
+            "gcc": subprocess.run(
+                ["gcc", "-dumpfullversion"], capture_output=True, text=True
+            ).stdout.strip(),
+            "command": "python benchmarks/deploy.py",
+        }
+    )
     rows = results.setdefault("rows", {})
     for task_name in ("digits", "mnist1d"):
         task = sc.data.load(task_name, seed=0)
@@ -84,15 +93,20 @@ def main(argv=None) -> int:
                 start = time.perf_counter()
                 m = copy.deepcopy(model)
                 if not key.endswith("dense"):
-                    sc.prune.sparsify(m, sparsity=float(key.rsplit("/", 1)[1]), scope="local",
-                                      granularity="filterlet")  # fmt: skip
+                    sc.prune.sparsify(
+                        m,
+                        sparsity=float(key.rsplit("/", 1)[1]),
+                        scope="local",
+                        granularity="filterlet",
+                    )
                 # the dense row gets the same budget, so the accuracies compare
                 sc.fit(m, task, epochs=20, lr=3e-3, seed=0, progress=False)  # masks hold
                 sc.prune.strip(m)
                 # activation ranges by min/max or by percentile, whichever the validation
                 # split prefers: min/max ranges wreck some of the sparse models
-                calibrations = {c: sc.quant.quantize(m, task, calibration=c)
-                                for c in ("minmax", "percentile")}  # fmt: skip
+                calibrations = {
+                    c: sc.quant.quantize(m, task, calibration=c) for c in ("minmax", "percentile")
+                }
                 score = {c: sc.evaluate(q, task, "val") for c, q in calibrations.items()}
                 calibration = max(score, key=score.get)
                 q = calibrations[calibration]
@@ -104,16 +118,19 @@ def main(argv=None) -> int:
                 if not key.endswith("dense"):
                     row["sparse"] = export_and_measure(q, task, "auto")
                     row["ideal_ratio"] = row["sparse"]["macs"] / row["dense"]["macs"]
-                    row["instruction_ratio"] = (row["sparse"]["instructions"]
-                                                / row["dense"]["instructions"])  # fmt: skip
+                    row["instruction_ratio"] = (
+                        row["sparse"]["instructions"] / row["dense"]["instructions"]
+                    )
                     row["flash_ratio"] = row["sparse"]["flash_bytes"] / row["dense"]["flash_bytes"]
                 row["seconds"] = time.perf_counter() - start
                 rows[key] = row
                 save_json(RESULTS, results)
                 d = row["dense"]
-                line = (f"{key:32s} acc {row['accuracy']:.3f} flash {d['flash_bytes']:8d} arena "
-                        f"{d['arena_bytes']:6d}/{d['arena_lower_bound']:6d} instr "
-                        f"{d['instructions']:10d}")  # fmt: skip
+                line = (
+                    f"{key:32s} acc {row['accuracy']:.3f} flash {d['flash_bytes']:8d} arena "
+                    f"{d['arena_bytes']:6d}/{d['arena_lower_bound']:6d} instr "
+                    f"{d['instructions']:10d}"
+                )
                 if "sparse" in row:
                     line += (
                         f"  sparse: instr x{row['instruction_ratio']:.3f} (ideal "

@@ -68,21 +68,19 @@ def _update(fn) -> dict:
 def _student(kind: str, teacher, task, seed: int):
     if kind == "pruned":
         student = copy.deepcopy(teacher)
-        sc.prune.channels(student, task.example_inputs(), target_macs=TARGET_MACS,
-                          importance="l2")  # fmt: skip
+        sc.prune.channels(student, task.example_inputs(), target_macs=TARGET_MACS, importance="l2")
         return student
     return sc.models.create("mobilenet_v2", task, seed=seed, **TINY)
 
 
 def _train(method: str, student, teachers: dict, task, epochs: int, seed: int) -> None:
-    fit = dict(epochs=epochs, lr=3e-3, seed=seed, progress=False)
+    fit = {"epochs": epochs, "lr": 3e-3, "seed": seed, "progress": False}
     teacher = teachers["teacher"]
     if method == "kd_strong":
         kd = sc.distill.KD(alpha=STRONG_ALPHA)
         sc.fit(student, task, teacher=teachers["strong"], losses=[kd], **fit)
     elif method == "layerwise":
-        sc.distill.distill(student, teacher, task, method=method, feature_weight=HINT_WEIGHT,
-                           **fit)  # fmt: skip
+        sc.distill.distill(student, teacher, task, method=method, feature_weight=HINT_WEIGHT, **fit)
     elif method == "ca_kd":  # the registered method, with the enhanced teacher built once
         terms = [sc.distill.KD(), sc.distill.FeatureKD()]
         sc.fit(student, task, teacher=teachers["enhanced"], losses=terms, **fit)
@@ -135,14 +133,18 @@ def run_task(task_name: str, seeds: int) -> None:
             "enhanced_teacher": sc.evaluate(enhanced, task),
             "strong_teacher": sc.evaluate(strong, task),
             "pruned_before_training": sc.evaluate(_student("pruned", teacher, task, seed), task),
-            "sizes": {"teacher": _size(teacher, task),
-                      **{k: _size(_student(k, teacher, task, seed), task) for k in STUDENTS}},
-        }  # fmt: skip
+            "sizes": {
+                "teacher": _size(teacher, task),
+                **{k: _size(_student(k, teacher, task, seed), task) for k in STUDENTS},
+            },
+        }
         key = f"{task_name}/{seed}"
         _update(lambda r, key=key, info=info: r.setdefault("teachers", {}).__setitem__(key, info))
-        print(f"{task_name} seed {seed}: teacher {info['teacher']:.4f}, with coordinate "
-              f"attention {info['enhanced_teacher']:.4f}, {STRONG} {info['strong_teacher']:.4f}",
-              flush=True)  # fmt: skip
+        print(
+            f"{task_name} seed {seed}: teacher {info['teacher']:.4f}, with coordinate "
+            f"attention {info['enhanced_teacher']:.4f}, {STRONG} {info['strong_teacher']:.4f}",
+            flush=True,
+        )
         for kind in STUDENTS:
             for method in METHODS:
                 key = f"{task_name}/{kind}/{method}/{seed}"
@@ -163,8 +165,11 @@ def run_held_out(task_name: str) -> None:
         task = sc.data.load(task_name, seed=seed)
         teacher, accuracy = _teacher(task, seed)
         key = f"{task_name}/{seed}"
-        _update(lambda r, key=key, a=accuracy: r.setdefault("teachers", {}).setdefault(
-            key, {}).__setitem__("teacher", a))  # fmt: skip
+        _update(
+            lambda r, key=key, a=accuracy: (
+                r.setdefault("teachers", {}).setdefault(key, {}).__setitem__("teacher", a)
+            )
+        )
         for method, key in zip(HELD_OUT_METHODS, keys):
             if key in done:
                 continue
@@ -178,19 +183,22 @@ def held_out(results: dict) -> dict:
     seed), on ``HELD_OUT_SEEDS``."""
     cells, teachers, out = results.get("cells", {}), results.get("teachers", {}), {}
     for task_name in TASKS:
-        keys = {m: [f"{task_name}/pruned/{m}/{s}" for s in HELD_OUT_SEEDS]
-                for m in HELD_OUT_METHODS}  # fmt: skip
+        keys = {
+            m: [f"{task_name}/pruned/{m}/{s}" for s in HELD_OUT_SEEDS] for m in HELD_OUT_METHODS
+        }
         if not all(k in cells for ks in keys.values() for k in ks):
             continue
         teacher = [teachers[f"{task_name}/{s}"]["teacher"] for s in HELD_OUT_SEEDS]
         base, hints = ([cells[k]["accuracy"] for k in keys[m]] for m in HELD_OUT_METHODS)
         mean = statistics.mean
         out[task_name] = {
-            "seeds": list(HELD_OUT_SEEDS), "teacher": mean(teacher), "finetune": mean(base),
+            "seeds": list(HELD_OUT_SEEDS),
+            "teacher": mean(teacher),
+            "finetune": mean(base),
             "layerwise": mean(hints),
             "share_of_gap_to_teacher": (mean(hints) - mean(base)) / (mean(teacher) - mean(base)),
             "share_of_gap_per_seed": [(h - b) / (t - b) for t, b, h in zip(teacher, base, hints)],
-        }  # fmt: skip
+        }
     return out
 
 
@@ -203,8 +211,10 @@ def summarize(results: dict, seeds: int) -> dict:
         t_acc = [teachers[f"{task_name}/{s}"]["teacher"] for s in range(seeds)]
         sizes = teachers[f"{task_name}/0"]["sizes"]
         strong = [teachers[f"{task_name}/{s}"].get("strong_teacher") for s in range(seeds)]
-        print(f"\n{task_name}: teacher {100 * statistics.mean(t_acc):.1f}, "
-              f"{sizes['teacher']['int8_flash_bytes']} B int8")  # fmt: skip
+        print(
+            f"\n{task_name}: teacher {100 * statistics.mean(t_acc):.1f}, "
+            f"{sizes['teacher']['int8_flash_bytes']} B int8"
+        )
         if None not in strong:
             summary[f"{task_name}/strong_teacher"] = {
                 "mean_accuracy": statistics.mean(strong),
@@ -215,19 +225,27 @@ def summarize(results: dict, seeds: int) -> dict:
             keys = {m: [f"{task_name}/{kind}/{m}/{s}" for s in range(seeds)] for m in METHODS}
             if not all(k in cells for ks in keys.values() for k in ks):
                 continue
-            print(f"  {kind}: {sizes[kind]['params']} params, {sizes[kind]['macs']} MACs, "
-                  f"{sizes[kind]['int8_flash_bytes']} B int8")  # fmt: skip
+            print(
+                f"  {kind}: {sizes[kind]['params']} params, {sizes[kind]['macs']} MACs, "
+                f"{sizes[kind]['int8_flash_bytes']} B int8"
+            )
             base = statistics.mean(cells[k]["accuracy"] for k in keys["finetune"])
             teacher = statistics.mean(t_acc)
-            pruned = statistics.mean(teachers[f"{task_name}/{s}"]["pruned_before_training"]
-                                     for s in range(seeds))  # fmt: skip
+            pruned = statistics.mean(
+                teachers[f"{task_name}/{s}"]["pruned_before_training"] for s in range(seeds)
+            )
             for method in METHODS:
                 accs = [cells[k]["accuracy"] for k in keys[method]]
                 mean = statistics.mean(accs)
-                row = {"mean_accuracy": mean, "std_accuracy": statistics.pstdev(accs),
-                       "gain_over_finetune": mean - base}  # fmt: skip
-                line = (f"    {method:9s} {100 * mean:5.1f} ± {100 * row['std_accuracy']:3.1f}"
-                        f"   {100 * (mean - base):+5.1f} vs finetune")  # fmt: skip
+                row = {
+                    "mean_accuracy": mean,
+                    "std_accuracy": statistics.pstdev(accs),
+                    "gain_over_finetune": mean - base,
+                }
+                line = (
+                    f"    {method:9s} {100 * mean:5.1f} ± {100 * row['std_accuracy']:3.1f}"
+                    f"   {100 * (mean - base):+5.1f} vs finetune"
+                )
                 if kind == "pruned":  # shares of the accuracy pruning took
                     row["share_of_gap_to_teacher"] = (mean - base) / (teacher - base)
                     row["share_of_gap_per_seed"] = [  # each seed against its own teacher
@@ -254,10 +272,14 @@ def main(argv=None) -> int:
     def start(results: dict) -> None:
         if args.rerun:
             results["cells"] = without_methods(results.get("cells", {}), args.rerun, args.tasks)
-        results.update({
-            "benchmark": "distillation", "machine": machine(),
-            "command": "python benchmarks/distillation.py [--tasks digits | mnist1d] --seeds "
-                       f"{args.seeds} --held-out"})  # fmt: skip
+        results.update(
+            {
+                "benchmark": "distillation",
+                "machine": machine(),
+                "command": "python benchmarks/distillation.py [--tasks digits | mnist1d] --seeds "
+                f"{args.seeds} --held-out",
+            }
+        )
 
     _update(start)
     for task_name in args.tasks:
@@ -271,8 +293,10 @@ def main(argv=None) -> int:
 
     results = _update(summaries)
     for task_name, row in results["held_out"].items():
-        print(f"held out, {task_name}: hints close {100 * row['share_of_gap_to_teacher']:.1f}% "
-              "of the fine-tuned pruned student's gap to the teacher")  # fmt: skip
+        print(
+            f"held out, {task_name}: hints close {100 * row['share_of_gap_to_teacher']:.1f}% "
+            "of the fine-tuned pruned student's gap to the teacher"
+        )
     return 0 if results["summary"] else 1
 
 

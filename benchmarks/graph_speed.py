@@ -58,9 +58,11 @@ class ResNet50(nn.Module):
     def __init__(self, classes=1000):
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+            nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+            nn.BatchNorm2d(64),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(3, 2, 1),
-        )  # fmt: skip
+        )
         layers, cin = [], 64
         for mid, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
             for i in range(blocks):
@@ -108,7 +110,7 @@ def _compare(build, ours, theirs, repeats):
     for key, fn in list(fns.items()):
         try:
             fn(build().eval())
-        except Exception as err:  # noqa: BLE001  (a tool failing on a model is a result)
+        except Exception as err:
             print(f"  {key} failed: {type(err).__name__}: {err}")
             fns[key] = None
     times: dict[str, list[float]] = {"ours": [], "theirs": []}
@@ -167,9 +169,12 @@ def _tp_pruner(model, x):
     import torch_pruning as tp
 
     return tp.pruner.MetaPruner(
-        model, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=0.5,
+        model,
+        x,
+        importance=tp.importance.MagnitudeImportance(p=1),
+        pruning_ratio=0.5,
         ignored_layers=_classifier(model),
-    )  # fmt: skip
+    )
 
 
 def tp_prune(model, x):
@@ -245,7 +250,7 @@ def main(argv=None) -> int:
         row["ours_max_error"] = ours_check(build, x)
         try:
             row["tp_max_error"] = tp_check(build, x)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             row["tp_max_error"] = None
             row["tp_error"] = f"{type(err).__name__}: {err}"
         rows.append(row)

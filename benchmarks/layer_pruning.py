@@ -60,9 +60,16 @@ def _pruned(method: str, parent, task, keep: float, seed: int):
     model, x = copy.deepcopy(parent), task.example_inputs()
     report = sc.prune.layers(model, x, target_macs=keep, data=task)
     if report.macs_kept > keep + 0.02:
-        sc.prune.channels(model, x, target_macs=keep / report.macs_kept, importance=REST,
-                          scope="global", data=task, seed=seed,
-                          recalibrate=False)  # as the stored cells were run  # fmt: skip
+        sc.prune.channels(
+            model,
+            x,
+            target_macs=keep / report.macs_kept,
+            importance=REST,
+            scope="global",
+            data=task,
+            seed=seed,
+            recalibrate=False,
+        )  # as the stored cells were run
     return model
 
 
@@ -74,9 +81,15 @@ def main(argv=None) -> int:
         return 2
     torch.set_num_threads(1)
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    results.update({"benchmark": "layer_pruning", "machine": machine(), "finetune": FINETUNE,
-                    "command": "python benchmarks/layer_pruning.py " + " ".join(
-                        argv if argv is not None else sys.argv[1:])})  # fmt: skip
+    results.update(
+        {
+            "benchmark": "layer_pruning",
+            "machine": machine(),
+            "finetune": FINETUNE,
+            "command": "python benchmarks/layer_pruning.py "
+            + " ".join(argv if argv is not None else sys.argv[1:]),
+        }
+    )
     cells = results.setdefault("cells", {})
     for task_name in TASKS:
         for seed in range(args.seeds):
@@ -100,12 +113,18 @@ def main(argv=None) -> int:
                     sc.fit(model, task, seed=seed, progress=False, **FINETUNE)
                     x = task.example_inputs()
                     prof, base = (sc.measure.profile(m, x, latency=False) for m in (model, parent))
-                    cells[key] = {**accuracies(model, task), "macs_kept": prof.macs / base.macs,
-                                  "params": prof.params, "layers": _layer_count(model),
-                                  "seconds": time.perf_counter() - start}  # fmt: skip
+                    cells[key] = {
+                        **accuracies(model, task),
+                        "macs_kept": prof.macs / base.macs,
+                        "params": prof.params,
+                        "layers": _layer_count(model),
+                        "seconds": time.perf_counter() - start,
+                    }
                     save_json(RESULTS, results)
-                    print(f"{key:32s} acc {cells[key]['accuracy']:.4f}  "
-                          f"MACs {cells[key]['macs_kept']:.3f}")  # fmt: skip
+                    print(
+                        f"{key:32s} acc {cells[key]['accuracy']:.4f}  "
+                        f"MACs {cells[key]['macs_kept']:.3f}"
+                    )
             if seed == 0 and _untimed(cells, task_name):
                 # latency depends on the structure only, which pruning rebuilds exactly
                 # (fine-tuning changes no shape), so every 0.5-MAC model is timed at once
@@ -159,20 +178,33 @@ def _summarize(results, num_seeds: int) -> None:
                 accs = [cells[f"{prefix}/{s}"]["accuracy"] for s in seeds]
                 row = {"mean": statistics.mean(accs), "std": statistics.pstdev(accs)}
                 if method != "torch_pruning":
-                    diff = [a - cells[f"{task_name}/torch_pruning/{keep}/{s}"]["accuracy"]
-                            for s, a in zip(seeds, accs)]  # fmt: skip
-                    row.update(difference=statistics.mean(diff),
-                               standard_error=statistics.stdev(diff) / len(diff) ** 0.5,
-                               wins=sum(d > 0 for d in diff),
-                               losses=sum(d < 0 for d in diff))  # fmt: skip
+                    diff = [
+                        a - cells[f"{task_name}/torch_pruning/{keep}/{s}"]["accuracy"]
+                        for s, a in zip(seeds, accs)
+                    ]
+                    row.update(
+                        difference=statistics.mean(diff),
+                        standard_error=statistics.stdev(diff) / len(diff) ** 0.5,
+                        wins=sum(d > 0 for d in diff),
+                        losses=sum(d < 0 for d in diff),
+                    )
                 summary[prefix] = row
-                against = (f", {row['difference']:+.4f} ± {row['standard_error']:.4f} against "
-                           f"Torch-Pruning" if "difference" in row else "")  # fmt: skip
+                against = (
+                    f", {row['difference']:+.4f} ± {row['standard_error']:.4f} against "
+                    f"Torch-Pruning"
+                    if "difference" in row
+                    else ""
+                )
                 print(f"  {method:14s} {keep}: {row['mean']:.4f} ± {row['std']:.4f}{against}")
             cell = cells[f"{task_name}/{method}/0.5/0"]
-            print(f"  {method:14s} at 0.5, seed 0: " + ", ".join(
-                f"{k[len('efficiency_'):]} {v:.2f}" for k, v in cell.items()
-                if k.startswith("efficiency_")))  # fmt: skip
+            print(
+                f"  {method:14s} at 0.5, seed 0: "
+                + ", ".join(
+                    f"{k[len('efficiency_') :]} {v:.2f}"
+                    for k, v in cell.items()
+                    if k.startswith("efficiency_")
+                )
+            )
 
 
 if __name__ == "__main__":

@@ -65,9 +65,15 @@ def _ort_static(model, task) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         fp, q = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
         sc.deploy.export_onnx(model, fp, example=task.example_inputs())
-        ortq.quantize_static(str(fp), str(q), _Reader(batches), quant_format=ortq.QuantFormat.QDQ,
-                             per_channel=True, activation_type=ortq.QuantType.QInt8,
-                             weight_type=ortq.QuantType.QInt8)  # fmt: skip
+        ortq.quantize_static(
+            str(fp),
+            str(q),
+            _Reader(batches),
+            quant_format=ortq.QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=ortq.QuantType.QInt8,
+            weight_type=ortq.QuantType.QInt8,
+        )
         session = ort.InferenceSession(str(q), providers=["CPUExecutionProvider"])
         x, y = task.test.tensors
         out = session.run(None, {"input": x.numpy()})[0]
@@ -79,7 +85,7 @@ def _ort_static(model, task) -> tuple[float, int]:
 
 def _cell(method: str, parent, task, seed: int) -> tuple[float, int]:
     model = copy.deepcopy(parent)
-    fit = dict(seed=seed, progress=False)
+    fit = {"seed": seed, "progress": False}
     if method == "float":
         params = sum(p.numel() for p in model.parameters())
         return sc.evaluate(model, task), 4 * params
@@ -132,13 +138,19 @@ def main(argv=None) -> int:
                         parent = sc.models.create(name, task, seed=seed, **kwargs)
                         sc.fit(parent, task, epochs=15, lr=3e-3, seed=seed, progress=False)
                         stored = cells.get(f"{task_name}/{name}/float/{seed}", {})
-                        check_reproduced(f"{task_name}/{name} seed {seed}",
-                                         sc.evaluate(parent, task), stored.get("accuracy"),
-                                         RESULTS)  # fmt: skip
+                        check_reproduced(
+                            f"{task_name}/{name} seed {seed}",
+                            sc.evaluate(parent, task),
+                            stored.get("accuracy"),
+                            RESULTS,
+                        )
                     start = time.perf_counter()
                     accuracy, flash = _cell(method, parent, task, seed)
-                    cells[key] = {"accuracy": accuracy, "flash_bytes": flash,
-                                  "seconds": time.perf_counter() - start}  # fmt: skip
+                    cells[key] = {
+                        "accuracy": accuracy,
+                        "flash_bytes": flash,
+                        "seconds": time.perf_counter() - start,
+                    }
                     save_json(RESULTS, results)
                     print(f"{key:40s} acc {accuracy:.4f} flash {flash}", flush=True)
     _refresh_flash(cells)
@@ -156,8 +168,10 @@ def _refresh_flash(cells: dict) -> None:
         task = sc.data.load(task_name, seed=0)
         for name, kwargs in models:
             model = sc.models.create(name, task, seed=0, **kwargs)
-            flash = {bits: sc.quant.quantize(model, task, weight_bits=bits).flash_bytes("dense")
-                     for bits in sorted(set(WIDTHS.values()))}  # fmt: skip
+            flash = {
+                bits: sc.quant.quantize(model, task, weight_bits=bits).flash_bytes("dense")
+                for bits in sorted(set(WIDTHS.values()))
+            }
             for key, cell in cells.items():
                 task_, name_, method, _seed = key.split("/")
                 if (task_, name_) == (task_name, name) and method in WIDTHS:
@@ -174,7 +188,10 @@ def _summarize(cells: dict, seeds: int) -> dict:
                 flash = cells[f"{task_name}/{name}/{method}/0"]["flash_bytes"]
                 mean, std = statistics.mean(accs), statistics.pstdev(accs)
                 summary[f"{task_name}/{name}/{method}"] = {
-                    "mean_accuracy": mean, "std_accuracy": std, "flash_bytes": flash}  # fmt: skip
+                    "mean_accuracy": mean,
+                    "std_accuracy": std,
+                    "flash_bytes": flash,
+                }
                 print(f"  {method:9s} {100 * mean:5.1f} ± {100 * std:3.1f}  flash {flash:8d}")
     return summary
 

@@ -54,10 +54,14 @@ def train_row(name: str, kwargs: dict, task, epochs: int) -> dict:
     model.load_state_dict(best_state)
     profile = sc.measure.profile(model, task.example_inputs())
     return {
-        "test_accuracy": sc.evaluate(model, task), "val_accuracy": best,
-        "val_curve": curve, "params": profile.params, "macs": profile.macs,
-        "seconds": time.perf_counter() - start, "epochs": epochs,
-    }  # fmt: skip
+        "test_accuracy": sc.evaluate(model, task),
+        "val_accuracy": best,
+        "val_curve": curve,
+        "params": profile.params,
+        "macs": profile.macs,
+        "seconds": time.perf_counter() - start,
+        "epochs": epochs,
+    }
 
 
 def main() -> int:
@@ -67,8 +71,13 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    results.update({"benchmark": "real_tasks", "machine": machine(),
-                    "command": "python benchmarks/real_tasks.py"})  # fmt: skip
+    results.update(
+        {
+            "benchmark": "real_tasks",
+            "machine": machine(),
+            "command": "python benchmarks/real_tasks.py",
+        }
+    )
     rows = results.setdefault("rows", {})
     for task_name in args.tasks:
         task = sc.data.load(task_name, seed=0)
@@ -84,9 +93,11 @@ def main() -> int:
             rows[key] = train_row(name, kwargs, task, args.epochs)
             save_json(RESULTS, results)
             r = rows[key]
-            print(f"{key:34s} test {r['test_accuracy']:.4f} val {r['val_accuracy']:.4f} "
-                  f"params {r['params']} MACs {r['macs']} {r['seconds']:.0f} s",
-                  flush=True)  # fmt: skip
+            print(
+                f"{key:34s} test {r['test_accuracy']:.4f} val {r['val_accuracy']:.4f} "
+                f"params {r['params']} MACs {r['macs']} {r['seconds']:.0f} s",
+                flush=True,
+            )
     return 0
 
 

@@ -28,9 +28,15 @@ def stage_rows(records: list[dict]) -> list[dict]:
     rows = []
     for r in records:
         prof = r["profile"]
-        row = {"stage": r["name"], "accuracy": r["accuracy"], "params": prof["params"],
-               "macs": prof["macs"], "flash_bytes": r["flash_bytes"],
-               "peak_sram_bytes": prof["peak_sram_bytes"], "wall_s": r["wall_s"]}  # fmt: skip
+        row = {
+            "stage": r["name"],
+            "accuracy": r["accuracy"],
+            "params": prof["params"],
+            "macs": prof["macs"],
+            "flash_bytes": r["flash_bytes"],
+            "peak_sram_bytes": prof["peak_sram_bytes"],
+            "wall_s": r["wall_s"],
+        }
         row.update({k: r["details"][k] for k in EXPORT_KEYS if k in r["details"]})
         rows.append(row)
     return rows
@@ -49,13 +55,20 @@ def main(argv=None) -> int:
         rows = stage_rows(result.records)
         print(f"\n{path.stem}")
         for row in rows:
-            print(f"  {row['stage']:12s} {100 * row['accuracy']:6.2f}%  params {row['params']:>8,}"
-                  f"  MACs {row['macs']:>9,}  flash {row['flash_bytes'] / 1024:7.1f} KiB"
-                  f"  SRAM {row['peak_sram_bytes'] / 1024:6.1f} KiB")  # fmt: skip
+            print(
+                f"  {row['stage']:12s} {100 * row['accuracy']:6.2f}%  params {row['params']:>8,}"
+                f"  MACs {row['macs']:>9,}  flash {row['flash_bytes'] / 1024:7.1f} KiB"
+                f"  SRAM {row['peak_sram_bytes'] / 1024:6.1f} KiB"
+            )
 
         def update(results, name=path.stem, rows=rows):
-            results.update({"benchmark": "recipes", "machine": machine(),
-                            "command": "python benchmarks/recipes.py"})  # fmt: skip
+            results.update(
+                {
+                    "benchmark": "recipes",
+                    "machine": machine(),
+                    "command": "python benchmarks/recipes.py",
+                }
+            )
             results.setdefault("recipes", {})[name] = rows
 
         locked_update(RESULTS, update)

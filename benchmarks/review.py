@@ -25,7 +25,7 @@ from scipy.stats import rankdata
 import secateurs as sc
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, save_json  # noqa: E402
+from _common import machine, save_json
 
 ROOT = Path(__file__).parents[1]
 GRID = ROOT / "benchmarks" / "grids" / "review.yaml"
@@ -41,18 +41,26 @@ def summarize(rows: list[dict], seeds: int) -> dict:
     control, instructions, partial = {}, {}, {}
     for (task, _model, method, keep), s in table.items():
         if method == sc.bench.CONTROL:
-            control[task] = {"accuracy": round(100 * s["accuracy"], 2),
-                             "std": round(100 * s["accuracy_std"], 2), "seeds": s["seeds"],
-                             "macs": s["macs"], "flash_bytes": s["flash_bytes"]}  # fmt: skip
+            control[task] = {
+                "accuracy": round(100 * s["accuracy"], 2),
+                "std": round(100 * s["accuracy_std"], 2),
+                "seeds": s["seeds"],
+                "macs": s["macs"],
+                "flash_bytes": s["flash_bytes"],
+            }
         elif s["seeds"] < seeds:
             partial.setdefault(f"{task}/{keep:g}", {})[method] = {
-                "accuracy": round(100 * s["accuracy"], 2), "seeds": s["seeds"]}  # fmt: skip
+                "accuracy": round(100 * s["accuracy"], 2),
+                "seeds": s["seeds"],
+            }
         else:
             by_point[(task, keep)][method] = s
         if "instructions" in s:
             instructions[f"{task}/{method}/{keep:g}"] = {
-                "instructions": round(s["instructions"]), "macs": s["macs"],
-                "cortex_m4_ms": round(s["target_latency_ms"], 2)}  # fmt: skip
+                "instructions": round(s["instructions"]),
+                "macs": s["macs"],
+                "cortex_m4_ms": round(s["target_latency_ms"], 2),
+            }
     summary, wins = {}, defaultdict(int)
     for (task, keep), methods in sorted(by_point.items(), key=lambda e: (e[0][0], -e[0][1])):
         ranked = sorted(methods, key=lambda m: -methods[m]["accuracy"])
@@ -67,10 +75,12 @@ def summarize(rows: list[dict], seeds: int) -> dict:
             "margin_over_l1": round(acc[best] - acc.get("l1", float("nan")), 2),
             "margin_over_random": round(acc[best] - acc.get("random", float("nan")), 2),
         }
-        print(f"{task:8s} keep {keep:<7g} {best:16s} {acc[best]:5.1f}  "
-              f"+{acc[best] - acc[second]:.1f} over {second}, "
-              f"{acc[best] - acc.get('l1', 0):+.1f} over l1, "
-              f"{acc[best] - acc.get('random', 0):+.1f} over random")  # fmt: skip
+        print(
+            f"{task:8s} keep {keep:<7g} {best:16s} {acc[best]:5.1f}  "
+            f"+{acc[best] - acc[second]:.1f} over {second}, "
+            f"{acc[best] - acc.get('l1', 0):+.1f} over l1, "
+            f"{acc[best] - acc.get('random', 0):+.1f} over random"
+        )
     tasks = sorted({t for t, _ in wins})
     mean_rank = {}
     for task in tasks:
@@ -82,10 +92,14 @@ def summarize(rows: list[dict], seeds: int) -> dict:
                 for m, place in zip(names, places):
                     ranks[m].append(float(place))
         mean_rank[task] = {m: round(statistics.mean(r), 2) for m, r in sorted(ranks.items())}
-    return {"control": control, "points": summary,
-            "wins": {f"{t}/{m}": n for (t, m), n in sorted(wins.items())},
-            "mean_rank": mean_rank, "c_instructions": instructions,
-            "partial": partial}  # fmt: skip
+    return {
+        "control": control,
+        "points": summary,
+        "wins": {f"{t}/{m}": n for (t, m), n in sorted(wins.items())},
+        "mean_rank": mean_rank,
+        "c_instructions": instructions,
+        "partial": partial,
+    }
 
 
 def main(argv=None) -> int:
@@ -104,9 +118,13 @@ def main(argv=None) -> int:
         sc.bench.run_grid(grid, args.store, backend="process")
     sc.bench.write_bench_report(args.store, OUT)
     rows = [r for r in store.rows("done") if r["seed"] in args.seeds]
-    result = {"benchmark": "review", "machine": machine(),
-              "command": f"python benchmarks/review.py --seeds {' '.join(map(str, args.seeds))}",
-              "cells_done": len(rows), **summarize(rows, len(args.seeds))}  # fmt: skip
+    result = {
+        "benchmark": "review",
+        "machine": machine(),
+        "command": f"python benchmarks/review.py --seeds {' '.join(map(str, args.seeds))}",
+        "cells_done": len(rows),
+        **summarize(rows, len(args.seeds)),
+    }
     save_json(RESULTS, result)
     return 0
 

@@ -66,19 +66,32 @@ from deploy import export_and_measure
 
 RESULTS = Path(__file__).parent / "results" / "structured_methods.json"
 RATIOS = (0.7, 0.5, 0.3)
-CRITERIA = ("l1", "l2", "group_l1", "group_l2", "bn_scale", "fpgm", "taylor",
-            "grad_magnitude", "hsic", "linear_redundancy", "random")  # fmt: skip
+CRITERIA = (
+    "l1",
+    "l2",
+    "group_l1",
+    "group_l2",
+    "bn_scale",
+    "fpgm",
+    "taylor",
+    "grad_magnitude",
+    "hsic",
+    "linear_redundancy",
+    "random",
+)
 METHODS = (*CRITERIA, "group_lasso+l2", "torch_pruning")
 # latency only (0.5 MACs, first seed): kept channel counts rounded to SIMD-friendly multiples
 ROUNDED = ("l1@round_to=8", "l1@round_to=16")
-SMALL_MOBILENET_V2 = dict(
-    width=0.5, cfg=((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 2, 1)), last_channels=256
-)
+SMALL_MOBILENET_V2 = {
+    "width": 0.5,
+    "cfg": ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 2, 1)),
+    "last_channels": 256,
+}
 SETUPS = {
     "digits": ("mobilenet_v2", SMALL_MOBILENET_V2, 15),
     "mnist1d": ("ds_cnn", {}, 15),
 }
-FINETUNE = dict(epochs=8, lr=3e-3)
+FINETUNE = {"epochs": 8, "lr": 3e-3}
 ENGINES = ("eager", "onnx")  # torch eager and onnxruntime, one thread each
 CALLS = 200  # latency: calls timed per model, one at a time in turns with the others
 FLOOR_CHANNELS = (8, 16)  # --latency-bound: each floor model keeps this many per group
@@ -111,8 +124,12 @@ def _new_parent(results, task, seed):
 def _checked_parent(task, seed, cells):
     """The parent trained again for new or recounted cells: it must score as stored."""
     parent = _parent(task, seed)
-    check_reproduced(f"{task.name} parent, seed {seed}", sc.evaluate(parent, task),
-                     cells[f"{task.name}/parent/{seed}"]["accuracy"], RESULTS)  # fmt: skip
+    check_reproduced(
+        f"{task.name} parent, seed {seed}",
+        sc.evaluate(parent, task),
+        cells[f"{task.name}/parent/{seed}"]["accuracy"],
+        RESULTS,
+    )
     return parent
 
 
@@ -127,10 +144,15 @@ def _tp_prune(model, x, keep: float):
     def pruned(ratio):
         trial = copy.deepcopy(model)
         tp.pruner.MagnitudePruner(
-            trial, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio,
-            global_pruning=True, ignored_layers=[dict(trial.named_modules())[n] for n, m in
-                                                 model.named_modules() if m in classifier],
-        ).step()  # fmt: skip
+            trial,
+            x,
+            importance=tp.importance.MagnitudeImportance(p=1),
+            pruning_ratio=ratio,
+            global_pruning=True,
+            ignored_layers=[
+                dict(trial.named_modules())[n] for n, m in model.named_modules() if m in classifier
+            ],
+        ).step()
         return trial, sc.measure.profile(trial, x, latency=False).macs / base
 
     lo, hi, best = 0.0, 0.95, (copy.deepcopy(model), 1.0)
@@ -152,17 +174,33 @@ def _prune(method, parent, task, keep, seed):
         return _tp_prune(model, x, keep)
     if "@round_to=" in method:
         name, round_to = method.split("@round_to=")
-        sc.prune.channels(model, x, target_macs=keep, importance=name, scope="global",
-                          round_to=int(round_to))  # fmt: skip
+        sc.prune.channels(
+            model, x, target_macs=keep, importance=name, scope="global", round_to=int(round_to)
+        )
         return model
     if method == "group_lasso+l2":  # regularize, then remove the channels it shrank most
-        sc.fit(model, task, epochs=3, lr=1e-3, seed=seed, progress=False,
-               losses=[sc.prune.GroupLasso(x, weight=1e-3)])  # fmt: skip
+        sc.fit(
+            model,
+            task,
+            epochs=3,
+            lr=1e-3,
+            seed=seed,
+            progress=False,
+            losses=[sc.prune.GroupLasso(x, weight=1e-3)],
+        )
         sc.prune.channels(model, x, target_macs=keep, importance="l2", scope="global")
         return model
     # the stored cells were fine-tuned from the statistics as they were (the old default)
-    sc.prune.channels(model, x, target_macs=keep, importance=method, scope="global",
-                      data=task, seed=seed, recalibrate=False)  # fmt: skip
+    sc.prune.channels(
+        model,
+        x,
+        target_macs=keep,
+        importance=method,
+        scope="global",
+        data=task,
+        seed=seed,
+        recalibrate=False,
+    )
     return model
 
 
@@ -175,8 +213,14 @@ def _timers(model, x) -> dict:
     with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         path = os.path.join(d, "m.onnx")
-        torch.onnx.export(model.eval(), (x,), path, input_names=["x"],
-                          dynamic_axes={"x": {0: "batch"}}, dynamo=False)  # fmt: skip
+        torch.onnx.export(
+            model.eval(),
+            (x,),
+            path,
+            input_names=["x"],
+            dynamic_axes={"x": {0: "batch"}},
+            dynamo=False,
+        )
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
@@ -227,19 +271,31 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="one seed, ratio 0.5, digits only")
-    parser.add_argument("--held-out", action="store_true",
-                        help="then check the choices on validation on seeds 5-9")  # fmt: skip
-    parser.add_argument("--every", action="store_true",
-                        help="with --held-out: run every method on seeds 5-9 too")  # fmt: skip
-    parser.add_argument("--retime", action="store_true",
-                        help="time the first seed's 0.5-MAC models again, in turns")  # fmt: skip
-    parser.add_argument("--latency-bound", action="store_true",
-                        help="then time floor models to bound what pruning can buy")  # fmt: skip
-    parser.add_argument("--recount-c", action="store_true",
-                        help="count the C instructions again (after a kernel change)")  # fmt: skip
-    parser.add_argument("--recalibration", action="store_true",
-                        help="only: accuracy pruned, not fine-tuned, with and without "
-                        "re-estimated batch-norm statistics")  # fmt: skip
+    parser.add_argument(
+        "--held-out", action="store_true", help="then check the choices on validation on seeds 5-9"
+    )
+    parser.add_argument(
+        "--every", action="store_true", help="with --held-out: run every method on seeds 5-9 too"
+    )
+    parser.add_argument(
+        "--retime", action="store_true", help="time the first seed's 0.5-MAC models again, in turns"
+    )
+    parser.add_argument(
+        "--latency-bound",
+        action="store_true",
+        help="then time floor models to bound what pruning can buy",
+    )
+    parser.add_argument(
+        "--recount-c",
+        action="store_true",
+        help="count the C instructions again (after a kernel change)",
+    )
+    parser.add_argument(
+        "--recalibration",
+        action="store_true",
+        help="only: accuracy pruned, not fine-tuned, with and without "
+        "re-estimated batch-norm statistics",
+    )
     args = parser.parse_args(argv)
     if args.recalibration:
         torch.set_num_threads(1)
@@ -251,12 +307,14 @@ def main(argv=None) -> int:
         return 2
     torch.set_num_threads(1)
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    results.update({
-        "benchmark": "structured_methods",
-        "command": "python benchmarks/structured_methods.py " + " ".join(argv or sys.argv[1:]),
-        "machine": machine(),
-        "finetune": FINETUNE,
-    })  # fmt: skip
+    results.update(
+        {
+            "benchmark": "structured_methods",
+            "command": "python benchmarks/structured_methods.py " + " ".join(argv or sys.argv[1:]),
+            "machine": machine(),
+            "finetune": FINETUNE,
+        }
+    )
     cells = results.setdefault("cells", {})
     seeds = range(1 if args.quick else args.seeds)
     ratios = (0.5,) if args.quick else RATIOS
@@ -293,8 +351,9 @@ def main(argv=None) -> int:
                         parent = parent or _checked_parent(task, seed, cells)
                         model = _prune(method, parent, task, keep, seed)
                         sc.fit(model, task, seed=seed, progress=False, **FINETUNE)
-                        check_reproduced(key, sc.evaluate(model, task), cells[key]["accuracy"],
-                                         RESULTS)  # fmt: skip
+                        check_reproduced(
+                            key, sc.evaluate(model, task), cells[key]["accuracy"], RESULTS
+                        )
                         cells[key]["val_accuracy"] = sc.evaluate(model, task, "val")
                         _save(results)
                         print(f"{key:40s} val {cells[key]['val_accuracy']:.4f}")
@@ -345,14 +404,23 @@ def _recalibration(results, tasks, ratios) -> None:
                 row = {}
                 for name, flag in (("stale", False), ("recalibrated", True)):
                     model = copy.deepcopy(parent)
-                    sc.prune.channels(model, task.example_inputs(), target_macs=keep,
-                                      importance=method, scope="global", data=task, seed=0,
-                                      recalibrate=flag)  # fmt: skip
+                    sc.prune.channels(
+                        model,
+                        task.example_inputs(),
+                        target_macs=keep,
+                        importance=method,
+                        scope="global",
+                        data=task,
+                        seed=0,
+                        recalibrate=flag,
+                    )
                     row[name] = sc.evaluate(model, task)
                 out[key] = row
                 _save(results)
-                print(f"{key:32s} stale {row['stale']:.4f} recalibrated "
-                      f"{row['recalibrated']:.4f}", flush=True)  # fmt: skip
+                print(
+                    f"{key:32s} stale {row['stale']:.4f} recalibrated {row['recalibrated']:.4f}",
+                    flush=True,
+                )
 
 
 def _new_cell(method, parent, task, keep, seed):
@@ -362,8 +430,12 @@ def _new_cell(method, parent, task, keep, seed):
     sc.fit(model, task, seed=seed, progress=False, **FINETUNE)
     prof = sc.measure.profile(model, task.example_inputs(), latency=False)
     base = sc.measure.profile(parent, task.example_inputs(), latency=False)
-    cell = {**accuracies(model, task), "macs_kept": prof.macs / base.macs,
-            "params": prof.params, "seconds": time.perf_counter() - start}  # fmt: skip
+    cell = {
+        **accuracies(model, task),
+        "macs_kept": prof.macs / base.macs,
+        "params": prof.params,
+        "seconds": time.perf_counter() - start,
+    }
     return model, cell
 
 
@@ -389,13 +461,20 @@ def _held_out(results, tasks, ratios, every: bool = False) -> None:
                         print(f"{key:40s} acc {cells[key]['accuracy']:.4f}  held out")
         for keep in ratios:
             chosen = results["chosen_on_val"][f"{task_name}/{keep}"]["method"]
-            means = {name: _mean_accuracy(cells, f"{task_name}/{m}", HELD_OUT_SEEDS)
-                     for name, m in (("chosen", f"{chosen}/{keep}"),
-                                     ("torch_pruning", f"torch_pruning/{keep}"),
-                                     ("parent", "parent"))}  # fmt: skip
-            held_out[f"{task_name}/{keep}"] = {"method": chosen, "seeds": list(HELD_OUT_SEEDS),
-                                               **means, **_paired(cells, task_name, chosen,
-                                                                  keep)}  # fmt: skip
+            means = {
+                name: _mean_accuracy(cells, f"{task_name}/{m}", HELD_OUT_SEEDS)
+                for name, m in (
+                    ("chosen", f"{chosen}/{keep}"),
+                    ("torch_pruning", f"torch_pruning/{keep}"),
+                    ("parent", "parent"),
+                )
+            }
+            held_out[f"{task_name}/{keep}"] = {
+                "method": chosen,
+                "seeds": list(HELD_OUT_SEEDS),
+                **means,
+                **_paired(cells, task_name, chosen, keep),
+            }
             row = held_out[f"{task_name}/{keep}"]
             print(
                 f"held out, {task_name} {keep}: {chosen} {means['chosen']:.4f}, "
@@ -412,9 +491,11 @@ def _held_out(results, tasks, ratios, every: bool = False) -> None:
                     prefix = f"{task_name}/{method}/{keep}"
                     row["mean"] = _mean_accuracy(cells, prefix, row["paired_seeds"])
                     table[prefix] = row
-                    print(f"all seeds, {task_name} {keep} {method:18s} {row['mean']:.4f}, "
-                          f"{row['difference']:+.4f} ± {row['standard_error']:.4f} "
-                          f"against Torch-Pruning")  # fmt: skip
+                    print(
+                        f"all seeds, {task_name} {keep} {method:18s} {row['mean']:.4f}, "
+                        f"{row['difference']:+.4f} ± {row['standard_error']:.4f} "
+                        f"against Torch-Pruning"
+                    )
                 tp = f"{task_name}/torch_pruning/{keep}"
                 table[tp] = {"mean": _mean_accuracy(cells, tp, ALL_SEEDS)}
             table[f"{task_name}/parent"] = {
@@ -432,9 +513,13 @@ def _paired(cells, task_name, method, keep) -> dict:
     ours, theirs = f"{task_name}/{method}/{keep}", f"{task_name}/torch_pruning/{keep}"
     seeds = [s for s in ALL_SEEDS if f"{ours}/{s}" in cells and f"{theirs}/{s}" in cells]
     diff = [cells[f"{ours}/{s}"]["accuracy"] - cells[f"{theirs}/{s}"]["accuracy"] for s in seeds]
-    return {"paired_seeds": seeds, "difference": statistics.mean(diff),
-            "standard_error": statistics.stdev(diff) / len(diff) ** 0.5,
-            "wins": sum(d > 0 for d in diff), "losses": sum(d < 0 for d in diff)}  # fmt: skip
+    return {
+        "paired_seeds": seeds,
+        "difference": statistics.mean(diff),
+        "standard_error": statistics.stdev(diff) / len(diff) ** 0.5,
+        "wins": sum(d > 0 for d in diff),
+        "losses": sum(d < 0 for d in diff),
+    }
 
 
 def _retime(results, tasks) -> None:
@@ -454,8 +539,10 @@ def _retime(results, tasks) -> None:
             cell = cells[f"{task_name}/{method}/0.5/0"]
             kept = sc.measure.profile(model, x, latency=False).macs / base
             if abs(kept - cell["macs_kept"]) > 1e-9:
-                raise RuntimeError(f"{task_name}/{method}: rebuilt, it keeps {kept} of the "
-                                   f"MACs, the stored cell {cell['macs_kept']}")  # fmt: skip
+                raise RuntimeError(
+                    f"{task_name}/{method}: rebuilt, it keeps {kept} of the "
+                    f"MACs, the stored cell {cell['macs_kept']}"
+                )
             timers[method] = _timers(model, x)
         for batch in (1, 32):
             for engine in ENGINES:
@@ -476,20 +563,28 @@ def _latency_bound(results, tasks) -> None:
         task = sc.data.load(task_name, seed=0)
         parent = _checked_parent(task, 0, results["cells"])
         x = task.example_inputs()
-        models = {"parent": parent, "l1_0.5": _prune("l1", parent, task, 0.5, 0),
-                  **{f"floor_{n}": _floor(parent, x, n) for n in FLOOR_CHANNELS}}  # fmt: skip
+        models = {
+            "parent": parent,
+            "l1_0.5": _prune("l1", parent, task, 0.5, 0),
+            **{f"floor_{n}": _floor(parent, x, n) for n in FLOOR_CHANNELS},
+        }
         base = sc.measure.profile(parent, x, latency=False).macs
-        kept = {name: sc.measure.profile(m, x, latency=False).macs / base
-                for name, m in models.items()}  # fmt: skip
+        kept = {
+            name: sc.measure.profile(m, x, latency=False).macs / base for name, m in models.items()
+        }
         row = bound[task_name] = {"macs_kept": kept, "calls": CALLS}
         timers = {name: _timers(model, x) for name, model in models.items()}
         for batch in (1, 32):
             for engine in ENGINES:
                 ms = _in_turns(timers, task.example_inputs(batch), engine)
                 row[f"{engine}_b{batch}"] = _bound_row(ms, kept)
-                print(f"{task_name} {engine} batch {batch}: " + ", ".join(
-                    f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                    for k, v in row[f"{engine}_b{batch}"].items()))  # fmt: skip
+                print(
+                    f"{task_name} {engine} batch {batch}: "
+                    + ", ".join(
+                        f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in row[f"{engine}_b{batch}"].items()
+                    )
+                )
 
 
 def _floor(parent, x, channels: int):
@@ -497,8 +592,10 @@ def _floor(parent, x, channels: int):
     of a few percent of the MACs with the parent's layers, on the kernels' vector paths
     (runtimes with 16-wide blocked layouts fall off them at 8, hence two floors)."""
     model = copy.deepcopy(parent)
-    keep = {sc.prune.group_name(g): min(channels, g.channels)
-            for g in sc.graph.DependencyGraph(model, x).groups()}  # fmt: skip
+    keep = {
+        sc.prune.group_name(g): min(channels, g.channels)
+        for g in sc.graph.DependencyGraph(model, x).groups()
+    }
     sc.prune.channels(model, x, keep=keep)
     return model
 
@@ -518,10 +615,16 @@ def _bound_row(ms: dict, kept: dict) -> dict:
 
     floor = min((name for name in ms if name.startswith("floor_")), key=fixed_share)
     f = fixed_share(floor)
-    return {"parent_ms": parent, "l1_0.5_ms": half, "floor": floor, "floor_ms": ms[floor],
-            "floor_speedup": parent / ms[floor], "fixed_share": f,
-            "affine_efficiency_0.5": 0.5 / (f + (1 - f) * 0.5),
-            "l1_0.5_efficiency": parent / half * kept["l1_0.5"]}  # fmt: skip
+    return {
+        "parent_ms": parent,
+        "l1_0.5_ms": half,
+        "floor": floor,
+        "floor_ms": ms[floor],
+        "floor_speedup": parent / ms[floor],
+        "fixed_share": f,
+        "affine_efficiency_0.5": 0.5 / (f + (1 - f) * 0.5),
+        "l1_0.5_efficiency": parent / half * kept["l1_0.5"],
+    }
 
 
 def _summarize(results, tasks, ratios, seeds) -> None:
@@ -547,20 +650,29 @@ def _summarize(results, tasks, ratios, seeds) -> None:
             table[f"{task_name}/chosen_on_val/{keep}"] = (mean, std)
             tp = table[f"{task_name}/torch_pruning/{keep}"][0]
             tp_val = _val_mean(cells, f"{task_name}/torch_pruning/{keep}", seeds)
-            chosen[f"{task_name}/{keep}"] = {"method": method, "val_mean": val,
-                                             "torch_pruning_val_mean": tp_val,
-                                             "parent_val_mean": parent_val}  # fmt: skip
-            print(f"    {keep}: {method} (val {val:.4f}) test {mean:.4f} ± {std:.4f}, "
-                  f"Torch-Pruning {tp:.4f} (val {tp_val:.4f}); unpruned val "
-                  f"{parent_val:.4f}")  # fmt: skip
+            chosen[f"{task_name}/{keep}"] = {
+                "method": method,
+                "val_mean": val,
+                "torch_pruning_val_mean": tp_val,
+                "parent_val_mean": parent_val,
+            }
+            print(
+                f"    {keep}: {method} (val {val:.4f}) test {mean:.4f} ± {std:.4f}, "
+                f"Torch-Pruning {tp:.4f} (val {tp_val:.4f}); unpruned val "
+                f"{parent_val:.4f}"
+            )
     summary = results.setdefault("summary", {})  # a --quick run updates only its own rows
     summary.update({k: {"mean": m, "std": s} for k, (m, s) in table.items()})
     results.setdefault("chosen_on_val", {}).update(chosen)
     if tasks == tuple(SETUPS) and ratios == RATIOS:
         # one criterion for every task and ratio: the best mean validation accuracy over all
-        val = {m: statistics.mean(_val_mean(cells, f"{t}/{m}/{k}", seeds) for t in tasks
-                                  for k in ratios)
-               for m in METHODS if m != "torch_pruning"}  # fmt: skip
+        val = {
+            m: statistics.mean(
+                _val_mean(cells, f"{t}/{m}/{k}", seeds) for t in tasks for k in ratios
+            )
+            for m in METHODS
+            if m != "torch_pruning"
+        }
         best = max(val, key=val.get)
         results["one_criterion_on_val"] = {"method": best, "val_mean": val[best]}
         print(f"  one criterion for every task and ratio, chosen on validation: {best}")
@@ -573,8 +685,11 @@ def _val_mean(cells, prefix: str, seeds) -> float:
 def _chosen_on_val(cells, task_name, keep, seeds) -> tuple[str, float]:
     """The secateurs method with the best mean validation accuracy at ``keep``: "the best
     criterion" picked without looking at the test split."""
-    val = {m: _val_mean(cells, f"{task_name}/{m}/{keep}", seeds)
-           for m in METHODS if m != "torch_pruning"}  # fmt: skip
+    val = {
+        m: _val_mean(cells, f"{task_name}/{m}/{keep}", seeds)
+        for m in METHODS
+        if m != "torch_pruning"
+    }
     best = max(val, key=val.get)
     return best, val[best]
 

@@ -64,8 +64,12 @@ interp.print_allocations()
 def tflm_probe(path: Path, arena: int) -> dict | None:
     """TFLM's allocation record for ``path`` with an arena of ``arena`` bytes, in a fresh
     process; None when the model does not run in that arena."""
-    r = subprocess.run([sys.executable, "-c", PROBE, str(path), str(arena)],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-c", PROBE, str(path), str(arena)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if r.returncode != 0:
         return None
     text = r.stdout + r.stderr
@@ -84,8 +88,11 @@ def tflm_memory(path: Path) -> dict:
     while hi - lo > 16:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if tflm_probe(path, mid) is not None else (mid, hi)
-    return {"planned_tensor_bytes": record["head"], "smallest_arena_bytes": hi,
-            "recorded_total_bytes": record["total"]}  # fmt: skip
+    return {
+        "planned_tensor_bytes": record["head"],
+        "smallest_arena_bytes": hi,
+        "recorded_total_bytes": record["total"],
+    }
 
 
 def onnx_max_diff(q, x_q, tmp: Path) -> int:
@@ -110,11 +117,13 @@ def zoo_row(model, task, tmp: Path) -> dict:
     ours = report["arena_bytes"] + report["scratch_bytes"]
     return {
         "accuracy": sc.evaluate(q, task),
-        "tflm_mismatches": tflm.mismatches, "litert_mismatches": litert.mismatches,
-        "c_mismatches": c.mismatches, "outputs_compared": tflm.inputs * (q.run_int8(
-            q.quantize_input(x[:1])).numel()),
+        "tflm_mismatches": tflm.mismatches,
+        "litert_mismatches": litert.mismatches,
+        "c_mismatches": c.mismatches,
+        "outputs_compared": tflm.inputs * (q.run_int8(q.quantize_input(x[:1])).numel()),
         "onnxruntime_max_steps": onnx_max_diff(q, q.quantize_input(x), tmp),
-        "c_arena_bytes": report["arena_bytes"], "c_scratch_bytes": report["scratch_bytes"],
+        "c_arena_bytes": report["arena_bytes"],
+        "c_scratch_bytes": report["scratch_bytes"],
         **memory,
         "c_input_bytes": report["input_bytes"],
         "planned_over_c_arena": memory["planned_tensor_bytes"] / report["arena_bytes"],
@@ -125,10 +134,11 @@ def zoo_row(model, task, tmp: Path) -> dict:
         "planned_over_c_arena_scratch_and_input": memory["planned_tensor_bytes"]
         / (ours + report["input_bytes"]),
         "smallest_arena_over_c": memory["smallest_arena_bytes"] / ours,
-        "tflite_bytes": path.stat().st_size, "c_flash_bytes": report["flash_bytes"],
+        "tflite_bytes": path.stat().st_size,
+        "c_flash_bytes": report["flash_bytes"],
         "tflite_over_c_flash": path.stat().st_size / report["flash_bytes"],
         "pad_ops": sum(op in ("PAD", "PADV2") for op in sc.deploy.tflite_operators(path)),
-    }  # fmt: skip
+    }
 
 
 def random_row(seed: int, tmp: Path) -> dict:
@@ -199,8 +209,9 @@ def main() -> int:
         return 0
     torch.set_num_threads(1)
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    results.update({"benchmark": "tflm", "machine": machine(),
-                    "command": "python benchmarks/tflm.py"})  # fmt: skip
+    results.update(
+        {"benchmark": "tflm", "machine": machine(), "command": "python benchmarks/tflm.py"}
+    )
     rows = results.setdefault("rows", {})
     nets = results.setdefault("random_nets", {})
     for task_name in TASKS:
@@ -218,12 +229,15 @@ def main() -> int:
             rows[key] = row
             results["summary"] = summary(rows, nets)
             save_json(RESULTS, results)
-            print(f"{key:24s} mismatches tflm {row['tflm_mismatches']} litert "
-                  f"{row['litert_mismatches']} c {row['c_mismatches']} ort "
-                  f"{row['onnxruntime_max_steps']} | planned {row['planned_tensor_bytes']} vs "
-                  f"arena {row['c_arena_bytes']} (x{row['planned_over_c_arena']:.2f}) smallest "
-                  f"{row['smallest_arena_bytes']} | tflite x{row['tflite_over_c_flash']:.2f} "
-                  f"| PAD ops {row['pad_ops']}", flush=True)  # fmt: skip
+            print(
+                f"{key:24s} mismatches tflm {row['tflm_mismatches']} litert "
+                f"{row['litert_mismatches']} c {row['c_mismatches']} ort "
+                f"{row['onnxruntime_max_steps']} | planned {row['planned_tensor_bytes']} vs "
+                f"arena {row['c_arena_bytes']} (x{row['planned_over_c_arena']:.2f}) smallest "
+                f"{row['smallest_arena_bytes']} | tflite x{row['tflite_over_c_flash']:.2f} "
+                f"| PAD ops {row['pad_ops']}",
+                flush=True,
+            )
     for seed in range(RANDOM_NETS):
         if str(seed) in nets:
             continue

@@ -46,13 +46,36 @@ from secateurs.graph import DependencyGraph, GraphError
 
 RESULTS = Path(__file__).parent / "results" / "torchvision_models.json"
 MODELS = [
-    "alexnet", "vgg16", "vgg19_bn", "resnet18", "resnet34", "resnet50", "resnext50_32x4d",
-    "wide_resnet50_2", "regnet_x_1_6gf", "regnet_y_1_6gf", "densenet121", "densenet161",
-    "googlenet", "inception_v3", "squeezenet1_0", "squeezenet1_1", "mnasnet0_5", "mnasnet1_0",
-    "shufflenet_v2_x1_0", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
-    "efficientnet_b0", "efficientnet_v2_s", "convnext_tiny", "vit_b_16", "swin_t",
-    "swin_v2_t", "maxvit_t",
-]  # fmt: skip
+    "alexnet",
+    "vgg16",
+    "vgg19_bn",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnext50_32x4d",
+    "wide_resnet50_2",
+    "regnet_x_1_6gf",
+    "regnet_y_1_6gf",
+    "densenet121",
+    "densenet161",
+    "googlenet",
+    "inception_v3",
+    "squeezenet1_0",
+    "squeezenet1_1",
+    "mnasnet0_5",
+    "mnasnet1_0",
+    "shufflenet_v2_x1_0",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "efficientnet_v2_s",
+    "convnext_tiny",
+    "vit_b_16",
+    "swin_t",
+    "swin_v2_t",
+    "maxvit_t",
+]
 SIDE = {"inception_v3": 224, "vit_b_16": 224, "maxvit_t": 224}
 RATIO = 0.3
 TP_SECONDS = 180  # Torch-Pruning's time limit per model
@@ -113,7 +136,8 @@ def torch_pruning(name: str, x: torch.Tensor) -> dict | None:
     shape = tuple(model(x).shape)
     # the classifier: the last Linear, or the last convolution where there is none (SqueezeNet)
     head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1:] or [
-        m for m in model.modules() if isinstance(m, nn.Conv2d)][-1:]  # fmt: skip
+        m for m in model.modules() if isinstance(m, nn.Conv2d)
+    ][-1:]
 
     def timeout(*_):
         raise TimeoutError(f"no result within {TP_SECONDS} s")
@@ -126,13 +150,18 @@ def torch_pruning(name: str, x: torch.Tensor) -> dict | None:
         tp.DependencyGraph().build_dependency(build(name), example_inputs=x)  # warm-up
         row["graph_seconds"] = time.perf_counter() - start
         start = time.perf_counter()
-        tp.pruner.MetaPruner(model, x, importance=tp.importance.MagnitudeImportance(p=1),
-                             pruning_ratio=RATIO, ignored_layers=head).step()  # fmt: skip
+        tp.pruner.MetaPruner(
+            model,
+            x,
+            importance=tp.importance.MagnitudeImportance(p=1),
+            pruning_ratio=RATIO,
+            ignored_layers=head,
+        ).step()
         row["prune_seconds"] = time.perf_counter() - start
         with torch.no_grad():
             ok = tuple(model(x).shape) == shape
         return {"pruned": ok, **row, **({} if ok else {"error": "the output shape changed"})}
-    except Exception as e:  # noqa: BLE001 - any failure of the peer is its result
+    except Exception as e:
         return {"pruned": False, "error": f"{type(e).__name__}: {str(e)[:300]}"}
     finally:
         signal.alarm(0)
@@ -148,8 +177,10 @@ def table(results: dict) -> str:
     for name, row in results["rows"].items():
         ours, theirs = row["secateurs"], row["torch_pruning"] or {}
         if theirs.get("pruned"):
-            peer = (f"{theirs['prune_seconds']:.2f} "
-                    f"({theirs['prune_seconds'] / ours['prune_seconds']:.1f}x)")  # fmt: skip
+            peer = (
+                f"{theirs['prune_seconds']:.2f} "
+                f"({theirs['prune_seconds'] / ours['prune_seconds']:.1f}x)"
+            )
         else:
             peer = "fails: " + theirs.get("error", "not run")[:60].replace("|", "/")
         lines.append(
@@ -171,9 +202,15 @@ def main(argv: list[str]) -> int:
         return 2
     torch.set_num_threads(1)
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    results.update({"benchmark": "torchvision_models", "machine": machine(),
-                    "torchvision": torchvision.__version__, "ratio": RATIO,
-                    "command": "python benchmarks/torchvision_models.py"})  # fmt: skip
+    results.update(
+        {
+            "benchmark": "torchvision_models",
+            "machine": machine(),
+            "torchvision": torchvision.__version__,
+            "ratio": RATIO,
+            "command": "python benchmarks/torchvision_models.py",
+        }
+    )
     try:
         results["torch_pruning"] = importlib.metadata.version("torch-pruning")
     except importlib.metadata.PackageNotFoundError:
@@ -184,28 +221,35 @@ def main(argv: list[str]) -> int:
             continue
         side = SIDE.get(name, 64)
         x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
-        rows[name] = {"input": side, "secateurs": ours(name, x),
-                      "torch_pruning": torch_pruning(name, copy.deepcopy(x))}  # fmt: skip
+        rows[name] = {
+            "input": side,
+            "secateurs": ours(name, x),
+            "torch_pruning": torch_pruning(name, copy.deepcopy(x)),
+        }
         save_json(RESULTS, results)
         print(name, json.dumps(rows[name])[:300], flush=True)
-    done = [r for r in rows.values()]
+    done = list(rows.values())
     results["summary"] = {
         "models": len(done),
         "secateurs_pruned": sum(r["secateurs"]["pruned"] for r in done),
         "secateurs_exact": sum(r["secateurs"].get("relative_error", 1) <= 1e-5 for r in done),
         "torch_pruning_pruned": sum(
             bool(r["torch_pruning"] and r["torch_pruning"]["pruned"]) for r in done
-        ),  # fmt: skip
+        ),
         "heads_removed": {
             n: r["secateurs"]["heads_removed"]
             for n, r in rows.items()
             if r["secateurs"].get("heads_removed")
-        },  # fmt: skip
+        },
     }
-    both = [(r["torch_pruning"]["prune_seconds"] / r["secateurs"]["prune_seconds"],
-             r["torch_pruning"]["graph_seconds"] / r["secateurs"]["graph_seconds"])
-            for r in done if r["secateurs"].get("prune_seconds")
-            and (r["torch_pruning"] or {}).get("prune_seconds")]  # fmt: skip
+    both = [
+        (
+            r["torch_pruning"]["prune_seconds"] / r["secateurs"]["prune_seconds"],
+            r["torch_pruning"]["graph_seconds"] / r["secateurs"]["graph_seconds"],
+        )
+        for r in done
+        if r["secateurs"].get("prune_seconds") and (r["torch_pruning"] or {}).get("prune_seconds")
+    ]
     if both:
         prune, graph = np.array(both).T
         results["summary"]["speed"] = {

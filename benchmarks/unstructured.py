@@ -53,8 +53,17 @@ import secateurs as sc
 
 RESULTS = Path(__file__).parent / "results" / "unstructured.json"
 SPARSITIES = (0.5, 0.75, 0.875, 0.92, 0.95, 0.97, 0.98)
-METHODS = ("magnitude", "lamp", "lrp", "lrp_magnitude", "lrp_magnitude_p0.25",
-           "lrp_magnitude_lamp", "learned", "learned_lrp", "torch_l1")  # fmt: skip
+METHODS = (
+    "magnitude",
+    "lamp",
+    "lrp",
+    "lrp_magnitude",
+    "lrp_magnitude_p0.25",
+    "lrp_magnitude_lamp",
+    "learned",
+    "learned_lrp",
+    "torch_l1",
+)
 # LRP-driven rankings relevance^p * |w|^(1-p), p = 1, 1/2, 1/4: the summary chooses p per
 # task and model on the validation split
 LRP_EXPONENTS = {"lrp": 1.0, "lrp_magnitude": 0.5, "lrp_magnitude_p0.25": 0.25}
@@ -90,11 +99,18 @@ def _prune(method: str, parent: nn.Module, task, sparsity: float, seed: int) -> 
         elif method == "lamp":  # magnitude, layers' shares set by LAMP scores
             sc.prune.sparsify(model, target, importance="magnitude", scope="lamp")
         elif method == "lrp_magnitude_lamp":  # the same, ranking sqrt(relevance * |w|)
-            sc.prune.sparsify(model, target, importance="lrp_magnitude", scope="lamp",
-                              data=task, seed=seed)  # fmt: skip
+            sc.prune.sparsify(
+                model, target, importance="lrp_magnitude", scope="lamp", data=task, seed=seed
+            )
         elif method.startswith("lrp_magnitude_p"):
-            sc.prune.sparsify(model, target, importance="lrp_magnitude", data=task, seed=seed,
-                              relevance_exponent=LRP_EXPONENTS[method])  # fmt: skip
+            sc.prune.sparsify(
+                model,
+                target,
+                importance="lrp_magnitude",
+                data=task,
+                seed=seed,
+                relevance_exponent=LRP_EXPONENTS[method],
+            )
         else:
             sc.prune.sparsify(model, target, importance=method, data=task, seed=seed)
         done = target
@@ -141,13 +157,18 @@ def run_task(task_name: str, seeds, methods=METHODS) -> None:
                         continue
                     start = time.perf_counter()
                     model = _prune(method, parent, task, sparsity, seed)
-                    cell = {**accuracies(model, task), "sparsity": _sparsity(model),
-                            "seconds": time.perf_counter() - start}  # fmt: skip
+                    cell = {
+                        **accuracies(model, task),
+                        "sparsity": _sparsity(model),
+                        "seconds": time.perf_counter() - start,
+                    }
                     if old is not None:  # stored before validation accuracy was kept
                         check_reproduced(key, cell["accuracy"], old["accuracy"], RESULTS)
                     _store(key, cell)
-                    print(f"{key:45s} acc {cell['accuracy']:.4f}  val {cell['val_accuracy']:.4f}",
-                          flush=True)  # fmt: skip
+                    print(
+                        f"{key:45s} acc {cell['accuracy']:.4f}  val {cell['val_accuracy']:.4f}",
+                        flush=True,
+                    )
 
 
 def main(argv=None) -> int:
@@ -158,14 +179,21 @@ def main(argv=None) -> int:
     def start(results: dict) -> None:
         if args.rerun:
             results["cells"] = without_methods(results.get("cells", {}), args.rerun, args.tasks)
-        results.update({
-            "benchmark": "unstructured",
-            "machine": machine(),
-            "command": f"python benchmarks/unstructured.py --seeds {args.seeds} --held-out "
-                       "[--tasks digits | mnist1d]",
-            "budget": {"parent_epochs": 15, "steps": STEPS, "ramp": "cubic",
-                       "retrain_epochs": RETRAIN, "lr": LR},
-        })  # fmt: skip
+        results.update(
+            {
+                "benchmark": "unstructured",
+                "machine": machine(),
+                "command": f"python benchmarks/unstructured.py --seeds {args.seeds} --held-out "
+                "[--tasks digits | mnist1d]",
+                "budget": {
+                    "parent_epochs": 15,
+                    "steps": STEPS,
+                    "ramp": "cubic",
+                    "retrain_epochs": RETRAIN,
+                    "lr": LR,
+                },
+            }
+        )
 
     _update(start)
     for task_name in args.tasks:
@@ -174,8 +202,10 @@ def main(argv=None) -> int:
     if args.held_out:
         chosen = results["summary"].get("lrp_one_exponent_chosen_on_val", {}).get("method")
         if chosen is None:
-            raise SystemExit("--held-out checks the LRP exponent chosen on every task's "
-                             "first seeds; run both tasks without it first")  # fmt: skip
+            raise SystemExit(
+                "--held-out checks the LRP exponent chosen on every task's "
+                "first seeds; run both tasks without it first"
+            )
         for task_name in args.tasks:
             run_task(task_name, HELD_OUT_SEEDS, (chosen, "torch_l1"))
         results = _update(lambda r: r.__setitem__("held_out", held_out(r["cells"], chosen)))
@@ -189,8 +219,10 @@ def main(argv=None) -> int:
             f"{row['max_lossless_sparsity_val']} on val  {means}"
         )
     for pair, row in results.get("held_out", {}).get("pairs", {}).items():
-        print(f"held out, {pair}: " + ", ".join(
-            f"{m} {row[m]['compression']:.1f}x" for m in row if m != "dense"))  # fmt: skip
+        print(
+            f"held out, {pair}: "
+            + ", ".join(f"{m} {row[m]['compression']:.1f}x" for m in row if m != "dense")
+        )
     return 0
 
 
@@ -219,16 +251,23 @@ def summarize(cells: dict, seeds: int) -> dict:
             dense_val = _mean(cells, f"{prefix}/dense", "val_accuracy", seeds)
             for method in METHODS:
                 test, val = (
-                    {sp: _mean(cells, f"{prefix}/{method}/{sp}", metric, seeds)
-                     for sp in SPARSITIES} for metric in ("accuracy", "val_accuracy")
-                )  # fmt: skip
+                    {
+                        sp: _mean(cells, f"{prefix}/{method}/{sp}", metric, seeds)
+                        for sp in SPARSITIES
+                    }
+                    for metric in ("accuracy", "val_accuracy")
+                )
                 best, best_val = _lossless(test, dense), _lossless(val, dense_val)
                 summary[f"{prefix}/{method}"] = {
-                    "dense": dense, "mean_accuracy": test, "max_lossless_sparsity": best,
-                    "compression": 1 / (1 - best), "dense_val": dense_val,
-                    "mean_val_accuracy": val, "max_lossless_sparsity_val": best_val,
+                    "dense": dense,
+                    "mean_accuracy": test,
+                    "max_lossless_sparsity": best,
+                    "compression": 1 / (1 - best),
+                    "dense_val": dense_val,
+                    "mean_val_accuracy": val,
+                    "max_lossless_sparsity_val": best_val,
                     "compression_val": 1 / (1 - best_val),
-                }  # fmt: skip
+                }
             summary[f"{prefix}/lrp_chosen_on_val"] = _chosen_on_val(summary, prefix)
     pairs = [f"{t}/{m}" for t in TASKS for m in MODELS]
     if all(f"{pair}/lrp" in summary for pair in pairs):
@@ -246,15 +285,19 @@ def held_out(cells: dict, chosen: str) -> dict:
             prefix = f"{task_name}/{model_name}"
             keys = [f"{prefix}/dense/{s}" for s in HELD_OUT_SEEDS] + [
                 f"{prefix}/{m}/{sp}/{s}"
-                for m in methods for sp in SPARSITIES for s in HELD_OUT_SEEDS
-            ]  # fmt: skip
+                for m in methods
+                for sp in SPARSITIES
+                for s in HELD_OUT_SEEDS
+            ]
             if not all(k in cells for k in keys):
                 continue
             dense = _mean(cells, f"{prefix}/dense", "accuracy", HELD_OUT_SEEDS)
             out[prefix] = {"dense": dense}
             for method in methods:
-                means = {sp: _mean(cells, f"{prefix}/{method}/{sp}", "accuracy", HELD_OUT_SEEDS)
-                         for sp in SPARSITIES}  # fmt: skip
+                means = {
+                    sp: _mean(cells, f"{prefix}/{method}/{sp}", "accuracy", HELD_OUT_SEEDS)
+                    for sp in SPARSITIES
+                }
                 best = _lossless(means, dense)
                 out[prefix][method] = {"mean_accuracy": means, "compression": 1 / (1 - best)}
     return {"seeds": list(HELD_OUT_SEEDS), "method": chosen, "pairs": out}
@@ -269,11 +312,12 @@ def _one_exponent(summary: dict, pairs: list[str]) -> dict:
 
     method = max(LRP_EXPONENTS, key=mean_val)
     return {
-        "method": method, "relevance_exponent": LRP_EXPONENTS[method],
+        "method": method,
+        "relevance_exponent": LRP_EXPONENTS[method],
         "mean_compression_val": {m: mean_val(m) for m in LRP_EXPONENTS},
         "compression": {p: summary[f"{p}/{method}"]["compression"] for p in pairs},
         "compression_val": {p: summary[f"{p}/{method}"]["compression_val"] for p in pairs},
-    }  # fmt: skip
+    }
 
 
 def _chosen_on_val(summary: dict, prefix: str) -> dict:

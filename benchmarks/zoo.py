@@ -85,9 +85,13 @@ def cell(entry: str, task, target: float, epochs: int, seed: int) -> dict:
     sc.fit(model, task, epochs=epochs, lr=3e-3, seed=seed, progress=False)
     q = sc.quant.quantize(model, task)
     row = {
-        "width": width, "kwargs": fixed, "macs": prof.macs, "params": prof.params,
-        "accuracy": sc.evaluate(model, task), "int8_accuracy": sc.evaluate(q, task),
-    }  # fmt: skip
+        "width": width,
+        "kwargs": fixed,
+        "macs": prof.macs,
+        "params": prof.params,
+        "accuracy": sc.evaluate(model, task),
+        "int8_accuracy": sc.evaluate(q, task),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         report = sc.deploy.export_c(q, tmp, target="cortex-m4")
         row["flash_bytes"] = report["flash_bytes"]
@@ -199,12 +203,17 @@ def main(argv=None) -> int:
         return 2
     cells = results.setdefault("cells", {})
     tasks = dict.fromkeys([*(k.split("/")[0] for k in cells), *args.tasks])  # all stored
-    results.update({
-        "benchmark": "zoo", "machine": machine(), "macs_target": args.macs,
-        "epochs": args.epochs, "seed": 0,
-        "command": f"python benchmarks/zoo.py --tasks {' '.join(tasks)} "
-                   f"--macs {args.macs:g} --epochs {args.epochs} --plot",
-    })  # fmt: skip
+    results.update(
+        {
+            "benchmark": "zoo",
+            "machine": machine(),
+            "macs_target": args.macs,
+            "epochs": args.epochs,
+            "seed": 0,
+            "command": f"python benchmarks/zoo.py --tasks {' '.join(tasks)} "
+            f"--macs {args.macs:g} --epochs {args.epochs} --plot",
+        }
+    )
     for task_name in args.tasks:
         task = sc.data.load(task_name, seed=0)
         for entry in entries():
