@@ -217,9 +217,9 @@ def test_compress_fits_and_verifies_user_models(case, digits, mnist1d, tmp_path)
     task = sc.data.as_task(data, **{k: v for k, v in extra.items() if k in DATA_KEYS})
     model = build()
     sc.fit(model, task, epochs=8, lr=3e-3, progress=False)
-    before = sc.evaluate(model, task, "val")
+    before = sc.evaluate(model, task, split="val")
     q = sc.quant.quantize(model, task)
-    full = sc.measure.check(q, "cortex-m4")
+    full = sc.measure.check(q, target="cortex-m4")
     flash, sram = full.flash_bytes // 2, full.sram_bytes * 3 // 4
     kw = {"max_steps": 0, "finetune_epochs": 3, "final_epochs": 2, **extra}
     result = sc.compress(
@@ -240,7 +240,7 @@ def test_compress_fits_and_verifies_user_models(case, digits, mnist1d, tmp_path)
     assert report["arena_bytes"] + report["scratch_bytes"] == result.costs["sram_bytes"] <= sram
     assert result.verified == {"c_inputs": 64, "c_mismatches": 0}
     # accuracy: the stated drop is the measured one, and within the bound on validation
-    assert result.accuracy_int8 == pytest.approx(sc.evaluate(result.qmodel, task, "test"))
+    assert result.accuracy_int8 == pytest.approx(sc.evaluate(result.qmodel, task, split="test"))
     best_val = max(t["int8_val"] for t in result.tried if t["costs"] == result.costs)
     assert before - best_val <= 0.08 + 1e-9
     assert result.drop < 0.15, result.tried  # a broken pipeline lands near chance
@@ -263,7 +263,7 @@ def test_compress_fits_and_verifies_user_models(case, digits, mnist1d, tmp_path)
 def test_compress_reports_a_drop_it_cannot_meet(digits):
     model = MLP()
     sc.fit(model, digits, epochs=6, lr=3e-3, progress=False)
-    full = sc.measure.check(sc.quant.quantize(model, digits), "generic")
+    full = sc.measure.check(sc.quant.quantize(model, digits), target="generic")
     with pytest.warns(UserWarning, match="max_accuracy_drop"):
         result = sc.compress(
             model,
@@ -301,7 +301,7 @@ def test_budget_measured_as_the_c(digits):
     model = ResidualCNN()
     x = digits.example_inputs()
     costs = measure_costs(model, x, Budget(flash_bytes=10**6, measure="c"))
-    fit = sc.measure.check(sc.quant.quantize(model, digits), "generic")
+    fit = sc.measure.check(sc.quant.quantize(model, digits), target="generic")
     assert (costs.flash_bytes, costs.sram_bytes) == (fit.flash_bytes, fit.sram_bytes)
     with pytest.raises(ValueError, match="measure"):
         Budget(flash_bytes=1, measure="board")
@@ -408,8 +408,8 @@ def test_fit_and_evaluate_take_the_task_loss_and_metric(digits):
     model = MLP()
     sc.fit(model, task, epochs=1, batch_size=64, progress=False)
     assert sum(seen) == len(digits.train)
-    assert sc.evaluate(model, task, "val") == -len(digits.val)  # the whole split at once
-    assert 0 <= sc.evaluate(model, digits, "val") <= 1  # the plain task keeps top-1
+    assert sc.evaluate(model, task, split="val") == -len(digits.val)  # the whole split at once
+    assert 0 <= sc.evaluate(model, digits, split="val") <= 1  # the plain task keeps top-1
     with pytest.raises(TypeError, match="scalar"):
         sc.fit(MLP(), sc.data.as_task(digits, loss=lambda o, t: o), epochs=1, progress=False)
 
@@ -438,7 +438,7 @@ def test_every_search_prunes_a_two_input_model(method, digits):
     )
     after = measure_costs(model, task.example_inputs(), Budget(macs=1.0)).macs
     assert result.fits and after <= 0.6 * before * 1.02, (before, after)
-    assert sc.evaluate(model, task, "val") > 0.2  # not collapsed: both branches still feed it
+    assert sc.evaluate(model, task, split="val") > 0.2  # not collapsed: both branches still feed it
 
 
 def test_searches_take_the_same_data_forms(digits):

@@ -95,7 +95,7 @@ def test_non_finite_weights_are_refused_naming_the_tensor(digits):
         lambda: sc.evaluate(model, digits),
         lambda: sc.quant.quantize(model, digits),
         lambda: sc.prune.channels(model, digits.example_inputs(), ratio=0.3),
-        lambda: sc.prune.sparsify(model, 0.5),
+        lambda: sc.prune.sparsify(model, sparsity=0.5),
     ):
         with pytest.raises(ValueError, match=r"0\.weight holds 1 NaN"):
             call()
@@ -185,7 +185,7 @@ def test_inputs_the_model_cannot_take_are_named_with_their_shape(digits, tmp_pat
         lambda: sc.graph.DependencyGraph(model, wrong),
         lambda: sc.prune.channels(model, wrong, ratio=0.3),
         lambda: sc.prune.layers(model, wrong, target_macs=0.5, data=digits),
-        lambda: sc.deploy.export_onnx(model, tmp_path / "m.onnx", wrong),
+        lambda: sc.deploy.export_onnx(model, tmp_path / "m.onnx", example=wrong),
     ]
     for call in calls:
         with pytest.raises(
@@ -214,7 +214,7 @@ def test_one_loader_reads_every_weights_file(tmp_path, digits):
     torch.save([1, 2], tmp_path / "list.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match=r"--checkpoint: .*list\.pt is not a state dict"):
-        sc.models.load_weights(model, tmp_path / "list.pt", "--checkpoint")
+        sc.models.load_weights(model, tmp_path / "list.pt", what="--checkpoint")
     with pytest.raises(ValueError, match=r"junk\.pt cannot be loaded as a weights-only"):
         sc.models.load_weights(model, tmp_path / "junk.pt")
     with pytest.raises(FileNotFoundError, match=r"weights: .*missing\.pt does not exist"):

@@ -84,3 +84,39 @@ def test_no_import_cycle_but_the_known_one():
     assert graph["secateurs.deploy.codegen"] >= {"secateurs.quant.ptq"}  # the parser sees edges
     assert set(_cycles(graph)) <= KNOWN, _cycles(graph)
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset("abc")]
+
+
+PUBLIC = [
+    "secateurs",
+    "secateurs.data",
+    "secateurs.models",
+    "secateurs.measure",
+    "secateurs.graph",
+    "secateurs.prune",
+    "secateurs.quant",
+    "secateurs.distill",
+    "secateurs.deploy",
+    "secateurs.search",
+    "secateurs.recipe",
+    "secateurs.bench",
+]
+
+
+def test_every_option_of_a_public_function_is_keyword_only():
+    """What a call is about (the model, its data, a path) is positional; every parameter
+    with a default is an option, named at the call."""
+    import importlib
+    import inspect
+
+    checked, positional = 0, []
+    for name in PUBLIC:
+        module = importlib.import_module(name)
+        for attr in module.__all__:
+            obj = getattr(module, attr)
+            if not inspect.isfunction(obj):
+                continue
+            checked += 1
+            for p in inspect.signature(obj).parameters.values():
+                if p.kind == p.POSITIONAL_OR_KEYWORD and p.default is not p.empty:
+                    positional.append(f"{name}.{attr}({p.name})")
+    assert checked > 100 and not positional, positional

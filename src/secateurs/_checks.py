@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -81,3 +82,23 @@ def model_runs_on(inputs, what: str, passes: tuple[type, ...] = ()) -> Iterator[
             f"{what}: the model cannot run on example inputs of shape {shapes} (per sample): "
             f"{str(err)[:300]}; pass inputs shaped like its data (task.example_inputs())"
         ) from err
+
+
+_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2}
+
+
+def parse_bytes(value, what: str) -> int | None:
+    """``64_000``, ``"64KiB"``, ``"0.5 MiB"`` or ``"64kB"`` as bytes; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", value)
+        unit = m and m.group(2).lower()
+        if not m or unit not in _UNITS:
+            raise ValueError(
+                f"{what} must be bytes such as 65536, '64KiB' or '0.5MiB'; got {value!r}"
+            )
+        value = float(m.group(1)) * _UNITS[unit]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{what} must be a positive number of bytes, got {value!r}")
+    return int(value)

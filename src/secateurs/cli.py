@@ -138,7 +138,9 @@ def cmd_profile(args, console: Console) -> int:
 
 
 def _limit(text: str):
-    """--macs: '0.5' is a share of the model's MACs, '200000' absolute."""
+    """--macs: '0.5' or '50%' is a share of the model's MACs, '200000' absolute."""
+    if text.strip().endswith("%"):
+        return text.strip()  # sc.search.Budget reads percentages
     try:
         value = float(text)
     except ValueError:
@@ -156,7 +158,7 @@ def cmd_compress(args, console: Console) -> int:
     else:
         model = models.create(args.model, task, width=args.width, seed=args.seed, **kwargs)
     if args.checkpoint:
-        load_weights(model, args.checkpoint, "--checkpoint")
+        load_weights(model, args.checkpoint, what="--checkpoint")
     elif args.train_epochs:
         fit(
             model,
@@ -403,7 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="cortex-m4", help="cortex-m0plus, cortex-m4, cortex-m7")
     p.add_argument("--flash", default=None, help="flash limit, such as 64KiB (default: target's)")
     p.add_argument("--sram", default=None, help="SRAM limit, such as 16KiB (default: target's)")
-    p.add_argument("--macs", default="", help="MAC limit: 0.5 is half the model's, 200000 absolute")
+    p.add_argument(
+        "--macs", default="", help="MAC limit: 0.5 or 50%% is half the model's, 200000 absolute"
+    )
     p.add_argument(
         "--latency-ms",
         type=float,

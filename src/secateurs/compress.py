@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import re
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable
@@ -33,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._checks import check_choice, check_float, check_int
+from ._checks import check_choice, check_float, check_int, parse_bytes
 from ._io import check_output_path, write_atomic
 from .data.forms import as_task
 from .measure import profile
@@ -52,24 +51,6 @@ METHODS = ("auto", "uniform", "sensitivity", "admm", "abc", "autoprune", "metapr
 PTQ_TOLERANCE = 0.005
 TIGHTEN_TRIES = 4  # searches with tightened limits before the C is declared out of reach
 SMALLER = 0.6  # each step of the accuracy-controlled descent keeps this share of the MACs
-_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2}
-
-
-def parse_bytes(value, what: str) -> int | None:
-    """``64_000``, ``"64KiB"``, ``"0.5 MiB"`` or ``"64kB"`` as bytes; None stays None."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", value)
-        unit = m and m.group(2).lower()
-        if not m or unit not in _UNITS:
-            raise ValueError(
-                f"{what} must be bytes such as 65536, '64KiB' or '0.5MiB'; got {value!r}"
-            )
-        value = float(m.group(1)) * _UNITS[unit]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{what} must be a positive number of bytes, got {value!r}")
-    return int(value)
 
 
 @dataclass
@@ -169,7 +150,7 @@ def compress(
     ``data``: any form :func:`sc.data.as_task` takes (a Task, ``(train, val)`` loaders or
     tensors, ...); ``loss`` and ``metric`` replace cross-entropy and top-1 accuracy.
     Limits: ``flash`` and ``sram`` in bytes (``"64KiB"`` works; default: the target's),
-    ``macs`` (a float up to 1 is a share of the model's MACs, an int absolute) and
+    ``macs`` (a float up to 1 or "50%" is a share of the model's MACs, an int absolute) and
     ``latency_ms`` on the target, estimated from the instructions the C executes (on the
     emulated core where the target names one and the cross toolchain is installed, see
     ``sc.deploy.estimate_c``). ``max_accuracy_drop`` (in the metric's units: 0.01 is one
@@ -211,8 +192,8 @@ def compress(
     share = Budget(macs=macs) if macs is not None else None  # checks it: a share or a count
 
     original = copy.deepcopy(model).eval()
-    before_val = evaluate(original, task, "val")
-    before_test = evaluate(original, task, "test")
+    before_val = evaluate(original, task, split="val")
+    before_test = evaluate(original, task, split="test")
     job = _Job(
         original,
         task,
@@ -261,8 +242,8 @@ def compress(
         best.costs,
         original_costs,
         before_test,
-        evaluate(best.model, task, "test"),
-        evaluate(best.qmodel, task, "test"),
+        evaluate(best.model, task, split="test"),
+        evaluate(best.qmodel, task, split="test"),
         max_accuracy_drop,
         problems,
         job.tried,
@@ -415,7 +396,7 @@ class _Job:
     def measure(self, model: nn.Module, method: str | None, label: str | None) -> Point:
         """Quantize ``model`` and measure it: validation accuracy, costs as C."""
         model.eval()
-        float_val = evaluate(model, self.task, "val")
+        float_val = evaluate(model, self.task, split="val")
         qmodel, how, qat, int8_val = self.quantize(model, float_val)
         if qat is not None:  # the float weights QAT trained are the int8 model's
             model = qat.model.eval()
@@ -457,7 +438,7 @@ class _Job:
         from .quant import convert, prepare_qat, quantize
 
         qmodel = quantize(model, self.task)
-        ptq_val = evaluate(qmodel, self.task, "val")
+        ptq_val = evaluate(qmodel, self.task, split="val")
         lost = float_val - ptq_val
         if self.qat_epochs == 0 or (lost <= PTQ_TOLERANCE and self.within(ptq_val)):
             return qmodel, "ptq", None, ptq_val
@@ -466,17 +447,17 @@ class _Job:
         qat = prepare_qat(trained, self.task)
         fit(qat, self.task, epochs=self.qat_epochs, lr=self.lr / 10, seed=self.seed, progress=False)
         q2 = convert(qat)
-        qat_val = evaluate(q2, self.task, "val")
+        qat_val = evaluate(q2, self.task, split="val")
         if qat_val > ptq_val:
             return q2, "qat", qat, qat_val
         return qmodel, "ptq", None, ptq_val
 
     def costs(self, model: nn.Module, qmodel) -> dict[str, float]:
-        fit_ = check(qmodel, self.target)
+        fit_ = check(qmodel, target=self.target)
         costs = {
             "flash_bytes": fit_.flash_bytes,
             "sram_bytes": fit_.sram_bytes,
-            "macs": profile(model, self.x, 8, 8, latency=False).macs,
+            "macs": profile(model, self.x, weight_bits=8, activation_bits=8, latency=False).macs,
         }
         if fit_.problems and fit_.flash_bytes == 0:  # a missing kernel, not a size
             raise ValueError(f"the model cannot run on {self.target.name}: {fit_.problems[0]}")
@@ -490,7 +471,7 @@ class _Job:
 
         with tempfile.TemporaryDirectory() as tmp:
             export_c(qmodel, tmp, target="generic")
-            est = estimate_c(qmodel, tmp, self.task.inputs("test", 2), self.target)
+            est = estimate_c(qmodel, tmp, self.task.inputs("test", 2), target=self.target)
         return float(est["latency_ms"])
 
 

@@ -191,6 +191,7 @@ def _make_optimizer(name: str, params, lr: float, weight_decay: float, momentum:
 def fit(
     model: nn.Module,
     task: Task,
+    *,
     epochs: int = 10,
     lr: float = 1e-3,
     optimizer: str = "adam",
@@ -258,8 +259,8 @@ def fit(
             {
                 "epoch": 1,
                 "train_loss": float("nan"),
-                "train_acc": evaluate(model, task, "train"),
-                "val_acc": evaluate(model, task, "val"),
+                "train_acc": evaluate(model, task, split="train"),
+                "val_acc": evaluate(model, task, split="val"),
                 "lr": float("nan"),
             }
         )
@@ -446,7 +447,7 @@ def _loop(
                 f"magnitude: normalize them, or lower lr (now {lr})"
             )
         record["train_acc"] = correct / max(seen, 1)
-        record["val_acc"] = evaluate(model, task, "val")
+        record["val_acc"] = evaluate(model, task, split="val")
         record["lr"] = opt.param_groups[0]["lr"]
         history.records.append(record)
         for cb in callbacks:
@@ -460,7 +461,7 @@ def _loop(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, task: Task, split: str = "test", batch_size: int = 256) -> float:
+def evaluate(model: nn.Module, task: Task, *, split: str = "test", batch_size: int = 256) -> float:
     """Top-1 accuracy of ``model`` on one split of ``task`` (the model's mode is restored),
     or the task's own ``metric(outputs, targets)`` over the whole split where it has one.
     ``task`` is a Task or any form :func:`sc.data.as_task` takes."""

@@ -110,7 +110,7 @@ def test_sparse_fully_connected_layers_use_the_bitmask_where_it_pays(digits, tmp
     x = digits.test.tensors[0][:32]
     for sparsity, auto in ((0.5, "dense"), (0.9, "bitmask")):
         m = copy.deepcopy(model)
-        sc.prune.sparsify(m, sparsity, scope="local")
+        sc.prune.sparsify(m, sparsity=sparsity, scope="local")
         q = sc.quant.quantize(sc.prune.strip(m), digits)
         out = {}
         for mode in ("never", "auto", "always"):
@@ -161,7 +161,7 @@ def test_instruction_counts_are_deterministic_and_follow_the_macs(digits, tmp_pa
         assert counts[name] > report["macs"]  # at least one instruction per MAC
     assert counts["lenet5"] > counts["mlp"]  # lenet5 does several times the MACs
     # a target that is no emulated core: the host count, the target's cycles per instruction
-    est = sc.deploy.estimate_c(q, tmp_path / "lenet5", digits.test.tensors[0][:4], "generic")
+    est = sc.deploy.estimate_c(q, tmp_path / "lenet5", digits.test.tensors[0][:4], target="generic")
     generic = sc.measure.get_target("generic")
     assert est["instructions"] == counts["lenet5"]
     assert est["latency_ms"] == pytest.approx(1e3 * counts["lenet5"] / generic.clock_hz)
@@ -175,7 +175,7 @@ def test_target_estimates_count_on_the_emulated_core(digits, tmp_path):
     _, q = _quantized("lenet5", digits)
     sc.deploy.export_c(q, tmp_path)
     x = digits.test.tensors[0][:2]
-    est = sc.deploy.estimate_c(q, tmp_path, x, "cortex-m4")
+    est = sc.deploy.estimate_c(q, tmp_path, x, target="cortex-m4")
     m4, core = sc.measure.get_target("cortex-m4"), cortex_m.get_core("cortex-m4")
     run = cortex_m.run(cortex_m.build(tmp_path, "cortex-m4"), q.quantize_input(x), 10)
     assert est["instructions"] == round(np.mean(run.instructions))
@@ -336,12 +336,12 @@ def test_report_json_lists_every_kernel(digits, tmp_path):
 
 def test_export_fails_when_the_model_does_not_fit_the_target(digits, tmp_path):
     _, q = _quantized("mobilenet_v2", digits, width=0.5)  # about 700 KB of constants
-    fit = sc.measure.check(q, "cortex-m0plus")
+    fit = sc.measure.check(q, target="cortex-m0plus")
     assert not fit.ok and any("flash" in p for p in fit.problems)
     with pytest.raises(ValueError, match="does not fit cortex-m0plus: flash"):
         sc.deploy.export_c(q, tmp_path / "out", target="cortex-m0plus")
     assert not (tmp_path / "out").exists()
-    assert sc.measure.check(q, "cortex-m4").ok
+    assert sc.measure.check(q, target="cortex-m4").ok
 
 
 def test_export_fails_naming_an_op_the_target_lacks(digits, tmp_path):
@@ -349,17 +349,17 @@ def test_export_fails_naming_an_op_the_target_lacks(digits, tmp_path):
     no_lut = sc.measure.Target(
         "tiny-core", 10**6, 10**7, 48_000_000, 5.0, kernels=sc.measure.target.ALL_KERNELS - {"lut"}
     )
-    assert "['lut']" in sc.measure.check(q, no_lut).problems[0]
+    assert "['lut']" in sc.measure.check(q, target=no_lut).problems[0]
     with pytest.raises(ValueError, match="tiny-core has no kernel for \\['lut'\\]"):
         sc.deploy.export_c(q, tmp_path, target=no_lut)
 
 
 def test_check_measures_float_models_too(digits):
     model = sc.models.create("lenet5", digits)
-    fit = sc.measure.check(model, "cortex-m4", example=digits.example_inputs())
+    fit = sc.measure.check(model, target="cortex-m4", example=digits.example_inputs())
     assert fit.ok and 0 < fit.flash_bytes < 10**5 and fit.sram_bytes > 0
     with pytest.raises(ValueError, match="example inputs"):
-        sc.measure.check(model, "cortex-m4")
+        sc.measure.check(model, target="cortex-m4")
 
 
 def test_unknown_target_and_bad_arguments_are_named(digits, tmp_path):
@@ -475,7 +475,7 @@ def test_row_by_row_convolutions_are_exact_at_every_stride_dilation_and_group(
     # output channel, per kernel position the live channels of two columns as int16 pairs
     # in whole words, kh input rows of the padded width's live channels, and 4 bytes
     dense = 24 * 6 + 6 * 20 + 8 * 4 + 4
-    program, _ = sc.deploy.build_program(q, sparse)
+    program, _ = sc.deploy.build_program(q, sparse=sparse)
     sparse_need = (
         max(
             28 * o.params["cout"]
@@ -516,7 +516,7 @@ def test_filters_without_filterlets_become_one_constant_byte(digits, tmp_path):
     q = sc.quant.quantize(model, digits)
     report = sc.deploy.export_c(q, tmp_path, sparse="always")
     assert sc.deploy.verify_c(q, tmp_path, digits.test.tensors[0][:64]).bit_exact
-    program, _ = sc.deploy.build_program(q, "always")
+    program, _ = sc.deploy.build_program(q, sparse="always")
     folded = fold_constant_channels(q)  # what the export stores
     fills = []
     for op, row in zip(program.ops, report["layers"]):

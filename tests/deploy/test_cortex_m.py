@@ -173,7 +173,7 @@ def test_sparse_kernels_on_the_dsp_path_match_run_int8(digits, tmp_path):
     sc.prune.strip(model)
     q = sc.quant.quantize(model, digits)
     sc.deploy.export_c(q, tmp_path, sparse="always")
-    program, _ = sc.deploy.build_program(q, "always")
+    program, _ = sc.deploy.build_program(q, sparse="always")
     sparse = [o for o in program.ops if o.kernel == "sc_conv_filterlet"]
     assert len(sparse) >= 3
     second = next(o for o in sparse if o.params["cin"] == 9)

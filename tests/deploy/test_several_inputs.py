@@ -89,7 +89,25 @@ def test_several_inputs_run_bit_for_bit_in_c_tflm_and_litert(build, tmp_path):
     assert sc.deploy.verify_tflite(qmodel, tmp_path / "m.tflite", x).mismatches == 0
     litert = quantize(model, task, rounding="litert")
     sc.deploy.export_tflite(litert, tmp_path / "l.tflite")
-    assert sc.deploy.verify_tflite(litert, tmp_path / "l.tflite", x, "litert").mismatches == 0
+    assert (
+        sc.deploy.verify_tflite(litert, tmp_path / "l.tflite", x, runtime="litert").mismatches == 0
+    )
+
+
+def test_quantization_aware_training_takes_several_inputs(tmp_path):
+    torch.manual_seed(0)
+    model = TwinInputs()
+    task = _data(model, n=128)
+    sc.fit(model, task, epochs=2, lr=3e-3, progress=False)
+    qat = sc.quant.prepare_qat(model, task)
+    history = sc.fit(qat, task, epochs=1, lr=1e-4, progress=False)
+    assert np.isfinite(history.train_loss[-1])
+    qmodel = sc.quant.convert(qat)
+    x = task.inputs("test")
+    with torch.no_grad():  # the fake-quantized model is the int8 one, up to rounding
+        assert (qat.eval()(*x) - qmodel(*x)).abs().mean() < 0.05 * qmodel(*x).abs().mean()
+    sc.deploy.export_c(qmodel, tmp_path / "c")
+    assert sc.deploy.verify_c(qmodel, tmp_path / "c", x, progress=False).mismatches == 0
 
 
 def test_several_inputs_export_to_onnx(tmp_path):

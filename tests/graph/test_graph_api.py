@@ -317,7 +317,7 @@ def test_500_random_networks_prune_correctly(net, ratio, seed):
 
 def test_masked_models_must_be_stripped_before_channel_pruning(digits):
     model = sc.models.create("lenet5", digits, seed=0).eval()
-    sc.prune.sparsify(model, 0.5)
+    sc.prune.sparsify(model, sparsity=0.5)
     with pytest.raises(GraphError, match=r"parametrized weights .* sc.prune.strip\(model\)"):
         sc.prune.channels(model, digits.example_inputs(), ratio=0.3)
     sc.prune.strip(model)

@@ -84,5 +84,5 @@ def test_every_criterion_prunes_exactly(key, digits):
 def test_sparsity_reaches_the_asked_level(key, digits):
     name, kwargs = SMALL[key]
     model = sc.models.create(name, digits, seed=0, **kwargs)
-    report = sc.prune.sparsify(model, 0.6)
+    report = sc.prune.sparsify(model, sparsity=0.6)
     assert report.sparsity == pytest.approx(0.6, abs=0.01)

@@ -29,7 +29,11 @@ def test_zoo_lists_every_architecture():
         "shufflenet_v2",
         "xception",
     ]
-    assert sc.models.list_models("*mobilenet*") == ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3"]
+    assert sc.models.list_models(pattern="*mobilenet*") == [
+        "mobilenet_v1",
+        "mobilenet_v2",
+        "mobilenet_v3",
+    ]
 
 
 @pytest.mark.parametrize("shape", list(TASK_SHAPES), ids=list(TASK_SHAPES))

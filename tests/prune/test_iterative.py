@@ -35,7 +35,7 @@ def test_loop_stops_before_crossing_the_accuracy_floor(digits, trained):
     import copy
 
     model = copy.deepcopy(trained)
-    trained_accuracy = sc.evaluate(trained, digits, "val")
+    trained_accuracy = sc.evaluate(trained, digits, split="val")
     floor = trained_accuracy - 0.01
     report = sc.prune.iterative(
         model, digits, target_macs=0.05, steps=4, finetune_epochs=0, min_accuracy=floor
@@ -43,7 +43,7 @@ def test_loop_stops_before_crossing_the_accuracy_floor(digits, trained):
     assert "below min_accuracy" in report.stopped and "kept the model of step" in report.stopped
     assert all(s.val_accuracy >= floor for s in report.steps)
     # the model is the last recorded one, not the step that fell below the floor
-    assert sc.evaluate(model, digits, "val") == pytest.approx(report.final.val_accuracy)
+    assert sc.evaluate(model, digits, split="val") == pytest.approx(report.final.val_accuracy)
     prof = sc.measure.profile(model, digits.example_inputs(), latency=False)
     assert prof.macs == report.final.macs and trained_accuracy > 0.9
 

@@ -25,7 +25,7 @@ def _layers(model):
 
 def test_global_magnitude_sparsity_is_exact_and_masks_survive_training(trained, digits):
     model = _copy(trained)
-    report = sc.prune.sparsify(model, 0.8)
+    report = sc.prune.sparsify(model, sparsity=0.8)
     assert report.sparsity == pytest.approx(0.8, abs=1e-3)
     zeros = [(m.weight == 0).clone() for m in _layers(model)]
     sc.fit(model, digits, epochs=2, lr=3e-3, progress=False)
@@ -37,15 +37,15 @@ def test_global_magnitude_sparsity_is_exact_and_masks_survive_training(trained, 
 
 def test_local_scope_gives_every_layer_the_same_sparsity(trained):
     model = _copy(trained)
-    report = sc.prune.sparsify(model, 0.5, scope="local")
+    report = sc.prune.sparsify(model, sparsity=0.5, scope="local")
     assert all(abs(layer.sparsity - 0.5) < 0.01 for layer in report.layers)
 
 
 def test_sparsifying_again_keeps_earlier_zeros(trained):
     model = _copy(trained)
-    sc.prune.sparsify(model, 0.5)
+    sc.prune.sparsify(model, sparsity=0.5)
     first = [(m.weight == 0).clone() for m in _layers(model)]
-    report = sc.prune.sparsify(model, 0.7)
+    report = sc.prune.sparsify(model, sparsity=0.7)
     assert report.sparsity == pytest.approx(0.7, abs=1e-3)
     assert all(bool(m.weight[z].eq(0).all()) for z, m in zip(first, _layers(model)))
 
@@ -61,12 +61,12 @@ def test_n_of_m_pattern_holds_exactly(trained):
         if groups.numel():
             assert bool(((groups != 0).sum(-1) <= 2).all())
     with pytest.raises(ValueError, match=r"fixes the sparsity at 0.5; got 0.7"):
-        sc.prune.sparsify(_copy(trained), 0.7, granularity="2:4")
+        sc.prune.sparsify(_copy(trained), sparsity=0.7, granularity="2:4")
 
 
 def test_filterlet_masks_zero_whole_input_channel_vectors(trained):
     model = _copy(trained)
-    sc.prune.sparsify(model, 0.5, granularity="filterlet")
+    sc.prune.sparsify(model, sparsity=0.5, granularity="filterlet")
     conv = model[3]  # 6 input channels
     nonzero = (conv.weight.detach() != 0).flatten(2)  # out x in x positions
     per_vector = nonzero.sum(1)
@@ -76,7 +76,7 @@ def test_filterlet_masks_zero_whole_input_channel_vectors(trained):
 
 def test_block_masks_zero_whole_blocks(trained):
     model = _copy(trained)
-    sc.prune.sparsify(model, 0.5, granularity="block", block_size=4)
+    sc.prune.sparsify(model, sparsity=0.5, granularity="block", block_size=4)
     w = model[9].weight.detach()  # Linear 120 -> 84
     blocks = w[:84, :120].reshape(21, 4, 30, 4).ne(0).sum((1, 3))
     assert bool(((blocks == 0) | (blocks == 16)).all()) and int((blocks == 0).sum()) > 0
@@ -84,7 +84,7 @@ def test_block_masks_zero_whole_blocks(trained):
 
 def test_strip_bakes_masks_and_keeps_outputs(trained, digits):
     model = _copy(trained).eval()
-    sc.prune.sparsify(model, 0.6)
+    sc.prune.sparsify(model, sparsity=0.6)
     x = digits.example_inputs(8)
     with torch.no_grad():
         before = model(x)
@@ -97,10 +97,10 @@ def test_strip_bakes_masks_and_keeps_outputs(trained, digits):
 
 def test_masks_travel_through_save_and_load(tmp_path, trained, digits):
     model = _copy(trained).eval()
-    sc.prune.sparsify(model, 0.7)
+    sc.prune.sparsify(model, sparsity=0.7)
     torch.save(model.state_dict(), tmp_path / "sparse.pt")
     fresh = sc.models.create("lenet5", digits, seed=3)
-    sc.prune.sparsify(fresh, 0.1)  # same parametrizations, any mask
+    sc.prune.sparsify(fresh, sparsity=0.1)  # same parametrizations, any mask
     fresh.load_state_dict(torch.load(tmp_path / "sparse.pt", weights_only=True))
     x = digits.example_inputs(4)
     with torch.no_grad():
@@ -111,7 +111,7 @@ def test_masks_travel_through_save_and_load(tmp_path, trained, digits):
 @pytest.mark.parametrize("importance", ["taylor", "random"])
 def test_other_importances(trained, digits, importance):
     model = _copy(trained)
-    report = sc.prune.sparsify(model, 0.5, importance=importance, data=digits)
+    report = sc.prune.sparsify(model, sparsity=0.5, importance=importance, data=digits)
     assert report.sparsity == pytest.approx(0.5, abs=1e-3)
 
 
@@ -119,7 +119,7 @@ def test_magnitude_beats_random_without_retraining(trained, digits):
     accuracy = {}
     for importance in ("magnitude", "random"):
         model = _copy(trained)
-        sc.prune.sparsify(model, 0.7, importance=importance)
+        sc.prune.sparsify(model, sparsity=0.7, importance=importance)
         accuracy[importance] = sc.evaluate(model, digits)
     assert accuracy["magnitude"] > 0.75 and accuracy["random"] < 0.4
 
@@ -202,7 +202,7 @@ def test_encoding_bytes_match_hand_counts():
 def test_flash_takes_the_smallest_encoding(trained, digits):
     dense = sc.measure.profile(trained, digits.example_inputs(), weight_bits=8, latency=False)
     model = _copy(trained)
-    sc.prune.sparsify(model, 0.9)
+    sc.prune.sparsify(model, sparsity=0.9)
     sparse = sc.measure.profile(model, digits.example_inputs(), weight_bits=8, latency=False)
     assert {w.encoding for w in dense.weights} == {"dense"}
     assert sparse.flash_bytes < 0.5 * dense.flash_bytes
@@ -258,12 +258,14 @@ def test_lrp_pruning_scores_count_each_sample_s_relevance_by_its_size(digits):
 
 def test_lrp_sparsifies_a_chain_and_rejects_other_models(trained, digits):
     model = _copy(trained)
-    report = sc.prune.sparsify(model, 0.5, importance="lrp", data=digits, scope="local")
+    report = sc.prune.sparsify(model, sparsity=0.5, importance="lrp", data=digits, scope="local")
     assert report.sparsity == pytest.approx(0.5, abs=1e-3)
-    sc.prune.sparsify(model, 0.6, importance="lrp", data=digits, scope="local")  # masked again
+    sc.prune.sparsify(
+        model, sparsity=0.6, importance="lrp", data=digits, scope="local"
+    )  # masked again
     resnet = sc.models.create("resnet8", digits)
     with pytest.raises(ValueError, match="not its layers one after another"):
-        sc.prune.sparsify(resnet, 0.5, importance="lrp", data=digits)
+        sc.prune.sparsify(resnet, sparsity=0.5, importance="lrp", data=digits)
     with pytest.raises(ValueError, match=r"LRP walks chains .* '1' is a Upsample"):
         sc.prune.lrp.chain(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Upsample(scale_factor=2)))
 
@@ -304,7 +306,7 @@ def test_lrp_magnitude_scores_are_the_geometric_mean_of_relevance_and_magnitude(
         expected = (relevance[name].clamp_min(0) * layer.weight.detach().abs()).sqrt()
         assert torch.allclose(scores[name], expected)
     keep = sc.evaluate(model, digits)
-    sc.prune.sparsify(model, 0.6, importance="lrp_magnitude", data=digits)
+    sc.prune.sparsify(model, sparsity=0.6, importance="lrp_magnitude", data=digits)
     assert sc.prune.sparsity_report(model).sparsity == pytest.approx(0.6, abs=1e-3)
     assert sc.evaluate(model, digits) > keep - 0.08  # one-shot, no retraining (random: ~0.24)
 
@@ -323,7 +325,7 @@ def test_relevance_exponent_blends_lrp_into_magnitude(trained, digits):
 
     def masks(**kwargs):  # p = 1 ranks as relevance alone, p = 0 as magnitude alone
         model = _copy(trained)
-        sc.prune.sparsify(model, 0.7, data=digits, **kwargs)
+        sc.prune.sparsify(model, sparsity=0.7, data=digits, **kwargs)
         return [m.parametrizations.weight[0].mask for m in _layers(model, ()).values()]
 
     for p, alone in ((1.0, "lrp"), (0.0, "magnitude")):
@@ -387,7 +389,7 @@ def test_learned_masks_take_their_layer_shares_from_the_scope(trained):
     local = sc.prune.learn_masks(_copy(trained), 0.9, scope="local")
     assert shares(local) == pytest.approx([0.9] * len(shares(local)), abs=1e-2)
     lamp = sc.prune.learn_masks(_copy(trained), 0.9)  # the default: LAMP's layer shares
-    reference = sc.prune.sparsify(_copy(trained), 0.9, scope="lamp")
+    reference = sc.prune.sparsify(_copy(trained), sparsity=0.9, scope="lamp")
     assert shares(lamp) == pytest.approx([layer.zeros / layer.numel for layer in reference.layers])
     assert max(shares(lamp)) - min(shares(lamp)) > 0.05  # not one share for all
     assert sc.prune.sparsity_report(lamp).sparsity == pytest.approx(0.9, abs=1e-3)
@@ -403,7 +405,9 @@ def test_learned_masks_take_their_layer_shares_from_the_scope(trained):
 def test_lrp_driven_mask_learning_starts_from_the_lrp_masks(trained, digits):
     model = sc.prune.learn_masks(_copy(trained), 0.8, importance="lrp_magnitude", data=digits)
     reference = _copy(trained)
-    sc.prune.sparsify(reference, 0.8, importance="lrp_magnitude", scope="lamp", data=digits)
+    sc.prune.sparsify(
+        reference, sparsity=0.8, importance="lrp_magnitude", scope="lamp", data=digits
+    )
     learned = [m for m in model.modules() if isinstance(m, sc.prune.LearnedMask)]
     fixed = [m.parametrizations["weight"][0].mask for m in _layers(reference)]
     assert all(torch.equal(a.hard_mask(), b) for a, b in zip(learned, fixed, strict=True))
@@ -427,7 +431,9 @@ def test_lamp_scores_match_the_definition_and_ignore_layer_scale(trained):
         with torch.no_grad():
             _layers(model)[0].weight.mul_(scale)  # what a following BatchNorm would undo
         for scope in ("global", "lamp"):
-            report = sc.prune.sparsify(model if scope == "lamp" else _copy(model), 0.9, scope=scope)
+            report = sc.prune.sparsify(
+                model if scope == "lamp" else _copy(model), sparsity=0.9, scope=scope
+            )
             assert report.sparsity == pytest.approx(0.9, abs=1e-3)
             masks[scope, scale] = [layer.zeros for layer in report.layers]
     assert masks["lamp", 1.0] == masks["lamp", 100.0]

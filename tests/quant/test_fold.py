@@ -73,7 +73,7 @@ def test_folded_channels_shrink_the_c_export_and_stay_bit_exact(digits, tmp_path
     x = digits.test.tensors[0][:32]
     assert sc.deploy.verify_c(q, tmp_path, x).bit_exact
     assert sc.deploy.verify_c(q, tmp_path, x[:4], sanitize=True).bit_exact
-    program, _ = sc.deploy.build_program(q, "always")
+    program, _ = sc.deploy.build_program(q, sparse="always")
     last = [op for op in program.ops if op.kernel == "sc_conv_filterlet"][-1]
     # the last 1x1 stores weights for the 4 input channels still read, not 6
     assert last.consts["chan"].values.tolist() == [0, 1, 3, 5] and last.params["live"] == 4
@@ -98,7 +98,7 @@ def test_grouped_convolution_stores_only_the_channels_its_groups_read(digits, tm
     q = sc.quant.quantize(model, digits)
     sc.deploy.export_c(q, tmp_path, sparse="always")
     assert sc.deploy.verify_c(q, tmp_path, digits.test.tensors[0][:32]).bit_exact
-    program, _ = sc.deploy.build_program(q, "always")
+    program, _ = sc.deploy.build_program(q, sparse="always")
     grouped = [op for op in program.ops if op.kernel == "sc_conv_filterlet"][1]
     assert grouped.consts["chan"].values.tolist() == [0, 2] and grouped.params["live"] == 2
     # 6 filterlets of 2 weights, then 2 zero bytes: the DSP kernel reads words

@@ -109,7 +109,7 @@ def test_fused_batchnorm_and_relu_leave_no_separate_nodes():
 
 def test_pruned_weights_stay_zero_and_shrink_flash(digits):
     model = sc.models.create("lenet_300_100", digits, seed=0)
-    sc.prune.sparsify(model, 0.8, importance="magnitude")
+    sc.prune.sparsify(model, sparsity=0.8, importance="magnitude")
     qmodel = quantize(model, digits, num_batches=1)
     for index, consts in qmodel.layers.items():
         layer = model.get_submodule(qmodel.graph.nodes[index].attrs["layer"])

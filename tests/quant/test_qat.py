@@ -64,7 +64,7 @@ def test_fake_quant_and_integer_networks_agree_within_one_step(trained_lenet5, d
 
 def test_masks_survive_qat_and_conversion(digits):
     model = sc.models.create("mlp", digits, seed=0)
-    sc.prune.sparsify(model, 0.7)
+    sc.prune.sparsify(model, sparsity=0.7)
     qat = prepare_qat(model, digits)
     sc.fit(qat, digits, epochs=1, lr=1e-3, seed=0, progress=False)
     qmodel = convert(qat)

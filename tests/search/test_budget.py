@@ -10,7 +10,9 @@ from secateurs.search import Budget, BudgetError, Space
 
 def test_fractions_resolve_against_the_unpruned_model_and_ints_are_absolute(trained_lenet, digits):
     space = Space(trained_lenet, digits.example_inputs(), Budget(macs=0.5, flash_bytes=20_000))
-    prof = sc.measure.profile(trained_lenet, digits.example_inputs(), 8, 8, latency=False)
+    prof = sc.measure.profile(
+        trained_lenet, digits.example_inputs(), weight_bits=8, activation_bits=8, latency=False
+    )
     assert space.limits == {"macs": 0.5 * prof.macs, "flash_bytes": 20_000.0}
     assert space.reference.sram_bytes == prof.peak_sram_bytes
 
@@ -21,6 +23,22 @@ def test_fractions_resolve_against_the_unpruned_model_and_ints_are_absolute(trai
 def test_bad_budgets_are_refused(bad):
     with pytest.raises(ValueError, match="Budget"):
         Budget(**bad)
+
+
+def test_shares_and_amounts_are_explicit():
+    assert Budget(macs="50%").macs == 0.5 and Budget(macs="200_000").macs == 200_000
+    b = Budget(flash_bytes="64KiB", sram_bytes="25%")
+    assert (b.flash_bytes, b.sram_bytes) == (65536, 0.25)
+    assert Budget(macs=1.0).macs == 1.0 and Budget(flash_bytes=1).flash_bytes == 1
+    for bad, message in (
+        ({"macs": 2.0}, r"share of the unpruned model and must be at most 1; give an int \(2\)"),
+        ({"flash_bytes": 65536.0}, r"give an int \(65536\)"),
+        ({"macs": "150%"}, r"percentage must be in \(0, 100\]"),
+        ({"macs": "64KiB"}, "or a percentage"),
+        ({"latency_ms": "2ms"}, "positive milliseconds"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            Budget(**bad)
 
 
 def test_for_target_takes_the_device_memory():

@@ -172,7 +172,7 @@ def cell_digest(grid: Grid, cell: Cell) -> str:
     return _digest(recipe)
 
 
-def parse_grid(data: Any, source: str = "grid") -> Grid:
+def parse_grid(data: Any, *, source: str = "grid") -> Grid:
     """Validate grid data; every method's stages are checked as a recipe would be."""
     if not isinstance(data, dict):
         raise RecipeError(
@@ -190,7 +190,7 @@ def parse_grid(data: Any, source: str = "grid") -> Grid:
             "stages": [{"train": grid.train}, *substitute(stages, grid.keep[0])],
         }
         try:
-            parse_recipe(recipe, source)
+            parse_recipe(recipe, source=source)
         except RecipeError as err:
             for path, message in err.problems:
                 if path.startswith("stages["):
@@ -210,4 +210,4 @@ def load_grid(path: str | Path) -> Grid:
         raise RecipeError(str(path), [("", "no such grid file")]) from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise RecipeError(str(path), [("", f"cannot read it: {err}")]) from None
-    return parse_grid(data, str(path))
+    return parse_grid(data, source=str(path))

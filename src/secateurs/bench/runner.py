@@ -151,6 +151,7 @@ def store_lock(store: str | Path):
 def run_grid(
     grid,
     store: str | Path,
+    *,
     root: str | Path | None = None,
     backend="serial",
     max_attempts: int = 3,

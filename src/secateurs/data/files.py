@@ -65,7 +65,7 @@ def _check_labels(y: np.ndarray, key: str, source: Path) -> np.ndarray:
     return y
 
 
-def load_npz(path: str | Path, seed: int = 0) -> Task:
+def load_npz(path: str | Path, *, seed: int = 0) -> Task:
     """Load ``x_train, y_train, x_test, y_test`` (and optionally ``x_val, y_val``) from an .npz.
 
     Inputs are shaped (N, L) or (N, C, L) for signals, (N, C, H, W) for images. A model
@@ -145,7 +145,7 @@ def load_npz(path: str | Path, seed: int = 0) -> Task:
     )
 
 
-def load_image_folder(path: str | Path, seed: int = 0) -> Task:
+def load_image_folder(path: str | Path, *, seed: int = 0) -> Task:
     """Load ``path/<class>/<image>``: one sub-folder of images per class, sorted by name.
 
     Images are scaled to [0, 1]; grayscale when every image is, RGB otherwise; all must share
@@ -211,7 +211,7 @@ def load_image_folder(path: str | Path, seed: int = 0) -> Task:
     )
 
 
-def load(name: str | Path, seed: int = 0, **kwargs) -> Task:
+def load(name: str | Path, *, seed: int = 0, **kwargs) -> Task:
     """A registered task by name, or a user's ``.npz`` file or image folder by path.
 
     ``seed`` fixes the train/validation/test split.

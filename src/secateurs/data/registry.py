@@ -8,6 +8,6 @@ TASKS: Registry = Registry("task")
 register_task = TASKS.register
 
 
-def list_tasks(pattern: str = "*") -> list[str]:
+def list_tasks(*, pattern: str = "*") -> list[str]:
     """Names of the registered tasks, optionally filtered by a shell-style pattern."""
     return TASKS.names(pattern)

@@ -66,7 +66,7 @@ void sc_mark(void);
 """
 
 
-def build_program(qmodel: QuantizedModel, sparse: str = "auto") -> tuple[Program, Plan]:
+def build_program(qmodel: QuantizedModel, *, sparse: str = "auto") -> tuple[Program, Plan]:
     """The lowered kernel calls of ``qmodel`` and their memory plan."""
     if not isinstance(qmodel, QuantizedModel):
         raise TypeError(
@@ -384,6 +384,7 @@ def _report(qmodel, program: Program, memory: Plan, target: Target) -> dict:
 def export_c(
     qmodel: QuantizedModel,
     outdir: str | os.PathLike,
+    *,
     target: str | Target = "generic",
     sparse: str = "auto",
 ) -> dict:
@@ -405,7 +406,7 @@ def export_c(
     )
     if missing:
         raise ValueError(f"{t.name} has no kernel for {missing}; its kernels: {sorted(t.kernels)}")
-    program, memory = build_program(qmodel, sparse)
+    program, memory = build_program(qmodel, sparse=sparse)
     report = _report(qmodel, program, memory, t)
     if not report["fits"]:
         raise ValueError(

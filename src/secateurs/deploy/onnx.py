@@ -44,7 +44,7 @@ def _onnx():
     return onnx
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, example=None):
+def export_onnx(model: nn.Module, path: str | os.PathLike, *, example=None):
     """Write ``model`` to ``path`` (atomically): QDQ int8 for a QuantizedModel, float
     otherwise (then ``example`` inputs are required: a tensor, or a tuple of tensors for a
     model with several inputs). The graph's inputs are named "input" (or "input0",

@@ -62,6 +62,7 @@ def run_tflite(
     path: str | os.PathLike,
     x_q,
     output_shape: tuple[int, ...],
+    *,
     runtime: str = "tflm",
     arena_size: int | None = None,
 ) -> np.ndarray:
@@ -121,7 +122,7 @@ def _tflm_interpreter(module, path: Path, arena_size: int | None):
 
 
 def verify_tflite(
-    qmodel: QuantizedModel, path: str | os.PathLike, x, runtime: str | None = None
+    qmodel: QuantizedModel, path: str | os.PathLike, x, *, runtime: str | None = None
 ) -> Verification:
     """Run the ``.tflite`` at ``path`` (from ``export_tflite(qmodel, path)``) on float inputs
     ``x`` (a tuple of batches, one per input, for several) in ``runtime`` and count the
@@ -133,6 +134,6 @@ def verify_tflite(
     n = len(x_q[0] if isinstance(x_q, tuple) else x_q)
     expected = qmodel.run_int8(x_q).reshape(n, -1).numpy()
     shape = tuple(qmodel.graph.shapes[qmodel.graph.output][1:])
-    got = run_tflite(path, x_q, shape, runtime)
+    got = run_tflite(path, x_q, shape, runtime=runtime)
     diff = np.abs(got.astype(np.int32) - expected.astype(np.int32))
     return Verification(n, int((diff != 0).sum()), int(diff.max(initial=0)), Path(path), runtime)

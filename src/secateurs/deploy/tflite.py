@@ -592,6 +592,7 @@ def _clamp(w: _Writer, node: Node) -> None:
 
 def tflite_model(
     qmodel: QuantizedModel,
+    *,
     widen_kernels: bool | None = None,
     compact: bool | None = None,
     memory_plan: bool = True,
@@ -760,6 +761,7 @@ def tflite_operators(model: str | os.PathLike | bytes) -> list[str]:
 def export_tflite(
     qmodel: QuantizedModel,
     path: str | os.PathLike,
+    *,
     widen_kernels: bool | None = None,
     compact: bool | None = None,
     memory_plan: bool = True,
@@ -767,4 +769,7 @@ def export_tflite(
     """Write ``qmodel`` as an int8 ``.tflite`` file (atomically); returns the path. See
     :func:`tflite_model` for ``widen_kernels``, ``compact`` and ``memory_plan``."""
     path = check_output_path(path, "export_tflite", folder=False)
-    return write_atomic(path, tflite_model(qmodel, widen_kernels, compact, memory_plan))
+    return write_atomic(
+        path,
+        tflite_model(qmodel, widen_kernels=widen_kernels, compact=compact, memory_plan=memory_plan),
+    )

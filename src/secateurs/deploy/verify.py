@@ -64,7 +64,7 @@ class Verification:
         return self.mismatches == 0
 
 
-def compile_c(outdir: str | os.PathLike, sanitize: bool = False, cc: str | None = None) -> Path:
+def compile_c(outdir: str | os.PathLike, *, sanitize: bool = False, cc: str | None = None) -> Path:
     """Build the host harness from an ``export_c`` directory; returns the executable."""
     out = Path(outdir)
     cc = cc or os.environ.get("CC", "gcc")
@@ -126,6 +126,7 @@ def verify_c(
     qmodel: QuantizedModel,
     outdir: str | os.PathLike,
     x,
+    *,
     sanitize: bool = False,
     target: str | None = None,
     opt: str = "-O2",
@@ -215,6 +216,7 @@ def estimate_c(
     qmodel: QuantizedModel,
     outdir: str | os.PathLike,
     x,
+    *,
     target: str | Target | None = None,
     binary: str | os.PathLike | None = None,
 ) -> dict:

@@ -62,6 +62,7 @@ class CoordinateAttention(nn.Module):
 def enhance_teacher(
     teacher: nn.Module,
     task: Task,
+    *,
     layers: str | list[str] | None = None,
     epochs: int = 3,
     lr: float = 1e-3,

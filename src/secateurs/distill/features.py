@@ -124,7 +124,7 @@ class FeatureKD(_LayerTerm):
         return self.weight * total
 
 
-def attention_map(x: torch.Tensor, p: float = 2.0) -> torch.Tensor:
+def attention_map(x: torch.Tensor, *, p: float = 2.0) -> torch.Tensor:
     """Zagoruyko & Komodakis's spatial attention: mean over channels of |x|^p, flattened per
     sample and L2-normalized."""
     return F.normalize(x.abs().pow(p).mean(1).flatten(1), dim=1)
@@ -154,6 +154,6 @@ class AttentionKD(_LayerTerm):
     def __call__(self, step: Step) -> torch.Tensor:
         total = step.outputs.new_zeros(())
         for _, fs, ft in self._features():
-            diff = attention_map(fs, self.p) - attention_map(ft, self.p)
+            diff = attention_map(fs, p=self.p) - attention_map(ft, p=self.p)
             total = total + diff.pow(2).sum(1).mean()
         return self.weight / 2 * total

@@ -83,7 +83,7 @@ def _ca_kd(teacher, task, o: Options):
         if o.layers is None or isinstance(o.layers, (list, tuple, str))
         else list(o.layers.values())
     )
-    enhanced = enhance_teacher(teacher, task, layers, epochs=o.enhance_epochs, seed=o.seed)
+    enhanced = enhance_teacher(teacher, task, layers=layers, epochs=o.enhance_epochs, seed=o.seed)
     return enhanced, [KD(o.alpha, o.temperature), FeatureKD(o.layers, o.feature_weight)]
 
 
@@ -91,6 +91,7 @@ def distill(
     student: nn.Module,
     teacher: nn.Module,
     task: Task,
+    *,
     method: str = "kd",
     epochs: int = 5,
     lr: float = 1e-3,

@@ -24,7 +24,7 @@ def torch_threads(n: int) -> Iterator[None]:
 
 @torch.no_grad()
 def measure_latency(
-    model: nn.Module, example_inputs, repeats: int = 20, warmup: int = 3, threads: int = 1
+    model: nn.Module, example_inputs, *, repeats: int = 20, warmup: int = 3, threads: int = 1
 ) -> float:
     """Median wall time of one forward pass in milliseconds (eval mode, no gradients)."""
     inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
@@ -45,7 +45,7 @@ def measure_latency(
 
 
 def time_in_turns(
-    calls: Mapping[str, Callable[[], object]], repeats: int = 200, warmup: int = 5
+    calls: Mapping[str, Callable[[], object]], *, repeats: int = 200, warmup: int = 5
 ) -> dict[str, float]:
     """Median wall time in milliseconds of each of ``calls``, made one call at a time in
     turns (``warmup`` untimed calls of each first). A machine's speed drifts, by tens of
@@ -68,6 +68,7 @@ def time_in_turns(
 def compare_latency(
     models: Mapping[str, nn.Module],
     example_inputs,
+    *,
     repeats: int = 200,
     warmup: int = 5,
     threads: int = 1,
@@ -89,7 +90,9 @@ def compare_latency(
 
     try:
         with torch_threads(threads):
-            return time_in_turns({n: forward(m) for n, m in models.items()}, repeats, warmup)
+            return time_in_turns(
+                {n: forward(m) for n, m in models.items()}, repeats=repeats, warmup=warmup
+            )
     finally:
         for name, model in models.items():
             model.train(modes[name])

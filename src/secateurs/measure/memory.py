@@ -19,6 +19,7 @@ class Lifetime:
 def lifetimes(
     steps: list[tuple[list[int], list[int]]],
     sizes: dict[int, int],
+    *,
     inputs: Iterable[int] = (),
     outputs: Iterable[int] = (),
 ) -> list[Lifetime]:

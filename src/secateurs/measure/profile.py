@@ -113,6 +113,7 @@ def _storage(
 def profile(
     model: nn.Module,
     example_inputs,
+    *,
     weight_bits: int = 32,
     activation_bits: int = 32,
     latency: bool = True,
@@ -140,7 +141,10 @@ def profile(
 
     t = trace(model, inputs, activation_bits=activation_bits)
     lives = lifetimes(
-        [(op.inputs, op.new_outputs) for op in t.ops], t.buffer_bytes, t.input_keys, t.output_keys
+        [(op.inputs, op.new_outputs) for op in t.ops],
+        t.buffer_bytes,
+        inputs=t.input_keys,
+        outputs=t.output_keys,
     )
     live = live_bytes(lives, len(t.ops))
     input_bytes = sum(t.buffer_bytes[k] for k in t.input_keys)
@@ -168,7 +172,11 @@ def profile(
         nonzero_macs=sum(op.nonzero_macs for op in t.ops),
         flash_bytes=flash,
         peak_sram_bytes=max(live, default=input_bytes),
-        latency_ms=(measure_latency(model, inputs, repeats, warmup, threads) if latency else None),
+        latency_ms=(
+            measure_latency(model, inputs, repeats=repeats, warmup=warmup, threads=threads)
+            if latency
+            else None
+        ),
         weight_bits=weight_bits,
         activation_bits=activation_bits,
         layers=layers,

@@ -33,7 +33,7 @@ class Fit:
             raise ValueError(f"the model does not fit {self.target}: " + "; ".join(self.problems))
 
 
-def check(model, target: str | Target = "cortex-m4", example=None, sparse: str = "auto") -> Fit:
+def check(model, *, target: str | Target = "cortex-m4", example=None, sparse: str = "auto") -> Fit:
     """Whether ``model`` fits ``target``: flash, peak SRAM and kernels.
 
     A QuantizedModel is measured as the generated C would be (constants in flash, the
@@ -51,7 +51,7 @@ def check(model, target: str | Target = "cortex-m4", example=None, sparse: str =
                 f"ops {missing} have no kernel on {t.name} (it has {sorted(t.kernels)})"
             )
             return Fit(t.name, 0, 0, problems)
-        program, memory = build_program(model, sparse)
+        program, memory = build_program(model, sparse=sparse)
         flash = sum(c.nbytes for op in program.ops for c in op.consts.values())
         sram = memory.arena_bytes + scratch_bytes(program)  # arena, unpacked weights, row
     else:

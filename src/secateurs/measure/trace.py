@@ -172,7 +172,7 @@ class _Recorder(TorchDispatchMode):
         return out
 
 
-def trace(model: nn.Module, example_inputs, activation_bits: int = 32) -> Trace:
+def trace(model: nn.Module, example_inputs, *, activation_bits: int = 32) -> Trace:
     """Run ``model`` once on ``example_inputs`` (eval mode, no gradients) and record it."""
     inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     result = Trace()

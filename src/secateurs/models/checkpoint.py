@@ -60,7 +60,7 @@ def state_dict_of(obj: Any, path: str | Path, what: str) -> dict[str, torch.Tens
     )
 
 
-def load_weights(model: nn.Module, path: str | Path, what: str = "weights") -> nn.Module:
+def load_weights(model: nn.Module, path: str | Path, *, what: str = "weights") -> nn.Module:
     """Load the weights of ``path`` (a state dict or a secateurs checkpoint) into
     ``model`` in place, and return it; a file that does not fit says which keys or shapes
     differ."""
@@ -82,7 +82,7 @@ def load_versioned(path: str | Path, fmt: str, what: str) -> dict:
 
 
 def save_checkpoint(
-    model: nn.Module, path: str | Path, name: str, task: Task, width: float = 1.0, **kwargs
+    model: nn.Module, path: str | Path, name: str, task: Task, *, width: float = 1.0, **kwargs
 ) -> None:
     """Save a zoo model so that :func:`load_checkpoint` can rebuild it for ``task``."""
     atomic_save(

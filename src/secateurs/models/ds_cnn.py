@@ -42,7 +42,7 @@ def ds_cnn(
     stride = grid.stride(2)
     strides = stride if isinstance(stride, tuple) else (stride,) * grid.nd
     padding = [_same_padding(n, k, s) for n, k, s in zip(sizes, kernel, strides)]
-    width_channels = make_divisible(channels * width, 8)
+    width_channels = make_divisible(channels * width, divisor=8)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     flat = [p for pair in reversed(padding) for p in pair]  # F.pad order: last dim first
     if any(flat):

@@ -64,7 +64,7 @@ class GhostBottleneck(nn.Module):
             grid.conv_bn(mid, mid, kernel, stride, groups=mid) if strided else nn.Identity()
         )
         self.se = (
-            SqueezeExcite(grid, mid, make_divisible(mid * se_ratio, 4))
+            SqueezeExcite(grid, mid, make_divisible(mid * se_ratio, divisor=4))
             if se_ratio > 0
             else nn.Identity()
         )
@@ -93,17 +93,17 @@ def ghostnet(
     reference); the last bottleneck's expansion width feeds a 1x1 convolution before pooling."""
     grid = Grid(task.input_shape)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
-    channels = make_divisible(stem_channels * width, 4)
+    channels = make_divisible(stem_channels * width, divisor=4)
     layers["stem"] = grid.conv_bn(
         task.input_shape[0], channels, 3, grid.stem_stride(), act=nn.ReLU(inplace=True)
     )
     cfg = check_cfg("ghostnet", cfg, ("k", "exp", "c", "se", "s"))
     for i, (k, exp, c, se, s) in enumerate(cfg):
-        mid, cout = make_divisible(exp * width, 4), make_divisible(c * width, 4)
+        mid, cout = make_divisible(exp * width, divisor=4), make_divisible(c * width, divisor=4)
         stride = grid.stride(s)
         layers[f"block{i + 1}"] = GhostBottleneck(grid, channels, mid, cout, k, stride, se)
         channels = cout
-    last = make_divisible(cfg[-1][1] * width, 4)
+    last = make_divisible(cfg[-1][1] * width, divisor=4)
     layers["last"] = grid.conv_bn(channels, last, 1, act=nn.ReLU(inplace=True))
     layers["head"] = ConvHead(grid, last, head_channels, task.num_classes, dropout)
     return nn.Sequential(layers)

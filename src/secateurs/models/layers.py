@@ -22,7 +22,7 @@ _PAD = {1: nn.ConstantPad1d, 2: nn.ConstantPad2d}
 IMAGENET_SIZE = 64  # inputs at least this large keep the stride-2 stems of ImageNet models
 
 
-def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+def make_divisible(value: float, *, divisor: int = 8, min_value: int | None = None) -> int:
     """Round a channel count to a multiple of ``divisor``, never more than 10% below ``value``.
 
     The rounding of the MobileNet reference implementations (Sandler et al. 2018).

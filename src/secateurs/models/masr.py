@@ -30,7 +30,7 @@ class MultiBranchAware(nn.Module):
 
     def __init__(self, grid: Grid, channels: int, kernels: Sequence[int] = (1, 3, 5)):
         super().__init__()
-        mid = make_divisible(channels / len(kernels), 4)
+        mid = make_divisible(channels / len(kernels), divisor=4)
         self.branches = nn.ModuleList(
             nn.Sequential(
                 grid.conv_bn(channels, mid, 1, act=nn.ReLU(inplace=True)),

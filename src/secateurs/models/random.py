@@ -109,6 +109,7 @@ def random_input_shape(seed: int) -> tuple[int, ...]:
 
 def random_net(
     seed: int,
+    *,
     input_shape: Sequence[int] | None = None,
     num_classes: int = 10,
     depth: int = 4,

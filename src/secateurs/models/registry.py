@@ -13,7 +13,7 @@ MODELS: Registry = Registry("model")
 register_model = MODELS.register
 
 
-def list_models(pattern: str = "*") -> list[str]:
+def list_models(*, pattern: str = "*") -> list[str]:
     """Names of the registered models, optionally filtered by a pattern such as ``"*net*"``."""
     return MODELS.names(pattern)
 
@@ -22,7 +22,7 @@ MAX_WIDTH = 64.0  # as recipes bound it
 
 
 def create(
-    name: str, task: Task, width: float = 1.0, seed: int | None = None, **kwargs
+    name: str, task: Task, *, width: float = 1.0, seed: int | None = None, **kwargs
 ) -> nn.Module:
     """Build the model ``name`` for ``task``: its input shape, its classes, a width multiplier.
 
@@ -49,7 +49,7 @@ def create(
     return model
 
 
-def check_model_fits(model: nn.Module, task: Task, name: str | None = None) -> None:
+def check_model_fits(model: nn.Module, task: Task, *, name: str | None = None) -> None:
     """Fail with a clear message unless ``model`` maps task inputs to ``num_classes`` logits."""
     label = name or type(model).__name__
     x = task.example_inputs(2)
@@ -100,7 +100,7 @@ def import_object(spec: str):
     return obj
 
 
-def from_import(spec: str, seed: int = 0, **kwargs) -> nn.Module:
+def from_import(spec: str, *, seed: int = 0, **kwargs) -> nn.Module:
     """A user's model: ``"package.module:build"`` (a class, or a function returning an
     ``nn.Module``) called with ``kwargs``, its initial weights drawn with ``seed``."""
     builder = import_object(spec)

@@ -84,10 +84,10 @@ def shufflenet_v1(
         raise ValueError(f"stage_repeats must give 3 stages, got {stage_repeats}")
     grid = Grid(task.input_shape)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
-    channels = make_divisible(stem_channels * width, groups)
+    channels = make_divisible(stem_channels * width, divisor=groups)
     layers["stem"] = _stem(grid, task.input_shape[0], channels)
     for stage, (c, repeats) in enumerate(zip(SHUFFLENET_V1_CHANNELS[groups], stage_repeats)):
-        cout = make_divisible(c * width, 4 * groups)
+        cout = make_divisible(c * width, divisor=4 * groups)
         units = []
         for i in range(repeats):
             stride = grid.stride(2) if i == 0 else 1
@@ -152,8 +152,8 @@ def shufflenet_v2(
     if width in SHUFFLENET_V2_CHANNELS:
         *stages, conv5 = SHUFFLENET_V2_CHANNELS[width]
     else:
-        stages = [make_divisible(c * width, 2) for c in SHUFFLENET_V2_CHANNELS[1.0][:3]]
-        conv5 = make_divisible(1024 * width, 8)
+        stages = [make_divisible(c * width, divisor=2) for c in SHUFFLENET_V2_CHANNELS[1.0][:3]]
+        conv5 = make_divisible(1024 * width, divisor=8)
     conv5 = conv5 if last_channels is None else last_channels
     grid = Grid(task.input_shape)
     layers: OrderedDict[str, nn.Module] = OrderedDict()

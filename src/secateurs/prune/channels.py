@@ -145,6 +145,7 @@ def _plan(
 def plan(
     graph: DependencyGraph,
     ratio: float,
+    *,
     importance: str = "l1",
     scope: str = "local",
     max_layer_ratio: float = 0.9,
@@ -173,6 +174,7 @@ def _scores(graph: DependencyGraph, criterion, data, seed: int) -> list[np.ndarr
 def channels(
     model: nn.Module,
     example_inputs,
+    *,
     ratio: float | dict[str, float] | None = None,
     target_macs: float | None = None,
     importance: str = "l1",

@@ -44,7 +44,9 @@ def _apply_gate(module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
     return output * mask.view(*mask.shape, *([1] * (output.dim() - 2)))
 
 
-def gate_channels(model: nn.Module, layers: list[str], threshold: float = 0.5) -> list[ChannelGate]:
+def gate_channels(
+    model: nn.Module, layers: list[str], *, threshold: float = 0.5
+) -> list[ChannelGate]:
     """Give each named convolution a :class:`ChannelGate` on its output channels (in place).
 
     The gate is a child module (``<layer>.gate``), so it trains with ``sc.fit`` and travels in

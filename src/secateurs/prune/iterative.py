@@ -58,6 +58,7 @@ def _targets(target: float, steps: int, schedule: str) -> list[float]:
 def iterative(
     model: nn.Module,
     task: Task,
+    *,
     importance: str = "l1",
     target_macs: float = 0.5,
     steps: int = 3,
@@ -100,8 +101,8 @@ def iterative(
             prof.macs / macs0,
             prof.params,
             prof.macs,
-            evaluate(model, task, "val"),
-            evaluate(model, task, "test"),
+            evaluate(model, task, split="val"),
+            evaluate(model, task, split="test"),
         )
         report.steps.append(row)
         return row

@@ -111,6 +111,7 @@ def _loss(model: nn.Module, data: list) -> float:
 def layers(
     model: nn.Module,
     example_inputs,
+    *,
     target_macs: float | None = None,
     count: int | None = None,
     data=None,

@@ -19,7 +19,7 @@ DEFAULT_BATCHES = 8
 
 
 def recalibrate_bn(
-    model: nn.Module, data, batches: int = DEFAULT_BATCHES, batch_size: int = 64
+    model: nn.Module, data, *, batches: int = DEFAULT_BATCHES, batch_size: int = 64
 ) -> int:
     """Re-estimate the running mean and variance of every batch-norm layer of ``model`` (in
     place) from ``batches`` batches of ``data`` (a Task: its training split in a fixed

@@ -157,6 +157,7 @@ def _check_exponent(importance: str, exponent) -> float:
 
 def sparsify(
     model: nn.Module,
+    *,
     sparsity: float | None = None,
     importance: str = "magnitude",
     scope: str = "global",
@@ -370,7 +371,7 @@ class SparsitySchedule(Callback):
     def on_epoch_start(self, state: FitState) -> None:
         if state.epoch in self.targets:
             target = self.targets[state.epoch]
-            sparsify(state.model, target, **self.kwargs)
+            sparsify(state.model, sparsity=target, **self.kwargs)
             self.applied.append((state.epoch, target))
 
 
@@ -404,6 +405,7 @@ class LearnedMask(nn.Module):
 def learn_masks(
     model: nn.Module,
     sparsity: float,
+    *,
     ignored: Iterable[str] = (),
     scope: str = "lamp",
     importance: str = "magnitude",

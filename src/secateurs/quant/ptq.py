@@ -174,7 +174,7 @@ class QuantizedModel(nn.Module):
         from ..deploy.codegen import build_program  # deploy builds on quant
 
         try:
-            program, _ = build_program(self, "auto" if encoding == "best" else "never")
+            program, _ = build_program(self, sparse="auto" if encoding == "best" else "never")
         except QuantError:
             return self._constant_bytes(encoding)
         return sum(c.nbytes for op in program.ops for c in op.consts.values())
@@ -327,6 +327,7 @@ def build(graph: QGraph, model: nn.Module, qparams, scheme: Scheme, bits, scales
 def quantize(
     model: nn.Module,
     data,
+    *,
     scheme: str = "int8",
     calibration: str = "minmax",
     num_batches: int = 8,

@@ -133,6 +133,7 @@ class QATModel(nn.Module):
 def prepare_qat(
     model: nn.Module,
     data,
+    *,
     scheme: str = "int8",
     weight_bits: int | dict[str, int] | None = None,
     lsq: bool = False,

@@ -100,21 +100,21 @@ def _set_weight(module: nn.Module, value: torch.Tensor) -> None:
         target.copy_(value.to(target.dtype))
 
 
-def sensitivity(model: nn.Module, task: Task, bits: int = 4, split: str = "val"):
+def sensitivity(model: nn.Module, task: Task, *, bits: int = 4, split: str = "val"):
     """Accuracy on ``split`` when only one layer's weights are quantized to ``bits`` (per
     output channel), for each layer; everything else stays float (QGT's bottleneck probe)."""
     if bits not in WEIGHT_BITS:
         raise ValueError(f"bits must be one of {WEIGHT_BITS}, got {bits!r}")
     if not isinstance(task, Task):
         raise TypeError(f"task must be a secateurs Task, got {type(task).__name__}")
-    baseline = evaluate(model, task, split)
+    baseline = evaluate(model, task, split=split)
     rows = []
     for name, module in _layers(model):
         probe = copy.deepcopy(model)
         layer = probe.get_submodule(name)
         q, scale = quantize_weights(layer.weight, bits)
         _set_weight(layer, q.double() * scale.reshape(-1, *([1] * (q.dim() - 1))))
-        accuracy = evaluate(probe, task, split)
+        accuracy = evaluate(probe, task, split=split)
         drop = baseline - accuracy
         rows.append(LayerSensitivity(name, module.weight.numel(), bits, accuracy, drop))
     return SensitivityReport(baseline, rows)
@@ -124,6 +124,7 @@ def mixed_precision(
     model: nn.Module,
     task: Task,
     budget_bytes: int,
+    *,
     bits: tuple[int, ...] = (8, 4, 2),
     split: str = "val",
 ) -> dict[str, int]:
@@ -148,7 +149,8 @@ def mixed_precision(
             f"prune first"
         )
     drops = {
-        b: {r.layer: r.drop for r in sensitivity(model, task, b, split).rows} for b in choices[1:]
+        b: {r.layer: r.drop for r in sensitivity(model, task, bits=b, split=split).rows}
+        for b in choices[1:]
     }
     while size(plan) > budget_bytes:
         best = None

@@ -80,7 +80,13 @@ def measure_state(state: RunState, task) -> dict:
         flash = prof.flash_bytes
     else:
         bits = state.quant["args"].get("weight_bits", 8)
-        prof = profile(state.model, x, bits if isinstance(bits, int) else 8, 8, latency=False)
+        prof = profile(
+            state.model,
+            x,
+            weight_bits=bits if isinstance(bits, int) else 8,
+            activation_bits=8,
+            latency=False,
+        )
         flash = state.qmodel.flash_bytes()
     return {
         "accuracy": evaluate(state.current, task),
@@ -143,6 +149,7 @@ def _prepare(out: Path, recipe: Recipe, source: str, resume: bool) -> bool:
 def run(
     recipe: str | Path | Mapping,
     out: str | Path,
+    *,
     resume: bool = False,
     overrides: Mapping[str, Any] | None = None,
     console: Console | None = None,
@@ -155,10 +162,10 @@ def run(
     """
     if isinstance(recipe, Mapping):
         source = "recipe"
-        parsed, stages = parse_recipe(recipe, source, overrides)
+        parsed, stages = parse_recipe(recipe, source=source, overrides=overrides)
     else:
         source = str(recipe)
-        parsed, stages = load_recipe(recipe, overrides)
+        parsed, stages = load_recipe(recipe, overrides=overrides)
     out = Path(out)
     created = _prepare(out, parsed, source, resume)
     try:

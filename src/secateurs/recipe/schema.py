@@ -28,9 +28,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .._checks import parse_bytes
 from .._io import load_yaml
 from ..compress import METHODS as COMPRESS_METHODS
-from ..compress import parse_bytes
 from ..data import TASKS
 from ..distill import METHODS
 from ..measure.target import TARGETS
@@ -44,6 +44,7 @@ from ..quant import SCHEMES
 from ..quant.observers import CALIBRATIONS
 from ..quant.ptq import ROUNDINGS
 from ..search import METHODS as SEARCHES
+from ..search.budget import amount as budget_amount
 from ..train import OPTIMIZERS, SCHEDULES
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -245,20 +246,26 @@ class Sparsify(FitArgs):
 
 
 class BudgetSpec(Checked):
-    """``sc.search.Budget``: a float up to 1 is a fraction of the unpruned model, an int is
-    absolute; or ``target``, a device whose flash and SRAM are the limits."""
+    """``sc.search.Budget``: a share of the unpruned model (a float up to 1, or "50%") or
+    an absolute amount (an int, or bytes such as "64KiB"); or ``target``, a device whose
+    flash and SRAM are the limits."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    macs: int | float = Field(default=None, gt=0)
-    params: int | float = Field(default=None, gt=0)
-    flash_bytes: int | float = Field(default=None, gt=0)
-    sram_bytes: int | float = Field(default=None, gt=0)
+    macs: int | float | str = None
+    params: int | float | str = None
+    flash_bytes: int | float | str = None
+    sram_bytes: int | float | str = None
     latency_ms: float = Field(default=None, gt=0)
     weight_bits: int = Field(default=None, ge=1, le=32)
     activation_bits: int = Field(default=None, ge=1, le=32)
     target: str = None
 
     _target = _registered(TARGETS, "target")
+
+    @field_validator("macs", "params", "flash_bytes", "sram_bytes")
+    @classmethod
+    def _amount(cls, v, info):
+        return budget_amount(info.field_name, v)
 
     @model_validator(mode="after")
     def _some_limit(self) -> BudgetSpec:
@@ -693,7 +700,7 @@ def apply_overrides(data: Any, overrides: Mapping[str, Any]) -> Any:
 
 
 def parse_recipe(
-    data: Any, source: str = "recipe", overrides: Mapping[str, Any] | None = None
+    data: Any, *, source: str = "recipe", overrides: Mapping[str, Any] | None = None
 ) -> tuple[Recipe, list[Stage]]:
     """Validate recipe data (as ``yaml.safe_load`` returns it); raise RecipeError naming
     every problem by its YAML path."""
@@ -747,7 +754,7 @@ def parse_recipe(
 
 
 def load_recipe(
-    path: str | Path, overrides: Mapping[str, Any] | None = None
+    path: str | Path, *, overrides: Mapping[str, Any] | None = None
 ) -> tuple[Recipe, list[Stage]]:
     """Read a recipe file with ``yaml.safe_load`` (aliases limited) and validate it."""
     path = Path(path)
@@ -761,4 +768,4 @@ def load_recipe(
         data = load_yaml(text)
     except yaml.YAMLError as err:
         raise RecipeError(str(path), [("", f"not valid YAML: {err}")]) from None
-    return parse_recipe(data, str(path), overrides)
+    return parse_recipe(data, source=str(path), overrides=overrides)

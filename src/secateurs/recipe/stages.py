@@ -153,7 +153,7 @@ def sparsify_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
     kw = {k: v for k, v in a.kwargs("ramp", "steps", "sparsity").items() if k not in FIT_KEYS}
     details: dict[str, Any] = {}
     if not a.epochs:
-        sparsify(state.model, a.sparsity, **kw, data=ctx.task, seed=ctx.seed)
+        sparsify(state.model, sparsity=a.sparsity, **kw, data=ctx.task, seed=ctx.seed)
     else:
         kw.update(data=ctx.task, seed=ctx.seed)
         if a.ramp == "one_shot":
@@ -251,7 +251,7 @@ def compress_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
 @STAGES.register("evaluate")
 def evaluate_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
     split = stage.args.split
-    return {"split": split, "split_accuracy": evaluate(state.current, ctx.task, split)}
+    return {"split": split, "split_accuracy": evaluate(state.current, ctx.task, split=split)}
 
 
 @STAGES.register("export")
@@ -289,7 +289,9 @@ def export_stage(state: RunState, stage: Stage, ctx: Context) -> dict:
     if a.instructions:
         target = a.target or (ctx.target.name if ctx.target else "generic")
         binary = check.binary if a.verify else None  # built by verify_c just above
-        est = estimate_c(state.qmodel, where, ctx.task.inputs("test", 4), target, binary)
+        est = estimate_c(
+            state.qmodel, where, ctx.task.inputs("test", 4), target=target, binary=binary
+        )
         details.update({k: est[k] for k in ("instructions", "target", "latency_ms", "energy_mj")})
         details["instructions_counted"] = est["model"]  # on the emulated core, or the host
     return details

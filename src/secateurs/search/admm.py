@@ -115,6 +115,7 @@ def purify(
     open_: list[torch.Tensor],
     task: Task,
     epsilon: float,
+    *,
     candidates: int = 16,
 ) -> tuple[list[torch.Tensor], dict]:
     """Remove kept channels that barely matter, then re-activate pruned channels that

@@ -1,10 +1,12 @@
 """Budgets: what a compressed model may cost on a device, measured with ``sc.measure``.
 
-``Budget(macs=0.3)`` keeps at most 30% of the unpruned model's MACs; ``Budget(flash_bytes=
-64_000, sram_bytes=16_384)`` gives absolute bytes (at ``weight_bits`` and
-``activation_bits``, int8 by default); ``Budget.for_target("cortex-m0plus")`` takes a
-device's flash and SRAM. A float at most 1 is a fraction of the unpruned model, an int is
-absolute; ``latency_ms`` is always absolute (host CPU milliseconds, noisy).
+``Budget(macs=0.3)`` or ``Budget(macs="30%")`` keeps at most 30% of the unpruned model's
+MACs; ``Budget(flash_bytes=64_000, sram_bytes="16KiB")`` gives absolute bytes (at
+``weight_bits`` and ``activation_bits``, int8 by default); ``Budget.for_target(
+"cortex-m0plus")`` takes a device's flash and SRAM. A float is a share of the unpruned
+model and must be at most 1; an absolute amount is an int (or, for bytes, a string with
+a unit); anything else is refused, naming both forms. ``latency_ms`` is always absolute
+(host CPU milliseconds, noisy).
 ``measure="c"`` counts flash and SRAM as ``export_c`` stores and runs the model (its
 constants; its arena plus the kernels' scratch) instead of ``sc.measure.profile``'s
 estimate of the weights and the peak of live activations.
@@ -17,7 +19,7 @@ from dataclasses import dataclass, fields
 
 from torch import nn
 
-from .._checks import check_choice, check_int
+from .._checks import check_choice, check_int, parse_bytes
 from ..data.task import map_inputs
 from ..measure import profile
 from ..measure.target import get_target
@@ -47,11 +49,15 @@ class Costs:
         return getattr(self, metric)
 
 
-def measure_costs(model: nn.Module, x, budget: Budget, sparse: bool = False) -> Costs:
+def measure_costs(model: nn.Module, x, budget: Budget, *, sparse: bool = False) -> Costs:
     """The costs ``budget`` constrains, measured on ``model`` with ``sc.measure.profile``.
     ``sparse=True`` counts nonzero MACs and params (unstructured sparsity)."""
     prof = profile(
-        model, x, budget.weight_bits, budget.activation_bits, latency=budget.latency_ms is not None
+        model,
+        x,
+        weight_bits=budget.weight_bits,
+        activation_bits=budget.activation_bits,
+        latency=budget.latency_ms is not None,
     )
     flash, sram = prof.flash_bytes, prof.peak_sram_bytes
     if budget.measure == "c":
@@ -73,7 +79,7 @@ def c_costs(model: nn.Module, x, weight_bits: int = 8) -> tuple[int, int]:
 
     two = map_inputs(lambda t: t[:2], x)
     data = [(two, None)] if isinstance(two, tuple) else two  # one batch of several inputs
-    fit = check(quantize(model, data, weight_bits=weight_bits), "generic")
+    fit = check(quantize(model, data, weight_bits=weight_bits), target="generic")
     return fit.flash_bytes, fit.sram_bytes
 
 
@@ -101,12 +107,8 @@ class Budget:
         check_int("activation_bits", self.activation_bits, minimum=1)
         for f in fields(self):
             v = getattr(self, f.name)
-            bad = isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
-            if f.name in METRICS and v is not None and bad:
-                raise ValueError(
-                    f"Budget.{f.name} must be a positive number (a float up to 1 is a "
-                    f"fraction of the unpruned model, an int is absolute); got {v!r}"
-                )
+            if f.name in METRICS and v is not None:
+                object.__setattr__(self, f.name, amount(f.name, v))
         if not self.metrics:
             raise ValueError("a Budget needs at least one of " + ", ".join(METRICS))
 
@@ -166,6 +168,44 @@ class Budget:
                     f"unstructured sparsity does not lower {m} ({_fmt(dense.get(m))} > "
                     f"{_fmt(limits[m])}); prune channels (structured) to meet it"
                 )
+
+
+def amount(metric: str, v) -> float | int:
+    """A limit as the Budget stores it: a share of the unpruned model (a float in (0, 1])
+    or an absolute amount (an int; milliseconds, a float, for ``latency_ms``). A string
+    says which: ``"50%"`` is a share, ``"64KiB"`` or ``"65536"`` an amount."""
+    forms = (
+        "a share of the unpruned model as a float up to 1 (0.5) or a percentage ('50%'), "
+        "or an absolute amount as an int"
+        + (" or bytes ('64KiB')" if metric.endswith("_bytes") else "")
+    )
+    if metric == "latency_ms":  # always absolute
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise ValueError(f"Budget.latency_ms must be positive milliseconds, got {v!r}")
+        return v
+    if isinstance(v, str):
+        text = v.strip()
+        if text.endswith("%"):
+            try:
+                share = float(text[:-1]) / 100
+            except ValueError:
+                share = math.nan
+            if not 0 < share <= 1:
+                raise ValueError(f"Budget.{metric}={v!r}: a percentage must be in (0, 100]")
+            return share
+        if metric.endswith("_bytes"):
+            return parse_bytes(text, f"Budget.{metric}")
+        if not text.replace("_", "").isdigit():
+            raise ValueError(f"Budget.{metric}={v!r}: give {forms}")
+        v = int(text.replace("_", ""))
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+        raise ValueError(f"Budget.{metric} must be positive: {forms}; got {v!r}")
+    if isinstance(v, float) and v > 1:
+        raise ValueError(
+            f"Budget.{metric}={v!r}: a float is a share of the unpruned model and must be at "
+            f"most 1; give an int ({int(v)}) for an absolute amount"
+        )
+    return v
 
 
 def _fmt(v: float) -> str:

@@ -64,6 +64,7 @@ def evaluate_candidate(
     task: Task,
     keep: dict[str, int],
     example_inputs: torch.Tensor,
+    *,
     steps: int = 0,
     lr: float = 1e-3,
     importance: str = "l1",
@@ -84,7 +85,7 @@ def evaluate_candidate(
         seed=seed,
     )
     finetune_steps(candidate, task, steps, lr, seed)
-    return evaluate(candidate, task, split)
+    return evaluate(candidate, task, split=split)
 
 
 BACKENDS: Registry[Callable[..., object]] = Registry("search backend")

@@ -190,7 +190,7 @@ def metapruning(
         if key not in scores:
             net.structure = np.asarray(key)
             _recalibrate(net, task)
-            scores[key] = evaluate(net, task, "val")
+            scores[key] = evaluate(net, task, split="val")
         return scores[key]
 
     pool = [legal(space.channels)] + [legal(space.random(rng)) for _ in range(population - 1)]

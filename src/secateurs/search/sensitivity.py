@@ -57,7 +57,7 @@ def greedy_sensitivity(
     if not ((fractions > 0) & (fractions <= 1)).all():
         raise ValueError(f"levels are kept fractions in (0, 1]; got {list(levels)}")
     rungs = [space.clip(np.maximum(space.minimum, np.round(f * space.channels))) for f in fractions]
-    base = evaluate(model, task, "val")
+    base = evaluate(model, task, split="val")
     jobs, where = [], []
     for g in range(len(space)):
         for r in range(1, len(fractions)):
