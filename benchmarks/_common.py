@@ -111,7 +111,10 @@ def without_methods(cells: dict, methods, tasks=None) -> dict:
 
 def accuracies(model, task) -> dict:
     """Test and validation accuracy of ``model`` on ``task``, as benchmark cells store them."""
-    return {"accuracy": sc.evaluate(model, task), "val_accuracy": sc.evaluate(model, task, "val")}
+    return {
+        "accuracy": sc.evaluate(model, task),
+        "val_accuracy": sc.evaluate(model, task, split="val"),
+    }
 
 
 def task_parser(doc: str, tasks, methods, held_out_help: str) -> argparse.ArgumentParser:

@@ -51,7 +51,7 @@ def parent(name: str, kwargs: dict, task, epochs: int):
     best, state = -1.0, None
     for epoch in range(epochs):
         sc.fit(model, task, epochs=1, lr=3e-3, seed=epoch, progress=False)
-        val = sc.evaluate(model, task, "val")
+        val = sc.evaluate(model, task, split="val")
         if val > best:
             best, state = val, copy.deepcopy(model.state_dict())
     model.load_state_dict(state)
@@ -62,7 +62,7 @@ def parent_and_base(name: str, kwargs: dict, task, epochs: int):
     """The trained parent, and its unpruned int8 costs (as the C) and accuracies."""
     model = parent(name, kwargs, task, epochs)
     qmodel = sc.quant.quantize(model, task)
-    fit = sc.measure.check(qmodel, "generic")
+    fit = sc.measure.check(qmodel, target="generic")
     base = {
         "flash_bytes": fit.flash_bytes,
         "sram_bytes": fit.sram_bytes,

@@ -239,7 +239,7 @@ def measure_layer(
     expected = q.run_int8(x_q).numpy()
     out = work / (name.replace(" ", "_").replace(">", "").replace("-", "_") + f"_{sparsity}")
     report = sc.deploy.export_c(q, out, sparse="always" if sparsity else "never")
-    program, _ = build_program(q, "never")
+    program, _ = build_program(q, sparse="never")
     (op,) = [o for o in program.ops if o.kernel in ("sc_conv", "sc_linear")]
     dense_macs = op.macs
     cm_dir = out / "cmsis"
@@ -529,7 +529,7 @@ def compare_models(work: Path, core: str, opt: str) -> list[dict]:
         run_integer(q.graph, q.qparams, q.layers, q.ops, x_q, q.rounding, values)
         ours = cortex_m.measure(out, x_q, int(values[q.graph.output][0].numel()), core, opt)
         per_op = ours["per_op_instructions"]
-        program, _ = sc.deploy.build_program(q, "never")
+        program, _ = sc.deploy.build_program(q, sparse="never")
         mine = theirs = missing = 0.0
         kinds: dict[str, list[float]] = {}
         for i, op in enumerate(program.ops):

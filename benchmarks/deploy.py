@@ -107,7 +107,7 @@ def main(argv=None) -> int:
                 calibrations = {
                     c: sc.quant.quantize(m, task, calibration=c) for c in ("minmax", "percentile")
                 }
-                score = {c: sc.evaluate(q, task, "val") for c, q in calibrations.items()}
+                score = {c: sc.evaluate(q, task, split="val") for c, q in calibrations.items()}
                 calibration = max(score, key=score.get)
                 q = calibrations[calibration]
                 row = {

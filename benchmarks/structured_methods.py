@@ -243,7 +243,7 @@ def _in_turns(timers: dict, x, engine: str) -> dict[str, float]:
     """Each model's median latency in ms on ``engine`` (``timers``: name -> :func:`_timers`),
     one call of each in turn, ``CALLS`` turns: this machine's speed drifts by tens of
     percent within seconds, and calls taken in turns share the drift."""
-    return sc.measure.time_in_turns({n: t[engine](x) for n, t in timers.items()}, CALLS)
+    return sc.measure.time_in_turns({n: t[engine](x) for n, t in timers.items()}, repeats=CALLS)
 
 
 def _add_speedups(cell: dict, ms: dict, name: str, engine: str, batch: int) -> None:
@@ -327,7 +327,7 @@ def main(argv=None) -> int:
             key = f"{task_name}/parent/{seed}"
             if "val_accuracy" not in cells[key]:  # stored before validation was kept
                 parent = _checked_parent(task, seed, cells)
-                cells[key]["val_accuracy"] = sc.evaluate(parent, task, "val")
+                cells[key]["val_accuracy"] = sc.evaluate(parent, task, split="val")
                 _save(results)
             for keep in ratios:
                 extra = ROUNDED if keep == 0.5 and seed == 0 else ()
@@ -354,7 +354,7 @@ def main(argv=None) -> int:
                         check_reproduced(
                             key, sc.evaluate(model, task), cells[key]["accuracy"], RESULTS
                         )
-                        cells[key]["val_accuracy"] = sc.evaluate(model, task, "val")
+                        cells[key]["val_accuracy"] = sc.evaluate(model, task, split="val")
                         _save(results)
                         print(f"{key:40s} val {cells[key]['val_accuracy']:.4f}")
                     if key in cells:

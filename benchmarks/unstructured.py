@@ -97,22 +97,27 @@ def _prune(method: str, parent: nn.Module, task, sparsity: float, seed: int) -> 
                 [(m, "weight") for m in layers], torch_prune.L1Unstructured, amount=amount
             )
         elif method == "lamp":  # magnitude, layers' shares set by LAMP scores
-            sc.prune.sparsify(model, target, importance="magnitude", scope="lamp")
+            sc.prune.sparsify(model, sparsity=target, importance="magnitude", scope="lamp")
         elif method == "lrp_magnitude_lamp":  # the same, ranking sqrt(relevance * |w|)
             sc.prune.sparsify(
-                model, target, importance="lrp_magnitude", scope="lamp", data=task, seed=seed
+                model,
+                sparsity=target,
+                importance="lrp_magnitude",
+                scope="lamp",
+                data=task,
+                seed=seed,
             )
         elif method.startswith("lrp_magnitude_p"):
             sc.prune.sparsify(
                 model,
-                target,
+                sparsity=target,
                 importance="lrp_magnitude",
                 data=task,
                 seed=seed,
                 relevance_exponent=LRP_EXPONENTS[method],
             )
         else:
-            sc.prune.sparsify(model, target, importance=method, data=task, seed=seed)
+            sc.prune.sparsify(model, sparsity=target, importance=method, data=task, seed=seed)
         done = target
         sc.fit(model, task, epochs=RETRAIN, lr=LR, seed=seed, progress=False)
     return model

@@ -95,7 +95,7 @@ def cell(entry: str, task, target: float, epochs: int, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         report = sc.deploy.export_c(q, tmp, target="cortex-m4")
         row["flash_bytes"] = report["flash_bytes"]
-        row["sram_bytes"] = sc.measure.check(q, "cortex-m4").sram_bytes
+        row["sram_bytes"] = sc.measure.check(q, target="cortex-m4").sram_bytes
         if not cortex_m.toolchain_missing():
             x_q = q.quantize_input(task.test.tensors[0][:4])
             size = int(q.run_int8(x_q[:1]).numel())
