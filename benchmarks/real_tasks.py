@@ -8,9 +8,11 @@ logistic regression on the flattened inputs, fitted on the same training split (
 published-style reference the parents must beat).
 
     python benchmarks/real_tasks.py [--epochs 8] [--tasks fashion_mnist watch_imu]
+    python benchmarks/real_tasks.py --epochs 15 --tasks fashion_mnist --models lenet5
 
 Rows are saved one by one to benchmarks/results/real_tasks.json (atomically); a rerun
-resumes.
+resumes. A row is ``task/model``; a model already measured at another number of epochs
+gets a second row, ``task/model@<epochs>ep``, with the command that wrote it.
 """
 
 from __future__ import annotations
@@ -68,7 +70,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument(
+        "--models", nargs="+", default=[n for n, _ in ZOO], choices=[n for n, _ in ZOO]
+    )
     args = parser.parse_args()
+    command = "python benchmarks/real_tasks.py " + " ".join(sys.argv[1:])
     torch.set_num_threads(1)
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     results.update(
@@ -88,9 +94,13 @@ def main() -> int:
         print(f"{key:34s} test {rows[key]['test_accuracy']:.4f}", flush=True)
         for name, kwargs in ZOO:
             key = f"{task_name}/{name}"
+            if name not in args.models:
+                continue
+            if key in rows and rows[key].get("epochs", args.epochs) != args.epochs:
+                key = f"{key}@{args.epochs}ep"  # beside the row at another length
             if key in rows:
                 continue
-            rows[key] = train_row(name, kwargs, task, args.epochs)
+            rows[key] = {**train_row(name, kwargs, task, args.epochs), "command": command}
             save_json(RESULTS, results)
             r = rows[key]
             print(
