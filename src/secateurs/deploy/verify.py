@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -22,7 +23,6 @@ import torch
 
 from .._io import write_atomic
 from .._progress import Steps
-from ..data.task import map_inputs
 from ..measure.devices import Target, get_target
 from ..quant.ptq import QuantizedModel
 
@@ -239,7 +239,7 @@ def estimate_c(
     x_q = qmodel.packed_input(q)
     core = cortex_m.CORES.get(t.name)
     if core is not None and not cortex_m.toolchain_missing():
-        size = int(qmodel.run_int8(map_inputs(lambda t: t[:1], q)).numel())
+        size = math.prod(qmodel.graph.shapes[qmodel.graph.output][1:])  # one output
         n = round(cortex_m.measure(out, x_q, size, core, "-O2", per_op=False)["instructions_mean"])
         cpi = core.cycles_per_instruction
         model = CORTEX_M_MODEL.format(board=core.board, core=core.name, cpi=cpi)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .._checks import check_int
-from ..data.task import call, map_inputs, split_batch
+from ..data.task import call, map_inputs
 from .calibration import batches as calibration_batches
 
 DEFAULT_BATCHES = 8
@@ -50,7 +50,7 @@ def recalibrate_bn(
             m.train()
         with torch.no_grad():
             for batch in got:
-                x = split_batch(batch)[0] if isinstance(batch, (tuple, list)) else batch
+                x = batch[0] if isinstance(batch, tuple) else batch  # batches() split it
                 call(model, map_inputs(lambda t: t.to(device), x))
     except BaseException:
         for m, state in zip(norms, saved):
