@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP    := $(PYTHON) -m pip
 
-.PHONY: install install-test demo test lint clean
+.PHONY: install install-test demo test lint api clean
 
 # torch first, pinned: a plain `torch` requirement would pull a multi-GB CUDA build,
 # while this release installs from the machine's local CPU wheel.
@@ -28,6 +28,10 @@ lint:
 
 test: install-test lint
 	$(PYTHON) -m pytest -q
+
+# the API reference, from the docstrings: build/api/index.html
+api: install-test
+	$(PYTHON) -m pdoc secateurs --docformat restructuredtext -o build/api
 
 clean:
 	rm -rf build dist src/*.egg-info .pytest_cache .ruff_cache runs

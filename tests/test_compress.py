@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import secateurs as sc
-from secateurs.compress import parse_bytes
+from secateurs.compression import parse_bytes
 from secateurs.data.task import call
 from secateurs.search import Budget, BudgetError, measure_costs
 

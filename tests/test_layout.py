@@ -120,3 +120,80 @@ def test_every_option_of_a_public_function_is_keyword_only():
                 if p.kind == p.POSITIONAL_OR_KEYWORD and p.default is not p.empty:
                     positional.append(f"{name}.{attr}({p.name})")
     assert checked > 100 and not positional, positional
+
+
+def test_torch_dispatch_internals_are_touched_in_one_file():
+    """The graph, the profiler and int8 capture share one trace (``_execution.watch``)."""
+    private = ("TorchDispatchMode", "torch.utils._python_dispatch", "torch.utils._pytree")
+    users = sorted(
+        path.relative_to(SRC).as_posix()
+        for path in (SRC / "secateurs").rglob("*.py")
+        if any(word in path.read_text() for word in private)
+    )
+    assert users == ["secateurs/_execution.py"], users
+
+
+def test_the_models_own_forward_has_one_name_in_every_reader():
+    """An op in the model's own forward is named "(model)" by the graph, by int8 capture
+    and by the profile's module path ("" there, as a path)."""
+    import pytest
+    import torch
+    from torch import nn
+
+    import secateurs as sc
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(x) * torch.ones(3).flip(0)  # an op on a constant, in the root
+
+    class Gathers(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):  # an op the graph does not understand, in the root
+            return self.fc(x).gather(1, torch.zeros(2, 4, dtype=torch.long))
+
+    x = torch.randn(2, 4)
+    with pytest.raises(sc.quant.QuantError, match=r"in module '\(model\)'"):
+        sc.quant.capture(Scaled(), x)
+    with pytest.raises(sc.graph.GraphError, match=r"in module '\(model\)'"):
+        sc.graph.DependencyGraph(Gathers(), x)
+    layers = sc.measure.profile(Scaled(), x).layers
+    assert {layer.module for layer in layers} == {"fc", ""}
+
+
+def test_no_public_name_shadows_a_module():
+    """``sc.prune.channels`` is a function and ``sc.prune.structured`` its module: a
+    package attribute never hides a submodule of the same name."""
+    import importlib
+
+    shadowed = []
+    for name in _modules():
+        if name.endswith("__main__"):
+            continue  # importing it runs the command line
+        module = importlib.import_module(name)
+        package, _, leaf = name.rpartition(".")
+        if package and getattr(importlib.import_module(package), leaf) is not module:
+            shadowed.append(name)
+    assert len(_modules()) > 80 and not shadowed, shadowed
+
+
+def test_a_public_name_means_one_thing_across_packages():
+    """``sc.models.FeatureMap`` and ``sc.bench.Grid``: two classes never share a name."""
+    import importlib
+    import inspect
+
+    meanings: dict[str, set[int]] = {}
+    for name in PUBLIC:
+        module = importlib.import_module(name)
+        for attr in module.__all__:
+            obj = getattr(module, attr)
+            if inspect.isclass(obj) or inspect.isfunction(obj):
+                meanings.setdefault(attr, set()).add(id(obj))
+    assert len(meanings) > 150
+    assert not [attr for attr, ids in meanings.items() if len(ids) > 1]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import bench, data, deploy, distill, graph, measure, models, prune, quant, recipe, search
-from .compress import CompressResult, compress
+from .compression import CompressResult, compress
 from .train import Callback, FitState, History, LossTerm, Step, evaluate, fit
 
 __version__ = "0.1.0"

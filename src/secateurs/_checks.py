@@ -9,6 +9,19 @@ from contextlib import contextmanager
 from typing import Any
 
 
+def in_place(fn):
+    """Mark ``fn`` as a call that changes its model argument in place.
+
+    The project's one rule for models: a public call either changes the model it is given,
+    in place, says so, and returns a report of what it did (or the model itself, where there
+    is nothing to report), never a copy; or it leaves that model exactly as it was, building
+    anything new (a ``QuantizedModel``, a compressed copy) beside it. ``fn.in_place`` tells
+    which; ``tests/test_in_place.py`` holds every public function to it.
+    """
+    fn.in_place = True
+    return fn
+
+
 def check_int(name: str, value: Any, *, minimum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")

@@ -149,7 +149,7 @@ def _limit(text: str):
 
 
 def cmd_compress(args, console: Console) -> int:
-    from .compress import compress
+    from .compression import compress
 
     task = data.load(args.data, seed=args.seed)
     kwargs = _model_kwargs(args)

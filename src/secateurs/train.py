@@ -19,7 +19,7 @@ from rich.progress import Progress
 from torch import nn
 
 from . import _progress
-from ._checks import check_choice, check_finite_model, check_float, check_int
+from ._checks import check_choice, check_finite_model, check_float, check_int, in_place
 from .data.forms import as_task
 from .data.task import SPLITS, Inputs, Task, as_args, call, map_inputs, split_batch
 from .models.registry import check_model_fits
@@ -188,6 +188,7 @@ def _make_optimizer(name: str, params, lr: float, weight_decay: float, momentum:
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
+@in_place
 def fit(
     model: nn.Module,
     task: Task,

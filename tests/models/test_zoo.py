@@ -133,9 +133,9 @@ def test_shufflenet_v1_rejects_unknown_group_count(digits):
 
 def test_ghost_module_keeps_exactly_the_requested_channels(digits):
     from secateurs.models.ghostnet import GhostModule
-    from secateurs.models.layers import Grid
+    from secateurs.models.layers import FeatureMap
 
-    module = GhostModule(Grid((1, 8, 8)), 4, 7)
+    module = GhostModule(FeatureMap((1, 8, 8)), 4, 7)
     assert module(torch.randn(2, 4, 8, 8)).shape == (2, 7, 8, 8)
 
 

@@ -296,7 +296,7 @@ def test_lrp_walks_padding_and_batchnorm_of_a_ds_cnn(digits):
 
 def test_lrp_magnitude_scores_are_the_geometric_mean_of_relevance_and_magnitude(trained, digits):
     from secateurs.prune.lrp import weight_relevance
-    from secateurs.prune.sparsify import _layers, _scores
+    from secateurs.prune.unstructured import _layers, _scores
 
     model = _copy(trained)
     layers = _layers(model, ())
@@ -313,7 +313,7 @@ def test_lrp_magnitude_scores_are_the_geometric_mean_of_relevance_and_magnitude(
 
 def test_relevance_exponent_blends_lrp_into_magnitude(trained, digits):
     from secateurs.prune.lrp import weight_relevance
-    from secateurs.prune.sparsify import _layers, _scores
+    from secateurs.prune.unstructured import _layers, _scores
 
     model = _copy(trained)
     layers = _layers(model, ())

@@ -6,8 +6,8 @@ import torch
 
 import secateurs as sc
 from secateurs.search import Budget, Space
-from secateurs.search.admm import _Augmented, _StructuredProjection
-from secateurs.search.metapruning import PruningNet
+from secateurs.search.admm_search import _Augmented, _StructuredProjection
+from secateurs.search.metapruning_search import PruningNet
 from secateurs.search.sensitivity import overshoot_removed
 
 FAST = {
@@ -194,3 +194,37 @@ def test_every_search_takes_its_options_by_keyword_only():
         assert [p.name for p in params[:3]] == ["model", "task", "budget"], name
         assert all(p.kind is p.KEYWORD_ONLY for p in params[3:]), name
         assert "progress" in {p.name for p in params}, name
+
+
+def test_every_search_ends_with_the_shared_options_in_one_order():
+    import inspect
+
+    from secateurs.search.result import SHARED_OPTIONS
+
+    defaults = {name: default for name, default, _ in SHARED_OPTIONS}
+    for name, fn in sc.search.METHODS.items():
+        params = list(inspect.signature(fn).parameters.values())
+        assert [p.name for p in params[:3]] == ["model", "task", "budget"], name
+        shared = [p for p in params if p.name in defaults]
+        names = [p.name for p in shared]
+        assert {"finetune_epochs", "lr", "min_keep", "ignored", "seed", "progress"} <= set(names)
+        assert params[-len(shared) :] == shared, f"{name}: its own options come first"
+        assert names == [n for n in defaults if n in names], name
+        assert all(p.kind == p.KEYWORD_ONLY for p in params[3:]), name
+        assert all(p.default == defaults[p.name] for p in shared), name
+        assert "options every search shares" in fn.__doc__ and fn.in_place
+
+
+def test_the_shared_options_are_checked_before_any_work(digits):
+    from torch import nn
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    for fn in sc.search.METHODS.values():
+        with pytest.raises(ValueError, match="finetune_epochs must be >= 0"):
+            fn(model, digits, Budget(macs=0.5), finetune_epochs=-1)
+        with pytest.raises(ValueError, match="lr must be > 0"):
+            fn(model, digits, Budget(macs=0.5), lr=0.0)
+    with pytest.raises(ValueError, match="unknown importance 'l7'; known importances"):
+        sc.search.uniform(model, digits, Budget(macs=0.5), importance="l7")
+    with pytest.raises(TypeError, match=r"admm\(\) takes no option 'backend'; its options: "):
+        sc.search.admm(model, digits, Budget(macs=0.5), backend=None)

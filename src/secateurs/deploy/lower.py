@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from ..measure.encoding import encoding_bytes, kept_filterlets, live_channels
-from ..quant.capture import Node, QuantError
 from ..quant.executor import run_move
 from ..quant.fold import constant_outputs, fold_constant_channels
 from ..quant.integer import LayerConsts, activation_range, mean_multiplier, mul_multiplier
 from ..quant.ptq import QuantizedModel
+from ..quant.qgraph import Node, QuantError
 
 SPARSE = ("auto", "never", "always")
 PACKED = -1  # the value id of the array holding a model's several inputs, in order

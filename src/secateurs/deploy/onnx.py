@@ -22,8 +22,8 @@ from torch import nn
 from .._checks import model_runs_on
 from .._io import check_output_path, write_atomic
 from ..data.task import as_args, call
-from ..quant.capture import Node, QuantError
 from ..quant.ptq import QuantizedModel
+from ..quant.qgraph import Node, QuantError
 
 if TYPE_CHECKING:
     import onnx
@@ -61,8 +61,6 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, example=None):
                 "export_onnx needs example inputs for a float model: "
                 "export_onnx(model, path, example=task.example_inputs())"
             )
-        with model_runs_on(example, "export_onnx"), torch.no_grad():
-            call(model.eval(), example)  # a clear error for inputs the model cannot take
         data = _torch_export(model, example)
     else:
         raise TypeError(f"model must be an nn.Module or QuantizedModel, got {type(model).__name__}")
@@ -75,6 +73,8 @@ def _torch_export(model: nn.Module, example) -> bytes:
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         out = Path(tmp) / "model.onnx"
         try:
+            with model_runs_on(example, "export_onnx"), torch.no_grad():
+                call(model, example)  # a clear error for inputs the model cannot take
             warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter
             args = as_args(example)
             names = ["input"] if len(args) == 1 else [f"input{k}" for k in range(len(args))]

@@ -36,7 +36,6 @@ import numpy as np
 import torch
 
 from .._io import check_output_path, write_atomic
-from ..quant.capture import Node, QuantError
 from ..quant.executor import run_move
 from ..quant.integer import (
     FIXED_OUTPUT,
@@ -46,6 +45,7 @@ from ..quant.integer import (
     native_op,
 )
 from ..quant.ptq import QuantizedModel
+from ..quant.qgraph import Node, QuantError
 
 PAD_ND = torch.ops.aten.constant_pad_nd
 CAT = torch.ops.aten.cat
@@ -690,7 +690,7 @@ def memory_plan_offsets(sub, operators: list[str]) -> list[int]:
     TFLM's offline memory plan (the "OfflineMemoryAllocation" metadata). Lifetimes run
     over the operator order; an in-place operator (``IN_PLACE``) writes over an input that
     dies there; the kernels' scratch (``SCRATCH``) is planned as a buffer of its operator;
-    buffers are placed as the C arena's are (:func:`..plan.place`). The model's
+    buffers are placed as the C arena's are (``deploy.plan.place``). The model's
     inputs and output are never written over, as in the C. ``operators``: the operator name
     of each opcode index."""
     from .plan import place

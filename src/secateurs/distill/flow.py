@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .._checks import in_place
 from .._registry import Registry
 from ..data.task import Task
 from ..train import History, fit
@@ -87,6 +88,7 @@ def _ca_kd(teacher, task, o: Options):
     return enhanced, [KD(o.alpha, o.temperature), FeatureKD(o.layers, o.feature_weight)]
 
 
+@in_place
 def distill(
     student: nn.Module,
     teacher: nn.Module,

@@ -15,6 +15,7 @@ from scipy.sparse.csgraph import connected_components
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .._checks import in_place
 from .shadow import BLOCKED
 from .slices import zero_axis
 from .surgery import prune_module
@@ -310,14 +311,17 @@ def set_module(model: nn.Module, path: str, module: nn.Module) -> nn.Module:
     return old
 
 
+@in_place
 def remove_layer(model: nn.Module, path: str) -> nn.Module:
-    """Replace the module at ``path`` by the identity (an empty ``nn.Sequential``), in the
-    pruning history as ``{"module": path, "remove": True}``; returns the removed module."""
+    """Replace the module at ``path`` of ``model`` by the identity (an empty
+    ``nn.Sequential``) in place, recorded in the pruning history as ``{"module": path,
+    "remove": True}``; returns the removed module."""
     old = set_module(model, path, nn.Sequential())
     model.__dict__.setdefault(HISTORY_ATTR, []).append({"module": path, "remove": True})
     return old
 
 
+@in_place
 def replay(model: nn.Module, history: list[dict]) -> nn.Module:
     """Apply a pruning history (channel removals, and layers removed by
     :func:`remove_layer`) to a freshly built model, in place."""

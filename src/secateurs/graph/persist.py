@@ -6,6 +6,7 @@ from pathlib import Path
 
 from torch import nn
 
+from .._checks import in_place
 from ..models.checkpoint import atomic_save, load_versioned
 from .graph import pruning_history, replay
 
@@ -20,8 +21,10 @@ def save_pruned(model: nn.Module, path: str | Path) -> None:
     )
 
 
+@in_place
 def load_pruned(model: nn.Module, path: str | Path) -> nn.Module:
-    """Replay the saved pruning on ``model`` (freshly built, unpruned) and load the weights."""
+    """Replay the saved pruning on ``model`` (freshly built, unpruned) and load the weights,
+    in place; returns ``model``."""
     data = load_versioned(path, FORMAT, "secateurs pruned model")
     if pruning_history(model):
         raise ValueError("load_pruned needs a freshly built model, but this one is pruned already")

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .._checks import in_place
 from .attention import HeadPrunedAttention, projection_biases, projections, prunable
 from .slices import rnn_cells, rnn_gates
 from .tracer import BATCHNORM, CONV, CONV_T, RNN, GraphError, param_axis
@@ -123,9 +124,10 @@ def _prune_rnn(m: nn.Module, keep_in: torch.Tensor, keep_hidden: torch.Tensor) -
     m.flatten_parameters()
 
 
+@in_place
 def prune_module(module: nn.Module, keep: dict[str, Sequence[int]]) -> None:
     """Keep only the given indices of each axis of ``module`` (axes missing from ``keep``
-    keep everything)."""
+    keep everything), in place."""
     idx = {a: torch.as_tensor(sorted(k), dtype=torch.long) for a, k in keep.items()}
 
     def get(axis: str, size: int) -> torch.Tensor:

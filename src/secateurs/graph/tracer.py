@@ -17,10 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten, tree_map
 
 from .._checks import model_runs_on
+from .._execution import ROOT, Watcher, label, map_tensors, overloads, tensors, watch
 from . import attention
 from .shadow import BLOCKED, NONE, Shadow, compress
 from .unionfind import Couplings
@@ -66,18 +65,10 @@ class Constraint:
     reason: str
 
 
-def _overloads(*packets) -> set:
-    out = set()
-    for packet in packets:
-        for name in packet.overloads():
-            out.add(getattr(packet, name))
-    return out
-
-
-IDENTITY = _overloads(
+IDENTITY = overloads(
     aten.detach, aten.alias, aten.clone, aten._to_copy, aten.contiguous, aten.lift_fresh
 )
-MOVEMENT = _overloads(
+MOVEMENT = overloads(
     aten.view,
     aten._unsafe_view,
     aten.reshape,
@@ -109,9 +100,9 @@ MOVEMENT = _overloads(
     aten.unsafe_split,
     aten.index,
 )
-VIEWS = _overloads(aten.view, aten._unsafe_view, aten.reshape)
-SHUFFLE = _overloads(aten.channel_shuffle, aten.native_channel_shuffle)
-SPATIAL = _overloads(
+VIEWS = overloads(aten.view, aten._unsafe_view, aten.reshape)
+SHUFFLE = overloads(aten.channel_shuffle, aten.native_channel_shuffle)
+SPATIAL = overloads(
     aten.avg_pool1d,
     aten.avg_pool2d,
     aten.avg_pool3d,
@@ -140,8 +131,8 @@ SPATIAL = _overloads(
     aten.replication_pad1d,
     aten.replication_pad2d,
 )
-SOFTMAX = _overloads(aten._softmax, aten.softmax, aten._log_softmax, aten.log_softmax, aten.cumsum)
-REDUCE = _overloads(
+SOFTMAX = overloads(aten._softmax, aten.softmax, aten._log_softmax, aten.log_softmax, aten.cumsum)
+REDUCE = overloads(
     aten.mean,
     aten.sum,
     aten.amax,
@@ -153,10 +144,10 @@ REDUCE = _overloads(
     aten.prod,
     aten.logsumexp,
 )
-VECTOR_NORM = _overloads(aten.linalg_vector_norm)
+VECTOR_NORM = overloads(aten.linalg_vector_norm)
 # elementwise, though ATen does not tag them pointwise
-ELEMENTWISE = _overloads(aten.hardswish, aten.log_sigmoid_forward, aten.rrelu_with_noise)
-PRODUCT = _overloads(
+ELEMENTWISE = overloads(aten.hardswish, aten.log_sigmoid_forward, aten.rrelu_with_noise)
+PRODUCT = overloads(
     aten.mm,
     aten.bmm,
     aten.matmul,
@@ -216,10 +207,6 @@ def _out_of_place(func):
     return getattr(packet, func._overloadname, func) if packet is not None else func
 
 
-def _tensors(obj) -> list[torch.Tensor]:
-    return [t for t in tree_flatten(obj)[0] if isinstance(t, torch.Tensor)]
-
-
 @dataclass
 class TraceResult:
     uf: Couplings
@@ -229,7 +216,7 @@ class TraceResult:
     modules: dict[str, nn.Module]
 
 
-class _Builder(TorchDispatchMode):
+class _Builder(Watcher):
     def __init__(self, model: nn.Module, ignored: set[str]) -> None:
         super().__init__()
         self.uf = Couplings()
@@ -243,7 +230,6 @@ class _Builder(TorchDispatchMode):
         # tensor id -> (module, name), given slots along the dimension where an element-wise
         # op meets them with an activation's channels
         self.positional: dict[int, tuple[str, str]] = {}
-        self.stack: list[str] = []
         self.chunking = 0  # inside torch.chunk, whose pieces follow the tensor's width
         self.opaque_flags: list[bool] = []
         self.opaque = 0
@@ -298,12 +284,9 @@ class _Builder(TorchDispatchMode):
         if len(blocks) > 1:
             self.constraints.append(Constraint(blocks, f"{reason} in '{self.where()}'"))
 
-    def where(self) -> str:
-        return self.stack[-1] if self.stack and self.stack[-1] else "(model)"
-
     def advice(self) -> str:
         """How to get past an op the graph refuses, in the module running it."""
-        if self.where() == "(model)":
+        if self.where() == ROOT:
             return (
                 "it runs in the model's own forward: wrap it in a submodule and pass that "
                 "module's name in ignored=[...] to leave it as it is"
@@ -311,38 +294,36 @@ class _Builder(TorchDispatchMode):
         return f"pass ignored=['{self.where()}'] to leave it as it is"
 
     # --- module hooks ------------------------------------------------------------------
-    def pre_hook(self, name: str):
-        def hook(module, args, kwargs=None):
-            opaque = bool(self.opaque) or isinstance(module, KNOWN) or name in self.ignored
-            self.stack.append(name)
-            self.opaque_flags.append(opaque)
-            self.opaque += opaque
+    def enter(self, name: str, module: nn.Module, args, kwargs) -> None:
+        opaque = bool(self.opaque) or isinstance(module, KNOWN) or name in self.ignored
+        super().enter(name, module, args, kwargs)
+        self.opaque_flags.append(opaque)
+        self.opaque += opaque
 
-        return hook
+    def leave(self, name: str, module: nn.Module, args, kwargs, output) -> None:
+        super().leave(name, module, args, kwargs, output)
+        opaque = self.opaque_flags.pop()
+        self.opaque -= opaque
+        if not opaque or self.opaque:
+            return  # a transparent module, or one nested inside an opaque one
+        if name in self.ignored:
+            self.record_ignored(args, kwargs, output)
+            for t in tensors(output):
+                self.ignored_outputs[id(t)] = name
+                self.keep.append(t)
+        else:
+            self.record_module(name, module, args, kwargs, output)
 
-    def post_hook(self, name: str):
-        def hook(module, args, kwargs, output):
-            self.stack.pop()
-            opaque = self.opaque_flags.pop()
-            self.opaque -= opaque
-            if not opaque or self.opaque:
-                return  # a transparent module, or one nested inside an opaque one
-            if name in self.ignored:
-                self.record_ignored(args, kwargs, output)
-                for t in _tensors(output):
-                    self.ignored_outputs[id(t)] = name
-                    self.keep.append(t)
-            else:
-                self.record_module(name, module, args, kwargs, output)
-
-        return hook
+    def begin(self, inputs: tuple) -> None:
+        for t in tensors(inputs):
+            self.set_shadow(t, Shadow(blocked=True))
 
     def record_ignored(self, args, kwargs, output) -> None:
-        for t in _tensors((args, kwargs)):
+        for t in tensors((args, kwargs)):
             s = self.shadow(t)
             if s is not None:
                 self.block(s.all_ids())
-        for t in _tensors(output):
+        for t in tensors(output):
             self.set_shadow(t, Shadow(blocked=True))
 
     def record_module(self, name: str, m: nn.Module, args, kwargs, output) -> None:
@@ -440,7 +421,7 @@ class _Builder(TorchDispatchMode):
             self.record_ignored((x,), {}, output)
             return
         self.link(ins, x, x.dim() - 1)
-        for t in _tensors(hx):
+        for t in tensors(hx):
             s = self.shadow(t)
             if s is not None:  # a state carried in from elsewhere: keep it as it is
                 self.block([*s.all_ids(), *hidden])
@@ -449,13 +430,12 @@ class _Builder(TorchDispatchMode):
         last = hidden[(layers - 1) * dirs * h :]
         self.set_shadow(out, Shadow.vector(out.dim() - 1, last))
         per_state = torch.as_tensor(hidden.reshape(layers * dirs, 1, h))
-        for t in _tensors(states):  # (layers * directions, [batch,] H)
+        for t in tensors(states):  # (layers * directions, [batch,] H)
             ids = per_state if t.dim() == 3 else per_state[:, 0]
             self.set_shadow(t, compress(ids.expand(t.shape).clone()))
 
     # --- ATen ops ------------------------------------------------------------------------
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
+    def op(self, func, args: tuple, kwargs: dict):
         out = func(*args, **kwargs)
         if not self.opaque:
             self.record_op(func, args, kwargs, out)
@@ -463,12 +443,12 @@ class _Builder(TorchDispatchMode):
 
     def record_op(self, func, args, kwargs, out) -> None:
         func = _out_of_place(func)
-        inputs = _tensors((args, kwargs))
+        inputs = tensors((args, kwargs))
         shadowed = [t for t in inputs if id(t) in self.shadows]
         weights = [t for t in inputs if id(t) in self.forbidden]
         if not shadowed:
             if weights:  # an op on a weight alone (a transpose, a mask): its result is a weight
-                for t in _tensors(out):
+                for t in tensors(out):
                     self.forbidden[id(t)] = self.forbidden[id(weights[0])]
                     self.keep.append(t)
             return
@@ -484,7 +464,7 @@ class _Builder(TorchDispatchMode):
                 f"'{self.forbidden[id(weights[0])]}' outside that layer, which the graph cannot "
                 f"prune safely; {self.advice()}"
             )
-        outs = _tensors(out)
+        outs = tensors(out)
         if func in IDENTITY or _restride_only(func, args):
             for t in outs:
                 self.set_shadow(t, self.shadow(shadowed[0]))
@@ -555,7 +535,7 @@ class _Builder(TorchDispatchMode):
             return False
         for w in weights:
             self.positional.pop(id(w), None)  # used as it is: never sliced later
-        for t in _tensors(out):
+        for t in tensors(out):
             self.set_shadow(t, Shadow(blocked=True))
         return True
 
@@ -565,7 +545,7 @@ class _Builder(TorchDispatchMode):
         added to tokens); False when there is none."""
         if id(w) not in self.positional:
             return False
-        outs = _tensors(out)
+        outs = tensors(out)
         if not outs:
             return False
         nd = outs[0].dim()
@@ -595,7 +575,7 @@ class _Builder(TorchDispatchMode):
                 return torch.full((), NONE, dtype=torch.int64).expand(t.shape)
             return shadow.materialize(tuple(t.shape))
 
-        return tree_map(swap, obj)
+        return map_tensors(swap, obj)
 
     def _movement(self, func, args, kwargs, out) -> None:
         if func.overloadpacket is aten.cat and self._cat_across(args, kwargs, out):
@@ -604,7 +584,7 @@ class _Builder(TorchDispatchMode):
         shadow = self.shadow(x) if isinstance(x, torch.Tensor) else None
         if shadow is not None and shadow.full is None and not shadow.blocked:
             if func in VIEWS:
-                self._couple_split(shadow, tuple(x.shape), tuple(_tensors(out)[0].shape))
+                self._couple_split(shadow, tuple(x.shape), tuple(tensors(out)[0].shape))
             else:
                 self._fixed_positions(func, args, shadow, out)
         id_args, id_kwargs = self._as_ids(args), self._as_ids(kwargs)
@@ -613,7 +593,7 @@ class _Builder(TorchDispatchMode):
         if func is aten.constant_pad_nd.default:
             id_args = (id_args[0], id_args[1], NONE)
         result = func(*id_args, **id_kwargs)
-        for t, ids in zip(_tensors(out), _tensors(result)):
+        for t, ids in zip(tensors(out), tensors(result)):
             self.set_shadow(t, compress(ids, prefer=(1, -1)))
 
     def _cat_across(self, args, kwargs, out) -> bool:
@@ -643,7 +623,7 @@ class _Builder(TorchDispatchMode):
             dim = (int(args[2]) if len(args) > 2 else 0) % x.dim()
             if dim != shadow.dim:
                 return
-            sizes = [t.shape[dim] for t in _tensors(out)]
+            sizes = [t.shape[dim] for t in tensors(out)]
             if self.chunking and len(set(sizes)) == 1:  # chunk(n) splits whatever is left evenly
                 self.balance(shadow.ids, sizes[0], "chunk")
             else:  # split sizes written in the model's code cannot follow a pruned width
@@ -791,7 +771,7 @@ def trace_channels(model: nn.Module, example_inputs, ignored=()) -> TraceResult:
         ]
         if foreign and name not in ignored:
             raise GraphError(
-                f"layer '{name or '(model)'}' has parametrized tensors ({', '.join(foreign)}, "
+                f"layer '{label(name)}' has parametrized tensors ({', '.join(foreign)}, "
                 "as weight_norm makes), which channel surgery cannot resize; bake them in "
                 "first (torch.nn.utils.parametrize.remove_parametrizations(module, 'weight')) "
                 f"or pass ignored=['{name}']"
@@ -810,47 +790,28 @@ def trace_channels(model: nn.Module, example_inputs, ignored=()) -> TraceResult:
                 # channels keep those channels: see _fixed_positions)
             dim = param_dim(p)
             if isinstance(module, KNOWN) or name in ignored or dim is None:
-                builder.forbidden[id(p)] = name or "(model)"
+                builder.forbidden[id(p)] = label(name)
                 if not isinstance(module, KNOWN) and name not in ignored:
                     builder.positional[id(p)] = (name, pname)  # its channel dim: where it is added
             else:  # a per-channel tensor of a custom layer (a layer scale of shape (C, 1, 1),
                 # a class token (1, 1, C)): its entries are slots of their own
                 slots = builder.new_slots(name, f"param:{pname}", p.shape[dim])
                 builder.set_shadow(p, Shadow.vector(dim, slots))
-    handles = []
-    for name, module in builder.modules.items():
-        handles.append(module.register_forward_pre_hook(builder.pre_hook(name), with_kwargs=True))
-        handles.append(module.register_forward_hook(builder.post_hook(name), with_kwargs=True))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            inputs = tuple(t.clone() if isinstance(t, torch.Tensor) else t for t in inputs)
-            for t in _tensors(inputs):
-                builder.set_shadow(t, Shadow(blocked=True))
-            with (
-                _ChunkWatch(builder),
-                builder,
-                model_runs_on(inputs, "dependency graph", (GraphError,)),
-            ):
-                out = model(*inputs)
-            for t in _tensors(out):
-                s = builder.shadow(t)
-                if s is not None:
-                    builder.block(s.all_ids())
-                name = builder.ignored_outputs.get(id(t))
-                if name is not None and isinstance(builder.modules[name], KNOWN):
-                    warnings.warn(
-                        f"ignored=['{name}'] lists a layer that computes the model's output; "
-                        "outputs are kept without it, and ignoring the layer also freezes the "
-                        "channels it reads (the whole group before it): leave it out of "
-                        "ignored= to prune them",
-                        stacklevel=3,
-                    )
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    with model_runs_on(inputs, "dependency graph", (GraphError,)):
+        _, out = watch(model, inputs, builder, modes=(_ChunkWatch(builder),))
+    for t in tensors(out):
+        s = builder.shadow(t)
+        if s is not None:
+            builder.block(s.all_ids())
+        name = builder.ignored_outputs.get(id(t))
+        if name is not None and isinstance(builder.modules[name], KNOWN):
+            warnings.warn(
+                f"ignored=['{name}'] lists a layer that computes the model's output; "
+                "outputs are kept without it, and ignoring the layer also freezes the "
+                "channels it reads (the whole group before it): leave it out of "
+                "ignored= to prune them",
+                stacklevel=3,
+            )
     order = {name: i for i, name in enumerate(builder.modules)}
     return TraceResult(builder.uf, builder.ranges, builder.constraints, order, builder.modules)
 

@@ -6,9 +6,10 @@ prof = sc.measure.profile(model, task.example_inputs())
 from __future__ import annotations
 
 from .encoding import ENCODINGS, encoding_bytes, smallest_encoding
+from .executed import Trace, TracedOp, trace
 from .latency import compare_latency, measure_latency, time_in_turns
 from .memory import Lifetime, lifetimes, live_bytes
-from .profile import (
+from .profiler import (
     ExecutedMACs,
     LayerProfile,
     Profile,
@@ -18,7 +19,6 @@ from .profile import (
     profile,
 )
 from .target import TARGETS, Fit, Target, check, get_target, register_target
-from .trace import Trace, TracedOp, trace
 
 __all__ = [
     "ENCODINGS",

@@ -55,7 +55,7 @@ def check(model, *, target: str | Target = "cortex-m4", example=None, sparse: st
         flash = sum(c.nbytes for op in program.ops for c in op.consts.values())
         sram = memory.arena_bytes + scratch_bytes(program)  # arena, unpacked weights, row
     else:
-        from .profile import profile
+        from .profiler import profile
 
         if example is None:
             raise ValueError(

@@ -23,7 +23,7 @@ from . import (  # noqa: F401  (each module registers its builders)
 )
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .elm import ExtremeLearningMachine
-from .layers import ChannelShuffle, Grid, make_divisible
+from .layers import ChannelShuffle, FeatureMap, make_divisible
 from .random import random_input_shape, random_net
 from .registry import (
     MODELS,
@@ -39,7 +39,7 @@ __all__ = [
     "MODELS",
     "ChannelShuffle",
     "ExtremeLearningMachine",
-    "Grid",
+    "FeatureMap",
     "check_model_fits",
     "create",
     "from_import",

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._checks import in_place
 from .._io import write_atomic
 from ..data.task import Task
 from .registry import create
@@ -60,6 +61,7 @@ def state_dict_of(obj: Any, path: str | Path, what: str) -> dict[str, torch.Tens
     )
 
 
+@in_place
 def load_weights(model: nn.Module, path: str | Path, *, what: str = "weights") -> nn.Module:
     """Load the weights of ``path`` (a state dict or a secateurs checkpoint) into
     ``model`` in place, and return it; a file that does not fit says which keys or shapes

@@ -9,7 +9,7 @@ from collections import OrderedDict
 from torch import nn
 
 from ..data.task import Task
-from .layers import ClassifierHead, Grid, make_divisible
+from .layers import ClassifierHead, FeatureMap, make_divisible
 from .mobilenet_v1 import DepthwiseSeparable
 from .registry import register_model
 
@@ -36,7 +36,7 @@ def ds_cnn(
     On 49x10 MFCCs this is the MLPerf Tiny reference shape. Kernels larger than a tiny input
     are clipped to it; 1-D signals use the first kernel size.
     """
-    grid = Grid(task.input_shape)
+    grid = FeatureMap(task.input_shape)
     kernel = tuple(min(k, n) for k, n in zip(stem_kernel[: grid.nd], grid.size))
     sizes = list(grid.size)
     stride = grid.stride(2)

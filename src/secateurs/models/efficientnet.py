@@ -12,7 +12,14 @@ from torch import nn
 
 from .._checks import check_float
 from ..data.task import Task
-from .layers import ClassifierHead, Grid, InvertedResidual, SqueezeExcite, check_cfg, make_divisible
+from .layers import (
+    ClassifierHead,
+    FeatureMap,
+    InvertedResidual,
+    SqueezeExcite,
+    check_cfg,
+    make_divisible,
+)
 from .registry import register_model
 
 # (expansion, kernel, first stride, output channels, repeats): EfficientNet-B0, Table 1.
@@ -67,7 +74,7 @@ def efficientnet(
     d, w, _ = compound_scaling(phi)
     fixed_w = width if lite else w * width  # Lite's stem and head take no compound factor
     w, d = w * check_float("width", width, minimum=0, strict_minimum=True), d * depth
-    grid = Grid(task.input_shape)
+    grid = FeatureMap(task.input_shape)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     if resize := grid.resize(resolution):
         layers["resize"] = resize

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..data.task import Task
-from .layers import ConvHead, Grid, SqueezeExcite, check_cfg, make_divisible
+from .layers import ConvHead, FeatureMap, SqueezeExcite, check_cfg, make_divisible
 from .registry import register_model
 
 # (kernel, expansion channels, output channels, SE ratio, stride) of the paper's Table 1.
@@ -38,7 +38,7 @@ class GhostModule(nn.Module):
     """A 1x1 convolution makes ceil(out/ratio) intrinsic maps; a 3x3 depthwise "cheap
     operation" makes ratio-1 ghosts of each; the first ``cout`` maps are kept."""
 
-    def __init__(self, grid: Grid, cin: int, cout: int, ratio: int = 2, relu: bool = True):
+    def __init__(self, grid: FeatureMap, cin: int, cout: int, ratio: int = 2, relu: bool = True):
         super().__init__()
         self.cout = cout
         intrinsic = math.ceil(cout / ratio)
@@ -91,7 +91,7 @@ def ghostnet(
 ) -> nn.Module:
     """GhostNet with a width multiplier (channels rounded to multiples of 4, as in the
     reference); the last bottleneck's expansion width feeds a 1x1 convolution before pooling."""
-    grid = Grid(task.input_shape)
+    grid = FeatureMap(task.input_shape)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     channels = make_divisible(stem_channels * width, divisor=4)
     layers["stem"] = grid.conv_bn(

@@ -1,6 +1,6 @@
 """Building blocks shared by the zoo, generic over 1-D signals and 2-D images.
 
-A ``Grid`` follows the feature-map size while a network is built, so that each builder can
+A ``FeatureMap`` follows the feature-map size while a network is built, so that each builder can
 ask for the strides of the original architecture and get only those a tiny input allows.
 """
 
@@ -54,7 +54,7 @@ def check_cfg(builder: str, cfg, fields: Sequence[str]) -> list[tuple]:
     return [tuple(e) for e in cfg]
 
 
-class Grid:
+class FeatureMap:
     """The spatial size of the feature map while a network is built, and the layers that fit it.
 
     ``stride(s)`` returns ``s`` along each dimension that stays at least ``min_size`` long
@@ -169,7 +169,7 @@ class SqueezeExcite(nn.Module):
 
     def __init__(
         self,
-        grid: Grid,
+        grid: FeatureMap,
         channels: int,
         reduced: int,
         act: nn.Module | None = None,
@@ -189,7 +189,7 @@ class SqueezeExcite(nn.Module):
 class ClassifierHead(nn.Module):
     """Global average pooling, flatten, optional dropout, then a Linear classifier."""
 
-    def __init__(self, grid: Grid, channels: int, num_classes: int, dropout: float = 0.0):
+    def __init__(self, grid: FeatureMap, channels: int, num_classes: int, dropout: float = 0.0):
         super().__init__()
         self.pool = grid.global_pool()
         self.flatten = nn.Flatten(1)
@@ -208,7 +208,7 @@ class InvertedResidual(nn.Module):
 
     def __init__(
         self,
-        grid: Grid,
+        grid: FeatureMap,
         cin: int,
         mid: int,
         cout: int,
@@ -238,7 +238,7 @@ class ConvHead(nn.Module):
 
     def __init__(
         self,
-        grid: Grid,
+        grid: FeatureMap,
         cin: int,
         hidden: int,
         num_classes: int,

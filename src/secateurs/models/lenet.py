@@ -7,7 +7,7 @@ import math
 from torch import nn
 
 from ..data.task import Task
-from .layers import Grid
+from .layers import FeatureMap
 from .registry import register_model
 
 
@@ -18,7 +18,7 @@ def lenet5(task: Task, width: float = 1.0) -> nn.Module:
     Inputs smaller than the original 32x32 are padded by 2 in each convolution (the usual
     28x28 MNIST variant) and pooled only while the map stays at least 2 long.
     """
-    grid = Grid(task.input_shape)
+    grid = FeatureMap(task.input_shape)
     c1, c2 = max(1, round(6 * width)), max(1, round(16 * width))
     f1, f2 = max(1, round(120 * width)), max(1, round(84 * width))
     pad = 0 if min(grid.size) >= 32 else 2

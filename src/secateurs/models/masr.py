@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..data.task import Task
-from .layers import ChannelShuffle, ClassifierHead, Grid, make_divisible
+from .layers import ChannelShuffle, ClassifierHead, FeatureMap, make_divisible
 from .registry import register_model
 
 
@@ -28,7 +28,7 @@ class MultiBranchAware(nn.Module):
     multiplies the shuffled maps; a 1x1 convolution fuses them back to the input width,
     added to the input."""
 
-    def __init__(self, grid: Grid, channels: int, kernels: Sequence[int] = (1, 3, 5)):
+    def __init__(self, grid: FeatureMap, channels: int, kernels: Sequence[int] = (1, 3, 5)):
         super().__init__()
         mid = make_divisible(channels / len(kernels), divisor=4)
         self.branches = nn.ModuleList(
@@ -68,7 +68,7 @@ def masr_classifier(
     stage. Channels times ``width``, rounded to multiples of 8."""
     if len(channels) != len(blocks):
         raise ValueError(f"channels and blocks give one entry per stage; got {channels}, {blocks}")
-    grid = Grid(task.input_shape)
+    grid = FeatureMap(task.input_shape)
     widths = [make_divisible(c * width) for c in channels]
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     layers["stem"] = grid.conv_bn(

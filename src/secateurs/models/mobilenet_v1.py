@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from ..data.task import Task
-from .layers import ClassifierHead, Grid, check_cfg
+from .layers import ClassifierHead, FeatureMap, check_cfg
 from .registry import register_model
 
 # (output channels, stride) of the 13 depthwise separable layers of the paper's Table 1.
@@ -36,7 +36,7 @@ class DepthwiseSeparable(nn.Module):
     a D_F x D_F output map (equation 5 of the paper).
     """
 
-    def __init__(self, grid: Grid, cin: int, cout: int, stride) -> None:
+    def __init__(self, grid: FeatureMap, cin: int, cout: int, stride) -> None:
         super().__init__()
         self.depthwise = grid.conv_bn(cin, cin, 3, stride, groups=cin, act=nn.ReLU(inplace=True))
         self.pointwise = grid.conv_bn(cin, cout, 1, act=nn.ReLU(inplace=True))
@@ -63,7 +63,7 @@ def mobilenet_v1(
     ``resolution`` < 1 resamples the input to rho times its size first, cutting the MACs by
     about rho² as in the paper. Channels follow the reference rule max(8, int(c·alpha)).
     """
-    grid = Grid(task.input_shape)
+    grid = FeatureMap(task.input_shape)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     if resize := grid.resize(resolution):
         layers["resize"] = resize

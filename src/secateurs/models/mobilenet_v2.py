@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from ..data.task import Task
-from .layers import ClassifierHead, Grid, InvertedResidual, check_cfg, make_divisible
+from .layers import ClassifierHead, FeatureMap, InvertedResidual, check_cfg, make_divisible
 from .registry import register_model
 
 # (expansion t, output channels c, repeats n, first stride s), Table 2 of the paper.
@@ -40,7 +40,7 @@ def mobilenet_v2(
     """MobileNet V2 with a width multiplier (channels rounded to multiples of 8, as in the
     reference) and a resolution multiplier; the last layer is not thinned below
     ``last_channels`` for width < 1, as in the paper."""
-    grid = Grid(task.input_shape)
+    grid = FeatureMap(task.input_shape)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     if resize := grid.resize(resolution):
         layers["resize"] = resize

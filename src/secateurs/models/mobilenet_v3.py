@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from ..data.task import Task
-from .layers import ConvHead, Grid, InvertedResidual, SqueezeExcite, check_cfg, make_divisible
+from .layers import ConvHead, FeatureMap, InvertedResidual, SqueezeExcite, check_cfg, make_divisible
 from .registry import register_model
 
 # (kernel, expansion channels, output channels, squeeze-excite, hard-swish, stride):
@@ -81,7 +81,7 @@ def mobilenet_v3(
         if cfg is None
         else check_cfg("mobilenet_v3", cfg, ("k", "exp", "c", "se", "hs", "s"))
     )
-    grid = Grid(task.input_shape)
+    grid = FeatureMap(task.input_shape)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     if resize := grid.resize(resolution):
         layers["resize"] = resize

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from torch import nn
 
 from ..data.task import Task
-from .layers import ClassifierHead, Grid
+from .layers import ClassifierHead, FeatureMap
 from .registry import register_model
 
 
@@ -16,7 +16,7 @@ class BasicBlock(nn.Module):
     """Two 3x3 convolutions with BatchNorm; a 1x1 convolution on the shortcut when the shape
     changes, as in the MLPerf Tiny reference."""
 
-    def __init__(self, grid: Grid, cin: int, cout: int, stride) -> None:
+    def __init__(self, grid: FeatureMap, cin: int, cout: int, stride) -> None:
         super().__init__()
         self.conv1 = grid.conv_bn(cin, cout, 3, stride, act=nn.ReLU(inplace=True))
         self.conv2 = grid.conv_bn(cout, cout, 3)
@@ -34,7 +34,7 @@ class BasicBlock(nn.Module):
 @register_model("resnet8")
 def resnet8(task: Task, width: float = 1.0) -> nn.Module:
     """A 3x3 stem and three residual stacks of 16, 32, 64 maps (strides 1, 2, 2) times width."""
-    grid = Grid(task.input_shape)
+    grid = FeatureMap(task.input_shape)
     c = [max(1, round(n * width)) for n in (16, 16, 32, 64)]
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     layers["stem"] = grid.conv_bn(task.input_shape[0], c[0], 3, act=nn.ReLU(inplace=True))

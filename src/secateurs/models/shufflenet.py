@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..data.task import Task
-from .layers import ChannelShuffle, ClassifierHead, Grid, make_divisible
+from .layers import ChannelShuffle, ClassifierHead, FeatureMap, make_divisible
 from .registry import register_model
 
 # Output channels of stages 2-4 for each number of groups g (Table 1 of the V1 paper).
@@ -29,7 +29,7 @@ SHUFFLENET_V2_CHANNELS = {
 }
 
 
-def _stem(grid: Grid, cin: int, cout: int) -> nn.Sequential:
+def _stem(grid: FeatureMap, cin: int, cout: int) -> nn.Sequential:
     """3x3 convolution then 3x3 max pooling, both stride 2 on ImageNet-sized inputs only."""
     stride = grid.stem_stride()
     layers: list[nn.Module] = [grid.conv_bn(cin, cout, 3, stride, act=nn.ReLU(inplace=True))]
@@ -82,7 +82,7 @@ def shufflenet_v1(
         raise ValueError(f"groups must be one of {sorted(SHUFFLENET_V1_CHANNELS)}, got {groups}")
     if len(stage_repeats) != 3:
         raise ValueError(f"stage_repeats must give 3 stages, got {stage_repeats}")
-    grid = Grid(task.input_shape)
+    grid = FeatureMap(task.input_shape)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     channels = make_divisible(stem_channels * width, divisor=groups)
     layers["stem"] = _stem(grid, task.input_shape[0], channels)
@@ -107,7 +107,9 @@ class ShuffleV2Unit(nn.Module):
     ``residual``, a split unit's branch adds its input back (``b + right(b)``).
     """
 
-    def __init__(self, grid: Grid, cin: int, cout: int, stride, residual: bool = False) -> None:
+    def __init__(
+        self, grid: FeatureMap, cin: int, cout: int, stride, residual: bool = False
+    ) -> None:
         super().__init__()
         self.split = stride == 1 and cin == cout
         self.residual = residual and self.split
@@ -155,7 +157,7 @@ def shufflenet_v2(
         stages = [make_divisible(c * width, divisor=2) for c in SHUFFLENET_V2_CHANNELS[1.0][:3]]
         conv5 = make_divisible(1024 * width, divisor=8)
     conv5 = conv5 if last_channels is None else last_channels
-    grid = Grid(task.input_shape)
+    grid = FeatureMap(task.input_shape)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     channels = stem_channels
     layers["stem"] = _stem(grid, task.input_shape[0], channels)

@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from torch import nn
 
 from ..data.task import Task
-from .layers import ClassifierHead, Grid, make_divisible
+from .layers import ClassifierHead, FeatureMap, make_divisible
 from .registry import register_model
 
 
-def separable(grid: Grid, cin: int, cout: int) -> nn.Sequential:
+def separable(grid: FeatureMap, cin: int, cout: int) -> nn.Sequential:
     """Depthwise 3x3 then pointwise 1x1, no activation between them, BatchNorm after."""
     return nn.Sequential(grid.conv(cin, cin, 3, groups=cin), grid.conv(cin, cout, 1), grid.bn(cout))
 
@@ -25,7 +25,7 @@ class XceptionBlock(nn.Module):
     identity, or a strided 1x1 convolution with BatchNorm where the width or size
     changes. A pool that would not downsample (a tiny input) is left out."""
 
-    def __init__(self, grid: Grid, widths: Sequence[int], stride, first_relu: bool = True):
+    def __init__(self, grid: FeatureMap, widths: Sequence[int], stride, first_relu: bool = True):
         super().__init__()
         layers: list[nn.Module] = []
         for i, (cin, cout) in enumerate(itertools.pairwise(widths)):
@@ -63,11 +63,11 @@ def xception(
     """Xception with a width multiplier on every layer (channels rounded to multiples of 8)
     and ``middle_blocks`` blocks of three 728-wide separable convolutions in the middle
     flow (8 in the paper). The entry flow's three blocks and the exit flow's first block
-    downsample by 2 where the input allows (see ``Grid``); the stem's stride-2 convolution
+    downsample by 2 where the input allows (see ``FeatureMap``); the stem's stride-2 convolution
     only on ImageNet-sized inputs."""
     if isinstance(middle_blocks, bool) or not isinstance(middle_blocks, int) or middle_blocks < 0:
         raise ValueError(f"middle_blocks must be a whole number >= 0, got {middle_blocks!r}")
-    grid = Grid(task.input_shape)
+    grid = FeatureMap(task.input_shape)
     ch = [make_divisible(c * width) for c in stem_channels]
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     relu = nn.ReLU(inplace=True)

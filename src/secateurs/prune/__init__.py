@@ -8,12 +8,11 @@ sc.prune.recalibrate_bn(model, task)   # batch-norm statistics of the pruned mod
 from __future__ import annotations
 
 from . import criteria  # noqa: F401  (registers the data-driven criteria)
-from .channels import GroupReport, PruneReport, channels, group_name, plan
 from .criteria import GradientTracking, SoftFilterPruning, compensate
+from .depth import LayerReport, layers, removable
 from .dynamic import ChannelGate, GateBudget, gate_channels
 from .importance import IMPORTANCE, list_importance, register_importance
-from .iterative import LoopReport, LoopStep, iterative
-from .layers import LayerReport, layers, removable
+from .loop import LoopReport, LoopStep, iterative
 from .recalibrate import recalibrate_bn
 from .regularizers import (
     L1,
@@ -23,7 +22,8 @@ from .regularizers import (
     LinearRepresentability,
     SmoothL12,
 )
-from .sparsify import (
+from .structured import GroupReport, PruneReport, channels, group_name, plan
+from .unstructured import (
     LayerSparsity,
     LearnedMask,
     SparsityReport,

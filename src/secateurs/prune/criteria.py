@@ -288,7 +288,7 @@ class SoftFilterPruning(Callback):
         self._zeroed: dict = {}
 
     def on_epoch_end(self, state: FitState) -> None:
-        from .channels import plan
+        from .structured import plan
 
         if self._zeroed:
             norms = [_norm_scores(self.graph, g, 2)[list(v)] for g, v in self._zeroed.items()]

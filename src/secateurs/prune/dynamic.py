@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_float
+from .._checks import check_float, in_place
 from ..train import LossTerm, Step
 
 
@@ -44,6 +44,7 @@ def _apply_gate(module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
     return output * mask.view(*mask.shape, *([1] * (output.dim() - 2)))
 
 
+@in_place
 def gate_channels(
     model: nn.Module, layers: list[str], *, threshold: float = 0.5
 ) -> list[ChannelGate]:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_int
+from .._checks import check_int, in_place
 from ..data.task import call, map_inputs
 from .calibration import batches as calibration_batches
 
 DEFAULT_BATCHES = 8
 
 
+@in_place
 def recalibrate_bn(
     model: nn.Module, data, *, batches: int = DEFAULT_BATCHES, batch_size: int = 64
 ) -> int:

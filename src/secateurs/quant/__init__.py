@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .capture import QGraph, QuantError, capture
 from .fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
 from .observers import QParams
 from .ptq import SCHEMES, QuantizedModel, Scheme, quantize
 from .qat import QATModel, convert, prepare_qat
+from .qgraph import QGraph, QuantError, capture
 from .qgt import QuantizationGuided, SensitivityReport, mixed_precision, sensitivity
 
 __all__ = [

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .capture import Node, QGraph
+from .._execution import ROOT
+from .qgraph import Node, QGraph
 
 Observe = Callable[[int, torch.Tensor], torch.Tensor]
 WeightHook = Callable[[Node, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -22,7 +23,7 @@ WeightHook = Callable[[Node, torch.Tensor, torch.Tensor], tuple[torch.Tensor, to
 def folded_weights(model: nn.Module, node: Node) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of a conv/linear node with its BatchNorm folded in (eval statistics)."""
     modules = model.get_submodule
-    layer = modules("" if node.attrs["layer"] == "<model>" else node.attrs["layer"])
+    layer = modules("" if node.attrs["layer"] == ROOT else node.attrs["layer"])
     w = layer.weight
     b = layer.bias if layer.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype)
     if node.attrs["bn"] is not None:

@@ -2,12 +2,12 @@
 
 Each op follows TensorFlow Lite Micro's int8 reference kernels: accumulate
 ``(x - z_x) * w_q`` in int32, add the int32 bias, requantize per output channel with
-:func:`multiply_by_quantized_multiplier`, add the output zero point and clamp to the fused
-activation's range. ADD rescales both inputs to a common scale with a 20-bit left shift
-first; MUL multiplies zero-point-free values; MEAN requantizes the sum then divides with
-rounding; pooling keeps its input's parameters. Elementwise nonlinearities are 256-entry
-tables. Products run as float64 convolutions of integers, which are exact (every
-partial sum stays far below 2**53), then become int64.
+:func:`~secateurs.quant.fixedpoint.multiply_by_quantized_multiplier`, add the output zero
+point and clamp to the fused activation's range. ADD rescales both inputs to a common
+scale with a 20-bit left shift first; MUL multiplies zero-point-free values; MEAN
+requantizes the sum then divides with rounding; pooling keeps its input's parameters.
+Elementwise nonlinearities are 256-entry tables. Products run as float64 convolutions of
+integers, which are exact (every partial sum stays far below 2**53), then become int64.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .capture import Node, QGraph
 from .executor import conv_nd, out_of_place, run_move
 from .fixedpoint import (
     hard_swish_int8,
@@ -31,6 +30,7 @@ from .fixedpoint import (
 )
 from .fixedpoint import multiply_by_quantized_multiplier as mbqm
 from .observers import QParams
+from .qgraph import Node, QGraph
 
 ADD_LEFT_SHIFT = 20  # TFLite's int8 ADD headroom
 

@@ -14,12 +14,12 @@ from .._registry import Registry
 from ..data import Task
 from ..data.task import Inputs, as_args, map_inputs, split_batch
 from ..measure.encoding import smallest_encoding
-from .capture import QGraph, QuantError, capture
 from .executor import folded_weights, run_float
 from .fixedpoint import ROUNDINGS
 from .fold import fold_constant_channels
 from .integer import LayerConsts, OpConsts, fixed_output, layer_consts, op_consts, run_integer
 from .observers import CALIBRATIONS, QParams, RangeObserver, affine_qparams
+from .qgraph import QGraph, QuantError, capture
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 from .._checks import check_float
-from .capture import QGraph
 from .executor import folded_weights, run_float
 from .integer import weight_scale
 from .observers import QParams, affine_qparams
 from .ptq import QuantizedModel, build, calibrate, fixed_ranges
+from .qgraph import QGraph
 
 
 class ActivationQuantizer(nn.Module):

@@ -30,16 +30,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .._checks import parse_bytes
 from .._io import load_yaml
-from ..compress import METHODS as COMPRESS_METHODS
+from ..compression import METHODS as COMPRESS_METHODS
 from ..data import TASKS
 from ..distill import METHODS
 from ..measure.target import TARGETS
 from ..models import MODELS
-from ..prune.channels import SCOPES as CHANNEL_SCOPES
 from ..prune.importance import IMPORTANCE
 from ..prune.regularizers import TARGETS as REGULARIZER_TARGETS
-from ..prune.sparsify import IMPORTANCES as SPARSE_IMPORTANCES
-from ..prune.sparsify import SCOPES as SPARSE_SCOPES
+from ..prune.structured import SCOPES as CHANNEL_SCOPES
+from ..prune.unstructured import IMPORTANCES as SPARSE_IMPORTANCES
+from ..prune.unstructured import SCOPES as SPARSE_SCOPES
 from ..quant import SCHEMES
 from ..quant.observers import CALIBRATIONS
 from ..quant.ptq import ROUNDINGS

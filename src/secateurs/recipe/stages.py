@@ -17,7 +17,7 @@ from rich.console import Console
 from torch import nn
 
 from .._registry import Registry
-from ..compress import compress
+from ..compression import compress
 from ..data.task import Task
 from ..deploy import estimate_c, export_c, export_onnx, export_tflite, verify_c
 from ..distill import KD, distill

@@ -22,7 +22,7 @@ from ..graph.graph import pruning_history, replay
 from ..models import check_model_fits, create, from_import
 from ..models.checkpoint import FORMAT as ZOO_FORMAT
 from ..models.checkpoint import atomic_save, load_versioned, read_weights_file, state_dict_of
-from ..prune.sparsify import WeightMask
+from ..prune.unstructured import WeightMask
 from ..quant import QATModel, QuantizedModel, convert, prepare_qat, quantize
 
 FORMAT = "secateurs.run/1"

@@ -2,17 +2,19 @@
 
 result = sc.search.abc(model, task, sc.search.Budget(macs=0.3))
 
-Every search takes ``(model, task, budget)``, then keyword arguments only. Each takes
-``progress`` (default True): bars over its rounds or candidates and its
-training, drawn only where output reaches a person. Candidates are scored with the
-batch-norm statistics re-estimated after pruning (``sc.prune.channels`` given data).
+Every search takes ``(model, task, budget)``, then keyword arguments only: its own
+options, then the options all searches share (:class:`Search` describes them; one
+definition, ``result.SHARED_OPTIONS``), among them ``progress`` (default True): bars over
+its rounds or candidates and its training, drawn only where output reaches a person.
+Every search prunes the model in place. Candidates are scored with the batch-norm
+statistics re-estimated after pruning (``sc.prune.channels`` given data).
 """
 
 from __future__ import annotations
 
-from .abc import abc
-from .admm import admm, purify
-from .autoprune import autoprune
+from .abc_search import abc
+from .admm_search import admm, purify
+from .autoprune_search import autoprune
 from .budget import Budget, BudgetError, Costs, measure_costs
 from .candidate import (
     BACKENDS,
@@ -24,8 +26,8 @@ from .candidate import (
     get_backend,
 )
 from .gates import GroupGates
-from .metapruning import PruningNet, metapruning
-from .result import SearchResult
+from .metapruning_search import PruningNet, metapruning
+from .result import Search, SearchResult
 from .sensitivity import greedy_sensitivity, uniform
 from .space import Space
 
@@ -48,6 +50,7 @@ __all__ = [
     "ProcessBackend",
     "PruningNet",
     "RayBackend",
+    "Search",
     "SearchResult",
     "SerialBackend",
     "Space",

@@ -23,7 +23,7 @@ from .._progress import Steps
 from .._registry import Registry
 from ..data.task import Task
 from ..measure.latency import torch_threads
-from ..prune.channels import channels
+from ..prune.structured import channels
 from ..train import Callback, FitState, evaluate, fit
 
 

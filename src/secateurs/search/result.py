@@ -1,17 +1,28 @@
-"""What every search returns, and the step every channel search ends with."""
+"""What every search shares: its options, how it starts and ends, and what it returns.
+
+A search opens a :class:`Search` with :func:`begin` (the options every search takes,
+checked once, and the space of kept channels under the budget) and closes it with
+:meth:`Search.finish` (prune to the structure found, fine-tune, measure, check the budget).
+"""
 
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 from torch import nn
 
+from .._checks import check_float, check_int, in_place
+from ..data.forms import as_task
 from ..data.task import Task
+from ..prune.importance import IMPORTANCE
 from ..train import evaluate, fit, fit_progress
-from .budget import Costs, measure_costs
+from .budget import Budget, Costs, measure_costs
 from .space import Space
 
 
@@ -35,21 +46,6 @@ class SearchResult:
         return all(self.costs.get(m) <= v for m, v in self.limits.items())
 
 
-def finetune(
-    model: nn.Module, task: Task, method: str, epochs: int, lr: float, seed: int, progress: bool
-) -> None:
-    """The fine-tuning every search ends with (none for 0 epochs), its bar named after it."""
-    if epochs:
-        fit(
-            model,
-            task,
-            epochs=epochs,
-            lr=lr,
-            seed=seed,
-            progress=fit_progress(f"{method}: fine-tuning", progress),
-        )
-
-
 REPAIR_STEPS = 20
 
 
@@ -71,39 +67,175 @@ def fitting(space: Space, model: nn.Module, structure, importance: str, data, se
     return trial_structure
 
 
-def finish(
-    method: str,
-    space: Space,
-    model: nn.Module,
-    structure,
-    task: Task,
-    finetune_epochs: int,
-    lr: float,
-    seed: int,
-    start: float,
-    evaluations: int,
-    history: list[dict],
-    importance: str = "l1",
-    pruned: bool = False,
-    progress: bool = False,
-) -> SearchResult:
-    """Prune ``model`` to ``structure`` in place (unless ``pruned``), fine-tune it, measure
-    it, and fail loudly if the result breaks the budget (a bug, never a result)."""
-    if not pruned:
-        structure = fitting(space, model, structure, importance, task, seed)
-        space.apply(model, structure, importance=importance, data=task, seed=seed)
-    finetune(model, task, method, finetune_epochs, lr, seed, progress)
-    model.eval()
-    costs = measure_costs(model, space.x, space.budget)
-    if not space.budget.fits(costs, space.limits):
-        raise RuntimeError(f"{method} produced a model over budget: {costs} vs {space.limits}")
-    return SearchResult(
-        method,
-        space.keep(np.asarray(structure)),
-        costs,
-        space.limits,
-        evaluate(model, task),
-        evaluations,
-        time.perf_counter() - start,
-        history,
-    )
+# The options every search takes after its own: name, default, annotation. A search that
+# has no use for one of OPTIONAL leaves it out (uniform evaluates no candidates, so it has
+# no backend); @search_method adds them to each search's signature, in this order.
+SHARED_OPTIONS = (
+    ("finetune_epochs", 5, "int"),
+    ("lr", 1e-3, "float"),
+    ("importance", "l1", "str"),
+    ("min_keep", 0.1, "float"),
+    ("ignored", (), "Iterable[str]"),
+    ("seed", 0, "int"),
+    ("backend", None, "Backend | None"),
+    ("progress", True, "bool"),
+)
+OPTIONAL = ("importance", "backend")
+SHARED_DOC = """
+    The options every search shares, after its own (``sc.search.Search`` describes them):
+    ``finetune_epochs`` (5), ``lr`` (1e-3), {optional}``min_keep`` (0.1), ``ignored``,
+    ``seed`` (0), {backend}``progress``.
+    """
+
+
+@dataclass
+class Search:
+    """One search under way, with the options every search takes.
+
+    - ``finetune_epochs`` (int >= 0) and ``lr``: the fine-tuning each search ends with (none
+      for 0 epochs), at learning rate ``lr`` (also the method's own training rate where
+      it has no other);
+    - ``importance``: the criterion that picks which channels go once a search has chosen
+      how many (``sc.prune.list_importance()``), for uniform, sensitivity and ABC (ADMM,
+      AutoPrune and MetaPruning learn which channels matter);
+    - ``min_keep`` (in (0, 1]): the fraction of each group's channels always kept;
+    - ``ignored``: module paths the search leaves as they are;
+    - ``seed``: every random choice (initial sources, sampled widths, batch order);
+    - ``backend``: where candidates are evaluated (``sc.search.get_backend``), for the
+      searches that evaluate many (sensitivity, ABC);
+    - ``progress``: progress bars while it runs.
+    """
+
+    method: str
+    model: nn.Module
+    task: Task
+    budget: Budget
+    space: Space | None
+    finetune_epochs: int = 5
+    lr: float = 1e-3
+    importance: str = "l1"
+    min_keep: float = 0.1
+    ignored: Iterable[str] = ()
+    seed: int = 0
+    backend: object = None
+    progress: bool = True
+    start: float = field(default_factory=time.perf_counter)
+
+    def finish(
+        self, structure, *, evaluations: int = 0, history=(), pruned: bool = False
+    ) -> SearchResult:
+        """Prune the model to ``structure`` in place (unless ``pruned``), fine-tune it,
+        measure it, and fail loudly if the result breaks the budget (a bug, never a
+        result)."""
+        model, task, space = self.model, self.task, self.space
+        if not pruned:
+            structure = fitting(space, model, structure, self.importance, task, self.seed)
+            space.apply(model, structure, importance=self.importance, data=task, seed=self.seed)
+        self.finetune()
+        model.eval()
+        costs = measure_costs(model, space.x, space.budget)
+        return self.result(
+            space.keep(np.asarray(structure)),
+            costs,
+            space.limits,
+            evaluations=evaluations,
+            history=history,
+        )
+
+    def finetune(self) -> None:
+        """The fine-tuning every search ends with (none for 0 epochs), its bar named after
+        the search."""
+        if self.finetune_epochs:
+            fit(
+                self.model,
+                self.task,
+                epochs=self.finetune_epochs,
+                lr=self.lr,
+                seed=self.seed,
+                progress=fit_progress(f"{self.method}: fine-tuning", self.progress),
+            )
+
+    def result(self, structure, costs: Costs, limits, *, evaluations=0, history=()) -> SearchResult:
+        """The result of the finished search, after checking ``costs`` against ``limits``."""
+        if not self.budget.fits(costs, limits):
+            raise RuntimeError(f"{self.method} produced a model over budget: {costs} vs {limits}")
+        return SearchResult(
+            self.method,
+            structure,
+            costs,
+            limits,
+            evaluate(self.model, self.task),
+            evaluations,
+            time.perf_counter() - self.start,
+            list(history),
+        )
+
+
+def begin(
+    method: str, model: nn.Module, task, budget: Budget, *, structured: bool = True, **options
+) -> Search:
+    """Start the search ``method``: check the shared options before any work and, for a
+    channel search (``structured``), build the space under ``budget`` and check that the
+    budget can be reached."""
+    start = time.perf_counter()
+    task = as_task(task)
+    search = Search(method, model, task, budget, None, **options, start=start)
+    search.finetune_epochs = check_int("finetune_epochs", search.finetune_epochs, minimum=0)
+    search.lr = check_float("lr", search.lr, minimum=0.0, strict_minimum=True)
+    search.seed = check_int("seed", search.seed)
+    IMPORTANCE.get(search.importance)  # an unknown criterion lists the known ones
+    if structured:
+        search.space = Space(model, task.example_inputs(), budget, search.ignored, search.min_keep)
+        search.space.check_reachable()
+    return search
+
+
+def search_method(name: str, *, takes: tuple[str, ...] = ()):
+    """Make ``fn(search, *, own options)`` the public search ``name(model, task, budget, *,
+    own options, shared options)``: the shared options (those of ``OPTIONAL`` only if in
+    ``takes``) are added to its signature and docstring, checked, and handed to ``fn``
+    as the :class:`Search` it runs in (``search.model``, ``search.lr``, ...)."""
+    shared = [
+        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
+        for n, d, a in SHARED_OPTIONS
+        if n not in OPTIONAL or n in takes
+    ]
+
+    def wrap(fn: Callable[..., SearchResult]) -> Callable[..., SearchResult]:
+        own = list(inspect.signature(fn).parameters.values())[1:]
+        names = {p.name for p in own} | {p.name for p in shared}
+
+        @functools.wraps(fn)
+        def public(model: nn.Module, task, budget: Budget, **options) -> SearchResult:
+            unknown = sorted(set(options) - names)
+            if unknown:
+                raise TypeError(
+                    f"{name}() takes no option {unknown[0]!r}; its options: "
+                    f"{', '.join(p.name for p in own + shared)}"
+                )
+            mine = {p.name: options.pop(p.name) for p in own if p.name in options}
+            structured = mine.get("structured", True)
+            return fn(begin(name, model, task, budget, structured=structured, **options), **mine)
+
+        positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        public.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [
+                inspect.Parameter("model", positional, annotation="nn.Module"),
+                inspect.Parameter("task", positional, annotation="Task"),
+                inspect.Parameter("budget", positional, annotation="Budget"),
+                *own,
+                *shared,
+            ],
+            return_annotation="SearchResult",
+        )
+        public.__doc__ = (
+            (fn.__doc__ or "").rstrip()
+            + "\n"
+            + SHARED_DOC.format(
+                optional="``importance`` (l1), " if "importance" in takes else "",
+                backend="``backend``, " if "backend" in takes else "",
+            )
+        )
+        return in_place(public)
+
+    return wrap

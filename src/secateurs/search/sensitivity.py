@@ -13,46 +13,29 @@ the full model can save nothing later.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 
 import numpy as np
-from torch import nn
 
 from .._progress import Steps
-from ..data.forms import as_task
-from ..data.task import Task
 from ..train import evaluate
-from .budget import Budget
 from .candidate import evaluate_candidate, get_backend, map_jobs
-from .result import SearchResult, finish
+from .result import Search, SearchResult, search_method
 from .space import Space
 
 LEVELS = (0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125)
 
 
+@search_method("sensitivity", takes=("importance", "backend"))
 def greedy_sensitivity(
-    model: nn.Module,
-    task: Task,
-    budget: Budget,
+    search: Search,
     *,
     levels: Iterable[float] = LEVELS,
-    finetune_epochs: int = 5,
-    lr: float = 1e-3,
-    importance: str = "l1",
-    seed: int = 0,
-    min_keep: float = 0.1,
-    ignored: Iterable[str] = (),
-    backend=None,
-    progress: bool = True,
 ) -> SearchResult:
     """Prune ``model`` in place to the greedy sensitivity allocation that meets ``budget``,
     fine-tune it for ``finetune_epochs``, and return the result."""
-    task = as_task(task)
-    start = time.perf_counter()
-    x = task.example_inputs()
-    space = Space(model, x, budget, ignored, min_keep)
-    space.check_reachable()
+    model, task, space, x = search.model, search.task, search.space, search.space.x
+    importance, seed, progress = search.importance, search.seed, search.progress
     fractions = np.array([1.0, *sorted(set(levels), reverse=True)])
     if not ((fractions > 0) & (fractions <= 1)).all():
         raise ValueError(f"levels are kept fractions in (0, 1]; got {list(levels)}")
@@ -77,7 +60,7 @@ def greedy_sensitivity(
             where.append((g, r))
     drop = np.zeros((len(space), len(fractions)))
     with Steps("sensitivity: one group cut at a time", len(jobs), progress) as bar:
-        accs = map_jobs(get_backend(backend), evaluate_candidate, jobs, bar)
+        accs = map_jobs(get_backend(search.backend), evaluate_candidate, jobs, bar)
     for (g, r), acc in zip(where, accs):
         drop[g, r] = max(base - acc, 0.0)
     drop = np.maximum.accumulate(drop, axis=1)  # a deeper cut never counts as cheaper
@@ -109,21 +92,7 @@ def greedy_sensitivity(
                 "excess": space.excess(current),
             }
         )
-    return finish(
-        "sensitivity",
-        space,
-        model,
-        current,
-        task,
-        finetune_epochs,
-        lr,
-        seed,
-        start,
-        len(jobs),
-        history,
-        importance,
-        progress=progress,
-    )
+    return search.finish(current, evaluations=len(jobs), history=history)
 
 
 def overshoot_removed(space: Space, before, after) -> float:
@@ -133,38 +102,9 @@ def overshoot_removed(space: Space, before, after) -> float:
     return sum(max(0.0, cb.get(m) - max(ca.get(m), lim)) / lim for m, lim in space.limits.items())
 
 
-def uniform(
-    model: nn.Module,
-    task: Task,
-    budget: Budget,
-    *,
-    finetune_epochs: int = 5,
-    lr: float = 1e-3,
-    importance: str = "l1",
-    seed: int = 0,
-    min_keep: float = 0.1,
-    ignored: Iterable[str] = (),
-    progress: bool = True,
-) -> SearchResult:
+@search_method("uniform", takes=("importance",))
+def uniform(search: Search) -> SearchResult:
     """The control: the same kept fraction in every group, the largest within ``budget``,
-    channels chosen by ``importance`` (L1 norm by default), then fine-tuned."""
-    task = as_task(task)
-    start = time.perf_counter()
-    space = Space(model, task.example_inputs(), budget, ignored, min_keep)
-    space.check_reachable()
-    structure = space.uniform()
-    return finish(
-        "uniform",
-        space,
-        model,
-        structure,
-        task,
-        finetune_epochs,
-        lr,
-        seed,
-        start,
-        0,
-        [],
-        importance,
-        progress=progress,
-    )
+    channels chosen by ``importance`` (L1 norm by default); prunes ``model`` in place and
+    fine-tunes it."""
+    return search.finish(search.space.uniform())

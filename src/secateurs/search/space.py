@@ -15,8 +15,8 @@ import numpy as np
 from torch import nn
 
 from ..graph import DependencyGraph, replay
-from ..prune.channels import PruneReport, channels, group_name
 from ..prune.select import lowest
+from ..prune.structured import PruneReport, channels, group_name
 from .budget import Budget, Costs, measure_costs
 
 

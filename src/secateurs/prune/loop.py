@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from .._checks import check_choice, check_float, check_int
+from .._checks import check_choice, check_float, check_int, in_place
 from ..data.task import Task
 from ..measure import profile
 from ..train import evaluate, fit
-from .channels import channels
+from .structured import channels
 
 log = logging.getLogger(__name__)
 SCHEDULES = ("linear", "agp")
@@ -55,6 +55,7 @@ def _targets(target: float, steps: int, schedule: str) -> list[float]:
     return out
 
 
+@in_place
 def iterative(
     model: nn.Module,
     task: Task,

@@ -10,40 +10,23 @@ stopped improving. Every candidate is shrunk into the budget before it is evalua
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
-
 import numpy as np
-from torch import nn
 
 from .._checks import check_int
 from .._progress import Steps
-from ..data.forms import as_task
-from ..data.task import Task
-from .budget import Budget
 from .candidate import evaluate_candidate, get_backend, map_jobs
-from .result import SearchResult, finish
-from .space import Space
+from .result import Search, SearchResult, search_method
 
 
+@search_method("abc", takes=("importance", "backend"))
 def abc(
-    model: nn.Module,
-    task: Task,
-    budget: Budget,
+    search: Search,
     *,
     colony: int = 6,
     cycles: int = 4,
     limit: int = 3,
     dims: int = 2,
     steps: int = 30,
-    lr: float = 1e-3,
-    finetune_epochs: int = 5,
-    importance: str = "l1",
-    seed: int = 0,
-    min_keep: float = 0.1,
-    ignored: Iterable[str] = (),
-    backend=None,
-    progress: bool = True,
 ) -> SearchResult:
     """Search kept channels per group with an artificial bee colony under ``budget``;
     prune ``model`` in place to the best source, fine-tune it, return the result.
@@ -52,16 +35,13 @@ def abc(
     ``limit`` trials without improvement; each move changes ``dims`` groups; fitness is
     validation accuracy after ``steps`` fine-tuning steps.
     """
-    task = as_task(task)
-    start = time.perf_counter()
     colony = check_int("colony", colony, minimum=2)
     cycles = check_int("cycles", cycles, minimum=0)
     limit = check_int("limit", limit, minimum=1)
-    x = task.example_inputs()
-    space = Space(model, x, budget, ignored, min_keep)
-    space.check_reachable()
+    model, task, space, x = search.model, search.task, search.space, search.space.x
+    lr, importance, seed, progress = search.lr, search.importance, search.seed, search.progress
     rng = np.random.default_rng(seed)
-    run = get_backend(backend)
+    run = get_backend(search.backend)
     evaluated: dict[tuple[int, ...], float] = {}
 
     def fitness(structures: list[np.ndarray]) -> list[float]:
@@ -124,18 +104,4 @@ def abc(
             history.append({"cycle": cycle, "best": max(fit), "mean": float(np.mean(fit))})
             bar.advance(status=f"best val acc {max(fit):.3f}")
     best = sources[int(np.argmax(fit))]
-    return finish(
-        "abc",
-        space,
-        model,
-        best,
-        task,
-        finetune_epochs,
-        lr,
-        seed,
-        start,
-        len(evaluated),
-        history,
-        importance,
-        progress=progress,
-    )
+    return search.finish(best, evaluations=len(evaluated), history=history)

@@ -10,16 +10,16 @@ from torch import nn
 
 from .._checks import check_int
 from .encoding import smallest_encoding
+from .executed import trace
 from .latency import measure_latency
 from .memory import lifetimes, live_bytes
-from .trace import trace
 
 
 @dataclass(frozen=True)
 class LayerProfile:
     """One executed op: the module that ran it, its product count and the SRAM live there."""
 
-    module: str
+    module: str  # its path ("" for ops in the model's own forward)
     op: str
     output_shape: tuple[int, ...]
     weights: int  # elements of the weight tensors it reads

@@ -18,24 +18,21 @@ and fine-tuning.
 from __future__ import annotations
 
 import copy
-import time
-from collections.abc import Iterable
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..data.forms import as_task
 from ..data.task import Task, call
 from ..graph import DependencyGraph
 from ..prune.importance import IMPORTANCE
 from ..prune.select import lowest
-from ..prune.sparsify import WeightMask
-from ..train import Callback, FitState, LossTerm, Step, evaluate, fit, fit_progress
-from .budget import Budget, measure_costs
+from ..prune.unstructured import WeightMask
+from ..train import Callback, FitState, LossTerm, Step, fit, fit_progress
+from .budget import measure_costs
 from .gates import GroupGates
-from .result import SearchResult, finetune, finish
+from .result import Search, SearchResult, search_method
 from .space import Space, bisect_fraction
 
 
@@ -161,50 +158,26 @@ def purify(
     return gates, {"purified_removed": removed, "purified_restored": restored}
 
 
+@search_method("admm")
 def admm(
-    model: nn.Module,
-    task: Task,
-    budget: Budget,
+    search: Search,
     *,
     structured: bool = True,
     structure=None,
     epochs: int = 6,
     admm_lr: float = 0.01,
-    lr: float = 1e-3,
     rho: float = 1.0,
     rho_growth: float = 1.5,
     purification: bool = True,
     epsilon: float = 1e-3,
-    finetune_epochs: int = 5,
-    seed: int = 0,
-    min_keep: float = 0.1,
-    ignored: Iterable[str] = (),
-    progress: bool = True,
 ) -> SearchResult:
     """ADMM-train ``model`` toward the budget's structure (``structured``: kept channels
     per group, by default the uniform fraction that meets the budget, or ``structure``;
     else unstructured sparsity), hard-prune, purify, fine-tune; in place."""
-    task = as_task(task)
-    start = time.perf_counter()
-    x = task.example_inputs()
+    model, task, space = search.model, search.task, search.space
     if not structured:
-        return _unstructured(
-            model,
-            task,
-            budget,
-            epochs,
-            admm_lr,
-            lr,
-            rho,
-            rho_growth,
-            finetune_epochs,
-            seed,
-            ignored,
-            start,
-            progress,
-        )
-    space = Space(model, x, budget, ignored, min_keep)
-    space.check_reachable()
+        search.method = "admm_unstructured"
+        return _unstructured(search, epochs, admm_lr, rho, rho_growth)
     if isinstance(structure, dict):
         structure = [structure.get(n, c) for n, c in zip(space.names, space.channels)]
     target = space.uniform() if structure is None else space.clip(structure)
@@ -214,20 +187,7 @@ def admm(
     members = {m.module for g in space.groups for m in g.members}
     params = {n: p for n, p in model.named_parameters() if n.rpartition(".")[0] in members}
     project = _StructuredProjection(model, space, target)
-    term = _Augmented(params, rho)
-    term.z = project({n: p.detach() for n, p in params.items()})
-    dual = _Dual(term, project, rho_growth, history)
-    fit(
-        model,
-        task,
-        epochs=epochs,
-        lr=admm_lr,
-        optimizer="sgd",
-        losses=[term],
-        callbacks=[dual],
-        seed=seed,
-        progress=fit_progress("admm: training", progress),
-    )
+    _train(search, params, project, epochs, admm_lr, rho, rho_growth, history)
     gates = [torch.ones(g.channels) for g in space.groups]
     for gi, idxs in project.plan.items():
         gates[gi][list(idxs)] = 0.0
@@ -241,22 +201,26 @@ def admm(
         if (gate == 0).any()
     }
     space.graph.prune(plan)
-    counts = [int(g.sum()) for g in gates]
-    return finish(
-        "admm",
-        space,
-        model,
-        counts,
-        task,
-        finetune_epochs,
-        lr,
-        seed,
-        start,
-        0,
-        history,
-        pruned=True,
-        progress=progress,
+    return search.finish([int(g.sum()) for g in gates], history=history, pruned=True)
+
+
+def _train(search: Search, params, project, epochs, lr, rho, growth, history) -> _Augmented:
+    """ADMM's training: SGD on the task loss plus the augmented term pulling ``params``
+    toward their projection, the dual variables updated after every epoch."""
+    term = _Augmented(params, rho)
+    term.z = project({n: p.detach() for n, p in params.items()})
+    fit(
+        search.model,
+        search.task,
+        epochs=epochs,
+        lr=lr,
+        optimizer="sgd",
+        losses=[term],
+        callbacks=[_Dual(term, project, growth, history)],
+        seed=search.seed,
+        progress=fit_progress("admm: training", search.progress),
     )
+    return term
 
 
 def _weights(model: nn.Module, ignored) -> dict[str, nn.Parameter]:
@@ -281,21 +245,8 @@ def _top(values: dict[str, torch.Tensor], density: float) -> dict[str, torch.Ten
     return masks
 
 
-def _unstructured(
-    model,
-    task,
-    budget,
-    epochs,
-    admm_lr,
-    lr,
-    rho,
-    growth,
-    finetune_epochs,
-    seed,
-    ignored,
-    start,
-    progress,
-) -> SearchResult:
+def _unstructured(search: Search, epochs, admm_lr, rho, growth) -> SearchResult:
+    model, task, budget, ignored = search.model, search.task, search.budget, search.ignored
     x = task.example_inputs()
     dense = measure_costs(model, x, budget, sparse=True)
     limits = budget.limits(dense)
@@ -315,42 +266,19 @@ def _unstructured(
     if density <= 0:
         budget.check_reachable(masked_costs(1e-6), limits, "unstructured sparsity")
     history: list[dict] = [{"density": density}]
-    term = _Augmented(params, rho)
 
     def project(values):
         masks = _top(values, density)
         return {n: values[n] * masks[n] for n in values}
 
-    term.z = project({n: p.detach() for n, p in params.items()})
-    fit(
-        model,
-        task,
-        epochs=epochs,
-        lr=admm_lr,
-        optimizer="sgd",
-        losses=[term],
-        callbacks=[_Dual(term, project, growth, history)],
-        seed=seed,
-        progress=fit_progress("admm: training", progress),
-    )
+    term = _train(search, params, project, epochs, admm_lr, rho, growth, history)
     masks = _top({n: p.detach() + term.u[n] for n, p in params.items()}, density)
     modules = dict(model.named_modules())
     for n, mask in masks.items():
         parametrize.register_parametrization(
             modules[n[: -len(".weight")]], "weight", WeightMask(mask)
         )
-    finetune(model, task, "admm", finetune_epochs, lr, seed, progress)
+    search.finetune()
     model.eval()
     costs = measure_costs(model, x, budget, sparse=True)
-    if not budget.fits(costs, limits):
-        raise RuntimeError(f"admm produced a model over budget: {costs} vs {limits}")
-    return SearchResult(
-        "admm_unstructured",
-        None,
-        costs,
-        limits,
-        evaluate(model, task),
-        0,
-        time.perf_counter() - start,
-        history,
-    )
+    return search.result(None, costs, limits, history=history)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_finite_model, check_float, check_int
+from .._checks import check_choice, check_finite_model, check_float, check_int, in_place
 from ..graph import DependencyGraph, Group, replay
 from ..measure import profile
 from .importance import IMPORTANCE
@@ -171,6 +171,7 @@ def _scores(graph: DependencyGraph, criterion, data, seed: int) -> list[np.ndarr
         ]
 
 
+@in_place
 def channels(
     model: nn.Module,
     example_inputs,

@@ -13,9 +13,6 @@ model's weights, so the search starts from what the model already knows.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
-
 import numpy as np
 import torch
 from torch import nn
@@ -23,12 +20,11 @@ from torch.func import functional_call
 
 from .._checks import check_int
 from .._progress import Steps
-from ..data.forms import as_task
 from ..data.task import Task, call, map_inputs
 from ..train import evaluate, fit, fit_progress
-from .budget import Budget, BudgetError
+from .budget import BudgetError
 from .gates import GroupGates
-from .result import SearchResult, finish
+from .result import Search, SearchResult, search_method
 from .space import Space
 
 LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
@@ -127,36 +123,27 @@ def _recalibrate(net: PruningNet, task: Task, batches: int = 4, batch_size: int 
     net.eval()
 
 
+@search_method("metapruning")
 def metapruning(
-    model: nn.Module,
-    task: Task,
-    budget: Budget,
+    search: Search,
     *,
     epochs: int = 6,
     meta_lr: float = 1e-3,
-    lr: float = 1e-3,
     population: int = 12,
     generations: int = 5,
     parents: int = 4,
     mutation: float = 0.2,
-    finetune_epochs: int = 5,
     hidden: int = 32,
-    seed: int = 0,
-    min_keep: float = 0.1,
-    ignored: Iterable[str] = (),
-    progress: bool = True,
 ) -> SearchResult:
     """Train a PruningNet over random widths for ``epochs`` (at ``meta_lr``; widths are
     drawn around the budget's uniform width), search width vectors within
     ``budget`` by evolution (``population`` per generation, the best ``parents`` bred by
     crossover and mutation), then prune ``model`` in place to the winner, starting from
     its generated weights, and fine-tune it."""
-    task = as_task(task)
-    start = time.perf_counter()
     population = check_int("population", population, minimum=2)
     parents = check_int("parents", parents, minimum=1)
-    space = Space(model, task.example_inputs(), budget, ignored, min_keep)
-    space.check_reachable()
+    model, task, space = search.model, search.task, search.space
+    seed, progress = search.seed, search.progress
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = PruningNet(model, space, hidden)
@@ -218,18 +205,4 @@ def metapruning(
         for name, w in net.weights(best).items():
             model.get_submodule(name[: -len(".weight")]).weight.copy_(w)
     space.graph.prune(space.plan(best))
-    return finish(
-        "metapruning",
-        space,
-        model,
-        best,
-        task,
-        finetune_epochs,
-        lr,
-        seed,
-        start,
-        len(scores),
-        history,
-        pruned=True,
-        progress=progress,
-    )
+    return search.finish(best, evaluations=len(scores), history=history, pruned=True)

@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_finite_model, check_float, check_int, model_runs_on
+from .._checks import check_finite_model, check_float, check_int, in_place, model_runs_on
 from ..data.task import call
 from ..graph.graph import remove_layer, set_module
 from ..measure import profile
 from .calibration import batches
-from .channels import SizeChange
+from .structured import SizeChange
 
 MAC_TOLERANCE = 0.02  # relative to the target
 
@@ -108,6 +108,7 @@ def _loss(model: nn.Module, data: list) -> float:
         return sum(float(F.cross_entropy(call(model, x), y)) for x, y in data) / len(data)
 
 
+@in_place
 def layers(
     model: nn.Module,
     example_inputs,

@@ -1,6 +1,6 @@
 """Capture a float model as a graph of the integer ops a microcontroller runs.
 
-One forward pass under a ``TorchDispatchMode`` records every ATen op that touches an
+One forward pass, watched op by op (``secateurs._execution``), records every ATen op that touches an
 activation, with the module it ran in; a second pass fuses BatchNorm and clamping
 activations into the convolution, linear layer or addition before them, as TFLite does.
 The result, a :class:`QGraph`, is what the float, fake-quant and integer executors walk,
@@ -14,23 +14,21 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
-from ..graph.tracer import _overloads
+from .._execution import Watcher, overloads, tensors, watch
 
 aten = torch.ops.aten
 
-CONV = _overloads(aten.convolution, aten._convolution)
-LINEAR = _overloads(aten.addmm, aten.mm)
-BATCH_NORM = _overloads(aten.native_batch_norm, aten._native_batch_norm_legit_no_training)
-ADD = _overloads(aten.add, aten.add_)
-MUL = _overloads(aten.mul, aten.mul_)
-MEAN = _overloads(aten.mean)
-ADAPTIVE_AVG = _overloads(aten._adaptive_avg_pool2d, aten.adaptive_avg_pool1d)
-AVG_POOL = _overloads(aten.avg_pool2d)
-MAX_POOL = _overloads(aten.max_pool2d_with_indices)
-CLAMP = _overloads(
+CONV = overloads(aten.convolution, aten._convolution)
+LINEAR = overloads(aten.addmm, aten.mm)
+BATCH_NORM = overloads(aten.native_batch_norm, aten._native_batch_norm_legit_no_training)
+ADD = overloads(aten.add, aten.add_)
+MUL = overloads(aten.mul, aten.mul_)
+MEAN = overloads(aten.mean)
+ADAPTIVE_AVG = overloads(aten._adaptive_avg_pool2d, aten.adaptive_avg_pool1d)
+AVG_POOL = overloads(aten.avg_pool2d)
+MAX_POOL = overloads(aten.max_pool2d_with_indices)
+CLAMP = overloads(
     aten.relu,
     aten.relu_,
     aten.hardtanh,
@@ -40,7 +38,7 @@ CLAMP = _overloads(
     aten.clamp_min,
     aten.clamp_min_,
 )
-LUT = _overloads(
+LUT = overloads(
     aten.sigmoid,
     aten.sigmoid_,
     aten.hardsigmoid,
@@ -57,7 +55,7 @@ LUT = _overloads(
     aten.leaky_relu,
     aten.leaky_relu_,
 )
-MOVE = _overloads(
+MOVE = overloads(
     aten.view,
     aten._unsafe_view,
     aten.reshape,
@@ -78,7 +76,7 @@ MOVE = _overloads(
     aten.constant_pad_nd,
     aten.flatten,
 )
-INPLACE = _overloads(
+INPLACE = overloads(
     aten.add_,
     aten.mul_,
     aten.relu_,
@@ -93,8 +91,8 @@ INPLACE = _overloads(
     aten.elu_,
     aten.leaky_relu_,
 )
-RESTRIDE = _overloads(aten.as_strided_)  # restores a memory format; a no-op at equal size
-IGNORED = _overloads(aten.empty, aten.zeros, aten.ones, aten.full, aten.lift_fresh)
+RESTRIDE = overloads(aten.as_strided_)  # restores a memory format; a no-op at equal size
+IGNORED = overloads(aten.empty, aten.zeros, aten.ones, aten.full, aten.lift_fresh)
 
 KINDS = ("conv", "linear", "add", "mul", "mean", "avg_pool", "max_pool", "clamp", "lut", "move")
 FUSIBLE = ("conv", "linear", "add")  # ops whose output clamp TFLite folds into the kernel
@@ -167,10 +165,6 @@ class QGraph:
         return set(self.inputs) | outputs
 
 
-def _tensors(obj) -> list[torch.Tensor]:
-    return [t for t in tree_flatten(obj)[0] if isinstance(t, torch.Tensor)]
-
-
 def _batch_free(args, batch: int):
     """A view's size with the traced batch dimension replaced by -1, so any batch runs."""
     size = list(args[1])
@@ -194,11 +188,10 @@ def _real_clamp(func, args) -> tuple[float | None, float | None]:
     return (None if lo is None else float(lo)), (None if hi is None else float(hi))
 
 
-class _Recorder(TorchDispatchMode):
+class _Recorder(Watcher):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.modules = dict(model.named_modules())
-        self.stack: list[str] = []
         self.values: dict[int, int] = {}  # id(tensor) -> value id
         self.keep: list[torch.Tensor] = []
         self.shapes: dict[int, tuple[int, ...]] = {}
@@ -215,19 +208,18 @@ class _Recorder(TorchDispatchMode):
     def value(self, t) -> int | None:
         return self.values.get(id(t)) if isinstance(t, torch.Tensor) else None
 
-    def where(self) -> str:
-        return self.stack[-1] if self.stack else "<model>"
-
     def fail(self, func, why: str) -> None:
         raise QuantError(f"{func} in module '{self.where()}' {why}")
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
+    def begin(self, inputs: tuple) -> None:
+        self.firsts = [self.new_value(t) for t in inputs]
+
+    def op(self, func, args: tuple, kwargs: dict):
         out = func(*args, **kwargs)
-        inputs = [v for v in map(self.value, _tensors((args, kwargs))) if v is not None]
+        inputs = [v for v in map(self.value, tensors((args, kwargs))) if v is not None]
         if not inputs or func in IGNORED:
             return out  # weight transforms and constants: not part of the integer graph
-        outs = _tensors(out)
+        outs = tensors(out)
         if func in MAX_POOL:
             outs = outs[:1]  # the indices output is not data
         if func in INPLACE:
@@ -238,7 +230,7 @@ class _Recorder(TorchDispatchMode):
         return out
 
     def record(self, func, args, kwargs, inputs) -> Node:
-        where, module = self.where(), self.modules.get(self.where())
+        where, module = self.where(), self.modules.get(self.path())
         if func in CONV:
             x, w, _b, stride, padding, dilation, transposed, _, groups = args[:9]
             if transposed:
@@ -336,36 +328,13 @@ class _Recorder(TorchDispatchMode):
 def capture(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...]) -> QGraph:
     """Trace ``model`` (in eval mode, without gradients) on ``example`` (a tuple of tensors
     for a model with several inputs) into a fused QGraph."""
+    examples = example if isinstance(example, (tuple, list)) else (example,)
+    if len({t.shape[0] for t in examples}) != 1:
+        raise QuantError("the example inputs hold different numbers of samples")
     recorder = _Recorder(model)
-
-    def enter(path: str):
-        return lambda module, args: recorder.stack.append(path)  # returns None: args kept
-
-    def leave(module, args, output) -> None:
-        recorder.stack.pop()
-
-    handles = []
-    for name, module in model.named_modules():
-        handles.append(module.register_forward_pre_hook(enter(name or "<model>")))
-        handles.append(module.register_forward_hook(leave))
-    was_training = model.training
-    model.eval()
-    try:
-        examples = [
-            t.detach().clone()
-            for t in (example if isinstance(example, (tuple, list)) else (example,))
-        ]
-        if len({t.shape[0] for t in examples}) != 1:
-            raise QuantError("the example inputs hold different numbers of samples")
-        recorder.batch = examples[0].shape[0]
-        with torch.no_grad():
-            firsts = [recorder.new_value(t) for t in examples]
-            with recorder:
-                out = model(*examples)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    recorder.batch = examples[0].shape[0]
+    _, out = watch(model, examples, recorder)
+    firsts = recorder.firsts
     if not isinstance(out, torch.Tensor) or recorder.value(out) is None:
         raise QuantError("the model must return one tensor computed from its input")
     read = {v for node in recorder.nodes for v in node.inputs}

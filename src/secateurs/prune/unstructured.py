@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .._checks import check_choice, check_finite_model, check_float, check_int
+from .._checks import check_choice, check_finite_model, check_float, check_int, in_place
 from ..data.task import call
 from ..train import Callback, FitState
 from .calibration import batches
@@ -155,6 +155,7 @@ def _check_exponent(importance: str, exponent) -> float:
     return exponent
 
 
+@in_place
 def sparsify(
     model: nn.Module,
     *,
@@ -288,6 +289,7 @@ def _n_of_m(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return keep.reshape(scores.shape).to(scores.dtype)
 
 
+@in_place
 def strip(model: nn.Module) -> nn.Module:
     """Bake every mask into its weight and remove the parametrizations (in place)."""
     for module in model.modules():
@@ -402,6 +404,7 @@ class LearnedMask(nn.Module):
         return weight * (hard + (self.scores - self.scores.detach()))  # exactly hard, forward
 
 
+@in_place
 def learn_masks(
     model: nn.Module,
     sparsity: float,
@@ -455,9 +458,11 @@ def learn_masks(
     return model
 
 
+@in_place
 def fix_masks(model: nn.Module) -> nn.Module:
-    """Replace every learned mask by the fixed binary mask it has learned (a WeightMask), in
-    its place among the weight's parametrizations; any other parametrization stays."""
+    """Replace every learned mask of ``model`` by the fixed binary mask it has learned (a
+    WeightMask), in place: at the same position among the weight's parametrizations, any
+    other parametrization staying. Returns ``model``."""
     for module in model.modules():
         if not parametrize.is_parametrized(module, "weight"):
             continue

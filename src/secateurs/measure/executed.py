@@ -1,10 +1,11 @@
 """Record what a forward pass really executes: every ATen op, its module, its tensors.
 
-A ``TorchDispatchMode`` sees the ops below every Python-level composite (multi-head
-attention included), so no layer type is missed. A tensor is an *activation* when it is
-derived from the inputs; tensors derived only from parameters, buffers or constants (a
-transposed or masked weight, say) are weights. Tensors are identified by their storage,
-so views and in-place ops share their input's buffer.
+The pass is watched at the ATen level (``secateurs._execution``), below every
+Python-level composite (multi-head attention included), so no layer type is missed. A
+tensor is an *activation* when it is derived from the inputs; tensors derived only from
+parameters, buffers or constants (a transposed or masked weight, say) are weights.
+Tensors are identified by their storage, so views and in-place ops share their input's
+buffer.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 from .._checks import model_runs_on
+from .._execution import Watcher, tensors, watch
 
 aten = torch.ops.aten
 
@@ -48,10 +48,6 @@ class Trace:
 
 def _key(t: torch.Tensor) -> int:
     return t.untyped_storage().data_ptr()
-
-
-def _tensors(obj) -> list[torch.Tensor]:
-    return [t for t in tree_flatten(obj)[0] if isinstance(t, torch.Tensor)]
 
 
 def _nnz(t: torch.Tensor) -> int:
@@ -114,10 +110,10 @@ def _fused_attention_macs(q, k, v, embed_dim, heads, w_qkv, b_qkv, w_out, b_out)
     return macs + attention, nonzero + attention
 
 
-class _Recorder(TorchDispatchMode):
-    def __init__(self, trace: Trace, stack: list[str], act_bits: int):
+class _Recorder(Watcher):
+    def __init__(self, trace: Trace, act_bits: int):
         super().__init__()
-        self.trace, self.stack = trace, stack
+        self.trace = trace
         self.activation_keys: set[int] = set()
         self.keep: list[torch.Tensor] = []  # keeps storages alive, so keys stay unique
         self.act_bits = act_bits
@@ -136,14 +132,18 @@ class _Recorder(TorchDispatchMode):
         bits = self.act_bits if t.is_floating_point() else t.element_size() * 8
         return math.ceil(numel * bits / 8)
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
+    def begin(self, inputs: tuple) -> None:
+        for t in tensors(inputs):
+            self.mark_activation(t)
+            self.trace.input_keys.append(_key(t))
+
+    def op(self, func, args: tuple, kwargs: dict):
         out = func(*args, **kwargs)
-        ins = [t for t in _tensors((args, kwargs)) if _key(t) in self.activation_keys]
+        ins = [t for t in tensors((args, kwargs)) if _key(t) in self.activation_keys]
         if not ins:
             return out  # weight or constant preprocessing: not part of the activation flow
         in_keys = list(dict.fromkeys(_key(t) for t in ins))
-        outs = _tensors(out)
+        outs = tensors(out)
         new = []
         for t in outs:
             if _key(t) not in self.activation_keys:
@@ -154,11 +154,11 @@ class _Recorder(TorchDispatchMode):
             return _key(t) not in self.activation_keys
 
         macs, nonzero = _count(func, args, outs[0] if outs else None, is_weight)
-        weights = [t for t in _tensors((args, kwargs)) if t.is_floating_point() and is_weight(t)]
+        weights = [t for t in tensors((args, kwargs)) if t.is_floating_point() and is_weight(t)]
         self.trace.ops.append(
             TracedOp(
                 index=len(self.trace.ops),
-                module=self.stack[-1] if self.stack else "",
+                module=self.path(),
                 op=func.__name__.split(".")[0] if hasattr(func, "__name__") else str(func),
                 inputs=in_keys,
                 outputs=[k for k in dict.fromkeys(map(_key, outs)) if k in self.trace.buffer_bytes],
@@ -174,37 +174,8 @@ class _Recorder(TorchDispatchMode):
 
 def trace(model: nn.Module, example_inputs, *, activation_bits: int = 32) -> Trace:
     """Run ``model`` once on ``example_inputs`` (eval mode, no gradients) and record it."""
-    inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     result = Trace()
-    stack: list[str] = []
-    handles = []
-
-    def enter(name: str):
-        def hook(module, args) -> None:
-            stack.append(name)
-
-        return hook
-
-    def leave(module, args, output) -> None:
-        stack.pop()
-
-    for name, module in model.named_modules():
-        handles.append(module.register_forward_pre_hook(enter(name)))
-        handles.append(module.register_forward_hook(leave))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            inputs = tuple(t.clone() if isinstance(t, torch.Tensor) else t for t in inputs)
-            recorder = _Recorder(result, stack, activation_bits)
-            for t in _tensors(inputs):
-                recorder.mark_activation(t)
-                result.input_keys.append(_key(t))
-            with recorder, model_runs_on(inputs, "profile"):
-                out = model(*inputs)
-            result.output_keys = list(dict.fromkeys(_key(t) for t in _tensors(out)))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    with model_runs_on(example_inputs, "profile"):
+        _, out = watch(model, example_inputs, _Recorder(result, activation_bits))
+    result.output_keys = list(dict.fromkeys(_key(t) for t in tensors(out)))
     return result

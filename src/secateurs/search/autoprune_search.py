@@ -11,20 +11,13 @@ strength doubles while the open structure is over budget and halves while under.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
-
 import numpy as np
 import torch
-from torch import nn
 
-from ..data.forms import as_task
-from ..data.task import Task
 from ..prune.select import lowest
 from ..train import Callback, FitState, LossTerm, Step, fit, fit_progress
-from .budget import Budget
 from .gates import GroupGates
-from .result import SearchResult, finish
+from .result import Search, SearchResult, search_method
 from .space import Space
 
 
@@ -85,22 +78,15 @@ def open_structure(aux: list[torch.Tensor], space: Space) -> np.ndarray:
     return space.clip([int((m > 0).sum()) for m in aux])
 
 
+@search_method("autoprune")
 def autoprune(
-    model: nn.Module,
-    task: Task,
-    budget: Budget,
+    search: Search,
     *,
     epochs: int = 6,
-    lr: float = 1e-3,
     aux_lr: float = 0.01,
     strength: float = 1e-2,
     every: int = 10,
-    finetune_epochs: int = 5,
     aux_init: dict[str, torch.Tensor] | None = None,
-    seed: int = 0,
-    min_keep: float = 0.1,
-    ignored: Iterable[str] = (),
-    progress: bool = True,
 ) -> SearchResult:
     """Train ``model`` with gated channels and auxiliary parameters for ``epochs``, prune
     the channels whose gates ended closed (then, while over budget, those with the lowest
@@ -110,11 +96,8 @@ def autoprune(
     ``aux_init`` sets starting auxiliary values per group name (default 0.1: all open);
     the final values are in ``result.history[-1]["aux"]``.
     """
-    task = as_task(task)
-    start = time.perf_counter()
-    x = task.example_inputs()
-    space = Space(model, x, budget, ignored, min_keep)
-    space.check_reachable()
+    model, task, space = search.model, search.task, search.space
+    lr, seed, progress = search.lr, search.seed, search.progress
     aux = [torch.full((g.channels,), 0.1) for g in space.groups]
     for name, values in (aux_init or {}).items():
         if name not in space.names:
@@ -153,18 +136,4 @@ def autoprune(
             plan[g] = lowest(scores, g.channels - int(k), g.block_counts(), *g.axis_counts())
     space.graph.prune(plan)
     history.append({"aux": {n: m.detach().tolist() for n, m in zip(space.names, aux)}})
-    return finish(
-        "autoprune",
-        space,
-        model,
-        structure,
-        task,
-        finetune_epochs,
-        lr,
-        seed,
-        start,
-        0,
-        history,
-        pruned=True,
-        progress=progress,
-    )
+    return search.finish(structure, history=history, pruned=True)
