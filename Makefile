@@ -25,6 +25,7 @@ demo: install
 lint:
 	$(PYTHON) -m ruff check src tests benchmarks
 	$(PYTHON) -m ruff format --check src tests benchmarks
+	$(PYTHON) -m mypy
 
 test: install-test lint
 	$(PYTHON) -m pytest -q

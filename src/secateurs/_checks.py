@@ -80,7 +80,9 @@ def check_finite_model(model, what: str) -> None:
 
 
 @contextmanager
-def model_runs_on(inputs, what: str, passes: tuple[type, ...] = ()) -> Iterator[None]:
+def model_runs_on(
+    inputs, what: str, passes: tuple[type[BaseException], ...] = ()
+) -> Iterator[None]:
     """Turn a failure of the model's own forward on ``inputs`` (a shape or dtype mismatch,
     raised by torch as RuntimeError) into an error about the inputs, naming their shape;
     the errors in ``passes`` (the caller's own kinds) go through as they are."""

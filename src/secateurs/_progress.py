@@ -7,7 +7,14 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 
 def bar(console: Console | None) -> Progress:
@@ -59,7 +66,7 @@ class Steps:
         self.enabled = bool(enabled) and (console is not None or interactive())
         self.console = console
         self._progress: Progress | None = None
-        self._bar = None
+        self._bar: TaskID | None = None
 
     def __enter__(self) -> Steps:
         if self.enabled:
@@ -69,7 +76,7 @@ class Steps:
         return self
 
     def advance(self, steps: int = 1, status: str = "") -> None:
-        if self._progress is not None:
+        if self._progress is not None and self._bar is not None:
             self._progress.update(self._bar, advance=steps, status=status)
 
     def __exit__(self, *exc) -> None:

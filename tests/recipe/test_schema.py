@@ -70,6 +70,16 @@ def test_unknown_key_is_refused_with_its_path():
     assert p == {"seeds": "unknown key"}
 
 
+def test_a_null_value_is_refused_with_its_path():
+    """``epochs: null`` is not "the default": an option left unset is a key left out."""
+    p = problems(base(stages=[{"train": {"epochs": None, "lr": None}}]))
+    assert p == {
+        "stages[0].train": "epochs: null is not a value; leave the key out for its default"
+    }
+    stages = parse_recipe(base(stages=[{"train": {"lr": 0.01}}]))[1]
+    assert stages[0].args.kwargs() == {"lr": 0.01}  # unset keys stay unset
+
+
 def test_missing_task_and_unknown_model_are_named():
     data = base()
     del data["task"]

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 from importlib import resources
+from typing import Any
 
 import numpy as np
 
@@ -348,7 +349,7 @@ def scratch_bytes(program: Program) -> int:
 
 
 def _report(qmodel, program: Program, memory: Plan, target: Target) -> dict:
-    layers = []
+    layers: list[dict[str, Any]] = []
     for i, op in enumerate(program.ops):
         const_bytes = sum(c.nbytes for c in op.consts.values())
         layers.append(

@@ -342,7 +342,8 @@ def run(firmware: Firmware, x_q: torch.Tensor, output_size: int, timeout: int = 
     counts = [int(v) for v in marks.read_text().split()]
     overhead = counts[1] - counts[0]  # an empty pair of marks
     per = (len(counts) - 2) // len(x_q)  # marks per inference
-    instructions, per_op = [], [] if firmware.per_op else None
+    instructions: list[int] = []
+    per_op: list[list[int]] | None = [] if firmware.per_op else None
     for i in range(len(x_q)):
         seq = counts[2 + i * per : 2 + (i + 1) * per]
         instructions.append(seq[-1] - seq[0] - overhead * (per - 1))
@@ -384,6 +385,7 @@ def measure(
     }
     if per_op:
         r_ops = run(build(outdir, core, opt, per_op=True), x_q[:1], output_size)
+        assert r_ops.per_op is not None  # a per-op build counts per op
         entry["per_op_instructions"] = r_ops.per_op[0]
     entry["_outputs"] = r.outputs
     report_path = Path(outdir) / "report.json"

@@ -152,6 +152,7 @@ def place(lives: dict, sizes: dict) -> tuple[dict, int, int]:
             best = (offsets, arena)
         if arena == bound:
             break
+    assert best is not None  # orders is never empty
     return best[0], best[1], bound
 
 

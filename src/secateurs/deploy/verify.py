@@ -192,7 +192,10 @@ def count_instructions(binary: str | os.PathLike, x_q: torch.Tensor) -> int:
             )
             if result.returncode != 0:
                 raise RuntimeError(f"callgrind on {binary} failed: {result.stderr[-2000:]!r}")
-            return int(re.search(r"^summary:\s*(\d+)", out.read_text(), re.M).group(1))
+            summary = re.search(r"^summary:\s*(\d+)", out.read_text(), re.M)
+            if summary is None:
+                raise RuntimeError(f"callgrind wrote no instruction summary for {binary}")
+            return int(summary.group(1))
 
     data = x_q.to(torch.int8).contiguous().numpy().tobytes()
     return (count(data) - count(b"")) // len(x_q)

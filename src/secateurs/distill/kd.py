@@ -39,4 +39,5 @@ class KD(LossTerm):
             raise ValueError("KD needs a teacher: sc.fit(student, task, teacher=teacher, ...)")
 
     def __call__(self, step: Step) -> torch.Tensor:
+        assert step.teacher_outputs is not None  # setup() refused to run without a teacher
         return (1.0 - self.alpha) * kd_loss(step.outputs, step.teacher_outputs, self.temperature)

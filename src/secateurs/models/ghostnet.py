@@ -70,7 +70,7 @@ class GhostBottleneck(nn.Module):
         )
         self.project = GhostModule(grid, mid, cout, relu=False)
         if cin == cout and not strided:
-            self.shortcut = nn.Identity()
+            self.shortcut: nn.Module = nn.Identity()
         else:
             self.shortcut = nn.Sequential(
                 grid.conv_bn(cin, cin, kernel, stride, groups=cin), grid.conv_bn(cin, cout, 1)

@@ -84,7 +84,7 @@ def relevance(
 
 
 def _weight_forward(m: nn.Module, a: torch.Tensor, w: torch.Tensor, bias) -> torch.Tensor:
-    return F.linear(a, w, bias) if isinstance(m, nn.Linear) else m._conv_forward(a, w, bias)
+    return F.linear(a, w, bias) if isinstance(m, nn.Linear) else m._conv_forward(a, w, bias)  # type: ignore[operator]
 
 
 def _relevance(model: nn.Module, x: torch.Tensor, target: torch.Tensor, eps: float, absolute: bool):

@@ -156,7 +156,7 @@ def _wrap32(x: torch.Tensor) -> torch.Tensor:
     return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
 
 
-def _srdhm(a: torch.Tensor, b) -> torch.Tensor:
+def _srdhm(a: torch.Tensor | int, b) -> torch.Tensor:
     return saturating_rounding_doubling_high_mul(a, b)
 
 

@@ -237,8 +237,8 @@ def _run(parsed: Recipe, stages: list[Stage], out: Path, console: Console | None
         start = time.perf_counter()
         try:
             details = STAGES.get(stage.kind)(state, stage, ctx)
-        except Exception as err:
-            err.recipe_stage = f"stages[{i}].{stage.kind}"  # the YAML path, for the message
+        except Exception as err:  # tagged with its YAML path, for the message
+            err.recipe_stage = f"stages[{i}].{stage.kind}"  # type: ignore[attr-defined]
             raise
         state.model.eval()
         record = {"stage": i + 1, "name": stage.name, "kind": stage.kind}

@@ -96,6 +96,8 @@ class Checked(BaseModel):
             return data
         fields = {f.alias or k: f for k, f in cls.model_fields.items()}
         for key, value in data.items():
+            if value is None and key in fields:
+                raise ValueError(f"{key}: null is not a value; leave the key out for its default")
             kinds = _number_kinds(fields[key].annotation) if key in fields else set()
             if not kinds or bool in kinds or not isinstance(value, (int, float)):
                 continue
@@ -110,7 +112,9 @@ class Checked(BaseModel):
 class Args(Checked):
     """Base of every stage's arguments: unknown keys are errors; ``name`` labels the stage."""
 
-    name: str = Field(default=None, description="label in the report; default: the stage kind")
+    name: str | None = Field(
+        default=None, description="label in the report; default: the stage kind"
+    )
 
     @field_validator("name")
     @classmethod
@@ -132,13 +136,13 @@ FIT_KEYS = ("epochs", "lr", "optimizer", "batch_size", "weight_decay", "momentum
 class FitArgs(Args):
     """The arguments of ``sc.fit``; the recipe's seed is passed as ``seed``."""
 
-    epochs: int = Field(default=None, ge=0)
-    lr: float = Field(default=None, gt=0)
-    optimizer: Literal[OPTIMIZERS] = None
-    batch_size: int = Field(default=None, ge=1)
-    weight_decay: float = Field(default=None, ge=0)
-    momentum: float = Field(default=None, ge=0, le=1)
-    schedule: Literal[SCHEDULES] = None
+    epochs: int | None = Field(default=None, ge=0)
+    lr: float | None = Field(default=None, gt=0)
+    optimizer: Literal[OPTIMIZERS] | None = None  # type: ignore[valid-type]
+    batch_size: int | None = Field(default=None, ge=1)
+    weight_decay: float | None = Field(default=None, ge=0)
+    momentum: float | None = Field(default=None, ge=0, le=1)
+    schedule: Literal[SCHEDULES] | None = None  # type: ignore[valid-type]
 
     def fit_kwargs(self) -> dict[str, Any]:
         return {k: v for k, v in self.kwargs().items() if k in FIT_KEYS}
@@ -157,10 +161,10 @@ class Regularize(FitArgs):
     usually before a ``prune`` stage with ``threshold``."""
 
     regularizer: Literal["l1", "l2", "elastic_net", "smooth_l12", "group_lasso"]
-    weight: float = Field(default=None, gt=0)
-    target: Literal[REGULARIZER_TARGETS] = None
-    l1_ratio: float = Field(default=None, ge=0, le=1, description="elastic_net only")
-    a: float = Field(default=None, gt=0, description="smooth_l12 only")
+    weight: float | None = Field(default=None, gt=0)
+    target: Literal[REGULARIZER_TARGETS] | None = None  # type: ignore[valid-type]
+    l1_ratio: float | None = Field(default=None, ge=0, le=1, description="elastic_net only")
+    a: float | None = Field(default=None, gt=0, description="smooth_l12 only")
 
     @model_validator(mode="after")
     def _applies(self) -> Regularize:
@@ -176,15 +180,15 @@ class Regularize(FitArgs):
 class Prune(Args):
     """Remove channels: ``sc.prune.channels`` (exactly one of ratio, target_macs, threshold)."""
 
-    ratio: float | dict[str, float] = None
-    target_macs: float = Field(default=None, gt=0, le=1)
-    threshold: float = None
-    importance: str = None
-    scope: Literal[CHANNEL_SCOPES] = None
-    ignored: list[str] = None
-    round_to: int = Field(default=None, ge=1)
-    max_layer_ratio: float = Field(default=None, ge=0, lt=1)
-    recalibrate: bool = None
+    ratio: float | dict[str, float] | None = None
+    target_macs: float | None = Field(default=None, gt=0, le=1)
+    threshold: float | None = None
+    importance: str | None = None
+    scope: Literal[CHANNEL_SCOPES] | None = None  # type: ignore[valid-type]
+    ignored: list[str] | None = None
+    round_to: int | None = Field(default=None, ge=1)
+    max_layer_ratio: float | None = Field(default=None, ge=0, lt=1)
+    recalibrate: bool | None = None
 
     _importance = _registered(IMPORTANCE, "importance")
 
@@ -207,10 +211,10 @@ class Prune(Args):
 class PruneLayers(Args):
     """Remove whole layers (blocks): ``sc.prune.layers`` (exactly one of target_macs, count)."""
 
-    target_macs: float = Field(default=None, gt=0, le=1)
-    count: int = Field(default=None, ge=0)
-    candidates: list[str] = None
-    num_batches: int = Field(default=None, ge=1)
+    target_macs: float | None = Field(default=None, gt=0, le=1)
+    count: int | None = Field(default=None, ge=0)
+    candidates: list[str] | None = None
+    num_batches: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _one_amount(self) -> PruneLayers:
@@ -225,14 +229,14 @@ class Sparsify(FitArgs):
     ``ramp`` (``SparsitySchedule``: one_shot, iterative in ``steps``, or Zhu & Gupta's
     gradual) while the model trains; without, they are applied at once."""
 
-    sparsity: float = Field(default=None, ge=0, lt=1)
-    importance: Literal[SPARSE_IMPORTANCES] = None
-    scope: Literal[SPARSE_SCOPES] = None
-    granularity: str = None
-    ignored: list[str] = None
-    block_size: int = Field(default=None, ge=1)
+    sparsity: float | None = Field(default=None, ge=0, lt=1)
+    importance: Literal[SPARSE_IMPORTANCES] | None = None  # type: ignore[valid-type]
+    scope: Literal[SPARSE_SCOPES] | None = None  # type: ignore[valid-type]
+    granularity: str | None = None
+    ignored: list[str] | None = None
+    block_size: int | None = Field(default=None, ge=1)
     ramp: Literal["one_shot", "iterative", "gradual"] = "one_shot"
-    steps: int = Field(default=None, ge=1, description="iterative ramp only")
+    steps: int | None = Field(default=None, ge=1, description="iterative ramp only")
 
     @model_validator(mode="after")
     def _ramp(self) -> Sparsify:
@@ -240,7 +244,7 @@ class Sparsify(FitArgs):
             raise ValueError("steps applies to ramp iterative only")
         if self.ramp != "one_shot" and not self.epochs:
             raise ValueError(f"ramp {self.ramp} raises the sparsity while training; set epochs")
-        if self.ramp == "gradual" and self.epochs < 2:
+        if self.ramp == "gradual" and (self.epochs or 0) < 2:
             raise ValueError("ramp gradual needs at least 2 epochs")
         return self
 
@@ -251,14 +255,14 @@ class BudgetSpec(Checked):
     flash and SRAM are the limits."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    macs: int | float | str = None
-    params: int | float | str = None
-    flash_bytes: int | float | str = None
-    sram_bytes: int | float | str = None
-    latency_ms: float = Field(default=None, gt=0)
-    weight_bits: int = Field(default=None, ge=1, le=32)
-    activation_bits: int = Field(default=None, ge=1, le=32)
-    target: str = None
+    macs: int | float | str | None = None
+    params: int | float | str | None = None
+    flash_bytes: int | float | str | None = None
+    sram_bytes: int | float | str | None = None
+    latency_ms: float | None = Field(default=None, gt=0)
+    weight_bits: int | None = Field(default=None, ge=1, le=32)
+    activation_bits: int | None = Field(default=None, ge=1, le=32)
+    target: str | None = None
 
     _target = _registered(TARGETS, "target")
 
@@ -282,8 +286,8 @@ class Search(Args):
 
     method: str
     budget: BudgetSpec
-    finetune_epochs: int = Field(default=None, ge=0)
-    lr: float = Field(default=None, gt=0)
+    finetune_epochs: int | None = Field(default=None, ge=0)
+    lr: float | None = Field(default=None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("method")
@@ -310,13 +314,13 @@ class Distill(FitArgs):
     model as that stage left it) or ``model`` (the starting model); default: the last
     train stage before this one."""
 
-    method: str = None
-    teacher: str = None
-    alpha: float = Field(default=None, ge=0, le=1)
-    temperature: float = Field(default=None, gt=0)
-    layers: list[str] | dict[str, str] = None
-    feature_weight: float = Field(default=None, ge=0)
-    attention_weight: float = Field(default=None, ge=0)
+    method: str | None = None
+    teacher: str | None = None
+    alpha: float | None = Field(default=None, ge=0, le=1)
+    temperature: float | None = Field(default=None, gt=0)
+    layers: list[str] | dict[str, str] | None = None
+    feature_weight: float | None = Field(default=None, ge=0)
+    attention_weight: float | None = Field(default=None, ge=0)
 
     _method = _registered(METHODS, "method")
 
@@ -339,18 +343,20 @@ class Quantize(FitArgs):
     with ``QuantizationGuided(bits, weight)``, then PTQ at ``bits``-bit weights)."""
 
     method: Literal["ptq", "qat", "qgt"] = "ptq"
-    scheme: str = None
-    calibration: Literal[CALIBRATIONS] = None
-    num_batches: int = Field(default=None, ge=1)
-    weight_bits: int | dict[str, int] = None
-    rounding: Literal[ROUNDINGS] = None
-    lsq: bool = None
-    range_momentum: float = Field(default=None, ge=0, le=1, description="prepare_qat momentum")
-    teacher: str = None
-    alpha: float = Field(default=None, ge=0, le=1)
-    temperature: float = Field(default=None, gt=0)
-    bits: int = Field(default=None, ge=2, le=8)
-    weight: float = Field(default=None, gt=0)
+    scheme: str | None = None
+    calibration: Literal[CALIBRATIONS] | None = None  # type: ignore[valid-type]
+    num_batches: int | None = Field(default=None, ge=1)
+    weight_bits: int | dict[str, int] | None = None
+    rounding: Literal[ROUNDINGS] | None = None  # type: ignore[valid-type]
+    lsq: bool | None = None
+    range_momentum: float | None = Field(
+        default=None, ge=0, le=1, description="prepare_qat momentum"
+    )
+    teacher: str | None = None
+    alpha: float | None = Field(default=None, ge=0, le=1)
+    temperature: float | None = Field(default=None, gt=0)
+    bits: int | None = Field(default=None, ge=2, le=8)
+    weight: float | None = Field(default=None, gt=0)
 
     _scheme = _registered(SCHEMES, "scheme")
 
@@ -383,12 +389,12 @@ class Export(Args):
     ``export/<stage name>``)."""
 
     format: Literal["c", "onnx", "tflite"]
-    target: str = None
-    sparse: Literal["auto", "never", "always"] = None
+    target: str | None = None
+    sparse: Literal["auto", "never", "always"] | None = None
     verify: bool = True
     verify_inputs: int = Field(default=64, ge=1)
     instructions: bool = False
-    path: str = None
+    path: str | None = None
 
     _target = _registered(TARGETS, "target")
 
@@ -412,17 +418,17 @@ class Compress(Args):
     ``sc.compress`` (width search, fine-tuning, PTQ or QAT). The int8 model it returns is
     what later ``evaluate`` and ``export`` stages take."""
 
-    flash: int | float | str = None  # bytes: no MAX_COUNT
-    sram: int | float | str = None
-    macs: float | int = Field(default=None, gt=0)
-    latency_ms: float = Field(default=None, gt=0)
-    max_accuracy_drop: float = Field(default=None, ge=0)
-    method: Literal[COMPRESS_METHODS] = None
-    finetune_epochs: int = Field(default=None, ge=0)
-    lr: float = Field(default=None, gt=0)
-    qat_epochs: int = Field(default=None, ge=0)
-    distill: bool = None
-    max_steps: int = Field(default=None, ge=0)
+    flash: int | float | str | None = None  # bytes: no MAX_COUNT
+    sram: int | float | str | None = None
+    macs: float | int | None = Field(default=None, gt=0)
+    latency_ms: float | None = Field(default=None, gt=0)
+    max_accuracy_drop: float | None = Field(default=None, ge=0)
+    method: Literal[COMPRESS_METHODS] | None = None  # type: ignore[valid-type]
+    finetune_epochs: int | None = Field(default=None, ge=0)
+    lr: float | None = Field(default=None, gt=0)
+    qat_epochs: int | None = Field(default=None, ge=0)
+    distill: bool | None = None
+    max_steps: int | None = Field(default=None, ge=0)
 
     @field_validator("flash", "sram")
     @classmethod
@@ -465,11 +471,11 @@ class ModelSpec(Checked):
     plain state dict for the model named."""
 
     model_config = ConfigDict(populate_by_name=True)
-    name: str = None
-    import_: str = Field(default=None, alias="import")
+    name: str | None = None
+    import_: str | None = Field(default=None, alias="import")
     width: float = Field(default=1.0, gt=0, le=64)
     args: dict[str, Any] = Field(default_factory=dict)
-    checkpoint: str = None
+    checkpoint: str | None = None
 
     _name = _registered(MODELS, "name")
 
@@ -574,7 +580,7 @@ def _problems(err: ValidationError, data: Any, prefix: tuple = ()) -> list[tuple
             msg += f" (got {_echo(e['input'])})"
         if msg not in seen.setdefault(path, []):
             seen[path].append(msg)
-    out = []
+    out: list[tuple[str, str]] = []
     for path, msgs in seen.items():
         if len(msgs) > 1 and all(m.startswith("Input should be") for m in msgs):
             msgs = ["; or ".join(msgs)]  # one line per key for a union's alternatives
@@ -604,14 +610,13 @@ def _stage(i: int, item: Any, data: Any) -> tuple[Stage | None, list[tuple[str, 
 
 
 def _default_name(stage: Stage) -> str:
-    if stage.args.name:
-        return stage.args.name
-    if stage.kind == "quantize":
-        return stage.args.method
-    if stage.kind == "export":
-        return f"export-{stage.args.format}"
-    if stage.kind == "search":
-        return stage.args.method
+    args = stage.args
+    if args.name:
+        return args.name
+    if isinstance(args, (Quantize, Search)):
+        return args.method
+    if isinstance(args, Export):
+        return f"export-{args.format}"
     return stage.kind
 
 
@@ -663,7 +668,7 @@ def _check_sequence(stages: list[Stage]) -> tuple[list[Stage], list[tuple[str, s
             )
         if s.kind in ("quantize", "compress") and quantized_at is None:
             quantized_at = i
-        if s.kind == "export" and s.args.format in ("c", "tflite") and quantized_at is None:
+        if isinstance(s.args, Export) and s.args.format in ("c", "tflite") and quantized_at is None:
             problems.append(
                 (
                     f"{where}.format",
@@ -715,10 +720,10 @@ def parse_recipe(
             [("", f"a recipe is a mapping with task, model and stages; got {type(data).__name__}")],
         )
     problems: list[tuple[str, str]] = []
+    recipe: Recipe | None = None
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as err:
-        recipe = None
         problems += _problems(err, data)
     stages = []
     raw = data.get("stages")
@@ -739,6 +744,7 @@ def parse_recipe(
     named, problems = _check_sequence(named)
     if problems:
         raise RecipeError(source, problems)
+    assert recipe is not None  # it failed only with problems, raised above
     recipe = recipe.model_copy(
         update={
             "stages": [

@@ -96,9 +96,9 @@ def abc(
             weights = np.asarray(fit) + 1e-6
             for i in rng.choice(colony, size=colony, p=weights / weights.sum()):  # onlookers
                 try_move(int(i))
-            best = int(np.argmax(fit))
+            leader = int(np.argmax(fit))
             for i in range(colony):  # scouts
-                if trials[i] > limit and i != best:
+                if trials[i] > limit and i != leader:
                     sources[i] = space.shrink(space.random(rng))
                     fit[i], trials[i] = fitness([sources[i]])[0], 0
             history.append({"cycle": cycle, "best": max(fit), "mean": float(np.mean(fit))})

@@ -174,10 +174,10 @@ def admm(
     """ADMM-train ``model`` toward the budget's structure (``structured``: kept channels
     per group, by default the uniform fraction that meets the budget, or ``structure``;
     else unstructured sparsity), hard-prune, purify, fine-tune; in place."""
-    model, task, space = search.model, search.task, search.space
     if not structured:
         search.method = "admm_unstructured"
         return _unstructured(search, epochs, admm_lr, rho, rho_growth)
+    model, task, space = search.model, search.task, search.space
     if isinstance(structure, dict):
         structure = [structure.get(n, c) for n, c in zip(space.names, space.channels)]
     target = space.uniform() if structure is None else space.clip(structure)

@@ -167,8 +167,8 @@ class RayBackend:
         ray = self._ray()
         remote = ray.remote(num_cpus=1, max_retries=1)(_call_single_threaded)
         refs = [remote.remote(fn, job) for job in jobs]
-        pending = list(refs) if on_done is not None else []
-        while pending:
+        pending = list(refs)
+        while on_done is not None and pending:
             _, pending = ray.wait(pending, num_returns=1)
             on_done()
         return ray.get(refs)

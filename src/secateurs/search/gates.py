@@ -24,7 +24,10 @@ READERS = (nn.modules.conv._ConvNd, nn.Linear)
 
 
 def _in_channels(module: nn.Module) -> int:
-    return module.in_features if isinstance(module, nn.Linear) else module.in_channels
+    if isinstance(module, nn.Linear):
+        return module.in_features
+    assert isinstance(module, nn.modules.conv._ConvNd)
+    return module.in_channels
 
 
 class GroupGates:

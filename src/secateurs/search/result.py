@@ -43,7 +43,7 @@ class SearchResult:
 
     @property
     def fits(self) -> bool:
-        return all(self.costs.get(m) <= v for m, v in self.limits.items())
+        return all((self.costs.get(m) or 0.0) <= v for m, v in self.limits.items())
 
 
 REPAIR_STEPS = 20
@@ -110,7 +110,7 @@ class Search:
     model: nn.Module
     task: Task
     budget: Budget
-    space: Space | None
+    channels: Space | None  # the space of kept channels (None for unstructured sparsity)
     finetune_epochs: int = 5
     lr: float = 1e-3
     importance: str = "l1"
@@ -120,6 +120,13 @@ class Search:
     backend: object = None
     progress: bool = True
     start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def space(self) -> Space:
+        """The space of kept channels the search moves in (channel searches only)."""
+        if self.channels is None:
+            raise RuntimeError(f"{self.method} searches no channel space")
+        return self.channels
 
     def finish(
         self, structure, *, evaluations: int = 0, history=(), pruned: bool = False
@@ -185,8 +192,10 @@ def begin(
     search.seed = check_int("seed", search.seed)
     IMPORTANCE.get(search.importance)  # an unknown criterion lists the known ones
     if structured:
-        search.space = Space(model, task.example_inputs(), budget, search.ignored, search.min_keep)
-        search.space.check_reachable()
+        search.channels = Space(
+            model, task.example_inputs(), budget, search.ignored, search.min_keep
+        )
+        search.channels.check_reachable()
     return search
 
 
