@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 from torch import nn
 
 from . import _progress
@@ -134,7 +134,7 @@ class RichProgress(Callback):
         self.description = description
         self.console = console
         self._progress: Progress | None = None
-        self._bar = None
+        self._bar: TaskID | None = None
 
     def on_fit_start(self, state: FitState) -> None:
         self._progress = _progress.bar(self.console)
@@ -144,7 +144,8 @@ class RichProgress(Callback):
     def on_epoch_end(self, state: FitState) -> None:
         r = state.history.records[-1]
         status = f"loss {r['train_loss']:.3f}  val acc {r['val_acc']:.3f}"
-        self._progress.update(self._bar, advance=1, status=status)
+        if self._progress is not None and self._bar is not None:
+            self._progress.update(self._bar, advance=1, status=status)
 
     def on_fit_end(self, state: FitState) -> None:
         if self._progress is not None:

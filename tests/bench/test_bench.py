@@ -393,3 +393,40 @@ def test_backends_agree_on_batchnorm_and_distillation(tmp_path):
     a, b = (_stable(sc.bench.Store(p).rows()) for p in (serial, parallel))
     assert a == b and len(a) == 2
     assert all(m["torch_threads"] == 1 for m in a.values())
+
+
+def test_a_grid_passes_a_tasks_options_to_its_parents_and_cells(tmp_path):
+    """``task_args``: Fashion-MNIST on a 300-image slice, tested on 200 images (so every
+    accuracy is a whole number of 200ths), and the options in the parent's digest."""
+    try:
+        sc.data.load("fashion_mnist", train_size=300, val_size=100, test_size=200)
+    except FileNotFoundError as e:  # apt-get install dataset-fashion-mnist
+        pytest.skip(str(e))
+    base = yaml.safe_load(TINY.read_text())
+    sizes = {"train_size": 300, "val_size": 100, "test_size": 200}
+    grid = base | {
+        "tasks": ["fashion_mnist"],
+        "task_args": {"fashion_mnist": sizes},
+        "models": {"mlp": {"name": "mlp", "args": {"hidden": [16]}}},
+        "seeds": [0],
+        "keep": [0.5],
+        "methods": {"l1": base["methods"]["l1"]},
+        "train": {"epochs": 1, "lr": 0.003},
+    }
+    run = sc.bench.run_grid(grid, tmp_path / "g.sqlite")
+    rows = sc.bench.Store(tmp_path / "g.sqlite").rows("done")
+    assert run.complete and run.ran == 2 and len(rows) == 2
+    for r in rows:
+        assert abs(r["metrics"]["accuracy"] * 200 - round(r["metrics"]["accuracy"] * 200)) < 1e-6
+    parsed = sc.bench.parse_grid(grid)
+    assert sc.bench.cell_recipe(parsed, sc.bench.cells(parsed)[1], "p.pt")["task"] == {
+        "name": "fashion_mnist",
+        **sizes,
+    }
+    plain = sc.bench.parse_grid(grid | {"task_args": {}})
+    digest = sc.bench.grid.parent_digest
+    assert digest(parsed, "mlp", "fashion_mnist") != digest(plain, "mlp", "fashion_mnist")
+    with pytest.raises(RecipeError, match="task fashion_mnist takes no option 'size'"):
+        sc.bench.parse_grid(grid | {"task_args": {"fashion_mnist": {"size": 3}}})
+    with pytest.raises(RecipeError, match="task_args names 'digits', which is not one"):
+        sc.bench.parse_grid(grid | {"task_args": {"digits": {}}})

@@ -4,6 +4,7 @@ instruction counts, code sizes, and the errors a missing toolchain or core gives
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -194,3 +195,70 @@ def test_a_relative_export_folder_runs_on_the_emulator(small_model, digits, tmp_
         small_model, "relative/c", digits.test.tensors[0][:2], target="cortex-m4"
     )
     assert result.bit_exact and result.instructions > 0
+
+
+ARMV6M_REQUANT_CHECK = r"""
+#include <stdio.h>
+#include "sc_kernels.c"
+/* the ARMv6-M requantization (32-bit pieces) against the int64 reference, on the edges and
+ * on random accumulators, multipliers and shifts (x and the seed from argv) */
+int main(int argc, char **argv) {
+    static const int32_t edge[] = {0, 1, -1, 2147483647, -2147483647 - 1, 65535, -65536,
+                                   65536, -65535, 32768, -32768, 1073741824, -1073741824};
+    unsigned long long s = strtoull(argv[2], 0, 10);
+    long n = atol(argv[1]), bad = 0, i;
+    (void)argc;
+    for (i = 0; i < n; ++i) {
+        int32_t x, b, m, shift;
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        x = (int32_t)s;
+        b = (int32_t)(s >> 17) >> (s & 31);
+        m = (int32_t)((s >> 32) & 0x7fffffff) | (i & 1 ? 0x40000000 : 0);
+        shift = (int32_t)((s >> 40) % 42) - 31; /* -31 .. 10 */
+        if (i < 169) {
+            x = edge[i % 13];
+            b = edge[(i / 13) % 13];
+        }
+        if ((i & 3) == 0) {
+            x >>= (s >> 59);
+        }
+        if (sc_rq_v6m(sc_qadd_v6m(x, b), m, shift) != sc_requantize((int64_t)x + b, m, shift)) {
+            if (bad++ < 3) printf("x=%d b=%d m=%d shift=%d\n", x, b, m, shift);
+        }
+    }
+    printf("%ld\n", bad);
+    return 0;
+}
+"""
+
+
+def test_the_armv6m_requantization_equals_the_int64_one(tmp_path):
+    """The 32-bit requantization the Cortex-M0+ build runs (sc_rq_v6m) gives the bytes of
+    the int64 reference for every accumulator, bias, multiplier and shift tried: built for
+    the host with the ARMv6-M path on (-O0 keeps the assembly out)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("gcc") is None:
+        pytest.skip("needs gcc: apt-get install gcc")
+    kernels = Path(sc.deploy.__file__).parent / "c"
+    (tmp_path / "sc_config.h").write_text("#define SC_LITERT_ROUNDING 0\n")
+    (tmp_path / "check.c").write_text(ARMV6M_REQUANT_CHECK)
+    binary = tmp_path / "check"
+    subprocess.run(
+        [
+            "gcc",
+            "-O0",
+            "-D__ARM_ARCH_6M__",
+            f"-I{tmp_path}",
+            f"-I{kernels}",
+            str(tmp_path / "check.c"),
+            "-o",
+            str(binary),
+        ],
+        check=True,
+    )
+    out = subprocess.run(
+        [str(binary), "3000000", "88172645463325252"], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip().splitlines()[-1] == "0", out

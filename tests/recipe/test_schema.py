@@ -70,6 +70,16 @@ def test_unknown_key_is_refused_with_its_path():
     assert p == {"seeds": "unknown key"}
 
 
+def test_a_task_with_options_is_a_mapping():
+    recipe, _ = parse_recipe(base(task={"name": "mnist1d", "val_size": 400}))
+    assert (recipe.task, recipe.task_args) == ("mnist1d", {"val_size": 400})
+    assert parse_recipe(base())[0].task_args == {}
+    p = problems(base(task={"name": "mnist1d", "val_sise": 400}))
+    assert "task mnist1d takes no option 'val_sise'; its options: val_size" in p[""]
+    p = problems(base(task={"name": "digits", "length": 40}))
+    assert p[""] == "task digits takes no option 'length'; its options: none"
+
+
 def test_a_null_value_is_refused_with_its_path():
     """``epochs: null`` is not "the default": an option left unset is a key left out."""
     p = problems(base(stages=[{"train": {"epochs": None, "lr": None}}]))

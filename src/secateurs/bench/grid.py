@@ -32,10 +32,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .._io import load_yaml
-from ..recipe.schema import Checked, ModelSpec, RecipeError, Train, _problems, parse_recipe
+from ..recipe.schema import (
+    Checked,
+    ModelSpec,
+    RecipeError,
+    Train,
+    _problems,
+    check_task_args,
+    parse_recipe,
+)
 
 KEEP = "{keep}"
 DROP = "{drop}"  # 1 - keep: a sparsity, say
@@ -47,12 +55,22 @@ class Grid(Checked):
 
     name: str
     tasks: list[str] = Field(min_length=1)
+    # options of a built-in task, by task name: {fashion_mnist: {train_size: 6000}}
+    task_args: dict[str, dict[str, Any]] = Field(default_factory=dict)
     models: dict[str, ModelSpec] = Field(min_length=1)
     train: dict[str, Any] = Field(default_factory=dict)
     methods: dict[str, list[dict[str, Any]]] = Field(min_length=1)
     keep: list[float] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     target: str = "cortex-m4"
+
+    @model_validator(mode="after")
+    def _task_args(self) -> Grid:
+        for task, args in self.task_args.items():
+            if task not in self.tasks:
+                raise ValueError(f"task_args names {task!r}, which is not one of the tasks")
+            check_task_args(task, args)
+        return self
 
     @field_validator("keep")
     @classmethod
@@ -131,7 +149,7 @@ def cell_recipe(grid: Grid, cell: Cell, parent: str | Path) -> dict:
     """The recipe one cell runs: the parent's weights, the method's stages, an evaluation."""
     stages = [] if cell.method == CONTROL else substitute(grid.methods[cell.method], cell.keep)
     return {
-        "task": cell.task,
+        "task": task_spec(grid, cell.task),
         "seed": cell.seed,
         "target": grid.target,
         "model": {"checkpoint": str(parent)},
@@ -139,13 +157,23 @@ def cell_recipe(grid: Grid, cell: Cell, parent: str | Path) -> dict:
     }
 
 
+def task_spec(grid: Grid, task: str) -> str | dict:
+    """How a recipe names ``task``: its name, or its name with the grid's options for it."""
+    args = grid.task_args.get(task)
+    return {"name": task, **args} if args else task
+
+
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def parent_digest(grid: Grid, model: str) -> str:
-    """What a parent depends on beyond (task, model, seed): its training and model spec."""
-    return _digest({"train": grid.train, "model": grid.models[model].model_dump()})
+def parent_digest(grid: Grid, model: str, task: str | None = None) -> str:
+    """What a parent depends on beyond (task, model, seed): its training and model spec,
+    and the task's options where the grid gives some."""
+    spec = {"train": grid.train, "model": grid.models[model].model_dump()}
+    if task is not None and grid.task_args.get(task):
+        spec["task_args"] = grid.task_args[task]
+    return _digest(spec)
 
 
 # stage defaults that changed after grids were run: (stage, argument, old default, what
@@ -159,7 +187,7 @@ CHANGED_DEFAULTS = [("prune", "recalibrate", False, "when data is given")]
 def cell_digest(grid: Grid, cell: Cell) -> str:
     """What one cell runs: its recipe (with the parent named by what it depends on), its
     stages' arguments read as ``CHANGED_DEFAULTS`` says."""
-    parent = f"{'-'.join(map(str, cell.parent))}-{parent_digest(grid, cell.model)}"
+    parent = f"{'-'.join(map(str, cell.parent))}-{parent_digest(grid, cell.model, cell.task)}"
     recipe = cell_recipe(grid, cell, parent)
     for stage in recipe["stages"]:
         for kind, arg, old, now in CHANGED_DEFAULTS:
@@ -185,7 +213,7 @@ def parse_grid(data: Any, *, source: str = "grid") -> Grid:
     problems = []
     for label, stages in grid.methods.items():
         recipe = {
-            "task": grid.tasks[0],
+            "task": task_spec(grid, grid.tasks[0]),
             "model": next(iter(data["models"].values())),
             "stages": [{"train": grid.train}, *substitute(stages, grid.keep[0])],
         }

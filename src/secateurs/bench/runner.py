@@ -51,7 +51,7 @@ METRICS = (
 
 
 def parent_path(grid: Grid, root: Path, task: str, model: str, seed: int) -> Path:
-    digest = parent_digest(grid, model)
+    digest = parent_digest(grid, model, task)
     return inside(root, root / "parents" / f"{safe_name(f'{task}-{model}-{seed}')}-{digest}.pt")
 
 
@@ -63,7 +63,7 @@ def cell_folder(root: Path, grid: Grid, cell) -> Path:
 def train_parent(grid: Grid, task: str, model: str, seed: int, root: str) -> float:
     """Train one parent and save it where its cells look for it; returns its accuracy."""
     path = parent_path(grid, Path(root), task, model, seed)
-    t = data.load(task, seed=seed)
+    t = data.load(task, seed=seed, **grid.task_args.get(task, {}))
     spec = grid.models[model]
     net = models.create(spec.name, t, width=spec.width, seed=seed, **spec.args)
     fit(net, t, **grid.train, seed=seed, progress=False)

@@ -69,7 +69,7 @@ class RKD(LossTerm):
             return
         if self.layer is None:
             s_path, t_path = classifier_path(model), classifier_path(teacher)
-            inputs = (s_path, t_path)
+            inputs: tuple[str, ...] = (s_path, t_path)
         else:
             (s_path, t_path), inputs = (
                 (
@@ -94,6 +94,7 @@ class RKD(LossTerm):
     def __call__(self, step: Step) -> torch.Tensor:
         if self._taps is None:
             s, t = step.outputs, step.teacher_outputs
+            assert t is not None  # setup() refused to run without a teacher
         else:
             s, t = self._taps[0].values[self._paths[0]], self._taps[1].values[self._paths[1]]
         loss = s.new_zeros(())

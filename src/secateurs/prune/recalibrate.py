@@ -58,8 +58,8 @@ def recalibrate_bn(
             m.load_state_dict(state)
         raise
     finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-        for m, mode in modes.items():
-            m.train(mode)
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+        for module, mode in modes.items():
+            module.train(mode)
     return len(norms)

@@ -39,7 +39,7 @@ def _kib(n: float) -> str:
 
 def stage_rows(records: list[dict]) -> list[tuple[str, ...]]:
     """One row of text per stage, in the order of :data:`COLUMNS`."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for r in records:
         p = r["profile"]
         latency = p.get("latency_ms")
@@ -62,7 +62,7 @@ def stage_rows(records: list[dict]) -> list[tuple[str, ...]]:
 
 def _conv_channels(record: dict) -> dict[str, int]:
     """Output channels of each layer with weights, by module path."""
-    out = {}
+    out: dict[str, int] = {}
     for layer in record["profile"]["layers"]:
         if layer["weights"] and layer["macs"] and len(layer["output_shape"]) >= 2:
             out.setdefault(layer["module"] or "(top)", layer["output_shape"][1])

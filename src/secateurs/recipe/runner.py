@@ -79,6 +79,7 @@ def measure_state(state: RunState, task) -> dict:
         prof = profile(state.model, x)
         flash = prof.flash_bytes
     else:
+        assert state.quant is not None  # recorded with the quantized model
         bits = state.quant["args"].get("weight_bits", 8)
         prof = profile(
             state.model,
@@ -187,7 +188,7 @@ def run(
 
 
 def _run(parsed: Recipe, stages: list[Stage], out: Path, console: Console | None) -> RunResult:
-    task = data.load(parsed.task, seed=parsed.seed)
+    task = data.load(parsed.task, seed=parsed.seed, **parsed.task_args)
     target = get_target(parsed.target)
 
     metrics = out / "metrics.jsonl"

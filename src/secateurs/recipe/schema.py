@@ -510,16 +510,50 @@ class Stage(BaseModel):
     teacher: str | None = None  # resolved: the stage name (or "model") the teacher comes from
 
 
+def check_task_args(task: str, args: Mapping[str, Any]) -> None:
+    """Options are for built-in tasks, and only those their loader takes (``seed`` is the
+    recipe's own)."""
+    if not args:
+        return
+    if task not in TASKS:
+        raise ValueError(f"options {sorted(args)} apply to built-in tasks only, not {task!r}")
+    accepted = set(inspect.signature(TASKS.get(task)).parameters) - {"seed"}
+    unknown = sorted(set(args) - accepted)
+    if unknown:
+        raise ValueError(
+            f"task {task} takes no option {unknown[0]!r}; its options: "
+            f"{', '.join(sorted(accepted)) or 'none'}"
+        )
+
+
 class Recipe(Checked):
     """A validated recipe; build one with :func:`load_recipe` or :func:`parse_recipe`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     task: str
+    # a built-in task's options (``task: {name: fashion_mnist, train_size: 6000}`` in YAML)
+    task_args: dict[str, Any] = Field(default_factory=dict)
     model: ModelSpec
     seed: int = Field(default=0, ge=0)
     target: str = "cortex-m4"
     description: str = ""
     stages: list[Any] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_mapping(cls, data: Any) -> Any:
+        """``task: {name: X, <options>}`` is task X loaded with those options."""
+        if isinstance(data, Mapping) and isinstance(data.get("task"), Mapping):
+            spec = dict(data["task"])
+            if "task_args" in data:
+                raise ValueError("give a task's options in its mapping or in task_args, not both")
+            return {**data, "task": spec.pop("name", None), "task_args": spec}
+        return data
+
+    @model_validator(mode="after")
+    def _task_options(self) -> Recipe:
+        check_task_args(self.task, self.task_args)
+        return self
 
     @field_validator("task")
     @classmethod

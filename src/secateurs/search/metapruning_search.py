@@ -53,7 +53,9 @@ class PruningNet(nn.Module):
         }
         self.generators = nn.ModuleDict()
         for name in self.layers:
-            w = model.get_submodule(name).weight.detach()
+            layer = model.get_submodule(name)
+            assert isinstance(layer, LAYERS)
+            w = layer.weight.detach()
             head = nn.Linear(hidden, w.numel())
             nn.init.zeros_(head.weight)
             with torch.no_grad():
@@ -190,7 +192,7 @@ def metapruning(
             if generation == generations:
                 break
             elite = ranked[:parents]
-            children = []
+            children: list[np.ndarray] = []
             while len(children) < population - parents:
                 a, b = rng.choice(len(elite), size=2)
                 child = np.where(rng.random(len(space)) < 0.5, elite[a], elite[b])
@@ -203,6 +205,8 @@ def metapruning(
     _recalibrate(net, task)
     with torch.no_grad():
         for name, w in net.weights(best).items():
-            model.get_submodule(name[: -len(".weight")]).weight.copy_(w)
+            layer = model.get_submodule(name[: -len(".weight")])
+            assert isinstance(layer, LAYERS)
+            layer.weight.copy_(w)
     space.graph.prune(space.plan(best))
     return search.finish(best, evaluations=len(scores), history=history, pruned=True)

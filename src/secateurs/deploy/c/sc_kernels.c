@@ -68,6 +68,77 @@ static int32_t sc_requantize_single(int64_t acc, int32_t mult, int32_t shift) {
 #define SC_REQUANTIZE_LINEAR sc_requantize
 #endif
 
+#if SC_BLOCKED
+/* TFLite's requantization in 32-bit pieces for ARMv6-M, which has no long multiply (the
+ * int64 path calls the library's 64-bit multiply once per output): the same bytes as
+ * sc_requantize for every int32 accumulator, bias and multiplier in [0, 2^31). */
+static inline int32_t sc_qadd_v6m(int32_t a, int32_t b) { /* saturating a + b */
+    const int32_t r = (int32_t)((uint32_t)a + (uint32_t)b);
+    return ((a ^ r) & (b ^ r)) < 0 ? (a < 0 ? SC_INT32_MIN : SC_INT32_MAX) : r;
+}
+
+/* floor((x * m + 2^30) / 2^31), m = mh * 2^16 + ml: with x = xh * 2^16 + xl, each of the
+ * four partial products fits 32 bits, and the carries are added by hand. */
+static inline int32_t sc_high_mul_v6m(int32_t x, int32_t mh, uint32_t ml) {
+    const int32_t xh = x >> 16, m1 = xh * (int32_t)ml;
+    const uint32_t xl = (uint32_t)x & 0xffffu, m2 = xl * (uint32_t)mh;
+    uint32_t lo = xl * ml, t;
+    int32_t hi = xh * mh + (m1 >> 16) + (int32_t)(m2 >> 16);
+    t = lo + ((uint32_t)m1 << 16);
+    hi += t < lo;
+    lo = t + (m2 << 16);
+    hi += lo < t;
+    t = lo + (1u << 30);
+    hi += t < lo;
+    return (int32_t)(((uint32_t)hi << 1) | (t >> 31));
+}
+
+/* MultiplyByQuantizedMultiplier(x, mult, shift): a saturating left shift, the doubling
+ * high multiply, then the rounding right shift (halves away from zero). */
+static inline int32_t sc_rq_v6m(int32_t x, int32_t mult, int32_t shift) {
+    int32_t v, mask;
+    if (shift > 0) {
+        x = x > (SC_INT32_MAX >> shift)
+                ? SC_INT32_MAX
+                : (x < (SC_INT32_MIN >> shift) ? SC_INT32_MIN : (int32_t)((uint32_t)x << shift));
+        shift = 0;
+    }
+    v = sc_high_mul_v6m(x, mult >> 16, (uint32_t)mult & 0xffffu);
+    mask = (int32_t)((1u << -shift) - 1u);
+    return (v >> -shift) + ((v & mask) > ((mask >> 1) + (int32_t)((uint32_t)v >> 31)));
+}
+#endif
+
+#if SC_BLOCKED && defined(__OPTIMIZE__)
+/* *s0 += x . w0 and *s1 += x . w1 over n bytes on ARMv6-M: one index counting down and
+ * eight low registers, 9 instructions per two MACs where the compiler's loop spills at
+ * -Os (the sums are the same in any order). */
+static inline void sc_dot_1x2_v6m(const int8_t *x, const int8_t *w0, const int8_t *w1,
+                                  int32_t n, int32_t *s0, int32_t *s1) {
+    int32_t a0 = *s0, a1 = *s1, i = n - 1, t0, t1;
+    if (n <= 0) {
+        return;
+    }
+    __asm__ volatile(".syntax unified\n"
+                     "1:\n\t"
+                     "ldrsb %[t0], [%[x], %[i]]\n\t"
+                     "ldrsb %[t1], [%[w0], %[i]]\n\t"
+                     "muls  %[t1], %[t0]\n\t"
+                     "adds  %[a0], %[t1]\n\t"
+                     "ldrsb %[t1], [%[w1], %[i]]\n\t"
+                     "muls  %[t1], %[t0]\n\t"
+                     "adds  %[a1], %[t1]\n\t"
+                     "subs  %[i], #1\n\t"
+                     "bpl   1b\n\t"
+                     : [a0] "+l"(a0), [a1] "+l"(a1), [i] "+l"(i), [t0] "=&l"(t0),
+                       [t1] "=&l"(t1)
+                     : [x] "l"(x), [w0] "l"(w0), [w1] "l"(w1)
+                     : "cc");
+    *s0 = a0;
+    *s1 = a1;
+}
+#endif
+
 static int8_t sc_clamp8(int32_t v, int32_t lo, int32_t hi) {
     return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
 }
@@ -140,10 +211,18 @@ static inline void sc_conv_tap(const int8_t *xrow, const int8_t *w, const uint8_
 static void sc_conv_row_out(const int32_t *acc, int8_t *y, int32_t bias, const sc_rq *q,
                             const sc_conv_params *p) {
     int32_t ox;
+#if SC_BLOCKED
+    const int32_t shift = q->left - q->right;
+    for (ox = 0; ox < p->ow; ++ox) {
+        y[ox] = sc_clamp8(sc_rq_v6m(sc_qadd_v6m(acc[ox], bias), q->mult, shift) + p->out_zp,
+                          p->act_min, p->act_max);
+    }
+#else
     for (ox = 0; ox < p->ow; ++ox) {
         y[ox] = sc_clamp8(sc_rq_apply((int64_t)acc[ox] + bias, q) + p->out_zp, p->act_min,
                           p->act_max);
     }
+#endif
 }
 
 /* One output channel oc of a dense convolution, from its weights wo [kh][kw][cin/groups]
@@ -283,6 +362,13 @@ static int8_t sc_linear_row(const int8_t *x, const int8_t *wo, int32_t bias, int
                      p->act_min, p->act_max);
 }
 
+#if SC_BLOCKED && !SC_LITERT_ROUNDING /* in 32-bit pieces: ARMv6-M has no long multiply */
+#define SC_RQ_BLOCKED(acc, bias, mult, shift) sc_rq_v6m(sc_qadd_v6m(acc, bias), mult, shift)
+#else
+#define SC_RQ_BLOCKED(acc, bias, mult, shift) \
+    SC_REQUANTIZE_LINEAR((int64_t)(acc) + (bias), mult, shift)
+#endif
+
 void sc_linear(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
                const int32_t *mult, const int8_t *shift, const sc_linear_params *p) {
     int32_t o;
@@ -295,16 +381,21 @@ void sc_linear(const int8_t *x, int8_t *y, const int8_t *w, const int32_t *bias,
         const int32_t n = p->in_features;
         for (o = 0; o + 2 <= p->out_features; o += 2) {
             const int8_t *w0 = w + o * n, *w1 = w0 + n;
-            int32_t a0 = 0, a1 = 0, i;
+            int32_t a0 = 0, a1 = 0;
+#if defined(__OPTIMIZE__)
+            sc_dot_1x2_v6m(x, w0, w1, n, &a0, &a1);
+#else
+            int32_t i;
             for (i = 0; i < n; ++i) {
                 const int32_t xv = x[i];
                 a0 += xv * w0[i];
                 a1 += xv * w1[i];
             }
-            y[o] = sc_clamp8(SC_REQUANTIZE_LINEAR((int64_t)a0 + bias[o], mult[o], shift[o]) +
-                             p->out_zp, p->act_min, p->act_max);
-            y[o + 1] = sc_clamp8(SC_REQUANTIZE_LINEAR((int64_t)a1 + bias[o + 1], mult[o + 1],
-                                                      shift[o + 1]) + p->out_zp,
+#endif
+            y[o] = sc_clamp8(SC_RQ_BLOCKED(a0, bias[o], mult[o], shift[o]) + p->out_zp,
+                             p->act_min, p->act_max);
+            y[o + 1] = sc_clamp8(SC_RQ_BLOCKED(a1, bias[o + 1], mult[o + 1], shift[o + 1]) +
+                                     p->out_zp,
                                  p->act_min, p->act_max);
         }
         for (; o < p->out_features; ++o) {

@@ -150,6 +150,41 @@ static inline void sc_dot_2x2(const int8_t *x, int32_t zoff, const int8_t *w, in
                               int32_t n, int32_t *acc) {
     int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3], i;
     const int8_t *z = x + zoff, *v = w + woff;
+#if SC_BLOCKED && defined(__OPTIMIZE__) && !defined(__OPTIMIZE_SIZE__)
+    /* ARMv6-M: the four streams by one index counting down, the four sums in high
+     * registers (ADD reaches them), three low registers for the products: 15 instructions
+     * per four MACs, where the compiler spills the sums to the stack (25). The sums are the
+     * same in any order. At -Os the compiler keeps the high registers to itself: C below. */
+    if (n > 0) {
+        int32_t t0, t1, t2;
+        i = n - 1;
+        __asm__ volatile(".syntax unified\n"
+                         "1:\n\t"
+                         "ldrsb %[t0], [%[x], %[i]]\n\t" /* xv */
+                         "ldrsb %[t1], [%[w], %[i]]\n\t" /* w0 */
+                         "movs  %[t2], %[t1]\n\t"
+                         "muls  %[t2], %[t0]\n\t" /* xv * w0 */
+                         "add   %[a0], %[t2]\n\t"
+                         "ldrsb %[t2], [%[z], %[i]]\n\t" /* zv */
+                         "muls  %[t1], %[t2]\n\t"        /* zv * w0 */
+                         "add   %[b0], %[t1]\n\t"
+                         "ldrsb %[t1], [%[v], %[i]]\n\t" /* w1 */
+                         "muls  %[t0], %[t1]\n\t"        /* xv * w1 */
+                         "add   %[a1], %[t0]\n\t"
+                         "muls  %[t2], %[t1]\n\t" /* zv * w1 */
+                         "add   %[b1], %[t2]\n\t"
+                         "subs  %[i], #1\n\t"
+                         "bpl   1b\n\t"
+                         : [a0] "+h"(a0), [a1] "+h"(a1), [b0] "+h"(b0), [b1] "+h"(b1),
+                           [i] "+l"(i), [t0] "=&l"(t0), [t1] "=&l"(t1), [t2] "=&l"(t2)
+                         : [x] "l"(x), [z] "l"(z), [w] "l"(w), [v] "l"(v)
+                         : "cc");
+    }
+#elif SC_BLOCKED && defined(__OPTIMIZE__) /* -Os: the high registers are the compiler's */
+    (void)i;
+    sc_dot_1x2_v6m(x, w, v, n, &a0, &a1);
+    sc_dot_1x2_v6m(z, w, v, n, &b0, &b1);
+#else
     for (i = 0; i < n; ++i) { /* register-offset loads: one index for four streams */
         const int32_t xv = x[i], zv = z[i], w0 = w[i], w1 = v[i];
         a0 += xv * w0;
@@ -157,6 +192,7 @@ static inline void sc_dot_2x2(const int8_t *x, int32_t zoff, const int8_t *w, in
         b0 += zv * w0;
         b1 += zv * w1;
     }
+#endif
     acc[0] = a0;
     acc[1] = a1;
     acc[2] = b0;
@@ -264,6 +300,14 @@ static inline void sc_requant_channel(const int32_t *acc, const int cols, const 
         v0 = sc_rq_dsp_mask(v0, m, 0, -s, mask);
         v1 = cols == 2 ? sc_rq_dsp_mask(v1, m, 0, -s, mask) : 0;
     }
+#elif SC_BLOCKED
+    const int32_t z = ch->wsum, b = ch->bias;
+    const int32_t v0 = sc_rq_v6m(sc_qadd_v6m((int32_t)((uint32_t)acc[0] - (uint32_t)z), b),
+                                 ch->mult, ch->shift);
+    const int32_t v1 = cols == 2 ? sc_rq_v6m(sc_qadd_v6m((int32_t)((uint32_t)acc[1] -
+                                                                   (uint32_t)z), b),
+                                             ch->mult, ch->shift)
+                                 : 0;
 #else
     const int32_t v0 = sc_requantize((int64_t)(acc[0] - ch->wsum) + ch->bias, ch->mult,
                                      ch->shift);
