@@ -166,6 +166,10 @@ def compress(
     the host), ``model.tflite`` with ``tflite=True``, ``model.pt`` (``sc.graph.load_pruned``
     rebuilds it) and ``compress.json``.
 
+    Also: ``lr`` of that training; ``qat_epochs`` of quantization-aware training where PTQ
+    loses more than the allowed drop (0: PTQ only); ``ignored`` module paths left as they
+    are; ``seed`` for every random choice; ``progress`` bars while it runs.
+
     Raises ``BudgetError`` when no model the search can reach fits, naming the closest
     reachable point; a fitting model that loses more than ``max_accuracy_drop`` is returned
     with ``ok`` False and ``problems`` saying so (and a warning).

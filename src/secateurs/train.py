@@ -212,10 +212,15 @@ def fit(
 
     Validation accuracy is recorded after every epoch. ``teacher`` (run in eval mode without
     gradients) feeds its logits to the loss terms as ``Step.teacher_outputs``. The same seed
-    gives the same result. ``progress=True`` draws a bar over the epochs (loss, validation
+    gives the same result. ``progress`` True draws a bar over the epochs (loss, validation
     accuracy) in a terminal or a notebook, and otherwise (output piped or captured) logs
     each epoch at INFO; ``False`` shows nothing; a Callback shows it instead.
     Models with a ``fit_closed_form(task)`` method, such as the ELM, are solved directly.
+
+    Options: ``epochs`` over ``task.train`` in batches of ``batch_size``; ``optimizer``
+    (adam, adamw, sgd; ``momentum`` for sgd) at learning rate ``lr``, decayed by
+    ``schedule`` (cosine, constant), with ``weight_decay``; ``callbacks``
+    (:class:`Callback`), told of each epoch; ``seed`` for the batch order and dropout.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -464,9 +469,10 @@ def _loop(
 
 @torch.no_grad()
 def evaluate(model: nn.Module, task: Task, *, split: str = "test", batch_size: int = 256) -> float:
-    """Top-1 accuracy of ``model`` on one split of ``task`` (the model's mode is restored),
-    or the task's own ``metric(outputs, targets)`` over the whole split where it has one.
-    ``task`` is a Task or any form :func:`sc.data.as_task` takes."""
+    """Top-1 accuracy of ``model`` on one ``split`` of ``task`` (train, val, test; the
+    model's mode is restored), or the task's own ``metric(outputs, targets)`` over the whole
+    split where it has one, run in batches of ``batch_size``. ``task`` is a Task or any
+    form :func:`sc.data.as_task` takes."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     task = as_task(task)

@@ -66,7 +66,8 @@ def _check_labels(y: np.ndarray, key: str, source: Path) -> np.ndarray:
 
 
 def load_npz(path: str | Path, *, seed: int = 0) -> Task:
-    """Load ``x_train, y_train, x_test, y_test`` (and optionally ``x_val, y_val``) from an .npz.
+    """Load ``x_train, y_train, x_test, y_test`` (and optionally ``x_val, y_val``) from the
+    .npz file at ``path``.
 
     Inputs are shaped (N, L) or (N, C, L) for signals, (N, C, H, W) for images. A model
     with several inputs reads ``x0_train, x1_train, ...`` (and ``x0_test``, ...) instead
@@ -146,7 +147,8 @@ def load_npz(path: str | Path, *, seed: int = 0) -> Task:
 
 
 def load_image_folder(path: str | Path, *, seed: int = 0) -> Task:
-    """Load ``path/<class>/<image>``: one sub-folder of images per class, sorted by name.
+    """Load the images under ``path``, ``path/<class>/<image>``: one sub-folder of images
+    per class, sorted by name.
 
     Images are scaled to [0, 1]; grayscale when every image is, RGB otherwise; all must share
     one size. Split 70/15/15, stratified by ``seed``.
@@ -212,7 +214,8 @@ def load_image_folder(path: str | Path, *, seed: int = 0) -> Task:
 
 
 def load(name: str | Path, *, seed: int = 0, **kwargs) -> Task:
-    """A registered task by name, or a user's ``.npz`` file or image folder by path.
+    """A registered task by ``name`` (``list_tasks()``), or a user's ``.npz`` file or image
+    folder by path; ``kwargs`` are a registered task's options (``train_size=6000``).
 
     ``seed`` fixes the train/validation/test split.
     """

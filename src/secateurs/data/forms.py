@@ -42,7 +42,8 @@ def as_task(
     """``data`` in any of the forms above as a Task; ``loss(outputs, targets)`` and
     ``metric(outputs, targets)`` (a float, higher is better) replace cross-entropy and
     top-1 accuracy wherever the Task is trained or scored. With no test split given, the
-    validation split is also the test split."""
+    validation split is also the test split. ``name`` labels the Task; ``seed`` fixes the
+    validation split taken from training data given alone."""
     for what, fn in (("loss", loss), ("metric", metric)):
         if fn is not None and not callable(fn):
             raise TypeError(f"{what} must be a callable (outputs, targets) -> value, got {fn!r}")

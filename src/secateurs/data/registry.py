@@ -9,5 +9,5 @@ register_task = TASKS.register
 
 
 def list_tasks(*, pattern: str = "*") -> list[str]:
-    """Names of the registered tasks, optionally filtered by a shell-style pattern."""
+    """Names of the registered tasks, filtered by ``pattern`` (shell-style: ``"*mnist*"``)."""
     return TASKS.names(pattern)

@@ -109,7 +109,11 @@ def distill(
     ``METHODS``: finetune, kd, rkd, feature, layerwise, attention, ca_kd) and return its History.
 
     ``fit_kwargs`` go to :func:`sc.fit` (optimizer, batch_size, callbacks, progress...);
-    the teacher is never changed.
+    the ``teacher`` is never changed. ``task`` gives the data, ``lr`` the learning rate,
+    ``seed`` the batch order. KD mixes the cross-entropy and the teacher's softened logits
+    by ``alpha`` at ``temperature`` (Hinton et al. 2015, arXiv 1503.02531); the feature and
+    attention methods match the ``layers`` they name (default: chosen per model), weighted
+    by ``feature_weight`` and ``attention_weight``.
     """
     if not isinstance(teacher, nn.Module):
         raise TypeError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")

@@ -323,8 +323,8 @@ def remove_layer(model: nn.Module, path: str) -> nn.Module:
 
 @in_place
 def replay(model: nn.Module, history: list[dict]) -> nn.Module:
-    """Apply a pruning history (channel removals, and layers removed by
-    :func:`remove_layer`) to a freshly built model, in place."""
+    """Apply a pruning ``history`` (channel removals, and layers removed by
+    :func:`remove_layer`) to ``model``, freshly built, in place; returns it."""
     modules = dict(model.named_modules())
     for step in history:
         name = step["module"]

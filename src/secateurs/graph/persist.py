@@ -23,8 +23,8 @@ def save_pruned(model: nn.Module, path: str | Path) -> None:
 
 @in_place
 def load_pruned(model: nn.Module, path: str | Path) -> nn.Module:
-    """Replay the saved pruning on ``model`` (freshly built, unpruned) and load the weights,
-    in place; returns ``model``."""
+    """Replay the pruning saved at ``path`` (by ``save_pruned``) on ``model`` (freshly
+    built, unpruned) and load the weights, in place; returns ``model``."""
     data = load_versioned(path, FORMAT, "secateurs pruned model")
     if pruning_history(model):
         raise ValueError("load_pruned needs a freshly built model, but this one is pruned already")

@@ -41,6 +41,8 @@ TARGETS: Registry[Target] = Registry("target")
 
 
 def register_target(target: Target) -> Target:
+    """Add ``target`` to ``TARGETS`` under its name, so that budgets and checks can name it;
+    returns it."""
     TARGETS.register(target.name)(target)
     return target
 
@@ -54,6 +56,8 @@ register_target(Target("generic", 2**31 - 1, 2**31 - 1, 100_000_000, 0.0))
 
 
 def get_target(target: str | Target) -> Target:
+    """``target`` itself, or the registered Target of that name (an unknown name lists the
+    known ones)."""
     if isinstance(target, Target):
         return target
     return TARGETS.get(target)

@@ -49,7 +49,8 @@ def live_channels(weight: torch.Tensor) -> torch.Tensor | None:
 
 
 def encoding_bytes(weight: torch.Tensor, bits: int, is_conv: bool) -> dict[str, int]:
-    """Bytes of ``weight`` (out channels first) under each encoding that applies to it."""
+    """Bytes of ``weight`` (out channels first) at ``bits`` bits per value under each encoding
+    that applies to it (``is_conv``: a convolution's, which filterlet encodings can store)."""
     w = weight.detach()
     numel, nnz = w.numel(), int(torch.count_nonzero(w))
     rows = w.shape[0]
@@ -83,6 +84,8 @@ def encoding_bytes(weight: torch.Tensor, bits: int, is_conv: bool) -> dict[str, 
 
 
 def smallest_encoding(weight: torch.Tensor, bits: int, is_conv: bool) -> tuple[str, int]:
+    """The encoding that stores ``weight`` at ``bits`` bits per value in the fewest bytes,
+    and those bytes (``is_conv``: a convolution's weight, whose filterlets may be sparse)."""
     sizes = encoding_bytes(weight, bits, is_conv)
     name = min(sizes, key=lambda k: (sizes[k], ENCODINGS.index(k)))
     return name, sizes[name]

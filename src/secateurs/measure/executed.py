@@ -173,7 +173,8 @@ class _Recorder(Watcher):
 
 
 def trace(model: nn.Module, example_inputs, *, activation_bits: int = 32) -> Trace:
-    """Run ``model`` once on ``example_inputs`` (eval mode, no gradients) and record it."""
+    """Run ``model`` once on ``example_inputs`` (eval mode, no gradients) and record it;
+    activations count ``activation_bits`` bits per value in ``buffer_bytes``."""
     result = Trace()
     with model_runs_on(example_inputs, "profile"):
         _, out = watch(model, example_inputs, _Recorder(result, activation_bits))

@@ -26,7 +26,9 @@ def torch_threads(n: int) -> Iterator[None]:
 def measure_latency(
     model: nn.Module, example_inputs, *, repeats: int = 20, warmup: int = 3, threads: int = 1
 ) -> float:
-    """Median wall time of one forward pass in milliseconds (eval mode, no gradients)."""
+    """Median wall time of one forward pass of ``model`` on ``example_inputs`` in milliseconds
+    (eval mode, no gradients, ``threads`` threads; ``repeats`` timed passes after
+    ``warmup`` untimed ones)."""
     inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     was_training = model.training
     model.eval()
@@ -48,9 +50,9 @@ def time_in_turns(
     calls: Mapping[str, Callable[[], object]], *, repeats: int = 200, warmup: int = 5
 ) -> dict[str, float]:
     """Median wall time in milliseconds of each of ``calls``, made one call at a time in
-    turns (``warmup`` untimed calls of each first). A machine's speed drifts, by tens of
-    percent within seconds on a shared host; calls taken in turns share the drift, so the
-    ratio of two medians is steadier than that of two separate timings."""
+    turns, ``repeats`` times (``warmup`` untimed calls of each first). A machine's speed
+    drifts, by tens of percent within seconds on a shared host; calls taken in turns share
+    the drift, so the ratio of two medians is steadier than that of two separate timings."""
     if not calls:
         raise ValueError("calls is empty: give at least one name -> function to time")
     for fn in calls.values():
@@ -75,7 +77,8 @@ def compare_latency(
 ) -> dict[str, float]:
     """Median latency in milliseconds of each of ``models`` on ``example_inputs`` (eval
     mode, no gradients, ``threads`` threads), their forward passes timed in turns
-    (:func:`time_in_turns`): for a speedup, say ``ms["parent"] / ms["pruned"]``."""
+    (:func:`time_in_turns`, ``repeats`` times after ``warmup``): for a speedup, say
+    ``ms["parent"] / ms["pruned"]``."""
     inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     modes = {name: model.training for name, model in models.items()}
     for model in models.values():

@@ -23,9 +23,10 @@ def lifetimes(
     inputs: Iterable[int] = (),
     outputs: Iterable[int] = (),
 ) -> list[Lifetime]:
-    """Lifetimes over a schedule of ``(read keys, written keys)`` steps.
+    """Lifetimes over a schedule of ``steps``, ``(read keys, written keys)`` each, the buffer
+    of each key ``sizes[key]`` bytes.
 
-    Model inputs are live from step 0; model outputs stay live to the last step.
+    Model ``inputs`` are live from step 0; model ``outputs`` stay live to the last step.
     """
     first: dict[int, int] = dict.fromkeys(inputs, 0)
     last: dict[int, int] = dict.fromkeys(inputs, 0)
@@ -42,7 +43,8 @@ def lifetimes(
 
 
 def live_bytes(lives: list[Lifetime], num_steps: int) -> list[int]:
-    """Bytes live at each step: the sum of the sizes of buffers whose lifetime covers it."""
+    """Bytes live at each of ``num_steps`` steps: the sum of the sizes of the buffers whose
+    lifetime (of ``lives``) covers it."""
     delta = [0] * (num_steps + 1)
     for life in lives:
         delta[life.first] += life.size

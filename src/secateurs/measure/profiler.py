@@ -73,7 +73,8 @@ class Profile:
 
 
 def effective_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """Every parameter by name, with parametrized weights (masks) as the forward pass sees them."""
+    """Every parameter of ``model`` by name, with parametrized weights (masks) as the forward
+    pass sees them."""
     out = []
     for mod_name, module in model.named_modules():
         parametrized = getattr(module, "parametrizations", None)
@@ -124,7 +125,9 @@ def profile(
     """Params, MACs, flash, peak SRAM and CPU latency of ``model`` on ``example_inputs``.
 
     All counts are for the whole example batch (use ``task.example_inputs()``, a batch of
-    one). ``latency=False`` skips timing (``latency_ms`` is then None).
+    one). Flash and SRAM are counted at ``weight_bits`` and ``activation_bits`` bits per
+    value. ``latency=False`` skips timing (``latency_ms`` is then None); otherwise the
+    median of ``repeats`` timed passes after ``warmup``, on ``threads`` threads.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -195,7 +198,8 @@ class ExecutedMACs:
 
 @torch.no_grad()
 def executed_macs(model: nn.Module, inputs: torch.Tensor) -> ExecutedMACs:
-    """What a kernel that skips closed channels would compute, per input of ``inputs``.
+    """What a kernel that skips closed channels would compute in ``model``, per input of
+    ``inputs``.
 
     A gated layer (one with a ``gate`` child holding ``active`` fractions, as
     ``sc.prune.gate_channels`` makes) costs its MACs times its mean open fraction.

@@ -38,7 +38,8 @@ def check(model, *, target: str | Target = "cortex-m4", example=None, sparse: st
 
     A QuantizedModel is measured as the generated C would be (constants in flash, the
     arena of the static memory plan); a float model needs ``example`` inputs and is
-    measured by ``profile`` at int8 weights and activations.
+    measured by ``profile`` at int8 weights and activations. ``sparse`` (auto, never,
+    always) chooses the C's sparse kernels as ``export_c`` does.
     """
     t = get_target(target)
     problems: list[str] = []

@@ -65,7 +65,7 @@ def state_dict_of(obj: Any, path: str | Path, what: str) -> dict[str, torch.Tens
 def load_weights(model: nn.Module, path: str | Path, *, what: str = "weights") -> nn.Module:
     """Load the weights of ``path`` (a state dict or a secateurs checkpoint) into
     ``model`` in place, and return it; a file that does not fit says which keys or shapes
-    differ."""
+    differ, naming the file ``what`` says it is (weights, a checkpoint)."""
     state = state_dict_of(read_weights_file(path, what), path, what)
     try:
         model.load_state_dict(state)
@@ -86,7 +86,8 @@ def load_versioned(path: str | Path, fmt: str, what: str) -> dict:
 def save_checkpoint(
     model: nn.Module, path: str | Path, name: str, task: Task, *, width: float = 1.0, **kwargs
 ) -> None:
-    """Save a zoo model so that :func:`load_checkpoint` can rebuild it for ``task``."""
+    """Save ``model``, built as the zoo's ``name`` at ``width`` (with the builder's ``kwargs``),
+    to ``path`` (atomically) so that :func:`load_checkpoint` can rebuild it for ``task``."""
     atomic_save(
         {
             "format": FORMAT,
@@ -101,7 +102,8 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | Path, task: Task) -> tuple[nn.Module, dict]:
-    """Rebuild a model saved by :func:`save_checkpoint`; returns it and the checkpoint's fields."""
+    """Rebuild the model saved at ``path`` by :func:`save_checkpoint`, for ``task`` (its input
+    shape and classes); returns it and the checkpoint's fields."""
     ckpt = load_versioned(path, FORMAT, "secateurs checkpoint")
     if ckpt["task"] != task.name:
         raise ValueError(

@@ -23,7 +23,8 @@ IMAGENET_SIZE = 64  # inputs at least this large keep the stride-2 stems of Imag
 
 
 def make_divisible(value: float, *, divisor: int = 8, min_value: int | None = None) -> int:
-    """Round a channel count to a multiple of ``divisor``, never more than 10% below ``value``.
+    """Round a channel count to a multiple of ``divisor``, never more than 10% below ``value``
+    nor below ``min_value`` (default: ``divisor``).
 
     The rounding of the MobileNet reference implementations (Sandler et al. 2018).
     """

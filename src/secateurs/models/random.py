@@ -116,8 +116,8 @@ def random_net(
 ) -> nn.Module:
     """A random network for ``input_shape`` ((C, L) or (C, H, W); drawn from the seed when
     None, see :func:`random_input_shape`, and kept as ``net.input_shape``), with random
-    BatchNorm statistics and affine parameters, in eval mode. The same seed gives the same
-    network."""
+    BatchNorm statistics and affine parameters, in eval mode, ``depth`` blocks deep and
+    ending in ``num_classes`` outputs. The same ``seed`` gives the same network."""
     input_shape = random_input_shape(seed) if input_shape is None else input_shape
     shape = tuple(int(n) for n in input_shape)
     nd = len(shape) - 1

@@ -14,7 +14,7 @@ register_model = MODELS.register
 
 
 def list_models(*, pattern: str = "*") -> list[str]:
-    """Names of the registered models, optionally filtered by a pattern such as ``"*net*"``."""
+    """Names of the registered models, filtered by ``pattern`` (shell-style: ``"*net*"``)."""
     return MODELS.names(pattern)
 
 
@@ -24,7 +24,8 @@ MAX_WIDTH = 64.0  # as recipes bound it
 def create(
     name: str, task: Task, *, width: float = 1.0, seed: int | None = None, **kwargs
 ) -> nn.Module:
-    """Build the model ``name`` for ``task``: its input shape, its classes, a width multiplier.
+    """Build the model ``name`` for ``task``: its input shape, its classes, and ``width``, a
+    multiplier of every layer's channels; ``kwargs`` are the builder's own options.
 
     ``seed`` fixes the initial weights (default: torch's global generator). The returned
     model is checked on the task's example inputs, so a shape mismatch fails here, before
@@ -50,7 +51,9 @@ def create(
 
 
 def check_model_fits(model: nn.Module, task: Task, *, name: str | None = None) -> None:
-    """Fail with a clear message unless ``model`` maps task inputs to ``num_classes`` logits."""
+    """Fail with a clear message unless ``model`` maps ``task``'s inputs to its
+    ``num_classes`` logits; ``name`` is how the message calls the model (default: its
+    registered name or class)."""
     label = name or type(model).__name__
     x = task.example_inputs(2)
     was_training = model.training
@@ -76,7 +79,8 @@ def check_model_fits(model: nn.Module, task: Task, *, name: str | None = None) -
 
 
 def import_object(spec: str):
-    """The object ``"package.module:name"`` names (the current folder is importable too)."""
+    """The object ``spec``, ``"package.module:name"``, names (the current folder is importable
+    too)."""
     import importlib
     import sys
     from pathlib import Path
@@ -101,7 +105,7 @@ def import_object(spec: str):
 
 
 def from_import(spec: str, *, seed: int = 0, **kwargs) -> nn.Module:
-    """A user's model: ``"package.module:build"`` (a class, or a function returning an
+    """A user's model, ``spec``: ``"package.module:build"`` (a class, or a function returning an
     ``nn.Module``) called with ``kwargs``, its initial weights drawn with ``seed``."""
     builder = import_object(spec)
     if not callable(builder):

@@ -193,7 +193,9 @@ def compensate(graph: DependencyGraph, plan: dict, data) -> None:
     """Fold each removed channel's least-squares fit on the kept ones into the consumer
     layer: W[:, kept] += W[:, removed] · A and bias += W[:, removed] · b, where
     x_removed ≈ x_kept · A + b on calibration data. Exact when the redundancy is exact
-    (for convolutions, away from zero-padded borders when b ≠ 0)."""
+    (for convolutions, away from zero-padded borders when b ≠ 0). ``graph`` is the model's
+    dependency graph, ``plan`` the channels to remove (``{group: indices}``) and ``data``
+    the calibration batches."""
     for group, removed in plan.items():
         found = features(graph, group, data)
         if found is None or not len(removed):

@@ -43,9 +43,9 @@ class LayerReport(SizeChange):
 
 
 def removable(model: nn.Module, example_inputs) -> list[str]:
-    """Paths of the modules :func:`layers` may remove: each holds a weight and, in a forward
-    pass on ``example_inputs``, is called once, on one tensor, returning a tensor of the
-    same shape, so that the model runs on with the module replaced by the identity. A
+    """Paths of the modules of ``model`` :func:`layers` may remove: each holds a weight
+    and, in a forward pass on ``example_inputs``, is called once, on one tensor, returning a
+    tensor of the same shape, so that the model runs on with the module replaced by the identity. A
     residual block ``x + f(x)`` qualifies whole, as do a stride-1 depthwise unit or a
     width-preserving block of a plain network; a module inside one that qualifies is left
     to it: the outermost unit goes (units inside blocks, tried too, lost accuracy)."""
@@ -129,6 +129,7 @@ def layers(
     calibration batches of ``data`` (a Task or (inputs, labels) batches) measured; the
     one that adds the least loss per fraction of the MACs it removes goes, and the rest
     are scored again. The model must then be fine-tuned (``sc.fit``), as after any pruning.
+    ``example_inputs``: a batch of the model's inputs, to trace it.
     """
     check_finite_model(model, "layers")
     if not isinstance(model, nn.Module):

@@ -48,7 +48,9 @@ def _apply_gate(module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
 def gate_channels(
     model: nn.Module, layers: list[str], *, threshold: float = 0.5
 ) -> list[ChannelGate]:
-    """Give each named convolution a :class:`ChannelGate` on its output channels (in place).
+    """Give each convolution of ``model`` named in ``layers`` a :class:`ChannelGate` on its
+    output channels (in place); a channel runs where its gate's probability exceeds
+    ``threshold``.
 
     The gate is a child module (``<layer>.gate``), so it trains with ``sc.fit`` and travels in
     the state dict; call this again on a fresh model before loading one.

@@ -81,6 +81,11 @@ def iterative(
 
     With ``min_accuracy``, a step whose recovered validation accuracy falls below it is undone
     and the loop stops there, keeping the last model above the floor (the report says why).
+
+    ``task`` gives the data; each step removes channels ranked by ``importance`` over
+    ``scope`` (as ``channels``; ``prune_kwargs`` are its other options), toward the target
+    by ``schedule`` (linear; agp, Zhu & Gupta's cubic steps), then recovers at learning
+    rate ``lr``; ``seed`` fixes both.
     """
     if not isinstance(task, Task):
         raise TypeError(f"task must be a secateurs Task, got {type(task).__name__}")

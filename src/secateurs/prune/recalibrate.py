@@ -24,7 +24,8 @@ def recalibrate_bn(
 ) -> int:
     """Re-estimate the running mean and variance of every batch-norm layer of ``model`` (in
     place) from ``batches`` batches of ``data`` (a Task: its training split in a fixed
-    order; or an iterable of (inputs, labels) batches or of input tensors), as an equal
+    order, in batches of ``batch_size``; or an iterable of (inputs, labels) batches or of
+    input tensors), as an equal
     average over them; no weight changes, and every module is left in the mode it was in.
     Returns how many batch-norm layers were re-estimated (0 for a model without one, which
     is left as it was). If a batch fails, the statistics are put back as they were."""

@@ -86,7 +86,7 @@ def _cap(channels: int, count: int, max_layer_ratio: float, round_to: int) -> in
 
 
 def group_name(group: Group) -> str:
-    """A group's name: the first layer whose output channels (filters) it is."""
+    """The name of ``group``: the first layer whose output channels (filters) it is."""
     return next((m.module for m in group.members if m.axis != "in"), group.members[0].module)
 
 
@@ -154,8 +154,9 @@ def plan(
     seed: int = 0,
 ) -> dict[Group, list[int]]:
     """Which channels of each group ``channels`` would remove at ``ratio``, without removing
-    them: ``{group: channel indices}``, ready for ``graph.zero`` or ``graph.prune``.
-    ``round_to`` defaults to the graph's."""
+    them: ``{group: channel indices}`` of ``graph``, ready for ``graph.zero`` or
+    ``graph.prune``. ``importance``, ``scope``, ``max_layer_ratio``, ``data`` and ``seed``
+    as in ``channels``; ``round_to`` defaults to the graph's."""
     criterion = IMPORTANCE.get(importance)
     check_choice("scope", scope, SCOPES)
     round_to = graph.round_to if round_to is None else check_int("round_to", round_to, minimum=1)
@@ -192,7 +193,7 @@ def channels(
     """Remove channels from ``model`` in place, making its tensors physically smaller.
 
     Say how much with exactly one of:
-    ``ratio``: the fraction of channels removed from each group (``scope="local"``), from all
+    ``ratio``: the fraction of channels removed from each group (``scope`` "local"), from all
     groups together ranked by importance normalized per group (``"global"``), or per layer
     as ``{module path: ratio}`` (the fraction of that layer's filters);
     ``target_macs``: the fraction of MACs to keep, reached within 2% of itself by searching
@@ -208,7 +209,9 @@ def channels(
     (:func:`~secateurs.prune.recalibrate_bn`), so the pruned model scores before
     fine-tuning what its weights allow, not near chance; by default (None) whenever
     ``data`` is given, ``False`` keeps the statistics as they were (every kept channel
-    then computes exactly what it did).
+    then computes exactly what it did). ``example_inputs`` trace the model (a batch of
+    its inputs); ``importance`` names the criterion that ranks channels
+    (``list_importance()``); ``seed`` fixes the random criterion and calibration order.
     """
     check_finite_model(model, "channels")
     if not isinstance(model, nn.Module):

@@ -171,16 +171,19 @@ def sparsify(
 ) -> SparsityReport:
     """Mask the least important weights of every convolution and linear layer (in place).
 
-    ``sparsity``: the fraction of weights zeroed, over all layers together (``"global"``), in
-    each layer (``"local"``), or over all layers ranked by LAMP scores (``"lamp"``, Lee et
-    al. 2021, arXiv 2010.07611: each layer's scores normalized so that layers of any scale
-    compete fairly). ``granularity``: single weights, filterlets (the input-channel
-    vector at one kernel position of one filter; DTMM, arXiv 2401.09068), ``"N:M"`` (N kept
+    ``sparsity``: the fraction of weights zeroed, by ``scope``: over all layers together
+    (``"global"``), in each layer (``"local"``), or over all layers ranked by LAMP scores
+    (``"lamp"``, Lee et al. 2021, arXiv 2010.07611: each layer's scores normalized so that
+    layers of any scale compete fairly). ``granularity``: single weights, filterlets (the
+    input-channel vector at one kernel position of one filter; DTMM, arXiv 2401.09068),
+    ``"N:M"`` (N kept
     in every M consecutive input weights; the sparsity is then 1 - N/M), or square blocks of
     ``block_size``. Calling it again on a masked model raises the sparsity: masked weights
     score zero and stay masked. ``relevance_exponent`` (``"lrp_magnitude"`` only): p in
     the score relevance^p·|w|^(1 - p); 0.5, the geometric mean, by default, 1 ranks as
-    ``"lrp"`` and 0 as ``"magnitude"``.
+    ``"lrp"`` and 0 as ``"magnitude"``. ``model`` keeps its ``ignored`` layers dense;
+    ``importance`` ranks weights (magnitude, taylor, lrp, lrp_magnitude, random; ``data``
+    feeds the data-driven ones); ``seed`` fixes the random ranking.
     """
     check_finite_model(model, "sparsify")
     if not isinstance(model, nn.Module):
@@ -230,10 +233,11 @@ def sparsify(
 
 
 def lamp_scores(scores: torch.Tensor) -> torch.Tensor:
-    """LAMP (Lee et al. 2021, arXiv 2010.07611): each score squared over the sum of the
-    squares of every score in its layer at least as large. Ranking these globally sets
-    per-layer sparsities that no layer's scale can skew (conv weights before a BatchNorm
-    have none of their own), and the layer's largest unit scores 1, so no layer is emptied."""
+    """LAMP (Lee et al. 2021, arXiv 2010.07611) of one layer's ``scores``: each score
+    squared over the sum of the squares of every score in its layer at least as large.
+    Ranking these globally sets per-layer sparsities that no layer's scale can skew (conv
+    weights before a BatchNorm have none of their own), and the layer's largest unit scores
+    1, so no layer is emptied."""
     flat = scores.flatten().double().square()
     order = torch.argsort(flat, stable=True)
     ranked = flat[order]
@@ -291,7 +295,7 @@ def _n_of_m(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
 
 @in_place
 def strip(model: nn.Module) -> nn.Module:
-    """Bake every mask into its weight and remove the parametrizations (in place)."""
+    """Bake every mask of ``model`` into its weight and remove the parametrizations (in place)."""
     for module in model.modules():
         if _mask_of(module) is not None:
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
@@ -325,7 +329,7 @@ class SparsityReport:
 
 
 def sparsity_report(model: nn.Module) -> SparsityReport:
-    """Per-layer and total sparsity of the weights the layers use (masks applied)."""
+    """Per-layer and total sparsity of the weights the layers of ``model`` use (masks applied)."""
     with torch.no_grad():
         return SparsityReport(
             tuple(
@@ -416,7 +420,8 @@ def learn_masks(
     seed: int = 0,
     relevance_exponent: float = 0.5,
 ) -> nn.Module:
-    """Attach a :class:`LearnedMask` to every convolution and linear weight (in place); train
+    """Attach a :class:`LearnedMask` to every convolution and linear weight of ``model`` but
+    the ``ignored`` layers (in place; ``seed`` for the random scores); train
     with ``sc.fit`` (weights and scores learn together), then :func:`fix_masks`.
 
     ``importance`` (as in :func:`sparsify`, with ``relevance_exponent``; ``data`` for the

@@ -19,7 +19,8 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:
-    """TFLite's ``QuantizeMultiplier``: ``real ~= multiplier * 2**(shift - 31)``.
+    """TFLite's ``QuantizeMultiplier`` of the scale ``real``: ``real ~= multiplier *
+    2**(shift - 31)``.
 
     ``multiplier`` is in [2**30, 2**31) (or 0 for ``real == 0``). Multipliers too small to
     represent become (0, 0); shifts above 30 saturate to ``(2**31 - 1, 30)``.

@@ -334,7 +334,9 @@ def quantize(
     weight_bits: int | dict[str, int] | None = None,
     rounding: str = "tflm",
 ) -> QuantizedModel:
-    """Post-training quantization: calibrate activation ranges on ``data``, quantize weights.
+    """Post-training quantization of ``model``: calibrate activation ranges on ``data``
+    (``num_batches`` batches, observed by ``calibration``: minmax or a percentile rule),
+    quantize weights, as ``scheme`` says (``SCHEMES``: int8, and sub-8-bit weights).
 
     ``data`` is a Task (its training inputs), a tensor of inputs, or an iterable of batches.
     ``weight_bits`` overrides the scheme's weight width, for all layers or per module path

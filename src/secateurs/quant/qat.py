@@ -142,7 +142,10 @@ def prepare_qat(
     momentum: float = 0.01,
 ) -> QATModel:
     """Wrap ``model`` for quantization-aware training; ranges start from a PTQ calibration
-    on ``data``. Train the result with ``sc.fit``, then call :func:`convert`."""
+    on ``data`` (``calibration``, ``num_batches`` and ``scheme``/``weight_bits`` as in
+    ``quantize``). Train the result with ``sc.fit``, then call :func:`convert`. The ranges
+    move as exponential averages (``momentum``), or are learned with ``lsq=True`` (LSQ,
+    Esser et al. 2020, arXiv 1902.08153)."""
     momentum = check_float("momentum", momentum, minimum=0.0, maximum=1.0)
     graph, scheme_obj, bits, qparams = calibrate(
         model, data, scheme, calibration, num_batches, weight_bits
@@ -151,7 +154,7 @@ def prepare_qat(
 
 
 def convert(qat: QATModel) -> QuantizedModel:
-    """The int8 model whose ranges and weights QAT trained."""
+    """The int8 model whose ranges and weights QAT trained in ``qat`` (a QATModel)."""
     if not isinstance(qat, QATModel):
         raise TypeError(f"convert takes the QATModel from prepare_qat, got {type(qat).__name__}")
     roots = {int(r): q.qparams() for r, q in qat.activations.items()}

@@ -101,8 +101,9 @@ def _set_weight(module: nn.Module, value: torch.Tensor) -> None:
 
 
 def sensitivity(model: nn.Module, task: Task, *, bits: int = 4, split: str = "val"):
-    """Accuracy on ``split`` when only one layer's weights are quantized to ``bits`` (per
-    output channel), for each layer; everything else stays float (QGT's bottleneck probe)."""
+    """Accuracy of ``model`` on ``split`` of ``task`` when only one layer's weights are
+    quantized to ``bits`` (per output channel), for each layer; everything else stays float
+    (QGT's bottleneck probe)."""
     if bits not in WEIGHT_BITS:
         raise ValueError(f"bits must be one of {WEIGHT_BITS}, got {bits!r}")
     if not isinstance(task, Task):
@@ -128,8 +129,9 @@ def mixed_precision(
     bits: tuple[int, ...] = (8, 4, 2),
     split: str = "val",
 ) -> dict[str, int]:
-    """Weight bits per layer so that the packed weights fit ``budget_bytes``, lowering first
-    the layers whose sensitivity costs the least accuracy per byte saved (greedy).
+    """Weight bits per layer of ``model`` (each one of ``bits``) so that the packed weights
+    fit ``budget_bytes``, lowering first the layers whose sensitivity (accuracy on ``split``
+    of ``task``) costs the least accuracy per byte saved (greedy).
 
     Returns ``{module path: bits}`` for ``sc.quant.quantize(..., weight_bits=...)``.
     """

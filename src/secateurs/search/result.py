@@ -82,7 +82,9 @@ SHARED_OPTIONS = (
 )
 OPTIONAL = ("importance", "backend")
 SHARED_DOC = """
-    The options every search shares, after its own (``sc.search.Search`` describes them):
+    ``model`` is pruned in place, on ``task``'s data, until it meets ``budget``
+    (:class:`Budget`). The options every search shares, after its own
+    (``sc.search.Search`` describes them):
     ``finetune_epochs`` (5), ``lr`` (1e-3), {optional}``min_keep`` (0.1), ``ignored``,
     ``seed`` (0), {backend}``progress``.
     """
