@@ -135,6 +135,8 @@ def substitute(stages: list, keep: float) -> list:
 
 
 def cells(grid: Grid) -> list[Cell]:
+    """Every cell of ``grid``: per task, model and seed, the control, then each method at
+    each operating point."""
     out = []
     for task in grid.tasks:
         for model in grid.models:
@@ -146,7 +148,8 @@ def cells(grid: Grid) -> list[Cell]:
 
 
 def cell_recipe(grid: Grid, cell: Cell, parent: str | Path) -> dict:
-    """The recipe one cell runs: the parent's weights, the method's stages, an evaluation."""
+    """The recipe one ``cell`` of ``grid`` runs: the weights of its ``parent`` (a checkpoint
+    path), the method's stages, an evaluation."""
     stages = [] if cell.method == CONTROL else substitute(grid.methods[cell.method], cell.keep)
     return {
         "task": task_spec(grid, cell.task),
@@ -185,7 +188,8 @@ CHANGED_DEFAULTS = [("prune", "recalibrate", False, "when data is given")]
 
 
 def cell_digest(grid: Grid, cell: Cell) -> str:
-    """What one cell runs: its recipe (with the parent named by what it depends on), its
+    """What one ``cell`` of ``grid`` runs: its recipe (with the parent named by what it
+    depends on), its
     stages' arguments read as ``CHANGED_DEFAULTS`` says."""
     parent = f"{'-'.join(map(str, cell.parent))}-{parent_digest(grid, cell.model, cell.task)}"
     recipe = cell_recipe(grid, cell, parent)
@@ -201,7 +205,8 @@ def cell_digest(grid: Grid, cell: Cell) -> str:
 
 
 def parse_grid(data: Any, *, source: str = "grid") -> Grid:
-    """Validate grid data; every method's stages are checked as a recipe would be."""
+    """Validate grid ``data`` (from the file called ``source``); every method's stages are
+    checked as a recipe would be."""
     if not isinstance(data, dict):
         raise RecipeError(
             source, [("", "a grid is a mapping with name, tasks, models, methods, keep")]
@@ -231,6 +236,7 @@ def parse_grid(data: Any, *, source: str = "grid") -> Grid:
 
 
 def load_grid(path: str | Path) -> Grid:
+    """Read the grid file at ``path`` and validate it (:func:`parse_grid`)."""
     path = Path(path)
     try:
         data = load_yaml(path.read_text())

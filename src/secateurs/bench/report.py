@@ -29,7 +29,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def aggregate(rows: list[dict]) -> dict:
-    """{(task, model, method, keep): summary} over seeds, with compression ratio and
+    """{(task, model, method, keep): summary} of the cells' ``rows`` over seeds, with
+    compression ratio and
     theoretical speedup against that task and model's control (same seed)."""
     control = {
         (r["task"], r["model"], r["seed"]): r["metrics"] for r in rows if r["method"] == CONTROL
@@ -319,7 +320,8 @@ def _missing(rows: list[dict]) -> list[tuple[str, str, str, str]]:
 
 
 def write_bench_report(store: str | Path, out: str | Path) -> tuple[Path, Path]:
-    """Write ``report.md`` (plots under ``plots/``) and ``report.html`` for the done
+    """Write ``report.md`` (plots under ``plots/``) and ``report.html`` into ``out`` for the
+    done
     cells of ``store``, and ``cells.jsonl``, every cell as :meth:`Store.export` writes it
     (what ``Store.import_cells`` reads back to extend the grid elsewhere)."""
     db = Store(store)

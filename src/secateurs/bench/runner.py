@@ -61,7 +61,8 @@ def cell_folder(root: Path, grid: Grid, cell) -> Path:
 
 
 def train_parent(grid: Grid, task: str, model: str, seed: int, root: str) -> float:
-    """Train one parent and save it where its cells look for it; returns its accuracy."""
+    """Train the parent of ``grid``'s ``model`` on ``task`` with ``seed`` and save it under
+    ``root`` where its cells look for it; returns its accuracy."""
     path = parent_path(grid, Path(root), task, model, seed)
     t = data.load(task, seed=seed, **grid.task_args.get(task, {}))
     spec = grid.models[model]
@@ -72,7 +73,8 @@ def train_parent(grid: Grid, task: str, model: str, seed: int, root: str) -> flo
 
 
 def run_cell(grid: Grid, cell, root: str) -> dict:
-    """One cell's recipe run (resumable, in ``root/cells``); its final metrics, or the
+    """The recipe run of ``grid``'s ``cell`` (resumable, in ``root/cells``); its final
+    metrics, or the
     error. Never raises, so one failing cell does not stop a round."""
     try:
         out = cell_folder(Path(root), grid, cell)
@@ -165,7 +167,8 @@ def run_grid(
     run folder. ``backend``: "serial", "process", "ray" (a local Ray instance) or any
     object with ``map(fn, jobs)``, such as ``sc.search.RayBackend("auto")``. ``rerun``:
     methods whose cells run again from scratch although done (the digests see a changed
-    grid, not changed code). ``retry_failed``: cells whose attempts ran out get them back.
+    grid, not changed code). A failing cell is tried ``max_attempts`` times in all (over runs);
+    ``retry_failed``: cells whose attempts ran out get them back.
     ``progress``: bars over the parents and the cells, where output reaches a person (or
     on ``console``).
     One runner per store at a time: a second is refused while the first holds the lock."""

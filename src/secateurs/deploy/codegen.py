@@ -68,7 +68,8 @@ void sc_mark(void);
 
 
 def build_program(qmodel: QuantizedModel, *, sparse: str = "auto") -> tuple[Program, Plan]:
-    """The lowered kernel calls of ``qmodel`` and their memory plan."""
+    """The lowered kernel calls of ``qmodel`` and their memory plan; ``sparse`` (auto, never,
+    always) picks the sparse kernels as ``export_c`` does."""
     if not isinstance(qmodel, QuantizedModel):
         raise TypeError(
             f"export_c takes a QuantizedModel (sc.quant.quantize(model, task)), got "

@@ -66,7 +66,7 @@ def run_tflite(
     runtime: str = "tflm",
     arena_size: int | None = None,
 ) -> np.ndarray:
-    """int8 outputs (N, prod(output_shape)) of the ``.tflite`` at ``path`` for int8 inputs
+    """int8 outputs (N, prod(``output_shape``)) of the ``.tflite`` at ``path`` for int8 inputs
     ``x_q`` (N, ...) in PyTorch layout (a tuple, one tensor per input, for a model with
     several), one inference per sample, in ``runtime``: "tflm" (TensorFlow Lite Micro,
     with an arena of ``arena_size`` bytes; by default 8 MiB, doubled while the model does

@@ -597,7 +597,8 @@ def tflite_model(
     compact: bool | None = None,
     memory_plan: bool = True,
 ) -> bytes:
-    """The flatbuffer bytes of ``qmodel`` as an int8 TFLite model.
+    """The flatbuffer bytes of ``qmodel`` as an int8 TFLite model; ``memory_plan`` stores the C
+    arena's layout as TFLM's offline memory plan.
 
     ``widen_kernels``: where SAME padding would place a convolution's windows one pixel off
     PyTorch's (stride 2 on an even size), append zero taps to the kernel so that SAME fits
@@ -748,7 +749,7 @@ def memory_plan_offsets(sub, operators: list[str]) -> list[int]:
 
 
 def tflite_operators(model: str | os.PathLike | bytes) -> list[str]:
-    """The builtin operator names of a ``.tflite`` file (or its bytes), in execution
+    """The builtin operator names of ``model``, a ``.tflite`` file (or its bytes), in execution
     order: what a runtime will run, for checking an export."""
     _, s = _schema()
     data = model if isinstance(model, bytes) else Path(model).read_bytes()
@@ -766,7 +767,8 @@ def export_tflite(
     compact: bool | None = None,
     memory_plan: bool = True,
 ) -> Path:
-    """Write ``qmodel`` as an int8 ``.tflite`` file (atomically); returns the path. See
+    """Write ``qmodel`` as an int8 ``.tflite`` file at ``path`` (atomically); returns the
+    path. See
     :func:`tflite_model` for ``widen_kernels``, ``compact`` and ``memory_plan``."""
     path = check_output_path(path, "export_tflite", folder=False)
     return write_atomic(

@@ -65,7 +65,8 @@ class Verification:
 
 
 def compile_c(outdir: str | os.PathLike, *, sanitize: bool = False, cc: str | None = None) -> Path:
-    """Build the host harness from an ``export_c`` directory; returns the executable."""
+    """Build the host harness from the ``export_c`` directory ``outdir`` with ``cc`` (default:
+    gcc), under ASan and UBSan with ``sanitize``; returns the executable."""
     out = Path(outdir)
     cc = cc or os.environ.get("CC", "gcc")
     if shutil.which(cc) is None:
@@ -91,7 +92,8 @@ def compile_c(outdir: str | os.PathLike, *, sanitize: bool = False, cc: str | No
 
 
 def run_c(binary: str | os.PathLike, x_q: torch.Tensor, output_size: int) -> np.ndarray:
-    """Outputs of the compiled harness for int8 inputs ``x_q`` (N, ...): (N, output_size)."""
+    """Outputs of the compiled harness ``binary`` for int8 inputs ``x_q`` (N, ...): (N,
+    ``output_size``)."""
     data = x_q.to(torch.int8).contiguous().numpy().tobytes()
     result = subprocess.run([str(binary)], input=data, capture_output=True, timeout=600)
     if result.returncode != 0:
@@ -173,7 +175,8 @@ def verify_c(
 
 
 def count_instructions(binary: str | os.PathLike, x_q: torch.Tensor) -> int:
-    """Instructions per inference of the compiled harness on int8 inputs ``x_q`` (N, ...),
+    """Instructions per inference of the compiled harness ``binary`` on int8 inputs ``x_q``
+    (N, ...),
     counted by ``valgrind --tool=callgrind``: (count for the N inputs - count for none) / N,
     so start-up is not charged. Deterministic for a given binary and input."""
     if shutil.which("valgrind") is None:
@@ -223,14 +226,14 @@ def estimate_c(
     target: str | Target | None = None,
     binary: str | os.PathLike | None = None,
 ) -> dict:
-    """Latency and energy per inference *estimated* from the instructions the exported C
-    executes on float inputs ``x``, for ``target`` (default: the export's). Where the target
-    names a Cortex-M core (``sc.deploy.cortex_m.CORES``) and the cross toolchain is
-    installed, the count is the core's own, on the emulator, with the core's cycles per
-    instruction (``model`` says which); otherwise the host build's (see
+    """Latency and energy per inference *estimated* from the instructions the exported C executes
+    on float inputs ``x`` for ``qmodel`` (exported to ``outdir``), for ``target`` (default: the
+    export's). Where the target names a Cortex-M core (``sc.deploy.cortex_m.CORES``) and the
+    cross toolchain is installed, the count is the core's own, on the emulator, with the core's
+    cycles per instruction (``model`` says which); otherwise the host build's (see
     :func:`count_instructions`; ``binary``: that harness already built from ``outdir``, by
-    ``verify_c`` say) with the target's. Added to ``outdir/report.json`` under
-    ``"estimates"`` and returned."""
+    ``verify_c`` say) with the target's. Added to ``outdir/report.json`` under ``"estimates"``
+    and returned."""
     from . import cortex_m
 
     out = Path(outdir)

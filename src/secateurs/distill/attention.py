@@ -70,7 +70,8 @@ def enhance_teacher(
     seed: int = 0,
 ) -> nn.Module:
     """A copy of ``teacher`` with a :class:`CoordinateAttention` after each of ``layers``
-    (default: the last stage output), trained on ``task`` for ``epochs`` with the attention.
+    (default: the last stage output), trained on ``task`` for ``epochs`` with the attention
+    (at ``lr``, ``seed`` fixing the order), its channels squeezed by ``reduction``.
 
     Each layer ``p`` becomes ``nn.Sequential(layer, attention)`` at the same path, so a
     student distils from the attended features by naming ``p`` as before. The teacher

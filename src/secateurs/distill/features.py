@@ -125,7 +125,8 @@ class FeatureKD(_LayerTerm):
 
 
 def attention_map(x: torch.Tensor, *, p: float = 2.0) -> torch.Tensor:
-    """Zagoruyko & Komodakis's spatial attention: mean over channels of |x|^p, flattened per
+    """Zagoruyko & Komodakis's spatial attention of the feature map ``x``: mean over channels
+    of |x|^``p``, flattened per
     sample and L2-normalized."""
     return F.normalize(x.abs().pow(p).mean(1).flatten(1), dim=1)
 

@@ -10,7 +10,8 @@ from ..train import LossTerm, Step
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``T² · KL(softmax(z_t/T) || softmax(z_s/T))``, averaged over the batch.
+    """``T² · KL(softmax(z_t/T) || softmax(z_s/T))`` of the ``student`` and ``teacher``
+    logits at ``temperature`` T, averaged over the batch.
 
     The T² factor keeps the gradients' scale independent of the temperature, as in the paper.
     """

@@ -25,7 +25,8 @@ def _normalized_distances(e: torch.Tensor) -> torch.Tensor:
 
 
 def rkd_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Huber loss between the mean-normalized pairwise distances of two embedding batches."""
+    """Huber loss between the mean-normalized pairwise distances of the ``student`` and
+    ``teacher`` embedding batches."""
     s, t = student.flatten(1), teacher.detach().flatten(1)
     return F.smooth_l1_loss(_normalized_distances(s), _normalized_distances(t))
 
@@ -36,7 +37,8 @@ def _angles(e: torch.Tensor) -> torch.Tensor:
 
 
 def rkd_angle(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Huber loss between the cosines of the angles of all triples in two embedding batches."""
+    """Huber loss between the cosines of the angles of all triples in the ``student`` and
+    ``teacher`` embedding batches."""
     s, t = student.flatten(1), teacher.detach().flatten(1)
     return F.smooth_l1_loss(_angles(s), _angles(t))
 

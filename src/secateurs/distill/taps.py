@@ -15,7 +15,8 @@ from ..data.task import Task, call
 
 
 def classifier_path(model: nn.Module) -> str:
-    """Path of the model's last Linear layer, the classifier, whose input is the embedding."""
+    """Path of the last Linear layer of ``model``, the classifier, whose input is the
+    embedding."""
     linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise ValueError(
@@ -96,14 +97,16 @@ def _block_shapes(model: nn.Module, task: Task) -> dict[str, tuple[int, ...]]:
 
 
 def block_outputs(model: nn.Module, task: Task) -> list[str]:
-    """Top-level children that have weights and output a feature map, in order: the
+    """Top-level children of ``model`` that have weights and output a feature map on
+    ``task``'s inputs, in order: the
     network's blocks, where layer-wise distillation hints. Parameter-free ones (an input
     padding) are left out: there the student's output is the teacher's."""
     return list(_block_shapes(model, task))
 
 
 def stage_outputs(model: nn.Module, task: Task) -> list[str]:
-    """Of :func:`block_outputs`, the last one at each resolution: the ends of the network's
+    """Of :func:`block_outputs` (of ``model`` on ``task``), the last one at each resolution:
+    the ends of the network's
     stages, where attention transfer compares (Zagoruyko & Komodakis 2017)."""
     shapes = _block_shapes(model, task)
     blocks = list(shapes)

@@ -38,7 +38,7 @@ def _kib(n: float) -> str:
 
 
 def stage_rows(records: list[dict]) -> list[tuple[str, ...]]:
-    """One row of text per stage, in the order of :data:`COLUMNS`."""
+    """One row of text per stage of ``records``, in the order of :data:`COLUMNS`."""
     rows: list[tuple[str, ...]] = []
     for r in records:
         p = r["profile"]
@@ -159,7 +159,9 @@ def _details(records: list[dict]) -> list[str]:
 
 
 def write_report(out: Path, recipe, records: list[dict], target: Target) -> tuple[Path, Path]:
-    """Write ``report.md`` (plots under ``plots/``) and a self-contained ``report.html``."""
+    """Write ``report.md`` (plots under ``plots/``) and a self-contained ``report.html`` into
+    ``out``, for the run of ``recipe`` whose stages left ``records``, drawn against
+    ``target``'s SRAM."""
     if not records:
         raise ValueError("a report needs at least one finished stage")
     plots = {

@@ -72,7 +72,8 @@ def _finite(obj: Any) -> Any:
 
 
 def measure_state(state: RunState, task) -> dict:
-    """Accuracy on the test split and the Profile: float costs for a float model; for an
+    """Accuracy of ``state``'s model on the test split of ``task`` and its Profile: float
+    costs for a float model; for an
     int8 one, costs at its weight bits and 8-bit activations, and the bytes it stores."""
     x = task.example_inputs()
     if state.qmodel is None:
@@ -155,7 +156,7 @@ def run(
     overrides: Mapping[str, Any] | None = None,
     console: Console | None = None,
 ) -> RunResult:
-    """Run a recipe (a YAML path, or the mapping ``yaml.safe_load`` gives) into ``out``.
+    """Run ``recipe`` (a YAML path, or the mapping ``yaml.safe_load`` gives) into ``out``.
 
     ``overrides`` set keys by YAML path before validation, e.g.
     ``{"stages[0].train.epochs": 1}``. ``resume=True`` continues a run in ``out`` from its

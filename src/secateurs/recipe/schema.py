@@ -741,8 +741,9 @@ def apply_overrides(data: Any, overrides: Mapping[str, Any]) -> Any:
 def parse_recipe(
     data: Any, *, source: str = "recipe", overrides: Mapping[str, Any] | None = None
 ) -> tuple[Recipe, list[Stage]]:
-    """Validate recipe data (as ``yaml.safe_load`` returns it); raise RecipeError naming
-    every problem by its YAML path."""
+    """Validate recipe ``data`` (as ``yaml.safe_load`` returns it), with ``overrides`` (YAML
+    paths to values) applied first; raise RecipeError naming every problem by its YAML path,
+    the file called ``source``."""
     if overrides:
         try:
             data = apply_overrides(data, overrides)
@@ -796,7 +797,8 @@ def parse_recipe(
 def load_recipe(
     path: str | Path, *, overrides: Mapping[str, Any] | None = None
 ) -> tuple[Recipe, list[Stage]]:
-    """Read a recipe file with ``yaml.safe_load`` (aliases limited) and validate it."""
+    """Read the recipe file at ``path`` with ``yaml.safe_load`` (aliases limited), apply
+    ``overrides`` and validate it."""
     path = Path(path)
     try:
         text = path.read_text()

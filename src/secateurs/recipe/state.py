@@ -75,7 +75,8 @@ def _create(spec: dict, task: Task, seed: int | None) -> nn.Module:
 
 
 def build_model(spec, task: Task, seed: int) -> RunState:
-    """The starting model of a recipe: a fresh zoo model, or one loaded from a checkpoint."""
+    """The starting model of a recipe for ``task``, as its model ``spec`` says: a fresh zoo or
+    imported model (initial weights drawn with ``seed``), or one loaded from a checkpoint."""
     if spec.checkpoint is not None:
         path = Path(spec.checkpoint)
         obj = read_weights_file(path, "model.checkpoint")
@@ -112,7 +113,7 @@ def build_model(spec, task: Task, seed: int) -> RunState:
 
 
 def save_state(state: RunState, path: str | Path, stage: int, name: str) -> None:
-    """Write the run state after stage ``stage`` atomically to ``path``."""
+    """Write the run ``state`` after stage ``stage`` (named ``name``) atomically to ``path``."""
     atomic_save(
         {
             "format": FORMAT,
@@ -141,7 +142,7 @@ def _rebuild(spec: dict, history: list, masks: list[str], task: Task) -> nn.Modu
 
 
 def load_state(path: str | Path, task: Task) -> RunState:
-    """Rebuild the run state saved by :func:`save_state`."""
+    """Rebuild the run state saved at ``path`` by :func:`save_state`, for ``task``."""
     ckpt = load_versioned(path, FORMAT, "secateurs run checkpoint")
     model = _rebuild(ckpt["spec"], ckpt["history"], ckpt["masks"], task)
     model.load_state_dict(ckpt["state_dict"])

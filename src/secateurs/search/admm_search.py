@@ -115,8 +115,10 @@ def purify(
     *,
     candidates: int = 16,
 ) -> tuple[list[torch.Tensor], dict]:
-    """Remove kept channels that barely matter, then re-activate pruned channels that
-    help most, while the budget allows; ``open_`` holds a 0/1 gate per channel."""
+    """Remove kept channels of ``model`` (gated in ``space``) whose removal changes the
+    validation loss on ``task`` by less than ``epsilon``, then re-activate the pruned
+    channels that help most, while the budget allows (the weakest ``candidates`` kept and
+    strongest pruned channels are tried); ``open_`` holds a 0/1 gate per channel."""
     x, y = task.inputs("val"), task.val.tensors[-1]
     gates = [g.clone() for g in open_]
     was_training = model.training
@@ -173,7 +175,12 @@ def admm(
 ) -> SearchResult:
     """ADMM-train ``model`` toward the budget's structure (``structured``: kept channels
     per group, by default the uniform fraction that meets the budget, or ``structure``;
-    else unstructured sparsity), hard-prune, purify, fine-tune; in place."""
+    else unstructured sparsity), hard-prune, purify, fine-tune; in place.
+
+    ADMM (Zhang et al. 2018, arXiv 1804.03294) trains ``epochs`` epochs of SGD at
+    ``admm_lr`` with the augmented term's weight ``rho``, grown by ``rho_growth`` each
+    epoch; ``purification`` then removes kept channels that change the loss by less than
+    ``epsilon`` and re-opens pruned ones that help, while the budget allows."""
     if not structured:
         search.method = "admm_unstructured"
         return _unstructured(search, epochs, admm_lr, rho, rho_growth)

@@ -93,6 +93,9 @@ def autoprune(
     auxiliary values), fine-tune, and return the result (in place).
 
     Closed channels with the highest auxiliary values reopen while the budget allows.
+    The auxiliary parameters learn at ``aux_lr`` (Adam) under a budget penalty that starts
+    at ``strength`` and, every ``every`` steps, grows while the open structure is over
+    budget and shrinks while it is under.
     ``aux_init`` sets starting auxiliary values per group name (default 0.1: all open);
     the final values are in ``result.history[-1]["aux"]``.
     """

@@ -50,7 +50,8 @@ class Costs:
 
 
 def measure_costs(model: nn.Module, x, budget: Budget, *, sparse: bool = False) -> Costs:
-    """The costs ``budget`` constrains, measured on ``model`` with ``sc.measure.profile``.
+    """The costs ``budget`` constrains, measured on ``model`` with ``sc.measure.profile``
+    on the inputs ``x``.
     ``sparse=True`` counts nonzero MACs and params (unstructured sparsity)."""
     prof = profile(
         model,

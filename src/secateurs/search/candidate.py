@@ -72,8 +72,10 @@ def evaluate_candidate(
     seed: int = 0,
     split: str = "val",
 ) -> float:
-    """Accuracy on ``split`` of a copy of ``model`` pruned to ``keep`` (inheriting the
-    weights of its most important channels) and fine-tuned for ``steps`` steps."""
+    """Accuracy on ``split`` of ``task`` of a copy of ``model`` pruned to ``keep``
+    (inheriting the weights of its most important channels by ``importance``, the
+    ``ignored`` modules left whole; ``example_inputs`` trace it) and fine-tuned for
+    ``steps`` steps at ``lr``, ``seed`` fixing the order."""
     candidate = copy.deepcopy(model)
     channels(
         candidate,
@@ -203,7 +205,8 @@ def map_jobs(backend, fn: Callable, jobs: Sequence[dict], steps: Steps | None = 
 
 
 def get_backend(backend) -> object:
-    """A backend object: a registered name ("serial", "process", "ray"), or anything with
+    """The backend ``backend`` names: a registered name ("serial", "process", "ray"), or
+    anything with
     ``map(fn, jobs)``."""
     if isinstance(backend, str):
         return BACKENDS.get(backend)()

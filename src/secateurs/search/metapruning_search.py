@@ -141,7 +141,9 @@ def metapruning(
     drawn around the budget's uniform width), search width vectors within
     ``budget`` by evolution (``population`` per generation, the best ``parents`` bred by
     crossover and mutation), then prune ``model`` in place to the winner, starting from
-    its generated weights, and fine-tune it."""
+    its generated weights, and fine-tune it. The evolution runs ``generations`` rounds; a
+    child's widths are redrawn with probability ``mutation`` each; the PruningNet's hidden
+    layer has ``hidden`` units (Liu et al. 2019, arXiv 1903.10258)."""
     population = check_int("population", population, minimum=2)
     parents = check_int("parents", parents, minimum=1)
     model, task, space = search.model, search.task, search.space

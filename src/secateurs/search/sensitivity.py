@@ -33,7 +33,8 @@ def greedy_sensitivity(
     levels: Iterable[float] = LEVELS,
 ) -> SearchResult:
     """Prune ``model`` in place to the greedy sensitivity allocation that meets ``budget``,
-    fine-tune it for ``finetune_epochs``, and return the result."""
+    fine-tune it for ``finetune_epochs``, and return the result. Each group is cut alone
+    to each of the kept fractions in ``levels`` and scored on the validation split."""
     model, task, space, x = search.model, search.task, search.space, search.space.x
     importance, seed, progress = search.importance, search.seed, search.progress
     fractions = np.array([1.0, *sorted(set(levels), reverse=True)])
