@@ -86,3 +86,38 @@ except ImportError as err:
     assert out.returncode == 0, out.stderr[-2000:]
     assert "pip install 'secateurs[onnx]'" in out.stdout
     assert (tmp_path / "c" / "model.c").is_file()
+
+
+class _Branches(torch.nn.Module):
+    """Picks a layer by the sign of its input's mean: torch.export cannot capture that."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(64, 10), torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        return self.a(x) if x.mean() > -100 else self.b(x)
+
+
+def test_float_export_takes_torchs_exporter_and_falls_back_with_a_warning(digits, tmp_path):
+    """The float model goes through torch.export (dynamo=True) with a dynamic batch; one
+    torch.export refuses still exports, through the TorchScript exporter, and says why."""
+    import warnings
+
+    model = sc.models.create("mlp", digits, seed=0).eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = export_onnx(model, tmp_path / "m.onnx", example=digits.example_inputs())
+    assert not [w for w in caught if "torch.export cannot capture" in str(w.message)]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for n in (1, 7):  # the batch dimension is dynamic
+        x = digits.test.tensors[0][:n]
+        out = session.run(None, {"input": x.numpy()})[0]
+        assert np.allclose(out, model(x).detach().numpy(), atol=1e-5)
+    branches = _Branches().eval()
+    with pytest.warns(UserWarning, match="torch.export cannot capture this model"):
+        path = export_onnx(branches, tmp_path / "b.onnx", example=digits.example_inputs())
+    x = digits.test.tensors[0][:5]
+    out = ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})[0]
+    assert np.allclose(out, branches(x).detach().numpy(), atol=1e-5)

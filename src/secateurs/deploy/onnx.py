@@ -9,6 +9,8 @@ its result compares directly with ``QuantizedModel.run_int8``.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
 import warnings
@@ -68,28 +70,72 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, example=None):
 
 
 def _torch_export(model: nn.Module, example) -> bytes:
+    """The float model through torch's own exporter (``torch.export`` then ONNX, the
+    ``dynamo=True`` path torch maintains), with a dynamic batch dimension. A model
+    ``torch.export`` cannot capture (one that branches on its data, or reads a number out
+    of a tensor) goes through the TorchScript exporter instead, with a warning that says
+    why: that exporter follows the one path the example takes, and torch deprecates it."""
     was_training = model.training
     model.eval()
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+    args = as_args(example)
+    names = ["input"] if len(args) == 1 else [f"input{k}" for k in range(len(args))]
+    with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "model.onnx"
         try:
             with model_runs_on(example, "export_onnx"), torch.no_grad():
                 call(model, example)  # a clear error for inputs the model cannot take
-            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter
-            args = as_args(example)
-            names = ["input"] if len(args) == 1 else [f"input{k}" for k in range(len(args))]
-            torch.onnx.export(
-                model,
-                args,
-                str(out),
-                input_names=names,
-                output_names=["output"],
-                dynamo=False,
-                dynamic_axes={**{n: {0: "N"} for n in names}, "output": {0: "N"}},
-            )
+            batch = torch.export.Dim("N", min=1, max=1 << 16)
+            try:
+                with warnings.catch_warnings(), _quiet_exporter():
+                    warnings.simplefilter("ignore")
+                    torch.onnx.export(
+                        model,
+                        args,
+                        str(out),
+                        input_names=names,
+                        output_names=["output"],
+                        dynamo=True,
+                        external_data=False,  # one file: the weights inside it
+                        dynamic_shapes=tuple({0: batch} for _ in args),
+                        verbose=False,
+                    )
+            except Exception as err:  # torch.export's refusals have no common type
+                why = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+                warnings.warn(
+                    f"export_onnx: torch.export cannot capture this model "
+                    f"({type(err).__name__}: {why}); exported with the TorchScript exporter, "
+                    "which records the path the example inputs take",
+                    stacklevel=3,
+                )
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    torch.onnx.export(
+                        model,
+                        args,
+                        str(out),
+                        input_names=names,
+                        output_names=["output"],
+                        dynamo=False,
+                        dynamic_axes={**{n: {0: "N"} for n in names}, "output": {0: "N"}},
+                    )
         finally:
             model.train(was_training)
         return out.read_bytes()
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """torch.export and the ONNX exporter report each step at INFO and WARNING on their
+    loggers; an export that succeeds says nothing."""
+    loggers = [logging.getLogger(n) for n in ("torch.export", "torch.onnx", "torch._dynamo")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 class _Builder:
