@@ -107,7 +107,7 @@ def _numel(shape) -> int:
 
 def _as_hw(shape: tuple[int, ...]) -> tuple[int, int, int]:
     """(C, H, W) of a 1-D (C, L) or 2-D (C, H, W) feature map."""
-    return (shape[0], 1, shape[1]) if len(shape) == 2 else shape
+    return (shape[0], 1, shape[1]) if len(shape) == 2 else (shape[0], shape[1], shape[2])
 
 
 def _pair(values, one_d: bool, fill: int) -> tuple[int, int]:

@@ -42,7 +42,7 @@ class CoordinateAttention(nn.Module):
         self.gate_w = nn.Conv2d(hidden, channels, 1)
         for gate in (self.gate_h, self.gate_w):
             nn.init.zeros_(gate.weight)
-            nn.init.constant_(gate.bias, 3.0)
+            nn.init.constant_(gate.bias, 3.0)  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.dim() == 3

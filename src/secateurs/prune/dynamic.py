@@ -40,7 +40,9 @@ class ChannelGate(nn.Module):
 
 
 def _apply_gate(module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
-    mask = module.gate(args[0])
+    gate = module.gate
+    assert isinstance(gate, ChannelGate)
+    mask = gate(args[0])
     return output * mask.view(*mask.shape, *([1] * (output.dim() - 2)))
 
 
@@ -83,5 +85,8 @@ class GateBudget(LossTerm):
         self.weight = check_float("weight", weight, minimum=0.0)
 
     def __call__(self, step: Step) -> torch.Tensor:
-        excess = [torch.relu(g.probability.mean() - self.target) for g in self.gates]
-        return self.weight * sum(excess)
+        total = torch.zeros(())
+        for g in self.gates:
+            assert g.probability is not None, "the gates run in the forward pass first"
+            total = total + torch.relu(g.probability.mean() - self.target)
+        return self.weight * total

@@ -132,7 +132,7 @@ def _relevance(model: nn.Module, x: torch.Tensor, target: torch.Tensor, eps: flo
                 grads = (grads[0], torch.autograd.grad(flow, w)[0])
         r = (a * grads[0]).detach()
         if len(grads) > 1:
-            w = m.weight.detach()
+            w = m.weight.detach()  # type: ignore[operator]
             weights[name] = ((w.abs() if absolute else w) * grads[1]).detach()
         per_layer.append(r)
     return list(reversed(per_layer)), weights

@@ -158,7 +158,7 @@ def _wrap32(x: torch.Tensor) -> torch.Tensor:
 
 
 def _srdhm(a: torch.Tensor | int, b) -> torch.Tensor:
-    return saturating_rounding_doubling_high_mul(a, b)
+    return saturating_rounding_doubling_high_mul(torch.as_tensor(a, dtype=torch.int64), b)
 
 
 def _saturating_left_shift32(x: torch.Tensor, amount: int) -> torch.Tensor:
