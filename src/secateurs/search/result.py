@@ -43,7 +43,8 @@ class SearchResult:
 
     @property
     def fits(self) -> bool:
-        return all((self.costs.get(m) or 0.0) <= v for m, v in self.limits.items())
+        costs = {m: self.costs.get(m) for m in self.limits}
+        return all(c is not None and c <= self.limits[m] for m, c in costs.items())
 
 
 REPAIR_STEPS = 20
@@ -113,14 +114,14 @@ class Search:
     task: Task
     budget: Budget
     channels: Space | None  # the space of kept channels (None for unstructured sparsity)
-    finetune_epochs: int = 5
-    lr: float = 1e-3
-    importance: str = "l1"
-    min_keep: float = 0.1
-    ignored: Iterable[str] = ()
-    seed: int = 0
-    backend: object = None
-    progress: bool = True
+    finetune_epochs: int
+    lr: float
+    importance: str
+    min_keep: float
+    ignored: Iterable[str]
+    seed: int
+    backend: object
+    progress: bool
     start: float = field(default_factory=time.perf_counter)
 
     @property
@@ -188,6 +189,7 @@ def begin(
     budget can be reached."""
     start = time.perf_counter()
     task = as_task(task)
+    options = {name: default for name, default, _ in SHARED_OPTIONS} | options
     search = Search(method, model, task, budget, None, **options, start=start)
     search.finetune_epochs = check_int("finetune_epochs", search.finetune_epochs, minimum=0)
     search.lr = check_float("lr", search.lr, minimum=0.0, strict_minimum=True)
