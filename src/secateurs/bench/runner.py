@@ -66,6 +66,7 @@ def train_parent(grid: Grid, task: str, model: str, seed: int, root: str) -> flo
     path = parent_path(grid, Path(root), task, model, seed)
     t = data.load(task, seed=seed, **grid.task_args.get(task, {}))
     spec = grid.models[model]
+    assert spec.name is not None  # a grid's models are zoo models, by name
     net = models.create(spec.name, t, width=spec.width, seed=seed, **spec.args)
     fit(net, t, **grid.train, seed=seed, progress=False)
     save_checkpoint(net, path, spec.name, t, width=spec.width, **spec.args)
@@ -239,8 +240,9 @@ def _run_grid(
                     status = "failed" if "error" in res else f"{res['metrics']['accuracy']:.4f}"
                     console.print(f"[{r * width + i + 1}/{len(todo)}] {c.key}: {status}")
             bar.advance(len(batch), status=f"{failed} failed" if failed else "")
-    if backend_owned and callable(getattr(runner, "close", None)):
-        runner.close()
+    close = getattr(runner, "close", None)
+    if backend_owned and callable(close):
+        close()
     keys = {c.key for c in everything} - {c.key for c in todo}
     rows = {r["key"]: r for r in db.rows()}
     exhausted = {

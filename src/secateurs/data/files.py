@@ -41,7 +41,7 @@ def _input_names(arrays: dict, path: Path) -> list[str]:
     """``["x"]``, or ``["x0", "x1", ...]`` for a model with several inputs."""
     if "x_train" in arrays:
         return ["x"]
-    names = []
+    names: list[str] = []
     while f"x{len(names)}_train" in arrays:
         names.append(f"x{len(names)}")
     return names if len(names) > 1 else ["x"]

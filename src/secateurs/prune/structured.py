@@ -116,6 +116,8 @@ def _plan(
         counts = [int((s < threshold).sum()) for s in scores]
     elif isinstance(ratio, dict):
         counts = [math.floor(_group_ratio(g, ratio) * g.channels) for g in groups]
+    elif ratio is None:
+        raise ValueError("give one of ratio, threshold or keep")
     elif scope == "local":
         counts = [math.floor(ratio * g.channels) for g in groups]
     else:  # global: rank channels of all groups together, each group's scores over its mean

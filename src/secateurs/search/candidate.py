@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
+from typing import Protocol, cast
 
 import torch
 from torch import nn
@@ -91,6 +92,12 @@ def evaluate_candidate(
 
 
 BACKENDS: Registry[Callable[..., object]] = Registry("search backend")
+
+
+class Backend(Protocol):
+    """Where jobs run: ``map(fn, jobs)`` returns ``[fn(job) for job in jobs]``, in order."""
+
+    def map(self, fn: Callable, jobs: Sequence[dict]) -> list: ...
 
 
 class SerialBackend:
@@ -204,12 +211,11 @@ def map_jobs(backend, fn: Callable, jobs: Sequence[dict], steps: Steps | None = 
     return out
 
 
-def get_backend(backend) -> object:
+def get_backend(backend) -> Backend:
     """The backend ``backend`` names: a registered name ("serial", "process", "ray"), or
-    anything with
-    ``map(fn, jobs)``."""
+    anything with ``map(fn, jobs)``."""
     if isinstance(backend, str):
-        return BACKENDS.get(backend)()
+        return cast(Backend, BACKENDS.get(backend)())
     if backend is None:
         return SerialBackend()
     if not callable(getattr(backend, "map", None)):
