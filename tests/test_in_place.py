@@ -4,7 +4,6 @@ whose first argument is a float model is called here and held to its mark."""
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import re
 
@@ -14,7 +13,7 @@ from torch import nn
 
 import secateurs as sc
 from secateurs.search import Budget
-from tests.test_layout import PUBLIC
+from tests.test_layout import public_functions
 
 
 class Net(nn.Module):
@@ -160,18 +159,15 @@ NOT_A_MODEL = {
 }
 
 
+MODEL_ARGUMENTS = ("model", "module", "student", "models")  # how a first argument is named
+
+
 def _model_functions() -> dict[str, object]:
-    found = {}
-    for name in PUBLIC:
-        module = importlib.import_module(name)
-        for attr in module.__all__:
-            fn = getattr(module, attr)
-            if not inspect.isfunction(fn):
-                continue
-            first = next(iter(inspect.signature(fn).parameters), "")
-            if first in ("model", "module", "student", "models"):
-                found[f"{name}.{attr}"] = fn
-    return found
+    return {
+        name: fn
+        for name, fn in public_functions().items()
+        if next(iter(inspect.signature(fn).parameters), "") in MODEL_ARGUMENTS
+    }
 
 
 def _state(model: nn.Module):

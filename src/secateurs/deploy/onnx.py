@@ -79,6 +79,7 @@ def _torch_export(model: nn.Module, example) -> bytes:
     model.eval()
     args = as_args(example)
     names = ["input"] if len(args) == 1 else [f"input{k}" for k in range(len(args))]
+    named = {"input_names": names, "output_names": ["output"]}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "model.onnx"
         try:
@@ -92,8 +93,7 @@ def _torch_export(model: nn.Module, example) -> bytes:
                         model,
                         args,
                         str(out),
-                        input_names=names,
-                        output_names=["output"],
+                        **named,
                         dynamo=True,
                         external_data=False,  # one file: the weights inside it
                         dynamic_shapes=tuple({0: batch} for _ in args),
@@ -113,8 +113,7 @@ def _torch_export(model: nn.Module, example) -> bytes:
                         model,
                         args,
                         str(out),
-                        input_names=names,
-                        output_names=["output"],
+                        **named,
                         dynamo=False,
                         dynamic_axes={**{n: {0: "N"} for n in names}, "output": {0: "N"}},
                     )
