@@ -2,7 +2,7 @@
 
 ``--real`` runs the same methods, operating points and seeds on the real-data tasks
 instead (``REAL`` below): Fashion-MNIST on a stratified 6,000-image slice of its training
-set (a tenth: DS-CNN trains at about 10 s an epoch on it, so its 276 cells take hours, not
+set (a tenth: DS-CNN trains at about 10 s an epoch on it, so its 351 cells take hours, not
 days), the smartwatch IMU windows and the spoken digits whole. Its store, report and summary
 are separate: runs/review-real/, docs/results/review-real/, benchmarks/results/review_real.json.
 
