@@ -4,6 +4,7 @@ whose first argument is a float model is called here and held to its mark."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 
@@ -162,6 +163,7 @@ NOT_A_MODEL = {
 MODEL_ARGUMENTS = ("model", "module", "student", "models")  # how a first argument is named
 
 
+@functools.cache
 def _model_functions() -> dict[str, object]:
     return {
         name: fn

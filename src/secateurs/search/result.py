@@ -1,8 +1,9 @@
 """What every search shares: its options, how it starts and ends, and what it returns.
 
 A search opens a :class:`Search` with :func:`begin` (the options every search takes,
-checked once, and the space of kept channels under the budget) and closes it with
-:meth:`Search.finish` (prune to the structure found, fine-tune, measure, check the budget).
+checked once; ``Search.space``, the kept channels under the budget, is built when first
+asked) and closes it with :meth:`Search.finish` (prune to the structure found, fine-tune,
+measure, check the budget).
 """
 
 from __future__ import annotations
@@ -113,7 +114,6 @@ class Search:
     model: nn.Module
     task: Task
     budget: Budget
-    channels: Space | None  # the space of kept channels (None for unstructured sparsity)
     finetune_epochs: int
     lr: float
     importance: str
@@ -123,12 +123,18 @@ class Search:
     backend: object
     progress: bool
     start: float = field(default_factory=time.perf_counter)
+    channels: Space | None = field(default=None, init=False, repr=False)
 
     @property
     def space(self) -> Space:
-        """The space of kept channels the search moves in (channel searches only)."""
+        """The space of kept channels under the budget, built (and the budget checked
+        reachable) when a channel search first asks, before any training; a search of
+        unstructured sparsity never does."""
         if self.channels is None:
-            raise RuntimeError(f"{self.method} searches no channel space")
+            self.channels = Space(
+                self.model, self.task.example_inputs(), self.budget, self.ignored, self.min_keep
+            )
+            self.channels.check_reachable()
         return self.channels
 
     def finish(
@@ -181,25 +187,16 @@ class Search:
         )
 
 
-def begin(
-    method: str, model: nn.Module, task, budget: Budget, *, structured: bool = True, **options
-) -> Search:
-    """Start the search ``method``: check the shared options before any work and, for a
-    channel search (``structured``), build the space under ``budget`` and check that the
-    budget can be reached."""
+def begin(method: str, model: nn.Module, task, budget: Budget, **options) -> Search:
+    """Start the search ``method``: check the shared options before any work."""
     start = time.perf_counter()
     task = as_task(task)
     options = {name: default for name, default, _ in SHARED_OPTIONS} | options
-    search = Search(method, model, task, budget, None, **options, start=start)
+    search = Search(method, model, task, budget, **options, start=start)
     search.finetune_epochs = check_int("finetune_epochs", search.finetune_epochs, minimum=0)
     search.lr = check_float("lr", search.lr, minimum=0.0, strict_minimum=True)
     search.seed = check_int("seed", search.seed)
     IMPORTANCE.get(search.importance)  # an unknown criterion lists the known ones
-    if structured:
-        search.channels = Space(
-            model, task.example_inputs(), budget, search.ignored, search.min_keep
-        )
-        search.channels.check_reachable()
     return search
 
 
@@ -227,8 +224,7 @@ def search_method(name: str, *, takes: tuple[str, ...] = ()):
                     f"{', '.join(p.name for p in own + shared)}"
                 )
             mine = {p.name: options.pop(p.name) for p in own if p.name in options}
-            structured = mine.get("structured", True)
-            return fn(begin(name, model, task, budget, structured=structured, **options), **mine)
+            return fn(begin(name, model, task, budget, **options), **mine)
 
         positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
         public.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
